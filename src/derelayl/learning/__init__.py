@@ -1,0 +1,1 @@
+"""The model side: trainers and evaluators (abstract latent score; PyTorch)."""

@@ -1,0 +1,200 @@
+"""A verified chain of signed blocks over any ``Ledger``: the rules applied to stored bytes.
+
+``Chain.create`` writes the genesis block; ``Chain.open`` replays a stored chain from genesis
+and raises ``ChainIntegrityError`` naming the first bad block; ``Chain.produce`` signs and
+stores a block a local miner made; ``Chain.append`` checks and stores a block someone else
+made. A block is applied to a copy of the state and only swapped in once it is on disk, so a
+rejected or unstorable block leaves state and storage as they were.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from derelayl.errors import (
+    ChainIntegrityError,
+    DerelaylError,
+    LedgerError,
+    MalformedError,
+    ProtocolError,
+    SignatureError,
+)
+from derelayl.ledger.base import Ledger, StoredBlock
+from derelayl.ledger.codec import ZERO_HASH, decode_block, encode_block, parse_header, seal
+from derelayl.ledger.crypto import KeyPair, canonical, sha256, verify_signature
+from derelayl.protocol.blocks import Block
+from derelayl.protocol.digest import compute_state_root
+from derelayl.protocol.params import Params
+from derelayl.protocol.state import State
+from derelayl.protocol.transition import process_block
+from derelayl.protocol.types import BlockKind
+
+__all__ = ["Chain", "Receipt"]
+
+Receipt = Any
+OnBlock = Callable[[StoredBlock, Block | None, Receipt, State], None]
+PROTOCOL_ID = "derelayl/1"
+
+
+@dataclass
+class Chain:
+    ledger: Ledger
+    state: State
+    chain_id: bytes
+    head_hash: bytes
+
+    @property
+    def height(self) -> int:
+        return self.ledger.height()
+
+    # ------------------------------------------------------------ genesis
+
+    @classmethod
+    def create(cls, ledger: Ledger, params: Params, seed: bytes, keys: list[bytes], genesis_key: KeyPair) -> Chain:
+        if ledger.height():
+            raise LedgerError("ledger already holds blocks; open it instead")
+        if not keys or genesis_key.public != keys[0]:
+            raise MalformedError("genesis must be signed by participant 0 (the genesis model owner)")
+        state = State.genesis(params, seed, keys)
+        body = {"protocol": PROTOCOL_ID, "params": params.to_dict(), "seed": seed.hex(), "keys": [k.hex() for k in keys]}
+        header = canonical(
+            {
+                "height": 0,
+                "prev": ZERO_HASH.hex(),
+                "round": 0,
+                "kind": "genesis",
+                "miner": 0,
+                "body": sha256(canonical(body)).hex(),
+                "state_root": compute_state_root(state).hex(),
+            }
+        )
+        block_hash = sha256(header)
+        stored = StoredBlock(0, block_hash, header, canonical(body), genesis_key.sign(block_hash))
+        ledger.append(stored)
+        return cls(ledger, state, block_hash, block_hash)
+
+    @staticmethod
+    def _genesis_state(stored: StoredBlock) -> State:
+        header = _check_envelope(stored, 0, ZERO_HASH)
+        body = json.loads(stored.body)
+        if body.get("protocol") != PROTOCOL_ID:
+            raise MalformedError(f"genesis: unknown protocol {body.get('protocol')!r}")
+        keys = [bytes.fromhex(k) for k in body["keys"]]
+        state = State.genesis(Params.from_dict(body["params"]), bytes.fromhex(body["seed"]), keys)
+        if header.get("kind") != "genesis":
+            raise MalformedError("block 0 is not a genesis block")
+        _check_signature(stored, keys[0])
+        _check_root(header, state)
+        return state
+
+    # ------------------------------------------------------------ replay
+
+    @classmethod
+    def open(cls, ledger: Ledger, on_block: OnBlock | None = None) -> Chain:
+        """Replay and verify every stored block; raise at the first bad one."""
+        if ledger.height() == 0:
+            raise ChainIntegrityError(0, "empty chain: no genesis block")
+        genesis = ledger.get(0)
+        try:
+            state = cls._genesis_state(genesis)
+        except (DerelaylError, ValueError, KeyError, TypeError, json.JSONDecodeError) as exc:
+            raise ChainIntegrityError(0, _reason(exc)) from exc
+        chain = cls(ledger, state, genesis.hash, genesis.hash)
+        if on_block:
+            on_block(genesis, None, None, state)
+        for height in range(1, ledger.height()):
+            try:
+                stored = ledger.get(height)
+                block, receipt = chain._apply(chain.state, stored, height)
+            except (DerelaylError, ValueError, KeyError, TypeError) as exc:
+                raise ChainIntegrityError(height, _reason(exc)) from exc
+            chain.head_hash = stored.hash
+            if on_block:
+                on_block(stored, block, receipt, chain.state)
+        return chain
+
+    def _apply(self, state: State, stored: StoredBlock, height: int) -> tuple[Block, Receipt]:
+        """Verify a stored block against ``state`` and apply it (mutates ``state``)."""
+        header = _check_envelope(stored, height, self.head_hash)
+        kind = BlockKind[str(header.get("kind", "")).upper()]
+        miner = header.get("miner")
+        if not isinstance(miner, int) or not 0 <= miner < state.n_participants:
+            raise MalformedError(f"unknown miner {miner!r}")
+        _check_signature(stored, state.keys[miner])
+        body = json.loads(stored.body)
+        if not isinstance(body, dict):
+            raise MalformedError("body is not a JSON object")
+        block = decode_block(kind, int(header["round"]), miner, body, self.chain_id, state.keys)
+        receipt = process_block(state, block)
+        _check_root(header, state)
+        return block, receipt
+
+    # ------------------------------------------------------------ new blocks
+
+    def append(self, stored: StoredBlock) -> Receipt:
+        """Check a block made elsewhere and store it. Invalid: raises, nothing changes."""
+        candidate = self.state.copy()
+        _, receipt = self._apply(candidate, stored, self.ledger.height())
+        self.ledger.append(stored)
+        self.state, self.head_hash = candidate, stored.hash
+        return receipt
+
+    def produce(
+        self,
+        block: Block,
+        keys: Mapping[int, KeyPair],
+        *,
+        join_keys: Mapping[bytes, KeyPair] | None = None,
+    ) -> Receipt:
+        """Sign (messages by their senders, the block by its miner), apply and store."""
+        candidate = self.state.copy()
+        receipt = process_block(candidate, block)
+        body = encode_block(block, self.chain_id, keys, join_keys or {})
+        stored = seal(
+            block,
+            body,
+            height=self.ledger.height(),
+            prev=self.head_hash,
+            state_root=compute_state_root(candidate),
+            miner=keys[block.miner],
+        )
+        self.ledger.append(stored)
+        self.state, self.head_hash = candidate, stored.hash
+        return receipt
+
+
+def _check_envelope(stored: StoredBlock, height: int, prev: bytes) -> dict[str, Any]:
+    if sha256(stored.header) != stored.hash:
+        raise ChainIntegrityError(stored.height, "tampered bytes: header does not hash to the block hash")
+    header = parse_header(stored)
+    if header.get("height") != stored.height or stored.height != height:
+        raise ChainIntegrityError(stored.height, f"broken link: expected height {height}")
+    if header.get("prev") != prev.hex():
+        raise ChainIntegrityError(stored.height, "broken link: prev does not name the previous block's hash")
+    if header.get("body") != sha256(stored.body).hex():
+        raise ChainIntegrityError(stored.height, "tampered bytes: body does not match the header's body hash")
+    return header
+
+
+def _check_signature(stored: StoredBlock, key: bytes) -> None:
+    if not verify_signature(key, stored.signature, stored.hash):
+        raise SignatureError("bad signature: block not signed by its miner")
+
+
+def _check_root(header: dict[str, Any], state: State) -> None:
+    if header.get("state_root") != compute_state_root(state).hex():
+        raise ProtocolError("rule violation: state root after this block differs from the header's")
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, ChainIntegrityError):
+        return exc.reason
+    if isinstance(exc, SignatureError):
+        return f"bad signature: {exc}"
+    if isinstance(exc, ProtocolError):
+        text = str(exc)
+        return text if text.startswith("rule violation") else f"rule violation: {text}"
+    return f"malformed block: {exc}"

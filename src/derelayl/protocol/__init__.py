@@ -1,0 +1,60 @@
+"""The DeRelayL rules: pure, deterministic, exactly accounted. No I/O, clock, global RNG or logging."""
+
+from derelayl.protocol.blocks import (
+    Bids,
+    Block,
+    CommitBlock,
+    CommitReceipt,
+    DepositBlock,
+    DepositReceipt,
+    SettleBlock,
+    SettleReceipt,
+    TestBlock,
+    TestReceipt,
+)
+from derelayl.protocol.params import PRESETS, Params, preset
+from derelayl.protocol.state import Models, Pairs, Roles, State, compute_rng
+from derelayl.protocol.transition import (
+    assign_roles,
+    process_block,
+    process_commit_block,
+    process_deposit_block,
+    process_settle_block,
+    process_test_block,
+    total_money,
+)
+from derelayl.protocol.types import UNIT, BlockKind, Phase, coins_to_units, format_units, units_to_coins
+
+__all__ = [
+    "PRESETS",
+    "UNIT",
+    "Bids",
+    "Block",
+    "BlockKind",
+    "CommitBlock",
+    "CommitReceipt",
+    "DepositBlock",
+    "DepositReceipt",
+    "Models",
+    "Pairs",
+    "Params",
+    "Phase",
+    "Roles",
+    "SettleBlock",
+    "SettleReceipt",
+    "State",
+    "TestBlock",
+    "TestReceipt",
+    "assign_roles",
+    "coins_to_units",
+    "compute_rng",
+    "format_units",
+    "preset",
+    "process_block",
+    "process_commit_block",
+    "process_deposit_block",
+    "process_settle_block",
+    "process_test_block",
+    "total_money",
+    "units_to_coins",
+]

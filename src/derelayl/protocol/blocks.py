@@ -1,0 +1,125 @@
+"""The contents of the round's four blocks, as the rules see them, and their receipts.
+
+A block carries only what its producer decided or received (bids, commitments, scores);
+everything the rules derive from it (matching, selection, payouts) is returned as a
+receipt, so that a verifier recomputes it instead of trusting it. Per-item lists are
+parallel ``numpy`` arrays, so that a block of 40,000 bids costs no Python loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import NDArray
+
+from derelayl.protocol.state import Pairs, empty_i64
+from derelayl.protocol.types import BlockKind
+
+__all__ = [
+    "Bids",
+    "Block",
+    "CommitBlock",
+    "CommitReceipt",
+    "DepositBlock",
+    "DepositReceipt",
+    "SettleBlock",
+    "SettleReceipt",
+    "TestBlock",
+    "TestReceipt",
+]
+
+I64 = NDArray[np.int64]
+F64 = NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class Bids:
+    """Bids as parallel arrays: who bids, and how many units (per trainer, for model owners)."""
+
+    participant: I64 = field(default_factory=empty_i64)
+    amount: I64 = field(default_factory=empty_i64)
+
+    @classmethod
+    def of(cls, pairs: dict[int, int] | list[tuple[int, int]]) -> Bids:
+        items = list(pairs.items()) if isinstance(pairs, dict) else list(pairs)
+        who = np.array([p for p, _ in items], dtype=np.int64)
+        amount = np.array([a for _, a in items], dtype=np.int64)
+        return cls(who, amount)
+
+    def __len__(self) -> int:
+        return int(self.participant.size)
+
+
+@dataclass(frozen=True)
+class DepositBlock:
+    round: int
+    miner: int
+    trainer_bids: Bids
+    mo_bids: Bids
+    joins: tuple[bytes, ...] = ()
+    """Public keys registering now; they take part from the next round's role draw."""
+    kind: BlockKind = BlockKind.DEPOSIT
+
+
+@dataclass(frozen=True)
+class CommitBlock:
+    round: int
+    miner: int
+    trainers: I64
+    commitments: tuple[bytes, ...]
+    """SHA-256 of each trainer's (encrypted) model, committed before any test case is known."""
+    fhe_public_key: bytes = b""
+    kind: BlockKind = BlockKind.COMMIT
+
+
+@dataclass(frozen=True)
+class TestBlock:
+    round: int
+    miner: int
+    n_test_cases: int
+    test_cases_digest: bytes
+    scores: F64
+    """One score per commitment, in commitment order (higher is better)."""
+    kind: BlockKind = BlockKind.TEST
+
+
+@dataclass(frozen=True)
+class SettleBlock:
+    round: int
+    miner: int
+    kind: BlockKind = BlockKind.SETTLE
+
+
+Block = DepositBlock | CommitBlock | TestBlock | SettleBlock
+
+
+@dataclass(frozen=True)
+class DepositReceipt:
+    pairs: Pairs
+    parent_model: I64
+    miner_reward: int
+
+
+@dataclass(frozen=True)
+class CommitReceipt:
+    model_id: I64
+    parent_model: I64
+    miner_reward: int
+
+
+@dataclass(frozen=True)
+class TestReceipt:
+    miner_reward: int
+
+
+@dataclass(frozen=True)
+class SettleReceipt:
+    selected_model: I64
+    selected_owner: I64
+    refunded: int
+    burned: int
+    lineage_minted: int
+    lineage_payout: I64
+    """Units paid to each participant (full-length array)."""
+    miner_reward: int

@@ -1,0 +1,140 @@
+"""Protocol parameters, validated in one place, with named presets.
+
+``reference`` is every value of the paper's simulation (PROTOCOL.md); ``minimal`` is a
+small, fast set for tests. Amounts are in smallest units (see ``types.UNIT``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any, Literal
+
+from derelayl.errors import ConfigError
+from derelayl.protocol.types import UNIT
+
+__all__ = ["PRESETS", "Params", "RewardScheme", "preset"]
+
+RewardScheme = Literal["lineage", "decay", "capped"]
+_MILLI = UNIT // 1000
+
+
+def _fraction(value: Any, name: str) -> Fraction:
+    try:
+        # str() first so that 0.5 becomes exactly 1/2, not the binary float
+        return Fraction(str(value))
+    except (ValueError, ZeroDivisionError) as exc:
+        raise ConfigError(f"{name}: {value!r} is not a number") from exc
+
+
+@dataclass(frozen=True)
+class Params:
+    """The rules' knobs. Construct through ``Params(...)`` or ``Params.from_dict``."""
+
+    k: int = 4
+    """Trainers each model owner takes in the auction."""
+    select_fraction: Fraction = Fraction(1, 2)
+    """Share s of the round's models selected: the top floor(s * n_models)."""
+    cap_fraction: Fraction = Fraction(1, 2)
+    """Model owners + trainers = floor(cap_fraction * participants) unless ``cap`` is set."""
+    cap: int | None = None
+    """Absolute cap on model owners + trainers (overrides ``cap_fraction``)."""
+    test_cases: int = 100
+    """Test cases the testing miner must publish each round."""
+    mo_budget: int = _MILLI
+    """Reference model-owner budget (used by the reference bid policy, kept here for configs)."""
+    reward_per_deposit: int = _MILLI
+    reward_per_commitment: int = _MILLI
+    reward_per_test_case: int = _MILLI
+    reward_per_tested_model: int = _MILLI
+    reward_per_settled_model: int = _MILLI
+    reward_per_model_case: int = _MILLI
+    lineage_reward: int = UNIT
+    """Coins minted to the owner of a selected model and of each of its ancestors."""
+    reward_scheme: RewardScheme = "lineage"
+    royalty_decay: Fraction = Fraction(1, 2)
+    """gamma of the ``decay`` scheme: an ancestor d generations up gets gamma**d."""
+    supply_cap: int | None = None
+    """``capped`` scheme: minting stops where minted - burned would exceed this."""
+    encryption_miner_holds_models: bool = True
+    """Reference behaviour: the encryption miner receives copies of all new models."""
+    extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "select_fraction", _fraction(self.select_fraction, "select_fraction"))
+        object.__setattr__(self, "cap_fraction", _fraction(self.cap_fraction, "cap_fraction"))
+        object.__setattr__(self, "royalty_decay", _fraction(self.royalty_decay, "royalty_decay"))
+        if self.extra:
+            raise ConfigError(f"unknown parameter(s): {', '.join(sorted(self.extra))}")
+        if not (0 < self.select_fraction <= 1):
+            raise ConfigError(f"select_fraction must be in (0, 1], got {self.select_fraction}")
+        if not (0 < self.cap_fraction < 1):
+            raise ConfigError(f"cap_fraction must be in (0, 1), got {self.cap_fraction}")
+        if self.cap is not None and self.cap < 1:
+            raise ConfigError(f"cap must be at least 1, got {self.cap}")
+        if self.k < 1:
+            raise ConfigError(f"k (trainers per model owner) must be at least 1, got {self.k}")
+        if self.test_cases < 1:
+            raise ConfigError(f"test_cases must be at least 1, got {self.test_cases}")
+        for name in (
+            "mo_budget",
+            "reward_per_deposit",
+            "reward_per_commitment",
+            "reward_per_test_case",
+            "reward_per_tested_model",
+            "reward_per_settled_model",
+            "reward_per_model_case",
+            "lineage_reward",
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ConfigError(f"{name} must be a non-negative integer of units, got {value!r}")
+        if self.reward_scheme not in ("lineage", "decay", "capped"):
+            raise ConfigError(f"reward_scheme must be lineage, decay or capped, got {self.reward_scheme!r}")
+        if not (0 <= self.royalty_decay < 1):
+            raise ConfigError(f"royalty_decay must be in [0, 1), got {self.royalty_decay}")
+        if self.reward_scheme == "capped" and (self.supply_cap is None or self.supply_cap < 0):
+            raise ConfigError("reward_scheme 'capped' needs a non-negative supply_cap (units)")
+
+    def active_cap(self, n_participants: int) -> int:
+        """Model owners + trainers allowed this round; always leaves one miner."""
+        cap = self.cap if self.cap is not None else int(self.cap_fraction * n_participants)
+        return max(0, min(cap, n_participants - 1))
+
+    def n_selected(self, n_models: int) -> int:
+        """floor(s * n_models), exact."""
+        return int(self.select_fraction * n_models)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            if f.name == "extra":
+                continue
+            value = getattr(self, f.name)
+            out[f.name] = str(value) if isinstance(value, Fraction) else value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], base: Params | None = None) -> Params:
+        """Build from a plain mapping (e.g. TOML); unknown keys are errors."""
+        names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        known = {key: value for key, value in data.items() if key in names}
+        unknown = {key: value for key, value in data.items() if key not in names}
+        start = dataclasses.asdict(base) if base is not None else {}
+        start.pop("extra", None)
+        start.update(known)
+        return cls(**start, extra=unknown)
+
+
+PRESETS: dict[str, Params] = {
+    "reference": Params(),
+    "minimal": Params(k=2, test_cases=10),
+}
+
+
+def preset(name: str) -> Params:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ConfigError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}") from None

@@ -1,0 +1,156 @@
+"""The one state object the rules read and write.
+
+Participants are indexed in registration order; per-participant values live in
+``numpy.int64`` arrays of that length. The state holds only what the rules still need:
+balances, escrow, the live models (held by this round's model owners), this round's
+matched pairs and commitments, and the lineage accounting. The full model history is the
+chain of blocks (see ``derelayl.ledger``).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import NDArray
+
+from derelayl.protocol.lineage import LineageTree, compute_multipliers
+from derelayl.protocol.params import Params
+from derelayl.protocol.types import Phase
+
+__all__ = ["KEY_SIZE", "Models", "Pairs", "Roles", "State", "compute_rng", "empty_i64"]
+
+KEY_SIZE = 32
+I64 = NDArray[np.int64]
+F64 = NDArray[np.float64]
+
+
+def empty_i64() -> I64:
+    return np.zeros(0, dtype=np.int64)
+
+
+@dataclass
+class Roles:
+    """Who does what this round. Block miners: one per block kind (deposit..settle)."""
+
+    model_owners: I64
+    trainers: I64
+    miners: I64
+    block_miners: tuple[int, int, int, int]
+
+
+@dataclass
+class Models:
+    """A set of models as parallel arrays (the live ones, or this round's commitments)."""
+
+    model_id: I64 = field(default_factory=empty_i64)
+    owner: I64 = field(default_factory=empty_i64)
+    """Holder: the trainer that produced it (genesis: the genesis owner)."""
+    version: I64 = field(default_factory=empty_i64)
+    score: F64 = field(default_factory=lambda: np.zeros(0, dtype=np.float64))
+
+    def __len__(self) -> int:
+        return int(self.model_id.size)
+
+    def take(self, index: NDArray[np.int64]) -> Models:
+        return Models(self.model_id[index], self.owner[index], self.version[index], self.score[index])
+
+
+@dataclass
+class Pairs:
+    """Matched (model owner, trainer) pairs of the round and their escrowed deposits."""
+
+    live_pos: I64 = field(default_factory=empty_i64)
+    """Position of the model owner's model in ``State.live`` (the parent)."""
+    model_owner: I64 = field(default_factory=empty_i64)
+    mo_deposit: I64 = field(default_factory=empty_i64)
+    trainer: I64 = field(default_factory=empty_i64)
+    trainer_deposit: I64 = field(default_factory=empty_i64)
+
+    def __len__(self) -> int:
+        return int(self.trainer.size)
+
+
+@dataclass
+class State:
+    params: Params
+    seed: bytes
+    keys: list[bytes]
+    key_index: dict[bytes, int]
+    balances: I64
+    held_version: I64
+    """Newest model version each participant holds (-1: none)."""
+    round: int = 0
+    phase: Phase = Phase.DEPOSIT
+    escrow: int = 0
+    minted: int = 0
+    burned: int = 0
+    latest_version: int = 0
+    next_model_id: int = 1
+    live: Models = field(default_factory=Models)
+    roles: Roles | None = None
+    pairs: Pairs = field(default_factory=Pairs)
+    commits: Models = field(default_factory=Models)
+    commit_pair: I64 = field(default_factory=empty_i64)
+    """For each commitment: its position in ``pairs``."""
+    commitments: list[bytes] = field(default_factory=list)
+    lineage: LineageTree = field(default_factory=lambda: LineageTree(multipliers=(0,)))
+
+    @property
+    def n_participants(self) -> int:
+        return len(self.keys)
+
+    @property
+    def supply(self) -> int:
+        """Coins in circulation: minted - burned (= balances + escrow)."""
+        return self.minted - self.burned
+
+    def copy(self) -> State:
+        return copy.deepcopy(self)
+
+    @classmethod
+    def genesis(cls, params: Params, seed: bytes, keys: list[bytes]) -> State:
+        """The state before round 0: participants registered, the genesis model (version 0)
+        held by participant 0, all balances zero."""
+        from derelayl.protocol.transition import assign_roles, validate_new_keys
+
+        validate_new_keys({}, keys)
+        if len(keys) < 2:
+            from derelayl.errors import ConfigError
+
+            raise ConfigError("a network needs at least 2 participants (a model owner and a miner)")
+        n = len(keys)
+        multipliers = compute_multipliers(
+            params.reward_scheme,
+            params.lineage_reward,
+            params.royalty_decay.numerator,
+            params.royalty_decay.denominator,
+        )
+        state = cls(
+            params=params,
+            seed=bytes(seed),
+            keys=list(keys),
+            key_index={key: i for i, key in enumerate(keys)},
+            balances=np.zeros(n, dtype=np.int64),
+            held_version=np.full(n, -1, dtype=np.int64),
+            lineage=LineageTree.genesis(0, n, multipliers),
+        )
+        state.held_version[0] = 0
+        state.live = Models(
+            model_id=np.array([0], dtype=np.int64),
+            owner=np.array([0], dtype=np.int64),
+            version=np.array([0], dtype=np.int64),
+            score=np.array([0.0]),
+        )
+        state.roles = assign_roles(state)
+        return state
+
+
+def compute_rng(state: State, purpose: str) -> np.random.Generator:
+    """The round's randomness for one purpose: derived from the seed carried in state, so
+    every backend that replays the chain draws the same values."""
+    material = state.seed + state.round.to_bytes(8, "big") + purpose.encode()
+    digest = hashlib.sha256(material).digest()
+    return np.random.Generator(np.random.PCG64(int.from_bytes(digest, "big")))

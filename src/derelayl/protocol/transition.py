@@ -1,0 +1,383 @@
+"""The state transition: one ``process_*`` function per block of a round.
+
+Every function first verifies everything (each check preceded by a ``# Verify`` comment)
+and only then changes state, so an invalid block raises a specific ``ProtocolError`` and
+leaves the state exactly as it was. Randomness comes from ``compute_rng`` (seed in state).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import numpy as np
+from numpy.typing import NDArray
+
+from derelayl.errors import (
+    BalanceError,
+    DuplicateError,
+    MalformedError,
+    PhaseError,
+    RoleError,
+    UnknownParticipantError,
+    WrongMinerError,
+)
+from derelayl.protocol.auction import compute_matching, compute_ranking
+from derelayl.protocol.blocks import (
+    Bids,
+    Block,
+    CommitBlock,
+    CommitReceipt,
+    DepositBlock,
+    DepositReceipt,
+    SettleBlock,
+    SettleReceipt,
+    TestBlock,
+    TestReceipt,
+)
+from derelayl.protocol.state import KEY_SIZE, Models, Pairs, Roles, State, compute_rng
+from derelayl.protocol.types import Phase
+
+__all__ = [
+    "assign_roles",
+    "process_block",
+    "process_commit_block",
+    "process_deposit_block",
+    "process_settle_block",
+    "process_test_block",
+    "validate_new_keys",
+]
+
+I64 = NDArray[np.int64]
+DIGEST_SIZE = 32
+
+
+# ---------------------------------------------------------------- helpers (checks)
+
+
+def validate_new_keys(key_index: dict[bytes, int], keys: Iterable[bytes]) -> None:
+    """Registration is permissionless: any well-formed, not yet registered key may join."""
+    seen: set[bytes] = set()
+    for key in keys:
+        # Verify the key is a 32-byte public key
+        if not isinstance(key, bytes) or len(key) != KEY_SIZE:
+            raise MalformedError(f"registration: public key must be {KEY_SIZE} bytes")
+        # Verify it is not registered already
+        if key in key_index or key in seen:
+            raise DuplicateError(f"registration: key {key.hex()[:16]}… is already registered")
+        seen.add(key)
+
+
+def _verify_header(state: State, block: Block, phase: Phase) -> None:
+    # Verify the block belongs to the current round and phase
+    if block.round != state.round:
+        raise PhaseError(f"{block.kind.name.lower()} block for round {block.round}, but the chain is in round {state.round}")
+    if state.phase != phase:
+        raise PhaseError(
+            f"{block.kind.name.lower()} block out of phase: round {state.round} expects a "
+            f"{state.phase.name.lower()} block"
+        )
+    # Verify the block comes from the miner drawn for it
+    assert state.roles is not None
+    expected = state.roles.block_miners[int(phase)]
+    if block.miner != expected:
+        raise WrongMinerError(
+            f"{block.kind.name.lower()} block of round {state.round} produced by participant "
+            f"{block.miner}, but participant {expected} was drawn"
+        )
+
+
+def _verify_bids(state: State, bids: Bids, eligible: I64, who: str, per: int) -> None:
+    """Bids must come once each from an eligible participant and be covered ``per`` times."""
+    # Verify the arrays are well formed
+    if bids.participant.shape != bids.amount.shape or bids.participant.ndim != 1:
+        raise MalformedError(f"{who} bids: participant and amount lists differ in length")
+    if bids.participant.size == 0:
+        return
+    # Verify every bidder is registered
+    n = state.n_participants
+    unknown = bids.participant[(bids.participant < 0) | (bids.participant >= n)]
+    if unknown.size:
+        raise UnknownParticipantError(f"{who} bid from unknown participant {int(unknown[0])}")
+    # Verify every bidder holds the role this round
+    outside = bids.participant[~np.isin(bids.participant, eligible)]
+    if outside.size:
+        raise RoleError(f"participant {int(outside[0])} bid as a {who} but is not a {who} in round {state.round}")
+    # Verify nobody bids twice
+    values, counts = np.unique(bids.participant, return_counts=True)
+    if (counts > 1).any():
+        raise DuplicateError(f"participant {int(values[counts > 1][0])} bid twice as a {who}")
+    # Verify amounts are non-negative and covered by the bidder's balance
+    if (bids.amount < 0).any():
+        raise BalanceError(f"{who} bid of a negative amount")
+    short = bids.amount * per > state.balances[bids.participant]
+    if short.any():
+        i = int(np.flatnonzero(short)[0])
+        raise BalanceError(
+            f"{who} {int(bids.participant[i])} bid {int(bids.amount[i])} units (x{per}) above "
+            f"its balance of {int(state.balances[bids.participant[i]])}"
+        )
+
+
+def _mint(state: State, amount: int) -> int:
+    """How much of ``amount`` may be minted now (``capped`` scheme limits supply)."""
+    p = state.params
+    if p.reward_scheme == "capped" and p.supply_cap is not None:
+        return max(0, min(amount, p.supply_cap - state.supply))
+    return amount
+
+
+def _pay_miner(state: State, miner: int, amount: int) -> int:
+    amount = _mint(state, amount)
+    state.balances[miner] += amount
+    state.minted += amount
+    return amount
+
+
+# ---------------------------------------------------------------- roles
+
+
+def assign_roles(state: State) -> Roles:
+    """Model owners hold the live models; trainers are drawn from the rest so that owners +
+    trainers = cap; everyone else mines. One miner is drawn per block of the round."""
+    n = state.n_participants
+    model_owners = np.unique(state.live.owner)
+    cap = state.params.active_cap(n)
+    others_mask = np.ones(n, dtype=bool)
+    others_mask[model_owners] = False
+    others = np.flatnonzero(others_mask)
+    n_trainers = max(0, min(cap - model_owners.size, others.size - 1))
+    rng = compute_rng(state, "roles")
+    drawn = rng.permutation(others)
+    trainers = np.sort(drawn[:n_trainers])
+    miners = np.sort(drawn[n_trainers:])
+    block_miners = rng.choice(miners, size=4)
+    return Roles(
+        model_owners=model_owners.astype(np.int64),
+        trainers=trainers.astype(np.int64),
+        miners=miners.astype(np.int64),
+        block_miners=(int(block_miners[0]), int(block_miners[1]), int(block_miners[2]), int(block_miners[3])),
+    )
+
+
+# ---------------------------------------------------------------- the four blocks
+
+
+def process_deposit_block(state: State, block: DepositBlock) -> DepositReceipt:
+    """Bids in, auction run, deposits escrowed. New keys register here."""
+    _verify_header(state, block, Phase.DEPOSIT)
+    assert state.roles is not None
+    roles = state.roles
+    k = state.params.k
+    _verify_bids(state, block.trainer_bids, roles.trainers, "trainer", 1)
+    _verify_bids(state, block.mo_bids, roles.model_owners, "model owner", k)
+    validate_new_keys(state.key_index, block.joins)
+
+    # Rank live models (of owners who bid) by score and trainers by bid, then match.
+    rng = compute_rng(state, "auction")
+    mo_amount = np.full(state.n_participants, -1, dtype=np.int64)
+    mo_amount[block.mo_bids.participant] = block.mo_bids.amount
+    live_rank = compute_ranking(state.live.score, rng)
+    live_rank = live_rank[mo_amount[state.live.owner[live_rank]] >= 0]
+    trainer_rank = compute_ranking(block.trainer_bids.amount, rng)
+    live_pos, trainer_pos = compute_matching(live_rank, trainer_rank, k)
+    model_owner = state.live.owner[live_pos]
+    pairs = Pairs(
+        live_pos=live_pos,
+        model_owner=model_owner,
+        mo_deposit=mo_amount[model_owner],
+        trainer=block.trainer_bids.participant[trainer_pos],
+        trainer_deposit=block.trainer_bids.amount[trainer_pos],
+    )
+
+    # Apply: escrow deposits, hand the parent model to the trainer, pay the miner, register.
+    np.subtract.at(state.balances, pairs.model_owner, pairs.mo_deposit)
+    state.balances[pairs.trainer] -= pairs.trainer_deposit
+    state.escrow += int(pairs.mo_deposit.sum() + pairs.trainer_deposit.sum())
+    state.held_version[pairs.trainer] = np.maximum(
+        state.held_version[pairs.trainer], state.live.version[live_pos]
+    )
+    state.pairs = pairs
+    reward = _pay_miner(state, block.miner, state.params.reward_per_deposit * len(pairs))
+    _register(state, block.joins)
+    state.phase = Phase.COMMIT
+    return DepositReceipt(pairs=pairs, parent_model=state.live.model_id[live_pos], miner_reward=reward)
+
+
+def _register(state: State, keys: tuple[bytes, ...]) -> None:
+    if not keys:
+        return
+    start = state.n_participants
+    for offset, key in enumerate(keys):
+        state.keys.append(key)
+        state.key_index[key] = start + offset
+    extra = len(keys)
+    state.balances = np.concatenate([state.balances, np.zeros(extra, dtype=np.int64)])
+    state.held_version = np.concatenate([state.held_version, np.full(extra, -1, dtype=np.int64)])
+    state.lineage.grow(state.n_participants)
+
+
+def process_commit_block(state: State, block: CommitBlock) -> CommitReceipt:
+    """Matched trainers commit to their new models before any test case is known."""
+    _verify_header(state, block, Phase.COMMIT)
+    trainers = np.asarray(block.trainers, dtype=np.int64)
+    # Verify one commitment per listed trainer, each a 32-byte digest
+    if trainers.ndim != 1 or trainers.size != len(block.commitments):
+        raise MalformedError("commit block: trainer and commitment lists differ in length")
+    for digest in block.commitments:
+        if not isinstance(digest, bytes) or len(digest) != DIGEST_SIZE:
+            raise MalformedError(f"commit block: a commitment must be a {DIGEST_SIZE}-byte digest")
+    if not isinstance(block.fhe_public_key, bytes):
+        raise MalformedError("commit block: fhe_public_key must be bytes")
+    # Verify each committer is a trainer matched this round
+    pair_of = np.full(state.n_participants, -1, dtype=np.int64)
+    pair_of[state.pairs.trainer] = np.arange(len(state.pairs), dtype=np.int64)
+    known = (trainers >= 0) & (trainers < state.n_participants)
+    if not known.all():
+        raise UnknownParticipantError(f"commitment from unknown participant {int(trainers[~known][0])}")
+    pair_pos = pair_of[trainers]
+    if (pair_pos < 0).any():
+        raise RoleError(f"participant {int(trainers[pair_pos < 0][0])} committed but was not matched as a trainer in round {state.round}")
+    # Verify no trainer commits twice and no digest repeats
+    if np.unique(trainers).size != trainers.size:
+        raise DuplicateError("commit block: a trainer committed twice")
+    if len(set(block.commitments)) != len(block.commitments):
+        raise DuplicateError("commit block: duplicate commitment digest")
+
+    n = int(trainers.size)
+    version = state.round + 1
+    model_id = np.arange(state.next_model_id, state.next_model_id + n, dtype=np.int64)
+    state.commits = Models(
+        model_id=model_id,
+        owner=trainers,
+        version=np.full(n, version, dtype=np.int64),
+        score=np.full(n, np.nan),
+    )
+    state.commit_pair = pair_pos
+    state.commitments = list(block.commitments)
+    state.next_model_id += n
+    if n:
+        state.latest_version = max(state.latest_version, version)
+        state.held_version[trainers] = version
+        if state.params.encryption_miner_holds_models:
+            state.held_version[block.miner] = max(int(state.held_version[block.miner]), version)
+    reward = _pay_miner(state, block.miner, state.params.reward_per_commitment * n)
+    state.phase = Phase.TEST
+    parent_model = state.live.model_id[state.pairs.live_pos[pair_pos]]
+    return CommitReceipt(model_id=model_id, parent_model=parent_model, miner_reward=reward)
+
+
+def process_test_block(state: State, block: TestBlock) -> TestReceipt:
+    """The testing miner publishes fresh test cases and scores every committed model."""
+    _verify_header(state, block, Phase.TEST)
+    params = state.params
+    scores = np.asarray(block.scores, dtype=np.float64)
+    # Verify the required number of test cases and a digest of them
+    if block.n_test_cases != params.test_cases:
+        raise MalformedError(f"test block: {block.n_test_cases} test cases, the rules require {params.test_cases}")
+    if not isinstance(block.test_cases_digest, bytes) or len(block.test_cases_digest) != DIGEST_SIZE:
+        raise MalformedError(f"test block: test_cases_digest must be a {DIGEST_SIZE}-byte digest")
+    # Verify exactly one finite score per commitment
+    if scores.ndim != 1 or scores.size != len(state.commits):
+        raise MalformedError(f"test block: {scores.size} scores for {len(state.commits)} committed models")
+    if not np.isfinite(scores).all():
+        raise MalformedError("test block: scores must be finite numbers")
+
+    state.commits.score = scores.copy()
+    n = len(state.commits)
+    amount = params.reward_per_test_case * params.test_cases + params.reward_per_tested_model * n
+    reward = _pay_miner(state, block.miner, amount)
+    state.phase = Phase.SETTLE
+    return TestReceipt(miner_reward=reward)
+
+
+def process_settle_block(state: State, block: SettleBlock) -> SettleReceipt:
+    """Rank, select the top fraction, refund winners, burn the rest, pay lineages."""
+    _verify_header(state, block, Phase.SETTLE)
+    params = state.params
+    commits, pairs = state.commits, state.pairs
+    n_models = len(commits)
+
+    rank = compute_ranking(commits.score, compute_rng(state, "settle"))
+    chosen = rank[: params.n_selected(n_models)]
+    chosen_pairs = state.commit_pair[chosen]
+    won = np.zeros(len(pairs), dtype=bool)
+    won[chosen_pairs] = True
+
+    # Refund the deposits of selected models; burn all others (incl. trainers that dropped out).
+    state.balances[pairs.trainer[won]] += pairs.trainer_deposit[won]
+    np.add.at(state.balances, pairs.model_owner[won], pairs.mo_deposit[won])
+    refunded = int(pairs.trainer_deposit[won].sum() + pairs.mo_deposit[won].sum())
+    burned = state.escrow - refunded
+    state.escrow = 0
+    state.burned += burned
+
+    amount = (params.reward_per_settled_model + params.reward_per_model_case * params.test_cases) * n_models
+    reward = _pay_miner(state, block.miner, amount)
+
+    payout = state.lineage.settle(commits.owner[chosen], pairs.live_pos[chosen_pairs])
+    payout = _limit_payout(state, payout)
+    state.balances += payout
+    minted = int(payout.sum())
+    state.minted += minted
+
+    if chosen.size:
+        state.live = commits.take(chosen)
+    receipt = SettleReceipt(
+        selected_model=commits.model_id[chosen],
+        selected_owner=commits.owner[chosen],
+        refunded=refunded,
+        burned=burned,
+        lineage_minted=minted,
+        lineage_payout=payout,
+        miner_reward=reward,
+    )
+    _next_round(state)
+    return receipt
+
+
+def _limit_payout(state: State, payout: I64) -> I64:
+    """Under a supply cap, scale lineage payouts down (exactly, rounding down) to fit."""
+    total = int(payout.sum())
+    allowed = _mint(state, total)
+    if allowed == total:
+        return payout
+    scaled = np.zeros_like(payout)
+    for i in np.flatnonzero(payout):
+        scaled[i] = int(payout[i]) * allowed // total
+    return scaled
+
+
+def _next_round(state: State) -> None:
+    state.round += 1
+    state.phase = Phase.DEPOSIT
+    state.pairs = Pairs()
+    state.commits = Models()
+    state.commit_pair = np.zeros(0, dtype=np.int64)
+    state.commitments = []
+    state.roles = assign_roles(state)
+
+
+_PROCESSORS = {
+    DepositBlock: process_deposit_block,
+    CommitBlock: process_commit_block,
+    TestBlock: process_test_block,
+    SettleBlock: process_settle_block,
+}
+
+
+def process_block(state: State, block: Block) -> DepositReceipt | CommitReceipt | TestReceipt | SettleReceipt:
+    """Apply any of the four blocks."""
+    processor = _PROCESSORS.get(type(block))
+    if processor is None:
+        raise MalformedError(f"not a block: {type(block).__name__}")
+    return processor(state, block)  # type: ignore[operator]
+
+
+def total_money(state: State) -> tuple[int, int]:
+    """(minted - burned, balances + escrow): equal after every block."""
+    return state.supply, int(state.balances.sum()) + state.escrow
+
+
+__all__ += ["total_money"]
+_ = math

@@ -1,0 +1,1 @@
+"""Drives participants in one process: block producers and the local network runner."""
