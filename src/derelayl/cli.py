@@ -1,0 +1,141 @@
+"""Command line: parsing and display only; the work happens in the packages it calls."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from derelayl.errors import ChainIntegrityError, DerelaylError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="DeRelayL: sustainable decentralized relay learning.")
+console = Console(stderr=True)
+out = Console()
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    console.print(f"[bold red]error:[/] {message}")
+    return typer.Exit(code)
+
+
+@app.command()
+def run(
+    participants: Annotated[int | None, typer.Option(help="Participants (default: 64 latent, 20 digits).")] = None,
+    rounds: Annotated[int, typer.Option(help="Rounds to settle (a resumed run continues up to this).")] = 50,
+    seed: Annotated[int, typer.Option(help="Seed: same seed and settings give the same chain head hash.")] = 42,
+    out_dir: Annotated[Path, typer.Option("--out", help="Results folder (chain.sqlite, summary.json).")] = Path("runs/run"),
+    task: Annotated[str, typer.Option(help="latent (the paper's abstract model) or digits (PyTorch).")] = "latent",
+    preset: Annotated[str, typer.Option(help="Protocol parameter preset: reference or minimal.")] = "reference",
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress display.")] = False,
+) -> None:
+    """Run a local DeRelayL network on a signed SQLite chain; resumes if OUT holds one."""
+    from derelayl.runtime.local import RunConfig, run_network
+    from derelayl.runtime.tasks import default_participants, make_task
+
+    try:
+        n = participants if participants is not None else default_participants(task)
+        config = RunConfig(participants=n, rounds=rounds, seed=seed, task=task, preset=preset)
+        with Progress(
+            TextColumn("[bold]round"), MofNCompleteColumn(), BarColumn(), TimeElapsedColumn(),
+            TextColumn("{task.description}"), console=console, disable=quiet,
+        ) as progress:
+            bar = progress.add_task("", total=rounds)
+
+            def on_round(state: object, line: str) -> None:
+                progress.update(bar, completed=getattr(state, "round"), description=line)
+
+            summary = run_network(config, out_dir, make_task, on_round)
+    except DerelaylError as exc:
+        raise _fail(str(exc)) from exc
+    q = summary["balance_quantiles_coins"]
+    out.print(
+        f"settled {summary['rounds']} rounds ({summary['height']} blocks) in {summary['wall_seconds']} s; "
+        f"supply {summary['money']['supply']} coins; balances p10 {q['p10']:.3f} p50 {q['p50']:.3f} "
+        f"p90 {q['p90']:.3f}\nhead {summary['head_hash']}\nresults in {out_dir}/"
+    )
+
+
+@app.command()
+def verify(chain: Annotated[Path, typer.Argument(help="A chain.sqlite file.")]) -> None:
+    """Replay a chain from genesis: exit 0 if every block is valid, 1 at the first bad block."""
+    from derelayl.ledger.chain import Chain
+    from derelayl.ledger.sqlite import SQLiteLedger
+
+    try:
+        ledger = SQLiteLedger(chain, create=False)
+        result = Chain.open(ledger)
+    except ChainIntegrityError as exc:
+        out.print(f"INVALID at block {exc.height}: {exc.reason}")
+        raise typer.Exit(1) from exc
+    except DerelaylError as exc:
+        out.print(f"INVALID: {exc}")
+        raise typer.Exit(1) from exc
+    out.print(f"valid: {result.height} blocks, round {result.state.round}, head {result.head_hash.hex()}")
+
+
+@app.command()
+def inspect(
+    chain: Annotated[Path, typer.Argument(help="A chain.sqlite file.")],
+    blocks: Annotated[int, typer.Option(help="Show the last N blocks.")] = 8,
+    model: Annotated[int | None, typer.Option(help="Show the lineage of this model id.")] = None,
+    top: Annotated[int, typer.Option(help="Show the N richest participants.")] = 10,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Blocks, balances and the lineage of a model."""
+    from derelayl.ledger.inspect import inspect_chain
+
+    try:
+        report = inspect_chain(chain, last_blocks=blocks, model=model, top=top)
+    except DerelaylError as exc:
+        raise _fail(str(exc), 1) from exc
+    if as_json:
+        out.print_json(json.dumps(report))
+        return
+    table = Table(title=f"last {len(report['blocks'])} of {report['height']} blocks")
+    for column in ("height", "round", "kind", "miner", "items", "hash"):
+        table.add_column(column)
+    for b in report["blocks"]:
+        table.add_row(str(b["height"]), str(b["round"]), b["kind"], str(b["miner"]), str(b["items"]), b["hash"][:16])
+    out.print(table)
+    money = report["money"]
+    out.print(f"supply {money['supply']} = minted {money['minted']} - burned {money['burned']} coins")
+    richest = Table(title=f"top {top} balances")
+    richest.add_column("participant")
+    richest.add_column("key")
+    richest.add_column("coins", justify="right")
+    for row in report["richest"]:
+        richest.add_row(str(row["participant"]), row["key"][:16], row["coins"])
+    out.print(richest)
+    if report.get("lineage") is not None:
+        chain_text = " <- ".join(
+            f"#{m['model']} (v{m['version']}, owner {m['owner']})" for m in report["lineage"]
+        )
+        out.print(f"lineage of model {model}: {chain_text}")
+
+
+def _register_extensions() -> None:
+    """Commands that live with their packages."""
+    from derelayl.experiments.cli import experiment
+    from derelayl.sim.cli import simulate
+
+    app.command()(simulate)
+    app.command()(experiment)
+
+
+_register_extensions()
+
+
+def main() -> None:  # pragma: no cover - entry point
+    logging.basicConfig(level=logging.WARNING)
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Experiments: DeRelayL against federated and other baselines on identical splits."""

@@ -1,0 +1,1 @@
+"""Fast in-process simulation of the protocol (the paper's numerical results)."""
