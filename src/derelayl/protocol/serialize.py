@@ -1,0 +1,140 @@
+"""Plain-data (JSON-ready) forms of states and blocks, for test vectors that any backend
+(SQLite chain, EVM contract, another language) can replay. Pure: no I/O."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from derelayl.protocol.blocks import Bids, Block, CommitBlock, DepositBlock, SettleBlock, TestBlock
+from derelayl.protocol.lineage import Level, LineageTree
+from derelayl.protocol.params import Params
+from derelayl.protocol.state import Models, Pairs, Roles, State
+from derelayl.protocol.types import Phase
+
+__all__ = ["block_from_dict", "block_to_dict", "state_from_dict", "state_to_dict"]
+
+
+def _ints(a: np.ndarray) -> list[int]:
+    return [int(x) for x in a]
+
+
+def _i64(values: list[int]) -> np.ndarray:
+    return np.array(values, dtype=np.int64)
+
+
+def _models(m: Models) -> dict[str, Any]:
+    return {
+        "model_id": _ints(m.model_id),
+        "owner": _ints(m.owner),
+        "version": _ints(m.version),
+        "score": [None if np.isnan(s) else float(s) for s in m.score],
+    }
+
+
+def _models_from(d: dict[str, Any]) -> Models:
+    score = np.array([np.nan if s is None else s for s in d["score"]], dtype=np.float64)
+    return Models(_i64(d["model_id"]), _i64(d["owner"]), _i64(d["version"]), score)
+
+
+def state_to_dict(state: State) -> dict[str, Any]:
+    roles = state.roles
+    return {
+        "params": state.params.to_dict(),
+        "seed": state.seed.hex(),
+        "keys": [k.hex() for k in state.keys],
+        "balances": _ints(state.balances),
+        "held_version": _ints(state.held_version),
+        "round": state.round,
+        "phase": state.phase.name.lower(),
+        "escrow": state.escrow,
+        "minted": state.minted,
+        "burned": state.burned,
+        "latest_version": state.latest_version,
+        "next_model_id": state.next_model_id,
+        "live": _models(state.live),
+        "roles": None if roles is None else {
+            "model_owners": _ints(roles.model_owners),
+            "trainers": _ints(roles.trainers),
+            "miners": _ints(roles.miners),
+            "block_miners": list(roles.block_miners),
+        },
+        "pairs": {name: _ints(getattr(state.pairs, name)) for name in Pairs.__dataclass_fields__},
+        "commits": _models(state.commits),
+        "commit_pair": _ints(state.commit_pair),
+        "commitments": [c.hex() for c in state.commitments],
+        "lineage": {
+            "multipliers": list(state.lineage.multipliers),
+            "trunk": _ints(state.lineage.trunk),
+            "levels": [{"owner": _ints(lv.owner), "parent": _ints(lv.parent)} for lv in state.lineage.levels],
+        },
+    }
+
+
+def state_from_dict(d: dict[str, Any]) -> State:
+    keys = [bytes.fromhex(k) for k in d["keys"]]
+    roles = d["roles"]
+    lineage = d["lineage"]
+    return State(
+        params=Params.from_dict(d["params"]),
+        seed=bytes.fromhex(d["seed"]),
+        keys=keys,
+        key_index={k: i for i, k in enumerate(keys)},
+        balances=_i64(d["balances"]),
+        held_version=_i64(d["held_version"]),
+        round=d["round"],
+        phase=Phase[d["phase"].upper()],
+        escrow=d["escrow"],
+        minted=d["minted"],
+        burned=d["burned"],
+        latest_version=d["latest_version"],
+        next_model_id=d["next_model_id"],
+        live=_models_from(d["live"]),
+        roles=None if roles is None else Roles(
+            _i64(roles["model_owners"]), _i64(roles["trainers"]), _i64(roles["miners"]), tuple(roles["block_miners"])
+        ),
+        pairs=Pairs(**{name: _i64(values) for name, values in d["pairs"].items()}),
+        commits=_models_from(d["commits"]),
+        commit_pair=_i64(d["commit_pair"]),
+        commitments=[bytes.fromhex(c) for c in d["commitments"]],
+        lineage=LineageTree(
+            multipliers=tuple(lineage["multipliers"]),
+            levels=[Level(_i64(lv["owner"]), _i64(lv["parent"])) for lv in lineage["levels"]],
+            trunk=_i64(lineage["trunk"]),
+        ),
+    )
+
+
+def _bids(b: Bids) -> list[list[int]]:
+    return [[int(p), int(a)] for p, a in zip(b.participant, b.amount, strict=True)]
+
+
+def block_to_dict(block: Block) -> dict[str, Any]:
+    out: dict[str, Any] = {"kind": block.kind.name.lower(), "round": block.round, "miner": block.miner}
+    if isinstance(block, DepositBlock):
+        out |= {"trainer_bids": _bids(block.trainer_bids), "mo_bids": _bids(block.mo_bids),
+                "joins": [k.hex() for k in block.joins]}
+    elif isinstance(block, CommitBlock):
+        out |= {"trainers": _ints(block.trainers), "commitments": [c.hex() for c in block.commitments],
+                "fhe_public_key": block.fhe_public_key.hex()}
+    elif isinstance(block, TestBlock):
+        out |= {"n_test_cases": block.n_test_cases, "test_cases_digest": block.test_cases_digest.hex(),
+                "scores": [float(s) for s in block.scores]}
+    return out
+
+
+def block_from_dict(d: dict[str, Any]) -> Block:
+    kind, r, miner = d["kind"], d["round"], d["miner"]
+    if kind == "deposit":
+        return DepositBlock(r, miner, Bids.of([tuple(x) for x in d["trainer_bids"]]),
+                            Bids.of([tuple(x) for x in d["mo_bids"]]), tuple(bytes.fromhex(k) for k in d["joins"]))
+    if kind == "commit":
+        return CommitBlock(r, miner, _i64(d["trainers"]), tuple(bytes.fromhex(c) for c in d["commitments"]),
+                           bytes.fromhex(d["fhe_public_key"]))
+    if kind == "test":
+        return TestBlock(r, miner, d["n_test_cases"], bytes.fromhex(d["test_cases_digest"]),
+                         np.array(d["scores"], dtype=np.float64))
+    if kind == "settle":
+        return SettleBlock(r, miner)
+    raise ValueError(f"unknown block kind {kind!r}")
