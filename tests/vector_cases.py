@@ -1,0 +1,162 @@
+"""(state before, block, state after | error) cases for every transition, shared by the
+per-transition test files and written as JSON vectors to ``tests/vectors/`` for any backend
+(the EVM contract, another language) to replay.
+
+Regenerate the files with ``python tests/vector_cases.py``; a test checks they are current.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from derelayl import errors
+from derelayl.learning.latent import LatentTrainer
+from derelayl.protocol import Bids, Block, Params, Phase, State, process_block
+from derelayl.protocol.serialize import block_from_dict, block_to_dict, state_from_dict, state_to_dict
+from derelayl.runtime.latent import LatentParticipants
+
+VECTOR_DIR = Path(__file__).parent / "vectors"
+Case = tuple[str, State, Block]
+
+
+def _network(rounds: int, phase: Phase) -> tuple[State, LatentParticipants]:
+    """An 8-participant network advanced to (round, phase), with coins in circulation."""
+    params = Params(k=2, test_cases=4)
+    state = State.genesis(params, b"\x2a" * 32, [(i + 1).to_bytes(32, "big") for i in range(8)])
+    net = LatentParticipants(LatentTrainer(seed=11))
+    while state.round < rounds or state.phase != phase:
+        process_block(state, net.next_block(state))
+    return state, net
+
+
+def _at(phase: Phase, rounds: int = 6) -> tuple[State, Block]:
+    state, net = _network(rounds, phase)
+    return state, net.next_block(state)
+
+
+def deposit_cases() -> list[Case]:
+    state, block = _at(Phase.DEPOSIT)
+    assert state.roles is not None
+    t0 = int(block.trainer_bids.participant[0])
+    miner = int(state.roles.miners[0])
+    mo = int(state.roles.model_owners[0])
+    return [
+        ("valid_reference_bids", state, block),
+        ("valid_no_bids", state, dataclasses.replace(block, trainer_bids=Bids(), mo_bids=Bids())),
+        ("valid_registration", state, dataclasses.replace(block, joins=(b"\x99" * 32,))),
+        ("duplicate_registration", state, dataclasses.replace(block, joins=(state.keys[3],))),
+        ("malformed_registration_key", state, dataclasses.replace(block, joins=(b"\x01" * 31,))),
+        ("bid_above_balance", state, dataclasses.replace(
+            block, trainer_bids=Bids.of([(t0, int(state.balances[t0]) + 1)]))),
+        ("negative_bid", state, dataclasses.replace(block, trainer_bids=Bids.of([(t0, -1)]))),
+        ("bid_by_non_trainer", state, dataclasses.replace(block, trainer_bids=Bids.of([(miner, 0)]))),
+        ("model_owner_bid_above_balance_times_k", state, dataclasses.replace(
+            block, mo_bids=Bids.of([(mo, int(state.balances[mo]) // 2 + 1)]))),
+        ("bid_by_unknown_participant", state, dataclasses.replace(block, trainer_bids=Bids.of([(99, 0)]))),
+        ("duplicate_bid", state, dataclasses.replace(block, trainer_bids=Bids.of([(t0, 0), (t0, 0)]))),
+        ("wrong_miner", state, dataclasses.replace(block, miner=(block.miner + 1) % 8)),
+        ("replayed_from_earlier_round", state, dataclasses.replace(block, round=state.round - 1)),
+    ]
+
+
+def commit_cases() -> list[Case]:
+    state, block = _at(Phase.COMMIT)
+    after_test, _ = _network(6, Phase.SETTLE)
+    digests = block.commitments
+    unmatched = next(i for i in range(8) if i not in set(state.pairs.trainer.tolist()))
+    return [
+        ("valid_commitments", state, block),
+        ("valid_nobody_commits", state, dataclasses.replace(block, trainers=np.zeros(0, dtype=np.int64), commitments=())),
+        ("duplicate_commitment_digest", state, dataclasses.replace(block, commitments=(digests[0],) * len(digests))),
+        ("trainer_commits_twice", state, dataclasses.replace(
+            block, trainers=np.array([block.trainers[0]] * 2), commitments=(digests[0], b"\x05" * 32))),
+        ("commit_by_unmatched_participant", state, dataclasses.replace(
+            block, trainers=np.array([unmatched]), commitments=(b"\x06" * 32,))),
+        ("commit_by_unknown_participant", state, dataclasses.replace(
+            block, trainers=np.array([1234]), commitments=(b"\x06" * 32,))),
+        ("malformed_digest", state, dataclasses.replace(block, commitments=(b"\x01" * 5,) + digests[1:])),
+        ("commitment_after_testing_block", after_test, dataclasses.replace(block, miner=after_test.roles.block_miners[1])),
+    ]
+
+
+def testing_cases() -> list[Case]:
+    state, block = _at(Phase.TEST)
+    return [
+        ("valid_scores", state, block),
+        ("too_few_test_cases", state, dataclasses.replace(block, n_test_cases=1)),
+        ("score_count_mismatch", state, dataclasses.replace(block, scores=block.scores[:-1])),
+        ("nan_score", state, dataclasses.replace(block, scores=np.full(block.scores.size, np.nan))),
+        ("malformed_digest", state, dataclasses.replace(block, test_cases_digest=b"short")),
+        ("wrong_miner", state, dataclasses.replace(block, miner=(block.miner + 1) % 8)),
+    ]
+
+
+def settle_cases() -> list[Case]:
+    state, block = _at(Phase.SETTLE)
+    early, _ = _network(6, Phase.TEST)
+    assert early.roles is not None
+    return [
+        ("valid_settlement", state, block),
+        ("valid_settlement_round_1", *_at(Phase.SETTLE, rounds=1)),
+        ("settle_before_testing", early, dataclasses.replace(block, miner=early.roles.block_miners[3])),
+        ("wrong_miner", state, dataclasses.replace(block, miner=(block.miner + 1) % 8)),
+    ]
+
+
+TRANSITIONS: dict[str, Callable[[], list[Case]]] = {
+    "deposit": deposit_cases,
+    "commit": commit_cases,
+    "test": testing_cases,
+    "settle": settle_cases,
+}
+
+
+def run_case(name: str, state: State, block: Block) -> dict[str, Any]:
+    """Apply ``block`` to a copy of ``state``: the vector records post-state or error."""
+    post = state.copy()
+    vector: dict[str, Any] = {"name": name, "pre": state_to_dict(state), "block": block_to_dict(block)}
+    try:
+        process_block(post, block)
+    except errors.ProtocolError as exc:
+        vector |= {"error": type(exc).__name__, "post": None}
+    else:
+        vector |= {"error": None, "post": state_to_dict(post)}
+    return vector
+
+
+def replay(vector: dict[str, Any]) -> dict[str, Any] | str:
+    """What a backend does with a vector: post-state as plain data, or the error's name.
+    On error the state must be unchanged: checked by the caller against ``pre``."""
+    state = state_from_dict(vector["pre"])
+    block = block_from_dict(vector["block"])
+    try:
+        process_block(state, block)
+    except errors.ProtocolError as exc:
+        assert state_to_dict(state) == vector["pre"], "rejected block changed state"
+        return type(exc).__name__
+    return state_to_dict(state)
+
+
+def generate() -> dict[str, list[dict[str, Any]]]:
+    return {kind: [run_case(*case) for case in cases()] for kind, cases in TRANSITIONS.items()}
+
+
+def load(kind: str) -> list[dict[str, Any]]:
+    return json.loads((VECTOR_DIR / f"{kind}.json").read_text())
+
+
+def main() -> None:
+    VECTOR_DIR.mkdir(exist_ok=True)
+    for kind, vectors in generate().items():
+        (VECTOR_DIR / f"{kind}.json").write_text(json.dumps(vectors, indent=1, sort_keys=True) + "\n")
+        print(f"{kind}: {len(vectors)} vectors")
+
+
+if __name__ == "__main__":
+    main()
