@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from vector_cases import load, testing_cases
+from vector_cases import load, scoring_cases
 from vector_check import check_vector_replays, check_vectors_current
 
 from derelayl.protocol import Phase, process_block
@@ -20,7 +20,7 @@ def test_vector_replays(vector) -> None:
 
 def test_scores_recorded_and_tester_paid() -> None:
     # Prepare
-    _, state, block = testing_cases()[0]
+    _, state, block = scoring_cases()[0]
     before = state.copy()
     # Execute
     receipt = process_block(state, block)

@@ -85,7 +85,7 @@ def commit_cases() -> list[Case]:
     ]
 
 
-def testing_cases() -> list[Case]:
+def scoring_cases() -> list[Case]:
     state, block = _at(Phase.TEST)
     return [
         ("valid_scores", state, block),
@@ -112,7 +112,7 @@ def settle_cases() -> list[Case]:
 TRANSITIONS: dict[str, Callable[[], list[Case]]] = {
     "deposit": deposit_cases,
     "commit": commit_cases,
-    "test": testing_cases,
+    "test": scoring_cases,
     "settle": settle_cases,
 }
 
