@@ -1,0 +1,112 @@
+"""Content-addressed model stores: a model is found by the SHA-256 of its bytes, and every
+read re-checks that hash, so a corrupted or swapped file is a ``ModelError``, never a model."""
+
+from __future__ import annotations
+
+import json
+import os
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+from derelayl.errors import ModelError
+from derelayl.learning.serialization import model_digest
+
+__all__ = ["DirModelStore", "MemoryModelStore", "ModelStore"]
+
+
+class ModelStore(ABC):
+    def put(self, data: bytes) -> bytes:
+        digest = model_digest(data)
+        if not self.has(digest):
+            self._write(digest, data)
+        return digest
+
+    def get(self, digest: bytes) -> bytes:
+        if not self.has(digest):
+            raise ModelError(f"model {digest.hex()} is not in the model store")
+        data = self._read(digest)
+        # Verify the bytes are the committed model
+        actual = model_digest(data)
+        if actual != digest:
+            raise ModelError(f"model file {digest.hex()} is corrupted: its bytes hash to {actual.hex()}")
+        return data
+
+    @abstractmethod
+    def has(self, digest: bytes) -> bool: ...
+
+    @abstractmethod
+    def _write(self, digest: bytes, data: bytes) -> None: ...
+
+    @abstractmethod
+    def _read(self, digest: bytes) -> bytes: ...
+
+    # model id (on the ledger) -> digest; a store keeps this index beside the models
+    @abstractmethod
+    def index(self) -> dict[int, bytes]: ...
+
+    @abstractmethod
+    def record(self, entries: dict[int, bytes]) -> None: ...
+
+
+class MemoryModelStore(ModelStore):
+    def __init__(self) -> None:
+        self._blobs: dict[bytes, bytes] = {}
+        self._index: dict[int, bytes] = {}
+
+    def has(self, digest: bytes) -> bool:
+        return digest in self._blobs
+
+    def _write(self, digest: bytes, data: bytes) -> None:
+        self._blobs[digest] = data
+
+    def _read(self, digest: bytes) -> bytes:
+        return self._blobs[digest]
+
+    def index(self) -> dict[int, bytes]:
+        return dict(self._index)
+
+    def record(self, entries: dict[int, bytes]) -> None:
+        self._index.update(entries)
+
+
+class DirModelStore(ModelStore):
+    """``root/<hex>.safetensors`` plus ``root/index.json``; writes are atomic (tmp + rename)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        self._index_path = root / "index.json"
+
+    def path(self, digest: bytes) -> Path:
+        return self.root / f"{digest.hex()}.safetensors"
+
+    def has(self, digest: bytes) -> bool:
+        return self.path(digest).exists()
+
+    def _atomic(self, path: Path, data: bytes) -> None:
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+
+    def _write(self, digest: bytes, data: bytes) -> None:
+        self._atomic(self.path(digest), data)
+
+    def _read(self, digest: bytes) -> bytes:
+        try:
+            return self.path(digest).read_bytes()
+        except OSError as exc:
+            raise ModelError(f"model file {self.path(digest)} cannot be read: {exc}") from exc
+
+    def index(self) -> dict[int, bytes]:
+        if not self._index_path.exists():
+            return {}
+        try:
+            raw = json.loads(self._index_path.read_text())
+            return {int(k): bytes.fromhex(v) for k, v in raw.items()}
+        except (ValueError, AttributeError) as exc:
+            raise ModelError(f"{self._index_path} is corrupted: {exc}") from exc
+
+    def record(self, entries: dict[int, bytes]) -> None:
+        merged = {**self.index(), **entries}
+        text = json.dumps({str(k): v.hex() for k, v in sorted(merged.items())}, indent=0)
+        self._atomic(self._index_path, text.encode())
