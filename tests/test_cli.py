@@ -35,11 +35,15 @@ def test_run_writes_chain_and_summary(tmp_path: Path) -> None:
 def test_rerun_resumes_and_extends(tmp_path: Path) -> None:
     _run(tmp_path / "r")
     first = json.loads((tmp_path / "r" / "summary.json").read_text())
-    result = runner.invoke(app, ["run", "--participants", "16", "--rounds", "12", "--out", str(tmp_path / "r"), "--quiet"])
+    result = runner.invoke(
+        app, ["run", "--participants", "16", "--rounds", "12", "--out", str(tmp_path / "r"), "--quiet"]
+    )
     assert result.exit_code == 0, result.output
     second = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert second["resumed_from_height"] == first["height"]
-    fresh = runner.invoke(app, ["run", "--participants", "16", "--rounds", "12", "--out", str(tmp_path / "f"), "--quiet"])
+    fresh = runner.invoke(
+        app, ["run", "--participants", "16", "--rounds", "12", "--out", str(tmp_path / "f"), "--quiet"]
+    )
     assert fresh.exit_code == 0
     assert json.loads((tmp_path / "f" / "summary.json").read_text())["head_hash"] == second["head_hash"]
 

@@ -34,7 +34,9 @@ N = 10
 
 def _chain(ledger=None, rounds: int = 3) -> tuple[Chain, dict[int, KeyPair], LatentParticipants]:
     keys = derive_keys(1, N)
-    chain = Chain.create(ledger or MemoryLedger(), Params(test_cases=4), b"\x01" * 32, [k.public for k in keys], keys[0])
+    chain = Chain.create(
+        ledger or MemoryLedger(), Params(test_cases=4), b"\x01" * 32, [k.public for k in keys], keys[0]
+    )
     net = LatentParticipants(LatentTrainer(seed=1))
     signers = dict(enumerate(keys))
     while chain.state.round < rounds:
@@ -48,8 +50,9 @@ def _until(chain: Chain, signers, net, phase: Phase) -> None:
 
 
 def _sealed(chain: Chain, block, body) -> StoredBlock:
-    return seal(block, body, height=chain.height, prev=chain.head_hash,
-                state_root=b"\x00" * 32, miner=_keys()[block.miner])
+    return seal(
+        block, body, height=chain.height, prev=chain.head_hash, state_root=b"\x00" * 32, miner=_keys()[block.miner]
+    )
 
 
 def _keys() -> dict[int, KeyPair]:
@@ -158,8 +161,14 @@ def test_duplicate_commitment_is_rejected() -> None:
 def test_block_signed_by_someone_else_is_rejected() -> None:
     chain, signers, net = _chain()
     block = net.next_block(chain.state)
-    stored = seal(block, encode_block(block, chain.chain_id, signers), height=chain.height,
-                  prev=chain.head_hash, state_root=b"\0" * 32, miner=signers[(block.miner + 1) % N])
+    stored = seal(
+        block,
+        encode_block(block, chain.chain_id, signers),
+        height=chain.height,
+        prev=chain.head_hash,
+        state_root=b"\0" * 32,
+        miner=signers[(block.miner + 1) % N],
+    )
     _rejects(chain, stored, SignatureError, "not signed by its miner")
 
 
@@ -214,7 +223,11 @@ def _tamper(path: Path, height: int, column: str, edit) -> None:
 @pytest.mark.parametrize(
     ("column", "edit", "reason"),
     [
-        ("body", lambda b: b.replace(b'"scores":[', b'"scores":[9,', 1) if b'"scores"' in b else b + b" ", "tampered bytes"),
+        (
+            "body",
+            lambda b: b.replace(b'"scores":[', b'"scores":[9,', 1) if b'"scores"' in b else b + b" ",
+            "tampered bytes",
+        ),
         ("header", lambda b: b[:-2] + b"0}", "tampered bytes"),
         ("signature", lambda b: bytes([b[0] ^ 1]) + b[1:], "bad signature"),
     ],
@@ -235,8 +248,14 @@ def test_resealed_rule_violation_is_caught(tmp_path: Path) -> None:
     block = net.next_block(chain.state)
     body = encode_block(block, chain.chain_id, signers)
     body["scores"][0] += 100.0  # the tester lies, then signs consistently
-    stored = seal(block, body, height=chain.height, prev=chain.head_hash,
-                  state_root=compute_state_root(chain.state), miner=signers[block.miner])
+    stored = seal(
+        block,
+        body,
+        height=chain.height,
+        prev=chain.head_hash,
+        state_root=compute_state_root(chain.state),
+        miner=signers[block.miner],
+    )
     chain.ledger.append(stored)
     with pytest.raises(ChainIntegrityError, match="rule violation") as info:
         Chain.open(chain.ledger)
@@ -249,7 +268,7 @@ def test_truncated_database_file_gives_a_clear_error(tmp_path: Path) -> None:
     path = tmp_path / "c.sqlite"
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
-    with pytest.raises((StorageError, ChainIntegrityError), match="c.sqlite|block"):
+    with pytest.raises((StorageError, ChainIntegrityError), match=r"c\.sqlite|block"):
         Chain.open(SQLiteLedger(path))
     assert path.read_bytes() == data[: len(data) // 2]  # storage left as it was
 

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import numpy as np
-from conftest import make_state
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import make_state
 from derelayl.learning.latent import LatentTrainer
 from derelayl.protocol import CommitReceipt, Params, SettleReceipt, process_block
 from derelayl.protocol.lineage import LineageTree, compute_multipliers
 from derelayl.runtime.latent import LatentParticipants
 
 
-def naive_payout(parent: dict[int, int], owner: dict[int, int], selected: list[int], mults: tuple[int, ...], n: int) -> np.ndarray:
+def naive_payout(
+    parent: dict[int, int], owner: dict[int, int], selected: list[int], mults: tuple[int, ...], n: int
+) -> np.ndarray:
     out = np.zeros(n, dtype=np.int64)
     for model in selected:
         distance, current = 0, model
@@ -83,8 +85,9 @@ def test_protocol_lineage_equals_naive_walk(n, k, s, scheme, seed) -> None:
                 parent[int(mid)], owner[int(mid)] = int(pid), int(trainer)
         # Assert
         if isinstance(receipt, SettleReceipt):
-            expected = naive_payout(parent, owner, [int(m) for m in receipt.selected_model],
-                                    state.lineage.multipliers, state.n_participants)
+            expected = naive_payout(
+                parent, owner, [int(m) for m in receipt.selected_model], state.lineage.multipliers, state.n_participants
+            )
             assert np.array_equal(receipt.lineage_payout, expected)
 
 

@@ -4,13 +4,13 @@ refunds only for selected models, and determinism of the chain head."""
 from __future__ import annotations
 
 import numpy as np
-from conftest import make_keys, make_state
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import make_keys, make_state
 from derelayl.learning.latent import LatentTrainer
 from derelayl.ledger import Chain, MemoryLedger, derive_keys
-from derelayl.protocol import Params, Phase, SettleReceipt, UNIT, process_block, total_money
+from derelayl.protocol import UNIT, Params, Phase, SettleReceipt, process_block, total_money
 from derelayl.runtime.latent import LatentParticipants
 
 
@@ -55,7 +55,9 @@ def test_money_is_conserved_after_every_block(n, k, s, scheme, cap, joins, seed)
 
 def _head(seed: int, n: int = 10, rounds: int = 6) -> bytes:
     keys = derive_keys(seed, n)
-    chain = Chain.create(MemoryLedger(), Params(test_cases=4), seed.to_bytes(32, "big"), [k.public for k in keys], keys[0])
+    chain = Chain.create(
+        MemoryLedger(), Params(test_cases=4), seed.to_bytes(32, "big"), [k.public for k in keys], keys[0]
+    )
     net = LatentParticipants(LatentTrainer(seed=seed))
     signers = dict(enumerate(keys))
     while chain.state.round < rounds:

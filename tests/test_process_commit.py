@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from vector_cases import commit_cases, load
-from vector_check import check_vector_replays, check_vectors_current
 
 from derelayl.protocol import Phase, process_block
+from vector_cases import commit_cases, load
+from vector_check import check_vector_replays, check_vectors_current
 
 
 def test_vectors_are_current() -> None:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from vector_cases import deposit_cases, load
-from vector_check import check_vector_replays, check_vectors_current
 
 from derelayl.protocol import Phase, process_block
+from vector_cases import deposit_cases, load
+from vector_check import check_vector_replays, check_vectors_current
 
 
 def test_vectors_are_current() -> None:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from vector_cases import load, scoring_cases
-from vector_check import check_vector_replays, check_vectors_current
 
 from derelayl.protocol import Phase, process_block
+from vector_cases import load, scoring_cases
+from vector_check import check_vector_replays, check_vectors_current
 
 
 def test_vectors_are_current() -> None:
@@ -28,5 +28,7 @@ def test_scores_recorded_and_tester_paid() -> None:
     assert state.phase == Phase.SETTLE
     assert list(state.commits.score) == list(block.scores)
     p = state.params
-    assert receipt.miner_reward == p.reward_per_test_case * p.test_cases + p.reward_per_tested_model * len(state.commits)
+    assert receipt.miner_reward == p.reward_per_test_case * p.test_cases + p.reward_per_tested_model * len(
+        state.commits
+    )
     assert state.balances[block.miner] == before.balances[block.miner] + receipt.miner_reward

@@ -52,12 +52,18 @@ def deposit_cases() -> list[Case]:
         ("valid_registration", state, dataclasses.replace(block, joins=(b"\x99" * 32,))),
         ("duplicate_registration", state, dataclasses.replace(block, joins=(state.keys[3],))),
         ("malformed_registration_key", state, dataclasses.replace(block, joins=(b"\x01" * 31,))),
-        ("bid_above_balance", state, dataclasses.replace(
-            block, trainer_bids=Bids.of([(t0, int(state.balances[t0]) + 1)]))),
+        (
+            "bid_above_balance",
+            state,
+            dataclasses.replace(block, trainer_bids=Bids.of([(t0, int(state.balances[t0]) + 1)])),
+        ),
         ("negative_bid", state, dataclasses.replace(block, trainer_bids=Bids.of([(t0, -1)]))),
         ("bid_by_non_trainer", state, dataclasses.replace(block, trainer_bids=Bids.of([(miner, 0)]))),
-        ("model_owner_bid_above_balance_times_k", state, dataclasses.replace(
-            block, mo_bids=Bids.of([(mo, int(state.balances[mo]) // 2 + 1)]))),
+        (
+            "model_owner_bid_above_balance_times_k",
+            state,
+            dataclasses.replace(block, mo_bids=Bids.of([(mo, int(state.balances[mo]) // 2 + 1)])),
+        ),
         ("bid_by_unknown_participant", state, dataclasses.replace(block, trainer_bids=Bids.of([(99, 0)]))),
         ("duplicate_bid", state, dataclasses.replace(block, trainer_bids=Bids.of([(t0, 0), (t0, 0)]))),
         ("wrong_miner", state, dataclasses.replace(block, miner=(block.miner + 1) % 8)),
@@ -72,16 +78,35 @@ def commit_cases() -> list[Case]:
     unmatched = next(i for i in range(8) if i not in set(state.pairs.trainer.tolist()))
     return [
         ("valid_commitments", state, block),
-        ("valid_nobody_commits", state, dataclasses.replace(block, trainers=np.zeros(0, dtype=np.int64), commitments=())),
+        (
+            "valid_nobody_commits",
+            state,
+            dataclasses.replace(block, trainers=np.zeros(0, dtype=np.int64), commitments=()),
+        ),
         ("duplicate_commitment_digest", state, dataclasses.replace(block, commitments=(digests[0],) * len(digests))),
-        ("trainer_commits_twice", state, dataclasses.replace(
-            block, trainers=np.array([block.trainers[0]] * 2), commitments=(digests[0], b"\x05" * 32))),
-        ("commit_by_unmatched_participant", state, dataclasses.replace(
-            block, trainers=np.array([unmatched]), commitments=(b"\x06" * 32,))),
-        ("commit_by_unknown_participant", state, dataclasses.replace(
-            block, trainers=np.array([1234]), commitments=(b"\x06" * 32,))),
-        ("malformed_digest", state, dataclasses.replace(block, commitments=(b"\x01" * 5,) + digests[1:])),
-        ("commitment_after_testing_block", after_test, dataclasses.replace(block, miner=after_test.roles.block_miners[1])),
+        (
+            "trainer_commits_twice",
+            state,
+            dataclasses.replace(
+                block, trainers=np.array([block.trainers[0]] * 2), commitments=(digests[0], b"\x05" * 32)
+            ),
+        ),
+        (
+            "commit_by_unmatched_participant",
+            state,
+            dataclasses.replace(block, trainers=np.array([unmatched]), commitments=(b"\x06" * 32,)),
+        ),
+        (
+            "commit_by_unknown_participant",
+            state,
+            dataclasses.replace(block, trainers=np.array([1234]), commitments=(b"\x06" * 32,)),
+        ),
+        ("malformed_digest", state, dataclasses.replace(block, commitments=(b"\x01" * 5, *digests[1:]))),
+        (
+            "commitment_after_testing_block",
+            after_test,
+            dataclasses.replace(block, miner=after_test.roles.block_miners[1]),
+        ),
     ]
 
 

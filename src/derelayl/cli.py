@@ -15,7 +15,9 @@ from rich.table import Table
 
 from derelayl.errors import ChainIntegrityError, DerelaylError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="DeRelayL: sustainable decentralized relay learning.")
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help="DeRelayL: sustainable decentralized relay learning."
+)
 console = Console(stderr=True)
 out = Console()
 
@@ -30,7 +32,9 @@ def run(
     participants: Annotated[int | None, typer.Option(help="Participants (default: 64 latent, 20 digits).")] = None,
     rounds: Annotated[int, typer.Option(help="Rounds to settle (a resumed run continues up to this).")] = 50,
     seed: Annotated[int, typer.Option(help="Seed: same seed and settings give the same chain head hash.")] = 42,
-    out_dir: Annotated[Path, typer.Option("--out", help="Results folder (chain.sqlite, summary.json).")] = Path("runs/run"),
+    out_dir: Annotated[Path, typer.Option("--out", help="Results folder (chain.sqlite, summary.json).")] = Path(
+        "runs/run"
+    ),
     task: Annotated[str, typer.Option(help="latent (the paper's abstract model) or digits (PyTorch).")] = "latent",
     preset: Annotated[str, typer.Option(help="Protocol parameter preset: reference or minimal.")] = "reference",
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress display.")] = False,
@@ -43,13 +47,18 @@ def run(
         n = participants if participants is not None else default_participants(task)
         config = RunConfig(participants=n, rounds=rounds, seed=seed, task=task, preset=preset)
         with Progress(
-            TextColumn("[bold]round"), MofNCompleteColumn(), BarColumn(), TimeElapsedColumn(),
-            TextColumn("{task.description}"), console=console, disable=quiet,
+            TextColumn("[bold]round"),
+            MofNCompleteColumn(),
+            BarColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.description}"),
+            console=console,
+            disable=quiet,
         ) as progress:
             bar = progress.add_task("", total=rounds)
 
             def on_round(state: object, line: str) -> None:
-                progress.update(bar, completed=getattr(state, "round"), description=line)
+                progress.update(bar, completed=state.round, description=line)
 
             summary = run_network(config, out_dir, make_task, on_round)
     except DerelaylError as exc:
@@ -114,9 +123,7 @@ def inspect(
         richest.add_row(str(row["participant"]), row["key"][:16], row["coins"])
     out.print(richest)
     if report.get("lineage") is not None:
-        chain_text = " <- ".join(
-            f"#{m['model']} (v{m['version']}, owner {m['owner']})" for m in report["lineage"]
-        )
+        chain_text = " <- ".join(f"#{m['model']} (v{m['version']}, owner {m['owner']})" for m in report["lineage"])
         out.print(f"lineage of model {model}: {chain_text}")
 
 

@@ -1,20 +1,20 @@
 """One exception hierarchy for derelayl.
 
-    DerelaylError
-    ├── ConfigError                 invalid parameters or config file
-    ├── ProtocolError               an operation the rules reject (state is left unchanged)
-    │   ├── PhaseError              operation out of phase for the current round
-    │   ├── UnknownParticipantError key or index that is not registered
-    │   ├── RoleError               participant lacks the role the operation needs
-    │   ├── BalanceError            amount above the payer's balance
-    │   ├── DuplicateError          duplicate bid, commitment, registration
-    │   ├── WrongMinerError         block not produced by the drawn miner
-    │   └── MalformedError          fields of the wrong shape, size or type
-    ├── SignatureError              unsigned, forged or replayed message or block
-    ├── LedgerError                 stored chain problems
-    │   ├── ChainIntegrityError     broken link, tampered bytes, bad block (has height)
-    │   └── StorageError            unreadable or corrupted storage file
-    └── ModelError                  model files: corrupted or mismatching hash
+DerelaylError
+├── ConfigError                 invalid parameters or config file
+├── ProtocolError               an operation the rules reject (state is left unchanged)
+│   ├── PhaseError              operation out of phase for the current round
+│   ├── UnknownParticipantError key or index that is not registered
+│   ├── RoleError               participant lacks the role the operation needs
+│   ├── BalanceError            amount above the payer's balance
+│   ├── DuplicateError          duplicate bid, commitment, registration
+│   ├── WrongMinerError         block not produced by the drawn miner
+│   └── MalformedError          fields of the wrong shape, size or type
+├── SignatureError              unsigned, forged or replayed message or block
+├── LedgerError                 stored chain problems
+│   ├── ChainIntegrityError     broken link, tampered bytes, bad block (has height)
+│   └── StorageError            unreadable or corrupted storage file
+└── ModelError                  model files: corrupted or mismatching hash
 """
 
 from __future__ import annotations

@@ -59,7 +59,12 @@ class Chain:
         if not keys or genesis_key.public != keys[0]:
             raise MalformedError("genesis must be signed by participant 0 (the genesis model owner)")
         state = State.genesis(params, seed, keys)
-        body = {"protocol": PROTOCOL_ID, "params": params.to_dict(), "seed": seed.hex(), "keys": [k.hex() for k in keys]}
+        body = {
+            "protocol": PROTOCOL_ID,
+            "params": params.to_dict(),
+            "seed": seed.hex(),
+            "keys": [k.hex() for k in keys],
+        }
         header = canonical(
             {
                 "height": 0,

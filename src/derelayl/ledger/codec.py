@@ -51,15 +51,19 @@ def _sig(keys: Signer, who: int, message: bytes) -> str:
     return keys[who].sign(message).hex()
 
 
-def encode_block(block: Block, chain_id: bytes, keys: Signer, join_keys: Mapping[bytes, KeyPair] = {}) -> dict[str, Any]:
+def encode_block(
+    block: Block, chain_id: bytes, keys: Signer, join_keys: Mapping[bytes, KeyPair] = {}
+) -> dict[str, Any]:
     """The body of a block, each participant message signed by its sender's key."""
     r = block.round
     if isinstance(block, DepositBlock):
+
         def bids(b: Bids, role: str) -> list[list[Any]]:
             return [
                 [int(p), int(a), _sig(keys, int(p), bid_message(chain_id, r, role, int(a)))]
                 for p, a in zip(b.participant, b.amount, strict=True)
             ]
+
         return {
             "trainer_bids": bids(block.trainer_bids, "trainer"),
             "mo_bids": bids(block.mo_bids, "model_owner"),
@@ -135,8 +139,7 @@ def _check(keys: list[bytes], who: int, sig: Any, message: bytes, what: str) -> 
         raise SignatureError(f"{what} of participant {who} is unsigned")
     if not verify_signature(keys[who], _hex(sig, f"{what} signature"), message):
         raise SignatureError(
-            f"{what} of participant {who}: signature does not verify "
-            "(forged, or replayed from another round or chain)"
+            f"{what} of participant {who}: signature does not verify (forged, or replayed from another round or chain)"
         )
 
 

@@ -17,13 +17,11 @@ I64 = NDArray[np.int64]
 
 def compute_ranking(values: NDArray[np.generic], rng: np.random.Generator) -> I64:
     """Positions sorted by value, highest first; equal values in a random order."""
-    tiebreak = rng.random(values.shape[0])
+    tiebreak: NDArray[np.float64] = np.asarray(rng.random(int(values.shape[0])), dtype=np.float64)
     return np.lexsort((tiebreak, -values.astype(np.float64))).astype(np.int64)
 
 
-def compute_matching(
-    owner_rank: I64, trainer_rank: I64, k: int
-) -> tuple[I64, I64]:
+def compute_matching(owner_rank: I64, trainer_rank: I64, k: int) -> tuple[I64, I64]:
     """Pair ranked owners (each takes ``k``) with ranked trainers.
 
     Returns (owner positions, trainer positions) of the pairs, in matching order.

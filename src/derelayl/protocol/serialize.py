@@ -54,7 +54,9 @@ def state_to_dict(state: State) -> dict[str, Any]:
         "latest_version": state.latest_version,
         "next_model_id": state.next_model_id,
         "live": _models(state.live),
-        "roles": None if roles is None else {
+        "roles": None
+        if roles is None
+        else {
             "model_owners": _ints(roles.model_owners),
             "trainers": _ints(roles.trainers),
             "miners": _ints(roles.miners),
@@ -91,7 +93,9 @@ def state_from_dict(d: dict[str, Any]) -> State:
         latest_version=d["latest_version"],
         next_model_id=d["next_model_id"],
         live=_models_from(d["live"]),
-        roles=None if roles is None else Roles(
+        roles=None
+        if roles is None
+        else Roles(
             _i64(roles["model_owners"]), _i64(roles["trainers"]), _i64(roles["miners"]), tuple(roles["block_miners"])
         ),
         pairs=Pairs(**{name: _i64(values) for name, values in d["pairs"].items()}),
@@ -113,28 +117,48 @@ def _bids(b: Bids) -> list[list[int]]:
 def block_to_dict(block: Block) -> dict[str, Any]:
     out: dict[str, Any] = {"kind": block.kind.name.lower(), "round": block.round, "miner": block.miner}
     if isinstance(block, DepositBlock):
-        out |= {"trainer_bids": _bids(block.trainer_bids), "mo_bids": _bids(block.mo_bids),
-                "joins": [k.hex() for k in block.joins]}
+        out |= {
+            "trainer_bids": _bids(block.trainer_bids),
+            "mo_bids": _bids(block.mo_bids),
+            "joins": [k.hex() for k in block.joins],
+        }
     elif isinstance(block, CommitBlock):
-        out |= {"trainers": _ints(block.trainers), "commitments": [c.hex() for c in block.commitments],
-                "fhe_public_key": block.fhe_public_key.hex()}
+        out |= {
+            "trainers": _ints(block.trainers),
+            "commitments": [c.hex() for c in block.commitments],
+            "fhe_public_key": block.fhe_public_key.hex(),
+        }
     elif isinstance(block, TestBlock):
-        out |= {"n_test_cases": block.n_test_cases, "test_cases_digest": block.test_cases_digest.hex(),
-                "scores": [float(s) for s in block.scores]}
+        out |= {
+            "n_test_cases": block.n_test_cases,
+            "test_cases_digest": block.test_cases_digest.hex(),
+            "scores": [float(s) for s in block.scores],
+        }
     return out
 
 
 def block_from_dict(d: dict[str, Any]) -> Block:
     kind, r, miner = d["kind"], d["round"], d["miner"]
     if kind == "deposit":
-        return DepositBlock(r, miner, Bids.of([tuple(x) for x in d["trainer_bids"]]),
-                            Bids.of([tuple(x) for x in d["mo_bids"]]), tuple(bytes.fromhex(k) for k in d["joins"]))
+        return DepositBlock(
+            r,
+            miner,
+            Bids.of([tuple(x) for x in d["trainer_bids"]]),
+            Bids.of([tuple(x) for x in d["mo_bids"]]),
+            tuple(bytes.fromhex(k) for k in d["joins"]),
+        )
     if kind == "commit":
-        return CommitBlock(r, miner, _i64(d["trainers"]), tuple(bytes.fromhex(c) for c in d["commitments"]),
-                           bytes.fromhex(d["fhe_public_key"]))
+        return CommitBlock(
+            r,
+            miner,
+            _i64(d["trainers"]),
+            tuple(bytes.fromhex(c) for c in d["commitments"]),
+            bytes.fromhex(d["fhe_public_key"]),
+        )
     if kind == "test":
-        return TestBlock(r, miner, d["n_test_cases"], bytes.fromhex(d["test_cases_digest"]),
-                         np.array(d["scores"], dtype=np.float64))
+        return TestBlock(
+            r, miner, d["n_test_cases"], bytes.fromhex(d["test_cases_digest"]), np.array(d["scores"], dtype=np.float64)
+        )
     if kind == "settle":
         return SettleBlock(r, miner)
     raise ValueError(f"unknown block kind {kind!r}")

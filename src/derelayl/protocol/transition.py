@@ -7,7 +7,6 @@ leaves the state exactly as it was. Randomness comes from ``compute_rng`` (seed 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 
 import numpy as np
@@ -45,6 +44,7 @@ __all__ = [
     "process_deposit_block",
     "process_settle_block",
     "process_test_block",
+    "total_money",
     "validate_new_keys",
 ]
 
@@ -71,7 +71,9 @@ def validate_new_keys(key_index: dict[bytes, int], keys: Iterable[bytes]) -> Non
 def _verify_header(state: State, block: Block, phase: Phase) -> None:
     # Verify the block belongs to the current round and phase
     if block.round != state.round:
-        raise PhaseError(f"{block.kind.name.lower()} block for round {block.round}, but the chain is in round {state.round}")
+        raise PhaseError(
+            f"{block.kind.name.lower()} block for round {block.round}, but the chain is in round {state.round}"
+        )
     if state.phase != phase:
         raise PhaseError(
             f"{block.kind.name.lower()} block out of phase: round {state.round} expects a "
@@ -194,9 +196,7 @@ def process_deposit_block(state: State, block: DepositBlock) -> DepositReceipt:
     np.subtract.at(state.balances, pairs.model_owner, pairs.mo_deposit)
     state.balances[pairs.trainer] -= pairs.trainer_deposit
     state.escrow += int(pairs.mo_deposit.sum() + pairs.trainer_deposit.sum())
-    state.held_version[pairs.trainer] = np.maximum(
-        state.held_version[pairs.trainer], state.live.version[live_pos]
-    )
+    state.held_version[pairs.trainer] = np.maximum(state.held_version[pairs.trainer], state.live.version[live_pos])
     state.pairs = pairs
     reward = _pay_miner(state, block.miner, state.params.reward_per_deposit * len(pairs))
     _register(state, block.joins)
@@ -237,7 +237,8 @@ def process_commit_block(state: State, block: CommitBlock) -> CommitReceipt:
         raise UnknownParticipantError(f"commitment from unknown participant {int(trainers[~known][0])}")
     pair_pos = pair_of[trainers]
     if (pair_pos < 0).any():
-        raise RoleError(f"participant {int(trainers[pair_pos < 0][0])} committed but was not matched as a trainer in round {state.round}")
+        who = int(trainers[pair_pos < 0][0])
+        raise RoleError(f"participant {who} committed but was not matched as a trainer in round {state.round}")
     # Verify no trainer commits twice and no digest repeats
     if np.unique(trainers).size != trainers.size:
         raise DuplicateError("commit block: a trainer committed twice")
@@ -358,26 +359,19 @@ def _next_round(state: State) -> None:
     state.roles = assign_roles(state)
 
 
-_PROCESSORS = {
-    DepositBlock: process_deposit_block,
-    CommitBlock: process_commit_block,
-    TestBlock: process_test_block,
-    SettleBlock: process_settle_block,
-}
-
-
 def process_block(state: State, block: Block) -> DepositReceipt | CommitReceipt | TestReceipt | SettleReceipt:
     """Apply any of the four blocks."""
-    processor = _PROCESSORS.get(type(block))
-    if processor is None:
-        raise MalformedError(f"not a block: {type(block).__name__}")
-    return processor(state, block)  # type: ignore[operator]
+    if isinstance(block, DepositBlock):
+        return process_deposit_block(state, block)
+    if isinstance(block, CommitBlock):
+        return process_commit_block(state, block)
+    if isinstance(block, TestBlock):
+        return process_test_block(state, block)
+    if isinstance(block, SettleBlock):
+        return process_settle_block(state, block)
+    raise MalformedError(f"not a block: {type(block).__name__}")
 
 
 def total_money(state: State) -> tuple[int, int]:
     """(minted - burned, balances + escrow): equal after every block."""
     return state.supply, int(state.balances.sum()) + state.escrow
-
-
-__all__ += ["total_money"]
-_ = math

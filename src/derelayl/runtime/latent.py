@@ -47,7 +47,9 @@ class LatentParticipants:
         cached = self._trained.get(state.round)
         if cached is None:
             pairs = state.pairs
-            ok, z = self.trainer.train(state.round, pairs.trainer, state.live.score[pairs.live_pos], state.n_participants)
+            ok, z = self.trainer.train(
+                state.round, pairs.trainer, state.live.score[pairs.live_pos], state.n_participants
+            )
             cached = (pairs.trainer[ok], z[ok])
             self._trained = {state.round: cached}
         return cached
@@ -60,7 +62,9 @@ class LatentParticipants:
             return DepositBlock(state.round, miner, trainer_bids, mo_bids, joins)
         if state.phase == Phase.COMMIT:
             trainers, z = self._train(state)
-            return CommitBlock(state.round, miner, trainers, latent_commitments(state.round, trainers, z), self.fhe_public_key)
+            return CommitBlock(
+                state.round, miner, trainers, latent_commitments(state.round, trainers, z), self.fhe_public_key
+            )
         if state.phase == Phase.TEST:
             trainers, z = self._train(state)
             # The abstract model's test score is its latent quality; the committed order is ours.

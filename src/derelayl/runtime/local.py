@@ -120,8 +120,11 @@ def run_network(
         },
         "balances": [format_units(int(b)) for b in state.balances],
         "balance_quantiles_coins": dict(
-            zip(("min", "p10", "p50", "p90", "max"),
-                (float(q) for q in np.percentile(state.balances / UNIT, [0, 10, 50, 90, 100])), strict=True)
+            zip(
+                ("min", "p10", "p50", "p90", "max"),
+                (float(q) for q in np.percentile(state.balances / UNIT, [0, 10, 50, 90, 100])),
+                strict=True,
+            )
         ),
         **extra,
     }
