@@ -1,0 +1,191 @@
+"""The learning side: real training, deterministic model bytes, the store, private shards,
+and the link between the ledger's commitments and the models that were scored."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from derelayl.errors import ConfigError, ModelError
+from derelayl.learning.data import DataAccessError, case_digest, load_dataset
+from derelayl.learning.participants import RelayParticipants
+from derelayl.learning.partition import Split, make_split
+from derelayl.learning.serialization import model_digest, weights_from_bytes, weights_to_bytes
+from derelayl.learning.setup import LearningSetup, build_setup
+from derelayl.learning.store import DirModelStore, MemoryModelStore
+from derelayl.protocol import Phase, State, blocks, preset, process_block
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def setup() -> LearningSetup:
+    return build_setup("digits", participants=8, partition="dirichlet", partition_options={"alpha": 0.5})
+
+
+def _network(setup: LearningSetup, store: MemoryModelStore | None = None) -> tuple[State, RelayParticipants]:
+    keys = [hashlib.sha256(bytes([i])).digest() for i in range(8)]
+    state = State.genesis(preset("minimal"), b"\x01" * 32, keys)
+    net = RelayParticipants(setup.trainer(), setup.evaluator(), setup.shards(), store or MemoryModelStore(),
+                            setup.init, seed=5, meta={"spec": setup.spec.to_dict()})
+    return state, net
+
+
+def test_training_changes_the_model_and_improves_its_own_score(setup: LearningSetup) -> None:
+    # Prepare
+    shard = setup.shards()[3]
+    x, y = shard.read(3)
+    trainer, evaluator = setup.trainer(), setup.evaluator()
+    before = evaluator.evaluate(setup.init, x, y)
+    # Execute
+    child = setup.init
+    for epoch in range(30):
+        child = trainer.train(child, x, y, seed=epoch)
+    # Assert
+    assert any(not torch.equal(child[k], setup.init[k]) for k in child)
+    assert evaluator.evaluate(child, x, y) > before + 0.2
+
+
+def test_training_is_deterministic_per_seed(setup: LearningSetup) -> None:
+    x, y = setup.shards()[0].read(0)
+    a = setup.trainer().train(setup.init, x, y, seed=11)
+    b = setup.trainer().train(setup.init, x, y, seed=11)
+    assert weights_to_bytes(a, {}) == weights_to_bytes(b, {})
+
+
+def test_model_bytes_are_deterministic_and_round_trip(setup: LearningSetup) -> None:
+    meta = {"round": 3, "trainer": 2, "spec": setup.spec.to_dict()}
+    data = weights_to_bytes(setup.init, meta)
+    assert data == weights_to_bytes({k: v.clone() for k, v in reversed(setup.init.items())}, dict(reversed(meta.items())))
+    weights, back = weights_from_bytes(data)
+    assert back == meta and all(torch.equal(weights[k], setup.init[k]) for k in weights)
+
+
+def test_corrupted_model_file_is_a_clear_error(tmp_path: Path, setup: LearningSetup) -> None:
+    # Prepare
+    store = DirModelStore(tmp_path / "models")
+    digest = store.put(weights_to_bytes(setup.init, {}))
+    path = store.path(digest)
+    raw = bytearray(path.read_bytes())
+    raw[-1] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    # Execute / Assert
+    with pytest.raises(ModelError, match="corrupted"):
+        store.get(digest)
+    with pytest.raises(ModelError, match="not a readable model file"):
+        weights_from_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json", name="x")
+    with pytest.raises(ModelError, match="not in the model store"):
+        store.get(b"\x00" * 32)
+
+
+def test_shards_are_readable_only_by_their_owner(setup: LearningSetup) -> None:
+    shards = setup.shards()
+    with pytest.raises(DataAccessError, match="participant 1 tried to read participant 0"):
+        shards[0].read(1)
+    with pytest.raises(DataAccessError):
+        shards[2].draw_test_cases(3, 10, seed=0)
+
+
+def test_relay_rounds_touch_each_shard_only_from_its_owner(setup: LearningSetup) -> None:
+    # Prepare
+    state, net = _network(setup)
+    # Execute: three full rounds
+    for _ in range(12):
+        process_block(state, net.next_block(state))
+    # Assert: every read was the owner's, and training and testing really read data
+    readers = [set(s.reads) for s in net.shards]
+    assert all(r <= {s.owner} for r, s in zip(readers, net.shards, strict=True))
+    assert sum(len(s.reads) for s in net.shards) >= 3 * 2
+
+
+def test_ledger_commitment_is_the_hash_of_the_model_scored(setup: LearningSetup) -> None:
+    # Prepare: record what the tester evaluates
+    state, net = _network(setup)
+    scored: list[bytes] = []
+    evaluate = net.evaluator.evaluate
+
+    def spy(model, x, y):  # type: ignore[no-untyped-def]
+        scored.append(weights_to_bytes(model, {}))
+        return evaluate(model, x, y)
+
+    net.evaluator.evaluate = spy  # type: ignore[method-assign]
+    for _ in range(2):
+        process_block(state, net.next_block(state))
+    assert state.phase == Phase.TEST
+    # Execute
+    block = net.next_block(state)
+    assert isinstance(block, blocks.TestBlock)
+    # Assert: the i-th scored model is the model whose bytes hash to the i-th commitment
+    assert len(scored) == len(state.commitments) > 0
+    for digest, seen in zip(state.commitments, scored, strict=True):
+        data = net.store.get(digest)
+        assert model_digest(data) == digest
+        assert weights_to_bytes(weights_from_bytes(data)[0], {}) == seen
+    tester = block.miner
+    x, y = net.shards[tester].draw_test_cases(tester, state.params.test_cases, net_seed_tests(net, state, tester))
+    assert block.test_cases_digest == case_digest(x, y)
+    process_block(state, block)
+
+
+def net_seed_tests(net: RelayParticipants, state: State, tester: int) -> int:
+    from derelayl.learning.participants import derive_seed
+
+    return derive_seed(net.seed, "tests", state.round, tester)
+
+
+def test_dirichlet_split_is_a_disjoint_cover_and_round_trips(tmp_path: Path) -> None:
+    # Prepare
+    data = load_dataset("digits")
+    split = make_split(data, 20, "dirichlet", 0.2, seed=0, alpha=0.5)
+    # Execute
+    split.save(tmp_path / "split.json")
+    back = Split.load(tmp_path / "split.json")
+    # Assert
+    assert back == split
+    back.validate(len(data))
+    used = sorted([*back.test, *(i for p in back.participants for i in p)])
+    assert used == list(range(len(data)))
+    assert len(back.test) == 360 and min(len(p) for p in back.participants) >= 2
+    assert back.preprocessing["x"].startswith("pixel / 16")
+
+
+@pytest.mark.parametrize("partition", ["iid", "shards"])
+def test_other_partitions_cover_the_training_set(partition: str) -> None:
+    data = load_dataset("breast_cancer")
+    split = make_split(data, 5, partition, 0.2, seed=1)
+    split.validate(len(data))
+    assert sum(len(p) for p in split.participants) + len(split.test) == len(data)
+
+
+def test_synthetic_dataset_has_natural_users() -> None:
+    data = load_dataset("synthetic", users=6, seed=2)
+    split = make_split(data, 6, "natural", 0.2, seed=0)
+    for user, part in enumerate(split.participants):
+        assert set(data.users[part].tolist()) == {user}
+    assert data.n_features == 60 and data.n_classes == 10
+
+
+def test_bad_data_settings_are_clear_errors() -> None:
+    data = load_dataset("digits")
+    with pytest.raises(ConfigError, match="unknown dataset"):
+        load_dataset("mnist")
+    with pytest.raises(ConfigError, match="unknown partition"):
+        make_split(data, 4, "zipf", 0.2, seed=0)
+    with pytest.raises(ConfigError, match="no natural users"):
+        make_split(data, 4, "natural", 0.2, seed=0)
+    with pytest.raises(ConfigError, match="alpha must be > 0"):
+        make_split(data, 4, "dirichlet", 0.2, seed=0, alpha=0)
+    with pytest.raises(ConfigError, match="not a valid split.json"):
+        Split.load(Path("/nonexistent/split.json"))
+
+
+def test_test_cases_come_with_replacement_only_when_short(setup: LearningSetup) -> None:
+    shard = setup.shards()[0]
+    x, _ = shard.draw_test_cases(0, len(shard), seed=0)
+    assert np.unique(x, axis=0).shape[0] == np.unique(shard.read(0)[0], axis=0).shape[0]
+    x, _ = shard.draw_test_cases(0, 3 * len(shard), seed=0)
+    assert x.shape[0] == 3 * len(shard)
