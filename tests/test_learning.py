@@ -150,7 +150,7 @@ def test_dirichlet_split_is_a_disjoint_cover_and_round_trips(tmp_path: Path) -> 
     used = sorted([*back.test, *(i for p in back.participants for i in p)])
     assert used == list(range(len(data)))
     assert len(back.test) == 360 and min(len(p) for p in back.participants) >= 2
-    assert back.preprocessing["x"].startswith("pixel / 16")
+    assert back.preprocessing["raw"].startswith("pixel counts")
 
 
 @pytest.mark.parametrize("partition", ["iid", "shards"])
@@ -159,6 +159,15 @@ def test_other_partitions_cover_the_training_set(partition: str) -> None:
     split = make_split(data, 5, partition, 0.2, seed=1)
     split.validate(len(data))
     assert sum(len(p) for p in split.participants) + len(split.test) == len(data)
+
+
+def test_standardize_uses_the_training_pool_only() -> None:
+    setup = build_setup("digits", participants=4, partition="iid")
+    pre = setup.split.preprocessing
+    assert pre["kind"] == "standardize" and len(pre["mean"]) == 64
+    x, _ = setup.train_pool()
+    assert np.allclose(x.mean(axis=0), 0, atol=1e-4)
+    assert not np.allclose(setup.x_test.mean(axis=0), 0, atol=1e-4)
 
 
 def test_synthetic_dataset_has_natural_users() -> None:

@@ -3,8 +3,8 @@
 Three datasets, each returned in a fixed order so that ``split.json`` can name samples by
 index: scikit-learn's bundled ``digits`` (8x8 images, 10 classes), the LEAF-style
 ``synthetic`` federated benchmark (generated; natural per-user partition), and the bundled
-``breast_cancer`` (30 features, 2 classes). Preprocessing is a fixed, public transform and
-is recorded with the split.
+``breast_cancer`` (30 features, 2 classes). Preprocessing (``preprocess``) happens after the
+split and is recorded with it.
 
 A ``Shard`` holds one participant's data. Its arrays are only handed to the reader whose
 id is the shard's owner; every read is logged so tests can prove that no other
@@ -22,7 +22,7 @@ from numpy.typing import NDArray
 
 from derelayl.errors import ConfigError, DerelaylError
 
-__all__ = ["DATASETS", "DataAccessError", "Dataset", "Shard", "load_dataset"]
+__all__ = ["DATASETS", "DataAccessError", "Dataset", "Shard", "load_dataset", "preprocess"]
 
 F32 = NDArray[np.float32]
 I64 = NDArray[np.int64]
@@ -54,18 +54,16 @@ def _digits(**_: Any) -> Dataset:
     from sklearn.datasets import load_digits
 
     raw = load_digits()
-    x = (raw.data / 16.0).astype(np.float32)
-    return Dataset("digits", x, raw.target.astype(np.int64), 10, {"x": "pixel / 16 (range 0..1)"})
+    x = raw.data.astype(np.float32)
+    return Dataset("digits", x, raw.target.astype(np.int64), 10, {"raw": "pixel counts 0..16 (sklearn order)"})
 
 
 def _breast_cancer(**_: Any) -> Dataset:
     from sklearn.datasets import load_breast_cancer
 
     raw = load_breast_cancer()
-    # A public fixed transform (log1p then /10 keeps every feature in ~[0, 1]) so that no
-    # statistics of anyone's data, not even the test set's, enter preprocessing.
-    x = (np.log1p(raw.data) / 10.0).astype(np.float32)
-    return Dataset("breast_cancer", x, raw.target.astype(np.int64), 2, {"x": "log1p(x) / 10"})
+    x = raw.data.astype(np.float32)
+    return Dataset("breast_cancer", x, raw.target.astype(np.int64), 2, {"raw": "sklearn features (sklearn order)"})
 
 
 def _synthetic(
@@ -88,12 +86,34 @@ def _synthetic(
         ys.append(np.argmax(x @ w + b, axis=1))
         owners.append(np.full(int(sizes[k]), k))
     pre = {"generator": "LEAF synthetic", "alpha": alpha, "beta": beta, "users": users, "features": features,
-           "classes": classes, "seed": seed, "x": "as generated"}
+           "classes": classes, "seed": seed, "raw": "as generated"}
     return Dataset("synthetic", np.concatenate(xs).astype(np.float32), np.concatenate(ys).astype(np.int64),
                    classes, pre, np.concatenate(owners).astype(np.int64))
 
 
 DATASETS = {"digits": _digits, "synthetic": _synthetic, "breast_cancer": _breast_cancer}
+
+
+def preprocess(dataset: Dataset, kind: str, fit_on: I64) -> Dataset:
+    """``standardize``: z-score every feature with the mean and std of the samples ``fit_on``
+    (the training pool, never the test set); ``scale``: divide by the largest absolute value
+    of the training pool; ``none``. The statistics go into ``preprocessing``."""
+    x = dataset.x.astype(np.float64)
+    if kind == "none":
+        return dataset
+    if kind == "standardize":
+        mean, std = x[fit_on].mean(axis=0), x[fit_on].std(axis=0)
+        std[std == 0] = 1.0
+        info = {"kind": "standardize", "fit_on": "training pool (all participants' samples)",
+                "mean": mean.tolist(), "std": std.tolist()}
+        out = (x - mean) / std
+    elif kind == "scale":
+        top = float(np.abs(x[fit_on]).max()) or 1.0
+        info, out = {"kind": "scale", "divide_by": top}, x / top
+    else:
+        raise ConfigError(f"unknown preprocess {kind!r}; choose standardize, scale or none")
+    return Dataset(dataset.name, out.astype(np.float32), dataset.y, dataset.n_classes,
+                   {**dataset.preprocessing, **info}, dataset.users)
 
 
 def load_dataset(name: str, **options: Any) -> Dataset:

@@ -5,6 +5,7 @@ so they share split, model and initial weights."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,7 +13,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from derelayl.learning.data import Dataset, Shard, load_dataset
+from derelayl.learning.data import Dataset, Shard, load_dataset, preprocess
 from derelayl.learning.partition import Split, make_split
 from derelayl.learning.serialization import Weights
 from derelayl.learning.torch_models import ModelSpec, TorchEvaluator, TorchTrainer, TrainConfig, init_weights
@@ -63,9 +64,13 @@ def build_setup(
     init_seed: int = 0,
     partition_options: dict[str, Any] | None = None,
     dataset_options: dict[str, Any] | None = None,
+    preprocessing: str = "standardize",
 ) -> LearningSetup:
-    data = load_dataset(dataset, **(dataset_options or {}))
-    split = make_split(data, participants, partition, test_fraction, split_seed, **(partition_options or {}))
+    raw = load_dataset(dataset, **(dataset_options or {}))
+    split = make_split(raw, participants, partition, test_fraction, split_seed, **(partition_options or {}))
+    pool = np.array([i for p in split.participants for i in p], dtype=np.int64)
+    data = preprocess(raw, preprocessing, pool)
+    split = dataclasses.replace(split, preprocessing=dict(data.preprocessing))
     spec = ModelSpec(data.n_features, data.n_classes, tuple(hidden), activation)
     test = np.array(split.test, dtype=np.int64)
     return LearningSetup(

@@ -1,0 +1,101 @@
+"""FedAvg, local-only and gossip learning over the participants' private shards.
+
+Each participant's data is read only inside that participant's own step (``shard.read(p)``).
+Bytes count model parameters (float32) sent plus received once per transfer:
+FedAvg 2 x participants x model per round (download + upload), gossip one model per
+participant per round, local-only none.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from derelayl.baselines.curve import Curve, Point
+from derelayl.learning.participants import derive_seed
+from derelayl.learning.serialization import Weights, param_bytes
+from derelayl.learning.setup import LearningSetup
+from derelayl.learning.torch_models import average
+
+__all__ = ["run_fedavg", "run_gossip", "run_local_only"]
+
+
+def _mean_accuracy(setup: LearningSetup, evaluator: object, models: list[Weights]) -> tuple[float, dict[str, float]]:
+    accs = np.array([setup.test_accuracy(evaluator, m) for m in models])  # type: ignore[arg-type]
+    return float(accs.mean()), {"min": float(accs.min()), "max": float(accs.max())}
+
+
+def run_fedavg(setup: LearningSetup, rounds: int, seed: int) -> Curve:
+    """Every participant trains the global model every round; sample-weighted average."""
+    shards, trainer, evaluator = setup.shards(), setup.trainer(), setup.evaluator()
+    size = param_bytes(setup.init)
+    epochs = setup.train_config.local_epochs
+    curve = Curve("fedavg", info={"model_bytes": size})
+    weights, moved, done, samples = setup.init, 0, 0, 0
+    curve.add(Point(0, setup.test_accuracy(evaluator, weights), 0, 0, 0))
+    for r in range(1, rounds + 1):
+        children, counts = [], []
+        for p, shard in enumerate(shards):
+            x, y = shard.read(p)
+            children.append(trainer.train(weights, x, y, seed=derive_seed(seed, "fedavg", r, p)))
+            counts.append(len(y))
+            samples += epochs * len(y)
+        weights = average(children, counts)
+        moved += 2 * len(shards) * size
+        done += epochs * len(shards)
+        curve.add(Point(r, setup.test_accuracy(evaluator, weights), moved, done, samples))
+    return curve
+
+
+def run_local_only(setup: LearningSetup, rounds: int, seed: int) -> Curve:
+    """Each participant trains alone; accuracy is the mean over participants (min/max kept)."""
+    shards, trainer, evaluator = setup.shards(), setup.trainer(), setup.evaluator()
+    epochs = setup.train_config.local_epochs
+    models = [setup.init for _ in shards]
+    curve = Curve("local_only")
+    acc, spread = _mean_accuracy(setup, evaluator, models)
+    curve.add(Point(0, acc, 0, 0, 0, spread))
+    done = samples = 0
+    for r in range(1, rounds + 1):
+        for p, shard in enumerate(shards):
+            x, y = shard.read(p)
+            models[p] = trainer.train(models[p], x, y, seed=derive_seed(seed, "local", r, p))
+            samples += epochs * len(y)
+        done += epochs * len(shards)
+        acc, spread = _mean_accuracy(setup, evaluator, models)
+        curve.add(Point(r, acc, 0, done, samples, spread))
+    return curve
+
+
+def run_gossip(setup: LearningSetup, seed: int, rounds: int | None = None, byte_budget: int | None = None,
+               max_rounds: int = 10_000) -> Curve:
+    """Each round every participant sends its model to one peer drawn at random; each
+    averages its model with those it received, then trains on its own data. Runs ``rounds``
+    rounds, or until ``byte_budget`` is reached."""
+    shards, trainer, evaluator = setup.shards(), setup.trainer(), setup.evaluator()
+    n, size = len(shards), param_bytes(setup.init)
+    epochs = setup.train_config.local_epochs
+    models = [setup.init for _ in shards]
+    curve = Curve("gossip", info={"model_bytes": size})
+    acc, spread = _mean_accuracy(setup, evaluator, models)
+    curve.add(Point(0, acc, 0, 0, 0, spread))
+    moved = done = samples = 0
+    rng = np.random.default_rng(derive_seed(seed, "gossip"))
+    r = 0
+    while r < (rounds if rounds is not None else max_rounds):
+        if byte_budget is not None and moved >= byte_budget:
+            break
+        r += 1
+        inbox: list[list[Weights]] = [[] for _ in range(n)]
+        for p in range(n):
+            peer = int(rng.integers(n - 1))
+            inbox[peer + (peer >= p)].append(models[p])
+        moved += n * size
+        merged = [average([models[p], *inbox[p]]) for p in range(n)]
+        for p, shard in enumerate(shards):
+            x, y = shard.read(p)
+            models[p] = trainer.train(merged[p], x, y, seed=derive_seed(seed, "gossip", r, p))
+            samples += epochs * len(y)
+        done += epochs * n
+        acc, spread = _mean_accuracy(setup, evaluator, models)
+        curve.add(Point(r, acc, moved, done, samples, spread))
+    return curve
