@@ -1,0 +1,247 @@
+"""``derelayl simulate``: same balances as the protocol core driven by hand, validated
+configs, traces, determinism, parallel runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from derelayl.cli import app
+from derelayl.errors import ConfigError
+from derelayl.learning.latent import LatentTrainer
+from derelayl.protocol import UNIT, State, process_block
+from derelayl.protocol.blocks import SettleReceipt
+from derelayl.runtime.latent import LatentParticipants
+from derelayl.sim.config import load_toml, parse_seeds, resolve_config
+from derelayl.sim.engine import joins_in_round, run_one, sim_keys, state_seed, winning_lineage_counts
+from derelayl.sim.runner import run_all
+
+runner = CliRunner()
+
+
+def small(protocol: dict[str, object] | None = None, **flags: object) -> object:
+    base: dict[str, object] = {"participants": 16, "rounds": 25, "figures": False}
+    base.update(flags)
+    return resolve_config(flag_values=base, flag_protocol=protocol)
+
+
+def by_hand(n: int, rounds: int, seed: int, params: object, join_rate: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """The protocol core driven block by block, no simulator code involved."""
+    state = State.genesis(params, state_seed(seed), sim_keys(seed, 0, n))  # type: ignore[arg-type]
+    net = LatentParticipants(LatentTrainer(seed=seed))
+    width = n + int(join_rate * rounds)
+    balances = np.zeros((rounds, width))
+    versions = np.full((rounds, width), -1, dtype=np.int64)
+    for r in range(rounds):
+        count = joins_in_round(join_rate, r)
+        joins = tuple(sim_keys(seed, state.n_participants, count)) if count else ()
+        process_block(state, net.next_block(state, joins))
+        for _ in range(3):
+            process_block(state, net.next_block(state))
+        balances[r, : state.n_participants] = state.balances / UNIT
+        versions[r, : state.n_participants] = state.held_version
+    return balances, versions
+
+
+def test_balances_equal_protocol_core_driven_by_hand(tmp_path: Path) -> None:
+    # Prepare
+    config = small(traces=True, preset="minimal")
+    # Execute
+    run_all(config, tmp_path)
+    expected_b, expected_v = by_hand(16, 25, 42, config.params)
+    # Assert
+    assert np.array_equal(np.load(tmp_path / "balances.npy"), expected_b)
+    assert np.array_equal(np.load(tmp_path / "versions.npy"), expected_v)
+
+
+def test_balances_equal_by_hand_with_newcomers(tmp_path: Path) -> None:
+    # Prepare
+    config = small(traces=True, join_rate=0.5, seeds=7)
+    # Execute
+    summary, _ = run_all(config, tmp_path)
+    expected_b, expected_v = by_hand(16, 25, 7, config.params, join_rate=0.5)
+    # Assert
+    assert np.array_equal(np.load(tmp_path / "balances.npy"), expected_b)
+    assert np.array_equal(np.load(tmp_path / "versions.npy"), expected_v)
+    assert summary["final"]["newcomers_joined"] == 12
+    assert summary["per_round"]["participants"][-1] == 28
+
+
+def test_signed_chain_path_gives_the_same_balances(tmp_path: Path) -> None:
+    # Prepare
+    config = small(participants=8, rounds=6, join_rate=0.5)
+    # Execute
+    fast = run_one(config, "lineage", 42)
+    signed = run_one(config, "lineage", 42, ledger_dir=tmp_path / "ledger")
+    # Assert
+    assert np.array_equal(fast.final_balances, signed.final_balances)
+    assert np.array_equal(fast.metrics["sampled_balances"], signed.metrics["sampled_balances"])
+    assert signed.head_hash is not None
+    result = runner.invoke(app, ["verify", str(tmp_path / "ledger" / "chain.sqlite")])
+    assert result.exit_code == 0, result.output
+    assert signed.head_hash in result.output
+
+
+def test_traces_shapes_and_dtypes(tmp_path: Path) -> None:
+    # Execute
+    result = runner.invoke(app, ["simulate", "--participants", "12", "--rounds", "9", "--traces", "--no-figures",
+                                 "--join-rate", "0.34", "--quiet", "--out", str(tmp_path)])
+    # Assert
+    assert result.exit_code == 0, result.output
+    balances, versions = np.load(tmp_path / "balances.npy"), np.load(tmp_path / "versions.npy")
+    assert balances.shape == versions.shape == (9, 12 + 3)
+    assert balances.dtype == np.float64 and versions.dtype == np.int64
+    assert versions.min() >= -1
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert len(summary["version_shares"]["rows"]) == 9
+    assert len(summary["version_shares"]["columns"]) == 13
+    assert set(summary["balance_quantiles_coins"]) == {"p10", "p50", "p90", "min", "max"}
+    assert summary["config"]["participants"] == 12
+
+
+def test_same_seed_same_results_other_seed_differs() -> None:
+    # Execute
+    a = run_one(small(), "lineage", 3)
+    b = run_one(small(), "lineage", 3)
+    c = run_one(small(), "lineage", 4)
+    # Assert
+    assert np.array_equal(a.final_balances, b.final_balances)
+    for key in ("gini", "version_shares", "spearman", "covers_bid", "minted"):
+        assert np.array_equal(a.metrics[key], b.metrics[key], equal_nan=True)
+    assert not np.array_equal(a.final_balances, c.final_balances)
+
+
+def test_parallel_runs_equal_sequential_runs(tmp_path: Path) -> None:
+    # Prepare
+    config = small(seeds="1-2", scheme="lineage,decay", workers=2)
+    # Execute
+    summary, by_scheme = run_all(config, tmp_path)
+    # Assert
+    assert [(r["scheme"], r["seed"]) for r in summary["runs"]] == [("lineage", 1), ("lineage", 2), ("decay", 1), ("decay", 2)]
+    for scheme, runs in by_scheme.items():
+        for run in runs:
+            alone = run_one(config, scheme, run.seed)
+            assert np.array_equal(alone.final_balances, run.final_balances)
+    assert set(summary["comparison"]) == {"lineage", "decay"}
+    assert (tmp_path / "compare-schemes.md").exists()
+
+
+def test_decay_scheme_mints_less_than_lineage() -> None:
+    # Execute
+    lineage = run_one(small(rounds=60), "lineage", 5)
+    decay = run_one(small(rounds=60), "decay", 5)
+    # Assert
+    assert decay.metrics["minted"][-1] < lineage.metrics["minted"][-1]
+
+
+def test_capped_scheme_respects_its_cap() -> None:
+    # Execute
+    run = run_one(small({"supply_cap": "100"}, rounds=60, scheme="capped"), "capped", 5)
+    # Assert
+    assert (run.metrics["minted"] - run.metrics["burned"]).max() <= 100 * UNIT
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--join-rate", "-1"], "join_rate must be non-negative"),
+        (["--success-rate", "-0.1"], "success_rate must be in [0, 1]"),
+        (["--cap", "300"], "cap (300) is above the number of participants (256)"),
+        (["-s", "0"], "select_fraction must be in (0, 1]"),
+        (["-s", "1.5"], "select_fraction must be in (0, 1]"),
+        (["--rounds", "0"], "rounds must be at least 1"),
+        (["--lineage-reward", "-1"], "lineage_reward must be non-negative"),
+        (["--scheme", "capped"], "needs a supply cap"),
+        (["--scheme", "lineage,bogus"], "scheme must be one of"),
+        (["--seeds", "9-0"], "empty range"),
+        (["--royalty-decay", "1"], "royalty_decay must be in [0, 1)"),
+    ],
+)
+def test_invalid_flags_fail_clearly_before_work(tmp_path: Path, args: list[str], message: str) -> None:
+    # Execute
+    result = runner.invoke(app, ["simulate", *args, "--quiet", "--out", str(tmp_path / "out")])
+    # Assert
+    assert result.exit_code == 2
+    assert message in " ".join(result.output.split())
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("participant = 3\n", "unknown key(s): participant"),
+        ("[protocol]\nkk = 3\n", "unknown protocol key(s): kk"),
+        ("[protocol]\nselect_fraction = 0\n", "select_fraction must be in (0, 1]"),
+        ("rounds = 'many'\n", "rounds must be an integer"),
+        ("join_rate = -2\n", "join_rate must be non-negative"),
+        ("participants = 10\n[protocol]\ncap = 11\n", "cap (11) is above"),
+        ("rounds = = 3\n", "config file"),
+    ],
+)
+def test_invalid_config_files_fail_clearly(tmp_path: Path, text: str, message: str) -> None:
+    # Prepare
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    # Execute
+    result = runner.invoke(app, ["simulate", "--config", str(path), "--quiet", "--out", str(tmp_path / "out")])
+    # Assert
+    assert result.exit_code == 2
+    assert message in " ".join(result.output.split())
+    assert not (tmp_path / "out").exists()
+
+
+def test_config_file_values_then_flags_override(tmp_path: Path) -> None:
+    # Prepare
+    path = tmp_path / "c.toml"
+    path.write_text('participants = 20\nrounds = 7\nseeds = "0-2"\n[protocol]\nk = 3\nmo_budget = 0.002\n')
+    # Execute
+    config = resolve_config(load_toml(path), {"rounds": 5}, {"lineage_reward": "2"})
+    # Assert
+    assert (config.participants, config.rounds, config.seeds) == (20, 5, (0, 1, 2))
+    assert (config.params.k, config.params.mo_budget, config.params.lineage_reward) == (3, 2000, 2 * UNIT)
+
+
+def test_example_configs_are_valid() -> None:
+    for path in sorted(Path(__file__).parent.parent.joinpath("configs").glob("*.toml")):
+        resolve_config(load_toml(path))
+
+
+def test_parse_seeds() -> None:
+    assert parse_seeds("0-3") == (0, 1, 2, 3)
+    assert parse_seeds("1,5, 7-8") == (1, 5, 7, 8)
+    assert parse_seeds(9) == (9,)
+    with pytest.raises(ConfigError):
+        parse_seeds("a-b")
+
+
+def test_winning_lineage_counts_equal_a_naive_walk() -> None:
+    # Prepare: a small run, keeping every selected model's parent
+    state = State.genesis(small().params, state_seed(1), sim_keys(1, 0, 16))
+    net = LatentParticipants(LatentTrainer(seed=1))
+    parent: dict[int, int] = {}
+    owner: dict[int, int] = {}
+    generations = []
+    for _ in range(30):
+        receipts = [process_block(state, net.next_block(state)) for _ in range(4)]
+        commit, settle = receipts[1], receipts[3]
+        assert isinstance(settle, SettleReceipt)
+        pos = settle.selected_model - commit.model_id[0] if commit.model_id.size else settle.selected_model
+        parents = commit.parent_model[pos] if commit.model_id.size else pos
+        for m, p, o in zip(settle.selected_model, parents, settle.selected_owner, strict=True):
+            parent[int(m)], owner[int(m)] = int(p), int(o)
+        generations.append((settle.selected_model, parents, settle.selected_owner.astype(np.int32)))
+    # Execute
+    counts = winning_lineage_counts(generations, state.live.model_id, 16)
+    # Assert: walk each live model to genesis, counting each ancestor once
+    on_lineage: set[int] = set()
+    for m in state.live.model_id:
+        m = int(m)
+        while m in parent:
+            on_lineage.add(m)
+            m = parent[m]
+    naive = np.bincount([owner[m] for m in on_lineage], minlength=16)
+    assert np.array_equal(counts, naive)
