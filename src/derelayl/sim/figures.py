@@ -22,7 +22,14 @@ from derelayl.sim.metrics import VERSION_BINS  # noqa: E402
 __all__ = ["band", "write_figures"]
 
 F64 = NDArray[np.float64]
-_VERSION_COLOURS = [plt.get_cmap("Blues_r")(x) for x in np.linspace(0.0, 0.85, 11)] + ["lightgrey", "white"]
+_VERSION_COLOURS = [
+    f"#{r:02x}{g:02x}{b:02x}"
+    for r, g, b in (  # the reference figure's legend colours (sampled from its PNG)
+        (8, 48, 107), (8, 69, 138), (14, 89, 162), (30, 109, 178), (50, 130, 190), (72, 150, 200),
+        (97, 167, 210), (127, 185, 218), (159, 202, 225), (184, 213, 234), (205, 223, 241),
+        (211, 211, 211), (255, 255, 255),
+    )
+]
 
 
 def band(series: Sequence[F64]) -> tuple[F64, F64]:
