@@ -1,0 +1,190 @@
+"""Experiment configs (TOML), validated in one place: unknown keys and bad values are
+``ConfigError``s that name the key. ``ExperimentConfig.resolved()`` is what gets written
+beside the results.
+
+Layout (see ``experiments/digits_dirichlet.toml``)::
+
+    name, seed
+    [data]       dataset, preprocess, test_fraction, split_seed, participants, partition,
+                 alpha, shards_per_participant, min_size, [data.options] (dataset generator)
+    [model]      hidden, activation, init_seed
+    [train]      lr, batch_size, local_epochs, momentum, weight_decay
+    [methods.fedavg] rounds          [methods.local_only] rounds
+    [methods.centralized] epochs     [methods.gossip] rounds | budget
+    [methods.derelayl] preset, rounds | budget, max_rounds, [methods.derelayl.params]
+    [[variants]] name, merge_top_k, prox_mu, local_epochs, lr, momentum, preset, [params]
+
+``budget = "fedavg"`` runs a method until it has moved as many bytes as FedAvg in total.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from derelayl.errors import ConfigError
+from derelayl.protocol.params import Params, preset
+
+__all__ = ["ExperimentConfig", "VariantConfig", "load_config", "parse_config"]
+
+
+def _take(section: dict[str, Any], where: str, spec: dict[str, tuple[type | tuple[type, ...], Any]]) -> dict[str, Any]:
+    """Check keys and types of one TOML table against ``spec`` (name -> (type, default))."""
+    unknown = sorted(set(section) - set(spec))
+    if unknown:
+        raise ConfigError(f"[{where}]: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(spec))}")
+    out: dict[str, Any] = {}
+    for key, (kind, default) in spec.items():
+        value = section.get(key, default)
+        if value is not None and not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+            raise ConfigError(f"[{where}] {key} = {value!r}: expected {_name(kind)}")
+        out[key] = float(value) if kind == (int, float) and value is not None else value
+    return out
+
+
+def _name(kind: type | tuple[type, ...]) -> str:
+    return " or ".join(k.__name__ for k in kind) if isinstance(kind, tuple) else kind.__name__
+
+
+def _positive(where: str, **values: Any) -> None:
+    for key, value in values.items():
+        if value is not None and value <= 0:
+            raise ConfigError(f"[{where}] {key} must be positive, got {value!r}")
+
+
+NUM = (int, float)
+
+
+@dataclass(frozen=True)
+class VariantConfig:
+    name: str
+    merge_top_k: int = 1
+    prox_mu: float = 0.0
+    local_epochs: int | None = None
+    lr: float | None = None
+    momentum: float | None = None
+    preset: str = "reference"
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def protocol_params(self) -> Params:
+        return Params.from_dict(self.params, base=preset(self.preset))
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    name: str
+    seed: int
+    data: dict[str, Any]
+    model: dict[str, Any]
+    train: dict[str, Any]
+    methods: dict[str, dict[str, Any]]
+    variants: tuple[VariantConfig, ...]
+
+    def resolved(self) -> dict[str, Any]:
+        return {"name": self.name, "seed": self.seed, "data": self.data, "model": self.model, "train": self.train,
+                "methods": self.methods, "variants": [asdict(v) for v in self.variants]}
+
+
+_DATA = {"dataset": (str, "digits"), "preprocess": (str, "standardize"), "test_fraction": (NUM, 0.2),
+         "split_seed": (int, 0), "participants": (int, 20), "partition": (str, "dirichlet"), "alpha": (NUM, None),
+         "shards_per_participant": (int, None), "min_size": (int, None), "options": (dict, None)}
+_MODEL = {"hidden": (list, [64]), "activation": (str, "relu"), "init_seed": (int, 0)}
+_TRAIN = {"lr": (NUM, 0.05), "batch_size": (int, 32), "local_epochs": (int, 1), "momentum": (NUM, 0.0),
+          "weight_decay": (NUM, 0.0)}
+_METHODS: dict[str, dict[str, tuple[Any, Any]]] = {
+    "fedavg": {"rounds": (int, 30)},
+    "local_only": {"rounds": (int, 30)},
+    "centralized": {"epochs": (int, 30)},
+    "gossip": {"rounds": (int, None), "budget": ((str, int), None), "max_rounds": (int, 2000)},
+    "derelayl": {"preset": (str, "reference"), "rounds": (int, None), "budget": ((str, int), None),
+                 "max_rounds": (int, 2000), "params": (dict, None)},
+}
+_VARIANT = {"name": (str, None), "merge_top_k": (int, 1), "prox_mu": (NUM, 0.0), "local_epochs": (int, None),
+            "lr": (NUM, None), "momentum": (NUM, None), "preset": (str, "reference"), "params": (dict, None)}
+
+
+def _budgeted(method: dict[str, Any], where: str) -> None:
+    if method["rounds"] is None and method["budget"] is None:
+        raise ConfigError(f"[{where}] needs rounds = N or budget = \"fedavg\" (or a number of bytes)")
+    if method["rounds"] is not None and method["budget"] is not None:
+        raise ConfigError(f"[{where}] give rounds or budget, not both")
+    budget = method["budget"]
+    if isinstance(budget, str) and budget != "fedavg":
+        raise ConfigError(f"[{where}] budget = {budget!r}: expected \"fedavg\" or a number of bytes")
+    _positive(where, rounds=method["rounds"], budget=budget if isinstance(budget, int) else None,
+              max_rounds=method["max_rounds"])
+
+
+def parse_config(raw: dict[str, Any]) -> ExperimentConfig:
+    top = _take({k: v for k, v in raw.items() if not isinstance(v, (dict, list))}, "top level",
+                {"name": (str, "experiment"), "seed": (int, 0)})
+    tables = {k for k, v in raw.items() if isinstance(v, (dict, list))}
+    unknown = sorted(tables - {"data", "model", "train", "methods", "variants"})
+    if unknown:
+        raise ConfigError(f"unknown table(s) {', '.join(unknown)}; allowed: data, model, train, methods, variants")
+    data = _take(raw.get("data", {}), "data", _DATA)
+    _positive("data", test_fraction=data["test_fraction"], participants=data["participants"], alpha=data["alpha"])
+    if data["test_fraction"] >= 1:
+        raise ConfigError(f"[data] test_fraction must be below 1, got {data['test_fraction']}")
+    model = _take(raw.get("model", {}), "model", _MODEL)
+    if not model["hidden"] or not all(isinstance(h, int) and h > 0 for h in model["hidden"]):
+        raise ConfigError(f"[model] hidden must be a non-empty list of positive integers, got {model['hidden']!r}")
+    train = _take(raw.get("train", {}), "train", _TRAIN)
+    _positive("train", lr=train["lr"], batch_size=train["batch_size"], local_epochs=train["local_epochs"])
+    methods_raw = raw.get("methods", {})
+    if not isinstance(methods_raw, dict) or not methods_raw:
+        raise ConfigError(f"[methods] must list at least one of {', '.join(_METHODS)}")
+    methods: dict[str, dict[str, Any]] = {}
+    for name, section in methods_raw.items():
+        if name not in _METHODS:
+            raise ConfigError(f"[methods.{name}]: unknown method; choose from {', '.join(_METHODS)}")
+        methods[name] = _take(section, f"methods.{name}", _METHODS[name])
+        if name in ("gossip", "derelayl"):
+            _budgeted(methods[name], f"methods.{name}")
+        else:
+            _positive(f"methods.{name}", **methods[name])
+    needs_fedavg = [n for n, m in methods.items() if m.get("budget") == "fedavg"]
+    if needs_fedavg and "fedavg" not in methods:
+        raise ConfigError(f"budget = \"fedavg\" in {', '.join(needs_fedavg)} needs [methods.fedavg]")
+    if "derelayl" in methods:
+        _check_params(methods["derelayl"]["preset"], methods["derelayl"]["params"] or {}, "methods.derelayl")
+    variants = []
+    for i, section in enumerate(raw.get("variants", [])):
+        if not isinstance(section, dict):
+            raise ConfigError(f"[[variants]] #{i + 1} must be a table")
+        v = _take(section, f"variants #{i + 1}", _VARIANT)
+        if not v["name"]:
+            raise ConfigError(f"[[variants]] #{i + 1} needs a name")
+        if "derelayl" not in methods:
+            raise ConfigError("[[variants]] are DeRelayL variants and need [methods.derelayl]")
+        _positive(f"variants {v['name']}", merge_top_k=v["merge_top_k"], local_epochs=v["local_epochs"], lr=v["lr"])
+        if v["prox_mu"] < 0:
+            raise ConfigError(f"[variants {v['name']}] prox_mu must be >= 0")
+        _check_params(v["preset"], v["params"] or {}, f"variants {v['name']}")
+        variants.append(VariantConfig(**{**v, "params": v["params"] or {}}))
+    names = [v.name for v in variants]
+    if len(set(names)) != len(names) or set(names) & set(methods):
+        raise ConfigError("variant names must be unique and differ from method names")
+    return ExperimentConfig(top["name"], top["seed"], data, model, train, methods, tuple(variants))
+
+
+def _check_params(preset_name: str, params: dict[str, Any], where: str) -> None:
+    try:
+        Params.from_dict(params, base=preset(preset_name))
+    except ConfigError as exc:
+        raise ConfigError(f"[{where}] {exc}") from exc
+
+
+def load_config(path: Path) -> ExperimentConfig:
+    try:
+        raw = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config ({exc.strerror})") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from exc
+    try:
+        return parse_config(raw)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc

@@ -1,0 +1,96 @@
+"""``report.md``: what was run, the table, and an honest reading of the targets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+__all__ = ["render_report", "write_report"]
+
+
+def _table(results: dict[str, Any]) -> list[str]:
+    lines = ["| method | rounds | final accuracy | accuracy at FedAvg's bytes | MB moved | local epochs | "
+             "samples processed | wall s |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, row in results["summary"].items():
+        at = row.get("at_fedavg_bytes")
+        at_text = f"{at['accuracy']:.3f} (round {at['round']}, {at['bytes'] / 1e6:.2f} MB)" if at else "="
+        lines.append(f"| {name} | {row['rounds']} | {row['accuracy']:.3f} | {at_text} | {row['bytes'] / 1e6:.2f} | "
+                     f"{row['local_epochs']} | {row['samples']} | {row['wall_seconds']:.1f} |")
+    return lines
+
+
+def _acc_at(row: dict[str, Any]) -> float:
+    at = row.get("at_fedavg_bytes")
+    return float(at["accuracy"] if at else row["accuracy"])
+
+
+def _reading(results: dict[str, Any]) -> list[str]:
+    s = results["summary"]
+    out: list[str] = []
+    if "derelayl" in s and "fedavg" in s:
+        relay, fed = _acc_at(s["derelayl"]), s["fedavg"]["accuracy"]
+        verdict = "meets" if relay >= fed else "misses"
+        out.append(f"- Faithful DeRelayL at FedAvg's bytes: {relay:.3f} vs FedAvg {fed:.3f} "
+                   f"({(relay - fed) * 100:+.1f} pp): {verdict} the target 'at least as accurate as FedAvg'.")
+    if "centralized" in s:
+        central = s["centralized"]["accuracy"]
+        for name in s:
+            if name.startswith("derelayl"):
+                gap = (central - _acc_at(s[name])) * 100
+                verdict = "within" if gap <= 1.5 else "not within"
+                out.append(f"- {name}: {gap:.1f} pp below centralized ({central:.3f}): {verdict} 1.5 pp.")
+    relay = results["methods"].get("derelayl")
+    if relay:
+        last = relay["rounds"][-1]["extra"]
+        b = relay["info"]["bytes_breakdown"]
+        out.append(f"- Protocol figures after {relay['rounds'][-1]['round']} rounds: supply {last['supply_coins']:.1f} "
+                   f"coins, Gini of balances {last['gini']:.2f}, {last['within_2pp']:.0%} of participants hold a "
+                   f"model within 2 pp of the protocol's top model.")
+        out.append("- DeRelayL bytes: " + ", ".join(f"{k.replace('_', ' ')} {v / 1e6:.2f} MB" for k, v in b.items())
+                   + f"; data reads by another participant's code path: {relay['info']['shard_reads_by_others']}.")
+    return out
+
+
+def render_report(results: dict[str, Any]) -> str:
+    cfg, ds = results["config"], results["dataset"]
+    d, t = cfg["data"], cfg["train"]
+    lines = [
+        f"# Experiment `{results['name']}`",
+        "",
+        f"Dataset **{ds['name']}** ({ds['samples']} samples: {ds['train']} held by {d['participants']} participants, "
+        f"{ds['test']} in a stratified global test set used only to measure). Partition **{d['partition']}**"
+        + (f" (alpha = {d['alpha']})" if d.get("alpha") else "") + f", preprocessing {d['preprocess']}. "
+        f"MLP {cfg['model']['hidden']} ({ds['model_parameters']} parameters), SGD lr {t['lr']}, batch "
+        f"{t['batch_size']}, {t['local_epochs']} local epoch(s). Every method starts from the same initial "
+        "weights on the same split (`split.json`).",
+        "",
+        "## Results",
+        "",
+        *_table(results),
+        "",
+        f"Total wall time {results['wall_seconds']:.1f} s. Curves: `accuracy.png` (vs round, bytes, work); "
+        "protocol figures: `rewards.png`.",
+        "",
+        "## Reading",
+        "",
+        *_reading(results),
+        "",
+        "## How things are counted",
+        "",
+        "- Bytes are model parameters as float32 (the same unit for every method), counted once per transfer. "
+        "FedAvg: download + upload for every participant every round. Gossip: one model per participant per round. "
+        "DeRelayL: model owner -> trainer (the merge variant counts every extra model received), trainer -> tester, "
+        "copies to the commit (encryption) miner when the preset gives them to it, and the published test cases "
+        "(float32 inputs + int64 labels). Centralized moves the raw training data once. "
+        "Block and signature bytes are not counted for any method.",
+        "- DeRelayL's accuracy in a round is that of the model the protocol ranked first on its own test cases "
+        "(drawn by the testing miner from its own data), measured on the global test set.",
+        "- Gossip and local-only report the mean accuracy over participants' models (min/max in results.json).",
+        "- Methods that run to a byte budget stop at the first round that reaches it; 'accuracy at FedAvg's bytes' "
+        "is their last round that did not exceed FedAvg's total.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(results: dict[str, Any], out_dir: Path) -> None:
+    (out_dir / "report.md").write_text(render_report(results))
