@@ -1,0 +1,135 @@
+"""``derelayl experiment``: config validation, the results folder, and the DeRelayL arm being
+the protocol's own selection."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from derelayl.cli import app
+from derelayl.errors import ConfigError
+from derelayl.experiments.config import load_config, parse_config
+from derelayl.learning.partition import Split
+
+SMALL = """
+name = "small"
+seed = 1
+[data]
+dataset = "digits"
+participants = 6
+partition = "dirichlet"
+alpha = 0.5
+[model]
+hidden = [16]
+[train]
+lr = 0.05
+[methods.fedavg]
+rounds = 3
+[methods.centralized]
+epochs = 2
+[methods.local_only]
+rounds = 2
+[methods.gossip]
+budget = "fedavg"
+[methods.derelayl]
+preset = "minimal"
+budget = "fedavg"
+[[variants]]
+name = "relay-2epochs"
+local_epochs = 2
+preset = "minimal"
+"""
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("exp")
+    (root / "small.toml").write_text(SMALL)
+    result = CliRunner().invoke(app, ["experiment", str(root / "small.toml"), "--out", str(root / "out"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    return root / "out"
+
+
+def test_results_folder_has_every_method_and_file(small_run: Path) -> None:
+    results = json.loads((small_run / "results.json").read_text())
+    assert set(results["methods"]) == {"fedavg", "centralized", "local_only", "gossip", "derelayl", "relay-2epochs"}
+    for name in ("split.json", "config.resolved.json", "report.md", "accuracy.png", "rewards.png"):
+        assert (small_run / name).exists(), name
+    for method in results["methods"].values():
+        points = method["rounds"]
+        assert all(0 <= p["accuracy"] <= 1 for p in points)
+        assert [p["bytes"] for p in points] == sorted(p["bytes"] for p in points)
+    # budgeted methods stop at the first round that reaches FedAvg's bytes
+    budget = results["fedavg_bytes"]
+    for name in ("gossip", "derelayl", "relay-2epochs"):
+        rounds = results["methods"][name]["rounds"]
+        assert rounds[-1]["bytes"] >= budget > rounds[-2]["bytes"]
+    relay = results["methods"]["derelayl"]
+    assert {"gini", "within_2pp", "supply_coins"} <= set(relay["rounds"][-1]["extra"])
+    assert relay["info"]["shard_reads_by_others"] == 0
+    assert "## Reading" in (small_run / "report.md").read_text()
+
+
+def test_split_json_round_trips_and_names_the_preprocessing(small_run: Path) -> None:
+    split = Split.load(small_run / "split.json")
+    split.validate(1797)
+    assert split.dataset == "digits" and split.seed == 0 and len(split.participants) == 6
+    assert split.preprocessing["kind"] == "standardize" and len(split.preprocessing["mean"]) == 64
+    again = small_run / "again.json"
+    split.save(again)
+    assert Split.load(again) == split
+
+
+def test_relay_accuracy_is_that_of_the_protocols_first_ranked_model(small_run: Path) -> None:
+    relay = json.loads((small_run / "results.json").read_text())["methods"]["derelayl"]
+    for point in relay["rounds"][1:]:
+        assert point["extra"]["top_model"] > 0
+        assert point["accuracy"] <= point["extra"]["best_committed"] + 1e-12
+
+
+@pytest.mark.parametrize(
+    ("patch", "message"),
+    [
+        ({"colour": "red"}, "unknown key"),
+        ({"data": {"participants": 0}}, "participants must be positive"),
+        ({"data": {"alpha": "half"}}, "alpha = 'half': expected int or float"),
+        ({"train": {"lr": -1}}, "lr must be positive"),
+        ({"model": {"hidden": [0]}}, "hidden must be a non-empty list"),
+        ({"methods": {"sgd": {}}}, "unknown method"),
+        ({"methods": {"gossip": {}}}, "needs rounds"),
+        ({"methods": {"derelayl": {"budget": "lots"}}}, "expected \"fedavg\""),
+        ({"methods": {"derelayl": {"rounds": 3, "params": {"kk": 2}}}}, "unknown parameter"),
+        ({"methods": {"derelayl": {"rounds": 3, "preset": "huge"}}}, "unknown preset"),
+        ({"methods": {"derelayl": {"budget": "fedavg"}}}, "needs \\[methods.fedavg\\]"),
+        ({"extra": {"x": 1}}, "unknown table"),
+    ],
+)
+def test_bad_configs_are_clear_errors(patch: dict[str, object], message: str) -> None:
+    raw: dict[str, object] = {"methods": {"fedavg": {"rounds": 2}}}
+    for key, value in patch.items():
+        raw[key] = value
+    with pytest.raises(ConfigError, match=message):
+        parse_config(raw)
+
+
+def test_bad_config_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read config"):
+        load_config(tmp_path / "missing.toml")
+    (tmp_path / "bad.toml").write_text("name = \n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(tmp_path / "bad.toml")
+    result = CliRunner().invoke(app, ["experiment", str(tmp_path / "bad.toml"), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "not valid TOML" in result.output
+
+
+def test_reference_config_is_the_issues() -> None:
+    cfg = load_config(Path(__file__).parent.parent / "experiments" / "digits_dirichlet.toml")
+    assert cfg.data == {**cfg.data, "dataset": "digits", "participants": 20, "partition": "dirichlet", "alpha": 0.5,
+                        "test_fraction": 0.2, "split_seed": 0}
+    assert cfg.model["hidden"] == [64] and cfg.model["activation"] == "relu"
+    assert (cfg.train["lr"], cfg.train["batch_size"], cfg.train["local_epochs"]) == (0.05, 32, 1)
+    assert cfg.methods["fedavg"]["rounds"] == 30 and cfg.methods["centralized"]["epochs"] == 30
+    assert cfg.methods["derelayl"]["budget"] == "fedavg" and cfg.methods["gossip"]["budget"] == "fedavg"
