@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
@@ -48,9 +49,14 @@ def derive_keys(seed: int | str, count: int, start: int = 0) -> list[KeyPair]:
     return [KeyPair.from_seed(f"derelayl-local-key/{seed}/{i}".encode()) for i in range(start, start + count)]
 
 
+@lru_cache(maxsize=1 << 16)
+def _public_key(public: bytes) -> Ed25519PublicKey:
+    return Ed25519PublicKey.from_public_bytes(public)
+
+
 def verify_signature(public: bytes, signature: bytes, message: bytes) -> bool:
     try:
-        Ed25519PublicKey.from_public_bytes(public).verify(signature, message)
+        _public_key(public).verify(signature, message)
     except (InvalidSignature, ValueError):
         return False
     return True

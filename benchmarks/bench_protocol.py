@@ -1,0 +1,101 @@
+"""Protocol core and ledger benchmarks (issue 2). Prints figures and ratios; asserts nothing.
+
+1. Per-round cost at round ~100 vs round ~5000 (reference preset, 256 participants): the
+   depth-independent lineage accounting against a naive ancestor walk measured in the same
+   run (the walk the paper's simulation does).
+2. ``verify`` throughput: replaying a signed SQLite chain from genesis (blocks/s, deposits/s).
+
+Run: python benchmarks/bench_protocol.py [--rounds 5000] [--verify-rounds 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from derelayl.learning.latent import LatentTrainer
+from derelayl.ledger import Chain, SQLiteLedger, derive_keys
+from derelayl.protocol import CommitReceipt, SettleReceipt, State, preset, process_block
+from derelayl.runtime.latent import LatentParticipants
+
+
+def _window_times(rounds: int, windows: list[int], naive: bool) -> dict[int, float]:
+    """Seconds per round averaged over 50 rounds ending at each window round."""
+    state = State.genesis(preset("reference"), b"\x2a" * 32, [(i + 1).to_bytes(32, "big") for i in range(256)])
+    net = LatentParticipants(LatentTrainer(seed=42))
+    parent: dict[int, int] = {0: -1}
+    owner: dict[int, int] = {0: 0}
+    out: dict[int, float] = {}
+    marks = {w - 50: w for w in windows}
+    started = 0.0
+    while state.round < rounds:
+        if state.round in marks and state.phase == 0:
+            started = time.perf_counter()
+        receipt = process_block(state, net.next_block(state))
+        if naive:
+            if isinstance(receipt, CommitReceipt):
+                for m, p, o in zip(receipt.model_id.tolist(), receipt.parent_model.tolist(),
+                                   state.commits.owner.tolist(), strict=True):
+                    parent[m], owner[m] = p, o
+            elif isinstance(receipt, SettleReceipt):
+                paid = np.zeros(state.n_participants, dtype=np.int64)
+                for m in receipt.selected_model.tolist():
+                    while m >= 0:  # the naive walk: every ancestor of every selected model
+                        paid[owner[m]] += 1
+                        m = parent[m]
+        if state.round in windows and state.phase == 0 and state.round not in out:
+            out[state.round] = (time.perf_counter() - started) / 50
+    return out
+
+
+def bench_flat(rounds: int) -> None:
+    windows = [100, rounds]
+    ours = _window_times(rounds, windows, naive=False)
+    walk = _window_times(rounds, windows, naive=True)
+    print(f"per-round time, reference preset, 256 participants (mean of 50 rounds):")
+    print(f"  {'':22s}{'round 100':>12s}{f'round {rounds}':>14s}{'late/early':>12s}")
+    for name, t in (("derelayl core", ours), ("core + naive walk", walk)):
+        print(f"  {name:22s}{t[100] * 1e3:10.3f} ms{t[rounds] * 1e3:12.3f} ms{t[rounds] / t[100]:11.2f}x")
+    print(f"  naive walk / derelayl at round {rounds}: {walk[rounds] / ours[rounds]:.1f}x")
+
+
+def bench_verify(participants: int, rounds: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "chain.sqlite"
+        keys = derive_keys(1, participants)
+        chain = Chain.create(SQLiteLedger(path), preset("reference"), b"\x01" * 32, [k.public for k in keys], keys[0])
+        net = LatentParticipants(LatentTrainer(seed=1))
+        signers = dict(enumerate(keys))
+        deposits = 0
+        t0 = time.perf_counter()
+        while chain.state.round < rounds:
+            receipt = chain.produce(net.next_block(chain.state), signers)
+            deposits += len(getattr(receipt, "pairs", ()))
+        produce = time.perf_counter() - t0
+        chain.ledger.close()
+        t0 = time.perf_counter()
+        again = Chain.open(SQLiteLedger(path))
+        verify = time.perf_counter() - t0
+        blocks = again.height
+        print(f"signed SQLite chain, {participants} participants x {rounds} rounds = {blocks} blocks, {deposits} deposits:")
+        print(f"  produce (sign + apply + fsync): {produce:.2f} s = {blocks / produce:.0f} blocks/s")
+        print(f"  verify (replay from genesis):   {verify:.2f} s = {blocks / verify:.0f} blocks/s, "
+              f"{deposits / verify:.0f} deposits/s ({verify / produce:.2f}x the time to produce)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=5000)
+    parser.add_argument("--verify-participants", type=int, default=256)
+    parser.add_argument("--verify-rounds", type=int, default=60)
+    args = parser.parse_args()
+    bench_flat(args.rounds)
+    bench_verify(args.verify_participants, args.verify_rounds)
+
+
+if __name__ == "__main__":
+    main()
