@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sqlite3
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -33,9 +34,12 @@ N = 10
 
 
 def _chain(ledger=None, rounds: int = 3) -> tuple[Chain, dict[int, KeyPair], LatentParticipants]:
+    """A chain on a real SQLite file unless a ledger is given."""
     keys = derive_keys(1, N)
+    if ledger is None:
+        ledger = SQLiteLedger(Path(tempfile.mkdtemp(prefix="derelayl-test-")) / "chain.sqlite")
     chain = Chain.create(
-        ledger or MemoryLedger(), Params(test_cases=4), b"\x01" * 32, [k.public for k in keys], keys[0]
+        ledger, Params(test_cases=4), b"\x01" * 32, [k.public for k in keys], keys[0]
     )
     net = LatentParticipants(LatentTrainer(seed=1))
     signers = dict(enumerate(keys))
@@ -62,9 +66,16 @@ def _keys() -> dict[int, KeyPair]:
 def _rejects(chain: Chain, stored: StoredBlock, error: type[Exception], match: str) -> None:
     """Assert the block is refused and nothing changed."""
     height, root, head = chain.height, compute_state_root(chain.state), chain.head_hash
+    stored_bytes = _file_bytes(chain)
     with pytest.raises(error, match=match):
         chain.append(stored)
     assert (chain.height, compute_state_root(chain.state), chain.head_hash) == (height, root, head)
+    assert _file_bytes(chain) == stored_bytes
+
+
+def _file_bytes(chain: Chain) -> bytes | None:
+    ledger = chain.ledger
+    return ledger.path.read_bytes() if isinstance(ledger, SQLiteLedger) else None
 
 
 def _deposit(chain, net):
@@ -183,7 +194,7 @@ def test_wrong_state_root_is_rejected() -> None:
 
 def test_valid_block_from_elsewhere_is_accepted() -> None:
     # Prepare: a second chain replica fed the first one's blocks
-    chain, signers, net = _chain(rounds=2)
+    chain, signers, net = _chain(MemoryLedger(), rounds=2)
     replica = Chain.open(_copy(chain.ledger))
     # Execute
     for _ in range(4):
