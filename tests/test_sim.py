@@ -257,3 +257,16 @@ def test_signed_chain_equals_derelayl_run_block_for_block(tmp_path: Path) -> Non
     sim = run_one(small(participants=8, rounds=3, seeds=11), "lineage", 11, ledger_dir=tmp_path / "sim")
     # Assert: same keys, seed, rules and participants give the same chain head
     assert sim.head_hash == run["head_hash"]
+
+
+def test_reference_preset_matches_the_papers_version_figure() -> None:
+    # Prepare: the paper's setting for its version figure (256 participants, 100 rounds)
+    from derelayl.sim.reference import compare_versions
+
+    png = Path(__file__).parent.parent / "docs" / "figures" / "paper-fig-version-distribution.png"
+    # Execute
+    run = run_one(resolve_config(flag_values={"rounds": 100, "figures": False}), "lineage", 42)
+    check = compare_versions(run.metrics["version_shares"], png)
+    # Assert: steady-state shares within 4 points per bin; "latest" within 1.5 points of ~31.6%
+    assert check["max_abs_diff_points"] < 4.0
+    assert abs(check["ours_pct"][0] - check["reference_pct"][0]) < 1.5
