@@ -25,10 +25,11 @@ class LatentTask:
         return self.participants.next_block(state)
 
     def describe(self, state: State) -> str:
-        best = float(sigmoid(np.array([state.live.score.max()]))[0])
+        z = float(state.live.score.max())
+        best = float(sigmoid(np.array([z]))[0])
         holding = float((state.held_version >= state.latest_version - 1).mean())
         return (
-            f"best {best:.3f}  owners {len(state.live)}  v{state.latest_version} held by "
+            f"best z {z:.1f} (sigmoid {best:.3f})  owners {len(state.live)}  v{state.latest_version} held by "
             f"{holding:.0%} (≤1 behind)  supply {format_units(state.supply)}"
         )
 
