@@ -37,7 +37,9 @@ class LatentTrainer:
         digest = hashlib.sha256(f"latent/{self.seed}/{round_index}".encode()).digest()
         return np.random.Generator(np.random.PCG64(int.from_bytes(digest[:16], "big")))
 
-    def train(self, round_index: int, trainers: I64, parent_z: F64, n_participants: int) -> tuple[NDArray[np.bool_], F64]:
+    def train(
+        self, round_index: int, trainers: I64, parent_z: F64, n_participants: int
+    ) -> tuple[NDArray[np.bool_], F64]:
         """Each trainer's draw comes from its own slot of per-round arrays, so the result for
         one trainer does not depend on who else trained this round."""
         rng = self._rng(round_index)
