@@ -41,6 +41,10 @@ budget = "fedavg"
 name = "relay-2epochs"
 local_epochs = 2
 preset = "minimal"
+[[variants]]
+name = "fedprox"
+method = "fedavg"
+prox_mu = 0.1
 """
 
 
@@ -55,7 +59,7 @@ def small_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_results_folder_has_every_method_and_file(small_run: Path) -> None:
     results = json.loads((small_run / "results.json").read_text())
-    assert set(results["methods"]) == {"fedavg", "centralized", "local_only", "gossip", "derelayl", "relay-2epochs"}
+    assert set(results["methods"]) == {"fedavg", "centralized", "local_only", "gossip", "derelayl", "relay-2epochs", "fedprox"}
     for name in ("split.json", "config.resolved.json", "report.md", "accuracy.png", "rewards.png"):
         assert (small_run / name).exists(), name
     for method in results["methods"].values():
@@ -105,6 +109,9 @@ def test_relay_accuracy_is_that_of_the_protocols_first_ranked_model(small_run: P
         ({"methods": {"derelayl": {"rounds": 3, "preset": "huge"}}}, "unknown preset"),
         ({"methods": {"derelayl": {"budget": "fedavg"}}}, "needs \\[methods.fedavg\\]"),
         ({"extra": {"x": 1}}, "unknown table"),
+        ({"variants": [{"name": "v", "method": "gossip"}]}, "needs \\[methods.gossip\\]"),
+        ({"variants": [{"name": "v", "method": "fedavg", "merge_top_k": 2}]}, "apply to derelayl only"),
+        ({"variants": [{"merge_top_k": 2}]}, "needs a name"),
     ],
 )
 def test_bad_configs_are_clear_errors(patch: dict[str, object], message: str) -> None:

@@ -12,7 +12,8 @@ Layout (see ``experiments/digits_dirichlet.toml``)::
     [methods.fedavg] rounds          [methods.local_only] rounds
     [methods.centralized] epochs     [methods.gossip] rounds | budget
     [methods.derelayl] preset, rounds | budget, max_rounds, [methods.derelayl.params]
-    [[variants]] name, merge_top_k, prox_mu, local_epochs, lr, momentum, preset, [params]
+    [[variants]] name, method (derelayl | fedavg | gossip), prox_mu, local_epochs, lr, momentum;
+                 DeRelayL only: merge_top_k, preset, [params]
 
 ``budget = "fedavg"`` runs a method until it has moved as many bytes as FedAvg in total.
 """
@@ -60,6 +61,7 @@ NUM = (int, float)
 @dataclass(frozen=True)
 class VariantConfig:
     name: str
+    method: str = "derelayl"
     merge_top_k: int = 1
     prox_mu: float = 0.0
     local_epochs: int | None = None
@@ -101,7 +103,7 @@ _METHODS: dict[str, dict[str, tuple[Any, Any]]] = {
     "derelayl": {"preset": (str, "reference"), "rounds": (int, None), "budget": ((str, int), None),
                  "max_rounds": (int, 2000), "params": (dict, None)},
 }
-_VARIANT = {"name": (str, None), "merge_top_k": (int, 1), "prox_mu": (NUM, 0.0), "local_epochs": (int, None),
+_VARIANT = {"name": (str, None), "method": (str, "derelayl"), "merge_top_k": (int, 1), "prox_mu": (NUM, 0.0), "local_epochs": (int, None),
             "lr": (NUM, None), "momentum": (NUM, None), "preset": (str, "reference"), "params": (dict, None)}
 
 
@@ -157,8 +159,12 @@ def parse_config(raw: dict[str, Any]) -> ExperimentConfig:
         v = _take(section, f"variants #{i + 1}", _VARIANT)
         if not v["name"]:
             raise ConfigError(f"[[variants]] #{i + 1} needs a name")
-        if "derelayl" not in methods:
-            raise ConfigError("[[variants]] are DeRelayL variants and need [methods.derelayl]")
+        if v["method"] not in ("derelayl", "fedavg", "gossip"):
+            raise ConfigError(f"[variants {v['name']}] method must be derelayl, fedavg or gossip, got {v['method']!r}")
+        if v["method"] not in methods:
+            raise ConfigError(f"[variants {v['name']}] varies {v['method']}, which needs [methods.{v['method']}]")
+        if v["method"] != "derelayl" and (v["merge_top_k"] != 1 or v["preset"] != "reference" or v["params"]):
+            raise ConfigError(f"[variants {v['name']}] merge_top_k, preset and params apply to derelayl only")
         _positive(f"variants {v['name']}", merge_top_k=v["merge_top_k"], local_epochs=v["local_epochs"], lr=v["lr"])
         if v["prox_mu"] < 0:
             raise ConfigError(f"[variants {v['name']}] prox_mu must be >= 0")

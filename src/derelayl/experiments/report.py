@@ -43,6 +43,13 @@ def _reading(results: dict[str, Any]) -> list[str]:
     if relay:
         last = relay["rounds"][-1]["extra"]
         b = relay["info"]["bytes_breakdown"]
+        rounds = [p for p in relay["rounds"][1:] if p["extra"].get("best_committed") is not None]
+        if rounds:
+            short = [p["extra"]["best_committed"] - p["accuracy"] for p in rounds]
+            hit = sum(s < 1e-12 for s in short) / len(short)
+            out.append(f"- Selection on the testing miner's own cases: the protocol's first-ranked model was also the "
+                       f"best committed model on the global test set in {hit:.0%} of rounds; on average it was "
+                       f"{100 * sum(short) / len(short):.1f} pp below that best one (max {100 * max(short):.1f} pp).")
         out.append(f"- Protocol figures after {relay['rounds'][-1]['round']} rounds: supply {last['supply_coins']:.1f} "
                    f"coins, Gini of balances {last['gini']:.2f}, {last['within_2pp']:.0%} of participants hold a "
                    f"model within 2 pp of the protocol's top model.")

@@ -89,11 +89,8 @@ def run_experiment(config: ExperimentConfig, out_dir: Path, progress: Progress |
         params = Params.from_dict(r["params"] or {}, base=preset(r["preset"]))
         timed("derelayl", lambda: run_derelayl(setup, params, seed, rounds=r["rounds"],
                                                byte_budget=_budget(r, curves), max_rounds=r["max_rounds"]))
-        for v in config.variants:
-            timed(v.name, lambda v=v: run_derelayl(  # type: ignore[misc]
-                setup, v.protocol_params(), seed, name=v.name, train_config=_variant_train(setup.train_config, v),
-                merge_top_k=v.merge_top_k, rounds=r["rounds"], byte_budget=_budget(r, curves),
-                max_rounds=r["max_rounds"]))
+    for v in config.variants:
+        timed(v.name, lambda v=v: _run_variant(config, setup, v, curves))  # type: ignore[misc]
     results = _results(config, setup, curves, wall, time.perf_counter() - started)
     (out_dir / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     from derelayl.experiments.figures import write_figures
@@ -103,6 +100,23 @@ def run_experiment(config: ExperimentConfig, out_dir: Path, progress: Progress |
     write_report(results, out_dir)
     (out_dir / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     return results
+
+
+def _run_variant(config: ExperimentConfig, setup: LearningSetup, v: VariantConfig, curves: dict[str, Curve]) -> Curve:
+    """A method with changed training (and, for DeRelayL, protocol) settings, same budget."""
+    train = _variant_train(setup.train_config, v)
+    method, seed = config.methods[v.method], config.seed
+    if v.method == "derelayl":
+        return run_derelayl(setup, v.protocol_params(), seed, name=v.name, train_config=train,
+                            merge_top_k=v.merge_top_k, rounds=method["rounds"], byte_budget=_budget(method, curves),
+                            max_rounds=method["max_rounds"])
+    varied = dataclasses.replace(setup, train_config=train)
+    if v.method == "fedavg":
+        curve = run_fedavg(varied, method["rounds"], seed)
+    else:
+        curve = run_gossip(varied, seed, method["rounds"], _budget(method, curves), method["max_rounds"])
+    curve.method = v.name
+    return curve
 
 
 def _results(config: ExperimentConfig, setup: LearningSetup, curves: dict[str, Curve], wall: dict[str, float],
