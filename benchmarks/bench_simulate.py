@@ -135,9 +135,13 @@ def main() -> None:
         full_child()
         return
 
-    wall, marks, _ = timed_run(256, 5000)
-    bare = plain_core_loop(256, 5000)
-    print(f"[1] reference 256 x 5000: {wall:.2f} s wall = {AUTHORS_SECONDS / wall:.0f}x the authors' {AUTHORS_SECONDS:.0f} s; "
+    # best of two, interleaved: the machine is shared, the minimum is the least disturbed
+    (wall, marks, _), bare = timed_run(256, 5000), plain_core_loop(256, 5000)
+    again, bare2 = timed_run(256, 5000), plain_core_loop(256, 5000)
+    if again[0] < wall:
+        wall, marks = again[0], again[1]
+    bare = min(bare, bare2)
+    print(f"[1] reference 256 x 5000 (best of 2): {wall:.2f} s wall = {AUTHORS_SECONDS / wall:.0f}x the authors' {AUTHORS_SECONDS:.0f} s; "
           f"bare protocol-core loop {bare:.2f} s in this run, so simulate costs x{wall / bare:.2f} of the bare core")
     # windows end before round 5000: the last round also flushes the buffered measures
     early, late = per_round(marks, 100, 300), per_round(marks, 4600, 4800)
