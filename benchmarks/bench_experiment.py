@@ -33,8 +33,10 @@ def bench_experiment(config: Path) -> None:
     print(f"reference experiment: {total:.1f} s wall in all (target <= 90 s: {total / 90:.2f} of it)")
     print(f"{'method':24s} {'rounds':>6s} {'seconds':>8s} {'x fedavg':>9s} {'accuracy':>9s}")
     for name, row in results["summary"].items():
-        print(f"{name:24s} {row['rounds']:6d} {row['wall_seconds']:8.2f} {row['wall_seconds'] / base:9.2f} "
-              f"{row['accuracy']:9.3f}")
+        print(
+            f"{name:24s} {row['rounds']:6d} {row['wall_seconds']:8.2f} {row['wall_seconds'] / base:9.2f} "
+            f"{row['accuracy']:9.3f}"
+        )
 
 
 def bench_run(rounds: int) -> None:
@@ -44,14 +46,18 @@ def bench_run(rounds: int) -> None:
             start = time.perf_counter()
             run_network(RunConfig(participants=20, rounds=rounds, seed=42, task=task), Path(tmp), make_task)
             seconds[task] = time.perf_counter() - start
-    print(f"derelayl run, 20 participants, {rounds} rounds: latent {seconds['latent']:.2f} s, digits "
-          f"{seconds['digits']:.2f} s ({seconds['digits'] / seconds['latent']:.1f}x; "
-          f"{seconds['digits'] / rounds * 1000:.0f} ms per real round)")
+    print(
+        f"derelayl run, 20 participants, {rounds} rounds: latent {seconds['latent']:.2f} s, digits "
+        f"{seconds['digits']:.2f} s ({seconds['digits'] / seconds['latent']:.1f}x; "
+        f"{seconds['digits'] / rounds * 1000:.0f} ms per real round)"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--config", type=Path, default=Path(__file__).parent.parent / "experiments" / "digits_dirichlet.toml")
+    parser.add_argument(
+        "--config", type=Path, default=Path(__file__).parent.parent / "experiments" / "digits_dirichlet.toml"
+    )
     parser.add_argument("--rounds", type=int, default=10)
     args = parser.parse_args()
     torch.set_num_threads(1)

@@ -59,7 +59,15 @@ def small_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_results_folder_has_every_method_and_file(small_run: Path) -> None:
     results = json.loads((small_run / "results.json").read_text())
-    assert set(results["methods"]) == {"fedavg", "centralized", "local_only", "gossip", "derelayl", "relay-2epochs", "fedprox"}
+    assert set(results["methods"]) == {
+        "fedavg",
+        "centralized",
+        "local_only",
+        "gossip",
+        "derelayl",
+        "relay-2epochs",
+        "fedprox",
+    }
     for name in ("split.json", "config.resolved.json", "report.md", "accuracy.png", "rewards.png"):
         assert (small_run / name).exists(), name
     for method in results["methods"].values():
@@ -104,7 +112,7 @@ def test_relay_accuracy_is_that_of_the_protocols_first_ranked_model(small_run: P
         ({"model": {"hidden": [0]}}, "hidden must be a non-empty list"),
         ({"methods": {"sgd": {}}}, "unknown method"),
         ({"methods": {"gossip": {}}}, "needs rounds"),
-        ({"methods": {"derelayl": {"budget": "lots"}}}, "expected \"fedavg\""),
+        ({"methods": {"derelayl": {"budget": "lots"}}}, 'expected "fedavg"'),
         ({"methods": {"derelayl": {"rounds": 3, "params": {"kk": 2}}}}, "unknown parameter"),
         ({"methods": {"derelayl": {"rounds": 3, "preset": "huge"}}}, "unknown preset"),
         ({"methods": {"derelayl": {"budget": "fedavg"}}}, "needs \\[methods.fedavg\\]"),
@@ -134,8 +142,15 @@ def test_bad_config_files(tmp_path: Path) -> None:
 
 def test_reference_config_is_the_issues() -> None:
     cfg = load_config(Path(__file__).parent.parent / "experiments" / "digits_dirichlet.toml")
-    assert cfg.data == {**cfg.data, "dataset": "digits", "participants": 20, "partition": "dirichlet", "alpha": 0.5,
-                        "test_fraction": 0.2, "split_seed": 0}
+    assert cfg.data == {
+        **cfg.data,
+        "dataset": "digits",
+        "participants": 20,
+        "partition": "dirichlet",
+        "alpha": 0.5,
+        "test_fraction": 0.2,
+        "split_seed": 0,
+    }
     assert cfg.model["hidden"] == [64] and cfg.model["activation"] == "relu"
     assert (cfg.train["lr"], cfg.train["batch_size"], cfg.train["local_epochs"]) == (0.05, 32, 1)
     assert cfg.methods["fedavg"]["rounds"] == 30 and cfg.methods["centralized"]["epochs"] == 30

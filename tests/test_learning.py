@@ -30,8 +30,15 @@ def setup() -> LearningSetup:
 def _network(setup: LearningSetup, store: MemoryModelStore | None = None) -> tuple[State, RelayParticipants]:
     keys = [hashlib.sha256(bytes([i])).digest() for i in range(8)]
     state = State.genesis(preset("minimal"), b"\x01" * 32, keys)
-    net = RelayParticipants(setup.trainer(), setup.evaluator(), setup.shards(), store or MemoryModelStore(),
-                            setup.init, seed=5, meta={"spec": setup.spec.to_dict()})
+    net = RelayParticipants(
+        setup.trainer(),
+        setup.evaluator(),
+        setup.shards(),
+        store or MemoryModelStore(),
+        setup.init,
+        seed=5,
+        meta={"spec": setup.spec.to_dict()},
+    )
     return state, net
 
 
@@ -60,7 +67,9 @@ def test_training_is_deterministic_per_seed(setup: LearningSetup) -> None:
 def test_model_bytes_are_deterministic_and_round_trip(setup: LearningSetup) -> None:
     meta = {"round": 3, "trainer": 2, "spec": setup.spec.to_dict()}
     data = weights_to_bytes(setup.init, meta)
-    assert data == weights_to_bytes({k: v.clone() for k, v in reversed(setup.init.items())}, dict(reversed(meta.items())))
+    assert data == weights_to_bytes(
+        {k: v.clone() for k, v in reversed(setup.init.items())}, dict(reversed(meta.items()))
+    )
     weights, back = weights_from_bytes(data)
     assert back == meta and all(torch.equal(weights[k], setup.init[k]) for k in weights)
 
@@ -188,7 +197,7 @@ def test_bad_data_settings_are_clear_errors() -> None:
         make_split(data, 4, "natural", 0.2, seed=0)
     with pytest.raises(ConfigError, match="alpha must be > 0"):
         make_split(data, 4, "dirichlet", 0.2, seed=0, alpha=0)
-    with pytest.raises(ConfigError, match="not a valid split.json"):
+    with pytest.raises(ConfigError, match=r"not a valid split\.json"):
         Split.load(Path("/nonexistent/split.json"))
 
 

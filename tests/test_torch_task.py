@@ -43,7 +43,9 @@ def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]
 
 
 @pytest.mark.parametrize("crash_after", [2, 7])  # after a commit block; after a test block
-def test_resume_after_crash_gives_the_same_head(tmp_path: Path, crash_after: int, uninterrupted: dict[str, object]) -> None:
+def test_resume_after_crash_gives_the_same_head(
+    tmp_path: Path, crash_after: int, uninterrupted: dict[str, object]
+) -> None:
     # Prepare: a run killed mid-round
     with pytest.raises(Crash):
         run_network(CONFIG, tmp_path, crashing_after(crash_after))

@@ -66,8 +66,9 @@ def run_local_only(setup: LearningSetup, rounds: int, seed: int) -> Curve:
     return curve
 
 
-def run_gossip(setup: LearningSetup, seed: int, rounds: int | None = None, byte_budget: int | None = None,
-               max_rounds: int = 10_000) -> Curve:
+def run_gossip(
+    setup: LearningSetup, seed: int, rounds: int | None = None, byte_budget: int | None = None, max_rounds: int = 10_000
+) -> Curve:
     """Each round every participant sends its model to one peer drawn at random; each
     averages its model with those it received, then trains on its own data. Runs ``rounds``
     rounds, or until ``byte_budget`` is reached."""

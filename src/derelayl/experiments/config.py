@@ -39,7 +39,7 @@ def _take(section: dict[str, Any], where: str, spec: dict[str, tuple[type | tupl
     out: dict[str, Any] = {}
     for key, (kind, default) in spec.items():
         value = section.get(key, default)
-        if value is not None and not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+        if (value is not None and not isinstance(value, kind)) or (isinstance(value, bool) and kind is not bool):
             raise ConfigError(f"[{where}] {key} = {value!r}: expected {_name(kind)}")
         out[key] = float(value) if kind == (int, float) and value is not None else value
     return out
@@ -85,43 +85,85 @@ class ExperimentConfig:
     variants: tuple[VariantConfig, ...]
 
     def resolved(self) -> dict[str, Any]:
-        return {"name": self.name, "seed": self.seed, "data": self.data, "model": self.model, "train": self.train,
-                "methods": self.methods, "variants": [asdict(v) for v in self.variants]}
+        return {
+            "name": self.name,
+            "seed": self.seed,
+            "data": self.data,
+            "model": self.model,
+            "train": self.train,
+            "methods": self.methods,
+            "variants": [asdict(v) for v in self.variants],
+        }
 
 
-_DATA = {"dataset": (str, "digits"), "preprocess": (str, "standardize"), "test_fraction": (NUM, 0.2),
-         "split_seed": (int, 0), "participants": (int, 20), "partition": (str, "dirichlet"), "alpha": (NUM, None),
-         "shards_per_participant": (int, None), "min_size": (int, None), "options": (dict, None)}
+_DATA = {
+    "dataset": (str, "digits"),
+    "preprocess": (str, "standardize"),
+    "test_fraction": (NUM, 0.2),
+    "split_seed": (int, 0),
+    "participants": (int, 20),
+    "partition": (str, "dirichlet"),
+    "alpha": (NUM, None),
+    "shards_per_participant": (int, None),
+    "min_size": (int, None),
+    "options": (dict, None),
+}
 _MODEL = {"hidden": (list, [64]), "activation": (str, "relu"), "init_seed": (int, 0)}
-_TRAIN = {"lr": (NUM, 0.05), "batch_size": (int, 32), "local_epochs": (int, 1), "momentum": (NUM, 0.0),
-          "weight_decay": (NUM, 0.0)}
+_TRAIN = {
+    "lr": (NUM, 0.05),
+    "batch_size": (int, 32),
+    "local_epochs": (int, 1),
+    "momentum": (NUM, 0.0),
+    "weight_decay": (NUM, 0.0),
+}
 _METHODS: dict[str, dict[str, tuple[Any, Any]]] = {
     "fedavg": {"rounds": (int, 30)},
     "local_only": {"rounds": (int, 30)},
     "centralized": {"epochs": (int, 30)},
     "gossip": {"rounds": (int, None), "budget": ((str, int), None), "max_rounds": (int, 2000)},
-    "derelayl": {"preset": (str, "reference"), "rounds": (int, None), "budget": ((str, int), None),
-                 "max_rounds": (int, 2000), "params": (dict, None)},
+    "derelayl": {
+        "preset": (str, "reference"),
+        "rounds": (int, None),
+        "budget": ((str, int), None),
+        "max_rounds": (int, 2000),
+        "params": (dict, None),
+    },
 }
-_VARIANT = {"name": (str, None), "method": (str, "derelayl"), "merge_top_k": (int, 1), "prox_mu": (NUM, 0.0), "local_epochs": (int, None),
-            "lr": (NUM, None), "momentum": (NUM, None), "preset": (str, "reference"), "params": (dict, None)}
+_VARIANT = {
+    "name": (str, None),
+    "method": (str, "derelayl"),
+    "merge_top_k": (int, 1),
+    "prox_mu": (NUM, 0.0),
+    "local_epochs": (int, None),
+    "lr": (NUM, None),
+    "momentum": (NUM, None),
+    "preset": (str, "reference"),
+    "params": (dict, None),
+}
 
 
 def _budgeted(method: dict[str, Any], where: str) -> None:
     if method["rounds"] is None and method["budget"] is None:
-        raise ConfigError(f"[{where}] needs rounds = N or budget = \"fedavg\" (or a number of bytes)")
+        raise ConfigError(f'[{where}] needs rounds = N or budget = "fedavg" (or a number of bytes)')
     if method["rounds"] is not None and method["budget"] is not None:
         raise ConfigError(f"[{where}] give rounds or budget, not both")
     budget = method["budget"]
     if isinstance(budget, str) and budget != "fedavg":
-        raise ConfigError(f"[{where}] budget = {budget!r}: expected \"fedavg\" or a number of bytes")
-    _positive(where, rounds=method["rounds"], budget=budget if isinstance(budget, int) else None,
-              max_rounds=method["max_rounds"])
+        raise ConfigError(f'[{where}] budget = {budget!r}: expected "fedavg" or a number of bytes')
+    _positive(
+        where,
+        rounds=method["rounds"],
+        budget=budget if isinstance(budget, int) else None,
+        max_rounds=method["max_rounds"],
+    )
 
 
 def parse_config(raw: dict[str, Any]) -> ExperimentConfig:
-    top = _take({k: v for k, v in raw.items() if not isinstance(v, (dict, list))}, "top level",
-                {"name": (str, "experiment"), "seed": (int, 0)})
+    top = _take(
+        {k: v for k, v in raw.items() if not isinstance(v, (dict, list))},
+        "top level",
+        {"name": (str, "experiment"), "seed": (int, 0)},
+    )
     tables = {k for k, v in raw.items() if isinstance(v, (dict, list))}
     unknown = sorted(tables - {"data", "model", "train", "methods", "variants"})
     if unknown:
@@ -149,7 +191,7 @@ def parse_config(raw: dict[str, Any]) -> ExperimentConfig:
             _positive(f"methods.{name}", **methods[name])
     needs_fedavg = [n for n, m in methods.items() if m.get("budget") == "fedavg"]
     if needs_fedavg and "fedavg" not in methods:
-        raise ConfigError(f"budget = \"fedavg\" in {', '.join(needs_fedavg)} needs [methods.fedavg]")
+        raise ConfigError(f'budget = "fedavg" in {", ".join(needs_fedavg)} needs [methods.fedavg]')
     if "derelayl" in methods:
         _check_params(methods["derelayl"]["preset"], methods["derelayl"]["params"] or {}, "methods.derelayl")
     variants = []

@@ -9,8 +9,13 @@ import numpy as np
 
 __all__ = ["write_figures"]
 
-_STYLE = {"centralized": ("k", "--"), "fedavg": ("tab:blue", "-"), "local_only": ("tab:gray", ":"),
-          "gossip": ("tab:green", "-"), "derelayl": ("tab:red", "-")}
+_STYLE = {
+    "centralized": ("k", "--"),
+    "fedavg": ("tab:blue", "-"),
+    "local_only": ("tab:gray", ":"),
+    "gossip": ("tab:green", "-"),
+    "derelayl": ("tab:red", "-"),
+}
 
 
 def _plt() -> Any:
@@ -31,8 +36,11 @@ def _accuracy(results: dict[str, Any], out_dir: Path) -> str:
     plt = _plt()
     n_train = results["dataset"]["train"]
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.5), sharey=True)
-    axes_spec = [("round", 1.0, "round (centralized: epoch)"), ("bytes", 1e6, "cumulative MB moved"),
-                 ("samples", n_train, "work: training samples processed / training-pool size")]
+    axes_spec = [
+        ("round", 1.0, "round (centralized: epoch)"),
+        ("bytes", 1e6, "cumulative MB moved"),
+        ("samples", n_train, "work: training samples processed / training-pool size"),
+    ]
     for name, method in results["methods"].items():
         color, line = _STYLE.get(name, (None, "-."))
         for ax, (key, scale, _) in zip(axes, axes_spec, strict=True):
@@ -65,8 +73,10 @@ def _rewards(results: dict[str, Any], out_dir: Path) -> str | None:
     info = relay["info"]
     coins = np.array(info["balances_coins"])
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
-    for ax, key, label in ((axes[0], "models_trained", "models trained (committed)"),
-                           (axes[1], "models_selected", "models selected by the protocol")):
+    for ax, key, label in (
+        (axes[0], "models_trained", "models trained (committed)"),
+        (axes[1], "models_selected", "models selected by the protocol"),
+    ):
         x = np.array(info[key])
         ax.scatter(x, coins, c=info["shard_sizes"], cmap="viridis", s=30)
         ax.set(xlabel=label, ylabel="coins at the end", title=f"rewards vs contribution ({label.split()[1]})")

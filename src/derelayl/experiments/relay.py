@@ -20,16 +20,9 @@ from derelayl.learning.store import MemoryModelStore
 from derelayl.learning.torch_models import TrainConfig
 from derelayl.protocol import CommitReceipt, DepositReceipt, Params, SettleReceipt, State, process_block
 from derelayl.protocol.types import UNIT
+from derelayl.runtime.torch_task import gini
 
 __all__ = ["gini", "run_derelayl"]
-
-
-def gini(values: np.ndarray) -> float:
-    v = np.sort(np.asarray(values, dtype=np.float64))
-    if v.size == 0 or v.sum() <= 0:
-        return 0.0
-    n = v.size
-    return float((2 * np.arange(1, n + 1) - n - 1) @ v / (n * v.sum()))
 
 
 def run_derelayl(
@@ -48,8 +41,16 @@ def run_derelayl(
     n = len(setup.split.participants)
     keys = [hashlib.sha256(f"derelayl-experiment/{seed}/{i}".encode()).digest() for i in range(n)]
     state = State.genesis(params, hashlib.sha256(f"derelayl-experiment/{seed}".encode()).digest(), keys)
-    net = RelayParticipants(setup.trainer(train_config), setup.evaluator(), setup.shards(), MemoryModelStore(),
-                            setup.init, seed, meta={"spec": setup.spec.to_dict()}, merge_top_k=merge_top_k)
+    net = RelayParticipants(
+        setup.trainer(train_config),
+        setup.evaluator(),
+        setup.shards(),
+        MemoryModelStore(),
+        setup.init,
+        seed,
+        meta={"spec": setup.spec.to_dict()},
+        merge_top_k=merge_top_k,
+    )
     evaluator = setup.evaluator()
     accuracy = {0: setup.test_accuracy(evaluator, setup.init)}
     # Per participant: newest version held, and the best global accuracy among held models of
@@ -57,8 +58,15 @@ def run_derelayl(
     held = _Holdings(n)
     held.give(0, 0, accuracy[0])
     trained, selected = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
-    curve = Curve(name, info={"model_bytes": net.model_bytes, "merge_top_k": merge_top_k,
-                              "params": params.to_dict(), "shard_sizes": [len(s) for s in net.shards]})
+    curve = Curve(
+        name,
+        info={
+            "model_bytes": net.model_bytes,
+            "merge_top_k": merge_top_k,
+            "params": params.to_dict(),
+            "shard_sizes": [len(s) for s in net.shards],
+        },
+    )
     curve.add(Point(0, accuracy[0], 0, 0, 0, {"supply_coins": 0.0, "gini": 0.0, "within_2pp": 1 / n}))
     limit = rounds if rounds is not None else max_rounds
     while state.round < limit and (byte_budget is None or net.traffic.total_bytes < byte_budget):
@@ -82,23 +90,40 @@ def run_derelayl(
         np.add.at(selected, settle.selected_owner, 1)
         top = int(state.live.model_id[0])  # the protocol's first-ranked model (live is in rank order)
         t = net.traffic
-        curve.add(Point(state.round, accuracy[top], t.total_bytes, t.local_epochs, t.samples, {
-            "top_model": top,
-            "models": len(commit.model_id),
-            "supply_coins": state.supply / UNIT,
-            "gini": gini(state.balances),
-            "within_2pp": float((held.accuracy >= accuracy[top] - 0.02).mean()),
-            "best_committed": max(accuracy[m] for m in commit.model_id.tolist()) if commit.model_id.size else None,
-        }))
+        curve.add(
+            Point(
+                state.round,
+                accuracy[top],
+                t.total_bytes,
+                t.local_epochs,
+                t.samples,
+                {
+                    "top_model": top,
+                    "models": len(commit.model_id),
+                    "supply_coins": state.supply / UNIT,
+                    "gini": gini(state.balances),
+                    "within_2pp": float((held.accuracy >= accuracy[top] - 0.02).mean()),
+                    "best_committed": max(accuracy[m] for m in commit.model_id.tolist())
+                    if commit.model_id.size
+                    else None,
+                },
+            )
+        )
     t = net.traffic
-    curve.info.update({
-        "bytes_breakdown": {"owner_to_trainer": t.owner_to_trainer, "trainer_to_tester": t.trainer_to_tester,
-                            "commit_miner_copies": t.commit_miner_copies, "test_cases": t.test_cases},
-        "balances_coins": (state.balances / UNIT).tolist(),
-        "models_trained": trained.tolist(),
-        "models_selected": selected.tolist(),
-        "shard_reads_by_others": sum(sum(r != s.owner for r in s.reads) for s in net.shards),
-    })
+    curve.info.update(
+        {
+            "bytes_breakdown": {
+                "owner_to_trainer": t.owner_to_trainer,
+                "trainer_to_tester": t.trainer_to_tester,
+                "commit_miner_copies": t.commit_miner_copies,
+                "test_cases": t.test_cases,
+            },
+            "balances_coins": (state.balances / UNIT).tolist(),
+            "models_trained": trained.tolist(),
+            "models_selected": selected.tolist(),
+            "shard_reads_by_others": sum(sum(r != s.owner for r in s.reads) for s in net.shards),
+        }
+    )
     return curve
 
 

@@ -9,13 +9,18 @@ __all__ = ["render_report", "write_report"]
 
 
 def _table(results: dict[str, Any]) -> list[str]:
-    lines = ["| method | rounds | final accuracy | accuracy at FedAvg's bytes | MB moved | local epochs | "
-             "samples processed | wall s |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| method | rounds | final accuracy | accuracy at FedAvg's bytes | MB moved | local epochs | "
+        "samples processed | wall s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for name, row in results["summary"].items():
         at = row.get("at_fedavg_bytes")
         at_text = f"{at['accuracy']:.3f} (round {at['round']}, {at['bytes'] / 1e6:.2f} MB)" if at else "="
-        lines.append(f"| {name} | {row['rounds']} | {row['accuracy']:.3f} | {at_text} | {row['bytes'] / 1e6:.2f} | "
-                     f"{row['local_epochs']} | {row['samples']} | {row['wall_seconds']:.1f} |")
+        lines.append(
+            f"| {name} | {row['rounds']} | {row['accuracy']:.3f} | {at_text} | {row['bytes'] / 1e6:.2f} | "
+            f"{row['local_epochs']} | {row['samples']} | {row['wall_seconds']:.1f} |"
+        )
     return lines
 
 
@@ -30,8 +35,10 @@ def _reading(results: dict[str, Any]) -> list[str]:
     if "derelayl" in s and "fedavg" in s:
         relay, fed = _acc_at(s["derelayl"]), s["fedavg"]["accuracy"]
         verdict = "meets" if relay >= fed else "misses"
-        out.append(f"- Faithful DeRelayL at FedAvg's bytes: {relay:.3f} vs FedAvg {fed:.3f} "
-                   f"({(relay - fed) * 100:+.1f} pp): {verdict} the target 'at least as accurate as FedAvg'.")
+        out.append(
+            f"- Faithful DeRelayL at FedAvg's bytes: {relay:.3f} vs FedAvg {fed:.3f} "
+            f"({(relay - fed) * 100:+.1f} pp): {verdict} the target 'at least as accurate as FedAvg'."
+        )
     if "centralized" in s:
         central = s["centralized"]["accuracy"]
         for name in s:
@@ -47,14 +54,21 @@ def _reading(results: dict[str, Any]) -> list[str]:
         if rounds:
             short = [p["extra"]["best_committed"] - p["accuracy"] for p in rounds]
             hit = sum(s < 1e-12 for s in short) / len(short)
-            out.append(f"- Selection on the testing miner's own cases: the protocol's first-ranked model was also the "
-                       f"best committed model on the global test set in {hit:.0%} of rounds; on average it was "
-                       f"{100 * sum(short) / len(short):.1f} pp below that best one (max {100 * max(short):.1f} pp).")
-        out.append(f"- Protocol figures after {relay['rounds'][-1]['round']} rounds: supply {last['supply_coins']:.1f} "
-                   f"coins, Gini of balances {last['gini']:.2f}, {last['within_2pp']:.0%} of participants hold a "
-                   f"model within 2 pp of the protocol's top model.")
-        out.append("- DeRelayL bytes: " + ", ".join(f"{k.replace('_', ' ')} {v / 1e6:.2f} MB" for k, v in b.items())
-                   + f"; data reads by another participant's code path: {relay['info']['shard_reads_by_others']}.")
+            out.append(
+                f"- Selection on the testing miner's own cases: the protocol's first-ranked model was also the "
+                f"best committed model on the global test set in {hit:.0%} of rounds; on average it was "
+                f"{100 * sum(short) / len(short):.1f} pp below that best one (max {100 * max(short):.1f} pp)."
+            )
+        out.append(
+            f"- Protocol figures after {relay['rounds'][-1]['round']} rounds: supply {last['supply_coins']:.1f} "
+            f"coins, Gini of balances {last['gini']:.2f}, {last['within_2pp']:.0%} of participants hold a "
+            f"model within 2 pp of the protocol's top model."
+        )
+        out.append(
+            "- DeRelayL bytes: "
+            + ", ".join(f"{k.replace('_', ' ')} {v / 1e6:.2f} MB" for k, v in b.items())
+            + f"; data reads by another participant's code path: {relay['info']['shard_reads_by_others']}."
+        )
     return out
 
 
@@ -66,7 +80,8 @@ def render_report(results: dict[str, Any]) -> str:
         "",
         f"Dataset **{ds['name']}** ({ds['samples']} samples: {ds['train']} held by {d['participants']} participants, "
         f"{ds['test']} in a stratified global test set used only to measure). Partition **{d['partition']}**"
-        + (f" (alpha = {d['alpha']})" if d.get("alpha") else "") + f", preprocessing {d['preprocess']}. "
+        + (f" (alpha = {d['alpha']})" if d.get("alpha") else "")
+        + f", preprocessing {d['preprocess']}. "
         f"MLP {cfg['model']['hidden']} ({ds['model_parameters']} parameters), SGD lr {t['lr']}, batch "
         f"{t['batch_size']}, {t['local_epochs']} local epoch(s). Every method starts from the same initial "
         "weights on the same split (`split.json`).",

@@ -30,12 +30,24 @@ def build_experiment_setup(config: ExperimentConfig) -> LearningSetup:
     d, m, t = config.data, config.model, config.train
     options = {k: d[k] for k in ("alpha", "shards_per_participant", "min_size") if d[k] is not None}
     return build_setup(
-        dataset=d["dataset"], participants=d["participants"], partition=d["partition"],
-        test_fraction=d["test_fraction"], split_seed=d["split_seed"], hidden=tuple(m["hidden"]),
-        activation=m["activation"], init_seed=m["init_seed"], partition_options=options,
-        dataset_options=d["options"] or {}, preprocessing=d["preprocess"],
-        train_config=TrainConfig(lr=t["lr"], batch_size=t["batch_size"], local_epochs=t["local_epochs"],
-                                 momentum=t["momentum"], weight_decay=t["weight_decay"]),
+        dataset=d["dataset"],
+        participants=d["participants"],
+        partition=d["partition"],
+        test_fraction=d["test_fraction"],
+        split_seed=d["split_seed"],
+        hidden=tuple(m["hidden"]),
+        activation=m["activation"],
+        init_seed=m["init_seed"],
+        partition_options=options,
+        dataset_options=d["options"] or {},
+        preprocessing=d["preprocess"],
+        train_config=TrainConfig(
+            lr=t["lr"],
+            batch_size=t["batch_size"],
+            local_epochs=t["local_epochs"],
+            momentum=t["momentum"],
+            weight_decay=t["weight_decay"],
+        ),
     )
 
 
@@ -48,7 +60,8 @@ def _budget(method: dict[str, Any], curves: dict[str, Curve]) -> int | None:
 
 def _variant_train(base: TrainConfig, v: VariantConfig) -> TrainConfig:
     return dataclasses.replace(
-        base, prox_mu=v.prox_mu,
+        base,
+        prox_mu=v.prox_mu,
         local_epochs=v.local_epochs if v.local_epochs is not None else base.local_epochs,
         lr=v.lr if v.lr is not None else base.lr,
         momentum=v.momentum if v.momentum is not None else base.momentum,
@@ -72,8 +85,10 @@ def run_experiment(config: ExperimentConfig, out_dir: Path, progress: Progress |
         curves[name] = job()
         wall[name] = round(time.perf_counter() - t0, 3)
         final = curves[name].final
-        say(f"{name}: accuracy {final.accuracy:.3f} after {final.round} rounds, {final.bytes / 1e6:.2f} MB, "
-            f"{wall[name]:.1f} s")
+        say(
+            f"{name}: accuracy {final.accuracy:.3f} after {final.round} rounds, {final.bytes / 1e6:.2f} MB, "
+            f"{wall[name]:.1f} s"
+        )
 
     if "fedavg" in methods:
         timed("fedavg", lambda: run_fedavg(setup, methods["fedavg"]["rounds"], seed))
@@ -87,8 +102,12 @@ def run_experiment(config: ExperimentConfig, out_dir: Path, progress: Progress |
     if "derelayl" in methods:
         r = methods["derelayl"]
         params = Params.from_dict(r["params"] or {}, base=preset(r["preset"]))
-        timed("derelayl", lambda: run_derelayl(setup, params, seed, rounds=r["rounds"],
-                                               byte_budget=_budget(r, curves), max_rounds=r["max_rounds"]))
+        timed(
+            "derelayl",
+            lambda: run_derelayl(
+                setup, params, seed, rounds=r["rounds"], byte_budget=_budget(r, curves), max_rounds=r["max_rounds"]
+            ),
+        )
     for v in config.variants:
         timed(v.name, lambda v=v: _run_variant(config, setup, v, curves))  # type: ignore[misc]
     results = _results(config, setup, curves, wall, time.perf_counter() - started)
@@ -107,9 +126,17 @@ def _run_variant(config: ExperimentConfig, setup: LearningSetup, v: VariantConfi
     train = _variant_train(setup.train_config, v)
     method, seed = config.methods[v.method], config.seed
     if v.method == "derelayl":
-        return run_derelayl(setup, v.protocol_params(), seed, name=v.name, train_config=train,
-                            merge_top_k=v.merge_top_k, rounds=method["rounds"], byte_budget=_budget(method, curves),
-                            max_rounds=method["max_rounds"])
+        return run_derelayl(
+            setup,
+            v.protocol_params(),
+            seed,
+            name=v.name,
+            train_config=train,
+            merge_top_k=v.merge_top_k,
+            rounds=method["rounds"],
+            byte_budget=_budget(method, curves),
+            max_rounds=method["max_rounds"],
+        )
     varied = dataclasses.replace(setup, train_config=train)
     if v.method == "fedavg":
         curve = run_fedavg(varied, method["rounds"], seed)
@@ -119,14 +146,21 @@ def _run_variant(config: ExperimentConfig, setup: LearningSetup, v: VariantConfi
     return curve
 
 
-def _results(config: ExperimentConfig, setup: LearningSetup, curves: dict[str, Curve], wall: dict[str, float],
-             total: float) -> dict[str, Any]:
+def _results(
+    config: ExperimentConfig, setup: LearningSetup, curves: dict[str, Curve], wall: dict[str, float], total: float
+) -> dict[str, Any]:
     budget = curves["fedavg"].final.bytes if "fedavg" in curves else None
     summary = {}
     for name, curve in curves.items():
         final = curve.final
-        row = {"rounds": final.round, "accuracy": final.accuracy, "bytes": final.bytes,
-               "local_epochs": final.local_epochs, "samples": final.samples, "wall_seconds": wall[name]}
+        row = {
+            "rounds": final.round,
+            "accuracy": final.accuracy,
+            "bytes": final.bytes,
+            "local_epochs": final.local_epochs,
+            "samples": final.samples,
+            "wall_seconds": wall[name],
+        }
         if budget is not None and final.bytes > budget:
             at = curve.at_bytes(budget)
             row["at_fedavg_bytes"] = {"round": at.round, "accuracy": at.accuracy, "bytes": at.bytes}
@@ -134,8 +168,13 @@ def _results(config: ExperimentConfig, setup: LearningSetup, curves: dict[str, C
     return {
         "name": config.name,
         "config": config.resolved(),
-        "dataset": {"name": setup.dataset.name, "samples": len(setup.dataset), "train": int(setup.train_pool()[1].size),
-                    "test": len(setup.split.test), "model_parameters": sum(int(t.numel()) for t in setup.init.values())},
+        "dataset": {
+            "name": setup.dataset.name,
+            "samples": len(setup.dataset),
+            "train": int(setup.train_pool()[1].size),
+            "test": len(setup.split.test),
+            "model_parameters": sum(int(t.numel()) for t in setup.init.values()),
+        },
         "fedavg_bytes": budget,
         "summary": summary,
         "methods": {name: curve.to_json() for name, curve in curves.items()},

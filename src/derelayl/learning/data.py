@@ -67,7 +67,13 @@ def _breast_cancer(**_: Any) -> Dataset:
 
 
 def _synthetic(
-    alpha: float = 1.0, beta: float = 1.0, users: int = 20, features: int = 60, classes: int = 10, seed: int = 0, **_: Any
+    alpha: float = 1.0,
+    beta: float = 1.0,
+    users: int = 20,
+    features: int = 60,
+    classes: int = 10,
+    seed: int = 0,
+    **_: Any,
 ) -> Dataset:
     """Synthetic(alpha, beta) of LEAF / FedProx: each user k has its own softmax model
     W_k ~ N(u_k, 1), u_k ~ N(0, alpha) and input mean v_k ~ N(B_k, 1), B_k ~ N(0, beta);
@@ -85,10 +91,24 @@ def _synthetic(
         xs.append(x)
         ys.append(np.argmax(x @ w + b, axis=1))
         owners.append(np.full(int(sizes[k]), k))
-    pre = {"generator": "LEAF synthetic", "alpha": alpha, "beta": beta, "users": users, "features": features,
-           "classes": classes, "seed": seed, "raw": "as generated"}
-    return Dataset("synthetic", np.concatenate(xs).astype(np.float32), np.concatenate(ys).astype(np.int64),
-                   classes, pre, np.concatenate(owners).astype(np.int64))
+    pre = {
+        "generator": "LEAF synthetic",
+        "alpha": alpha,
+        "beta": beta,
+        "users": users,
+        "features": features,
+        "classes": classes,
+        "seed": seed,
+        "raw": "as generated",
+    }
+    return Dataset(
+        "synthetic",
+        np.concatenate(xs).astype(np.float32),
+        np.concatenate(ys).astype(np.int64),
+        classes,
+        pre,
+        np.concatenate(owners).astype(np.int64),
+    )
 
 
 DATASETS = {"digits": _digits, "synthetic": _synthetic, "breast_cancer": _breast_cancer}
@@ -104,16 +124,26 @@ def preprocess(dataset: Dataset, kind: str, fit_on: I64) -> Dataset:
     if kind == "standardize":
         mean, std = x[fit_on].mean(axis=0), x[fit_on].std(axis=0)
         std[std == 0] = 1.0
-        info = {"kind": "standardize", "fit_on": "training pool (all participants' samples)",
-                "mean": mean.tolist(), "std": std.tolist()}
+        info = {
+            "kind": "standardize",
+            "fit_on": "training pool (all participants' samples)",
+            "mean": mean.tolist(),
+            "std": std.tolist(),
+        }
         out = (x - mean) / std
     elif kind == "scale":
         top = float(np.abs(x[fit_on]).max()) or 1.0
         info, out = {"kind": "scale", "divide_by": top}, x / top
     else:
         raise ConfigError(f"unknown preprocess {kind!r}; choose standardize, scale or none")
-    return Dataset(dataset.name, out.astype(np.float32), dataset.y, dataset.n_classes,
-                   {**dataset.preprocessing, **info}, dataset.users)
+    return Dataset(
+        dataset.name,
+        out.astype(np.float32),
+        dataset.y,
+        dataset.n_classes,
+        {**dataset.preprocessing, **info},
+        dataset.users,
+    )
 
 
 def load_dataset(name: str, **options: Any) -> Dataset:

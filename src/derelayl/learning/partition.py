@@ -34,8 +34,14 @@ class Split:
     partition: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return {"dataset": self.dataset, "seed": self.seed, "test": self.test, "participants": self.participants,
-                "preprocessing": self.preprocessing, "partition": self.partition}
+        return {
+            "dataset": self.dataset,
+            "seed": self.seed,
+            "test": self.test,
+            "participants": self.participants,
+            "preprocessing": self.preprocessing,
+            "partition": self.partition,
+        }
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(self.to_json()) + "\n")
@@ -44,9 +50,14 @@ class Split:
     def load(cls, path: Path) -> Split:
         try:
             data = json.loads(path.read_text())
-            return cls(str(data["dataset"]), int(data["seed"]), [int(i) for i in data["test"]],
-                       [[int(i) for i in p] for p in data["participants"]],
-                       dict(data.get("preprocessing", {})), dict(data.get("partition", {})))
+            return cls(
+                str(data["dataset"]),
+                int(data["seed"]),
+                [int(i) for i in data["test"]],
+                [[int(i) for i in p] for p in data["participants"]],
+                dict(data.get("preprocessing", {})),
+                dict(data.get("partition", {})),
+            )
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ConfigError(f"{path}: not a valid split.json ({exc})") from exc
 
@@ -72,8 +83,9 @@ def _iid(train: I64, y: I64, n: int, rng: np.random.Generator, **_: Any) -> list
     return [np.sort(part) for part in np.array_split(rng.permutation(train), n)]
 
 
-def _dirichlet(train: I64, y: I64, n: int, rng: np.random.Generator, alpha: float = 0.5,
-               min_size: int = 2, **_: Any) -> list[I64]:
+def _dirichlet(
+    train: I64, y: I64, n: int, rng: np.random.Generator, alpha: float = 0.5, min_size: int = 2, **_: Any
+) -> list[I64]:
     """Per class, split its samples over participants in Dirichlet(alpha) proportions;
     redraw (bounded) until every participant has at least ``min_size`` samples."""
     if alpha <= 0:
@@ -91,8 +103,9 @@ def _dirichlet(train: I64, y: I64, n: int, rng: np.random.Generator, alpha: floa
     raise ConfigError(f"dirichlet(alpha={alpha}) could not give {n} participants {min_size}+ samples each")
 
 
-def _shards(train: I64, y: I64, n: int, rng: np.random.Generator, shards_per_participant: int = 2,
-            **_: Any) -> list[I64]:
+def _shards(
+    train: I64, y: I64, n: int, rng: np.random.Generator, shards_per_participant: int = 2, **_: Any
+) -> list[I64]:
     order = train[np.argsort(y[train], kind="stable")]
     pieces = np.array_split(order, n * shards_per_participant)
     deal = rng.permutation(len(pieces))
@@ -102,8 +115,9 @@ def _shards(train: I64, y: I64, n: int, rng: np.random.Generator, shards_per_par
 PARTITIONS = {"iid": _iid, "dirichlet": _dirichlet, "shards": _shards, "natural": None}
 
 
-def make_split(dataset: Dataset, participants: int, partition: str, test_fraction: float, seed: int,
-               **options: Any) -> Split:
+def make_split(
+    dataset: Dataset, participants: int, partition: str, test_fraction: float, seed: int, **options: Any
+) -> Split:
     """The global test set (stratified) and each participant's training indices."""
     if participants < 2:
         raise ConfigError(f"participants must be at least 2, got {participants}")
@@ -122,5 +136,11 @@ def make_split(dataset: Dataset, participants: int, partition: str, test_fractio
         parts = [train[dataset.users[train] == u] for u in users]
     else:
         parts = PARTITIONS[partition](train, dataset.y, participants, rng, **options)  # type: ignore[misc]
-    return Split(dataset.name, seed, [int(i) for i in test], [[int(i) for i in p] for p in parts],
-                 dict(dataset.preprocessing), {"kind": partition, "test_fraction": test_fraction, **options})
+    return Split(
+        dataset.name,
+        seed,
+        [int(i) for i in test],
+        [[int(i) for i in p] for p in parts],
+        dict(dataset.preprocessing),
+        {"kind": partition, "test_fraction": test_fraction, **options},
+    )

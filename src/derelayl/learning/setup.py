@@ -34,7 +34,9 @@ class LearningSetup:
 
     def shards(self) -> list[Shard]:
         """Fresh private shards (each call: new objects with empty access logs)."""
-        return [Shard.of(p, self.dataset, np.array(idx, dtype=np.int64)) for p, idx in enumerate(self.split.participants)]
+        return [
+            Shard.of(p, self.dataset, np.array(idx, dtype=np.int64)) for p, idx in enumerate(self.split.participants)
+        ]
 
     def trainer(self, config: TrainConfig | None = None) -> TorchTrainer:
         return TorchTrainer(self.spec.build, config or self.train_config)

@@ -101,8 +101,9 @@ class TorchTrainer:
             self._module = self.factory()
         return self._module
 
-    def train(self, parent: Weights, x: NDArray[np.float32], y: NDArray[np.int64], seed: int,
-              epochs: int | None = None) -> Weights:
+    def train(
+        self, parent: Weights, x: NDArray[np.float32], y: NDArray[np.int64], seed: int, epochs: int | None = None
+    ) -> Weights:
         cfg = self.config
         net = self.module()
         try:
@@ -122,7 +123,8 @@ class TorchTrainer:
                 loss = loss_fn(net(xt[batch]), yt[batch])
                 if anchor:
                     loss = loss + 0.5 * cfg.prox_mu * sum(
-                        ((p - a) ** 2).sum() for p, a in zip(net.parameters(), anchor, strict=True))
+                        ((p - a) ** 2).sum() for p, a in zip(net.parameters(), anchor, strict=True)
+                    )
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()

@@ -45,8 +45,14 @@ def gini(values: np.ndarray) -> float:
 class TorchTask:
     def __init__(self, config: RunConfig, out_dir: Path) -> None:
         torch.set_num_threads(1)  # determinism (same bytes on resume) and a fair share of the CPU
-        self.setup = build_setup("digits", participants=config.participants, partition="dirichlet",
-                                 split_seed=config.seed, init_seed=config.seed, partition_options={"alpha": 0.5})
+        self.setup = build_setup(
+            "digits",
+            participants=config.participants,
+            partition="dirichlet",
+            split_seed=config.seed,
+            init_seed=config.seed,
+            partition_options={"alpha": 0.5},
+        )
         self.evaluator = self.setup.evaluator()
         self.participants = RelayParticipants(
             trainer=self.setup.trainer(),
@@ -96,8 +102,10 @@ class TorchTask:
 
     def describe(self, state: State) -> str:
         rec = self._record(state)
-        return (f"acc {rec['best_test_accuracy']:.3f} (model #{rec['best_model']})  v{state.latest_version} held by "
-                f"{rec['holding_latest']:.0%}  supply {format_units(state.supply)}  gini {rec['gini']:.2f}")
+        return (
+            f"acc {rec['best_test_accuracy']:.3f} (model #{rec['best_model']})  v{state.latest_version} held by "
+            f"{rec['holding_latest']:.0%}  supply {format_units(state.supply)}  gini {rec['gini']:.2f}"
+        )
 
     def finish(self, state: State, out_dir: Path) -> dict[str, Any]:
         last = self._record(state)
