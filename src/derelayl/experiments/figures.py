@@ -78,7 +78,8 @@ def _rewards(results: dict[str, Any], out_dir: Path) -> str | None:
         (axes[1], "models_selected", "models selected by the protocol"),
     ):
         x = np.array(info[key])
-        ax.scatter(x, coins, c=info["shard_sizes"], cmap="viridis", s=30)
+        dots = ax.scatter(x, coins, c=info["shard_sizes"], cmap="viridis", s=30)
+        fig.colorbar(dots, ax=ax, label="samples held")
         ax.set(xlabel=label, ylabel="coins at the end", title=f"rewards vs contribution ({label.split()[1]})")
         ax.grid(alpha=0.3)
     rounds = relay["rounds"][1:]

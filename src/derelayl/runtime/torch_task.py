@@ -1,8 +1,9 @@
 """The ``digits`` task of ``derelayl run``: participants relay-train a real PyTorch model.
 
-Set-up (fixed, the reference experiment's): scikit-learn digits, stratified 20 % global test
-set, Dirichlet(0.5) label partition over the participants, MLP 64-64-10, SGD lr 0.05, batch
-32, one local epoch. Models live in ``OUT/models/<sha256>.safetensors`` with an index from
+Set-up (the reference experiment's, with split, initial weights and training seeds taken
+from ``--seed``): scikit-learn digits standardized with the training pool's statistics,
+stratified 20 % global test set, Dirichlet(0.5) label partition over the participants, MLP
+64-64-10, SGD lr 0.05, batch 32, one local epoch. Models live in ``OUT/models/<sha256>.safetensors`` with an index from
 ledger model id to digest, written before the test block that makes the ids matter, so a
 run killed between any two blocks resumes: committed models are found by the commitments
 in the state, and training is a pure function of (seed, round, trainer).
