@@ -297,3 +297,28 @@ def test_genesis_records_params_and_keys() -> None:
     assert body["params"]["k"] == 4 and len(body["keys"]) == N
     assert canonical(body) == chain.ledger.get(0).body
     assert np.all(chain.state.balances == 0)
+
+
+def test_crash_mid_write_leaves_previous_head(tmp_path: Path) -> None:
+    """A process that dies inside the write transaction of a block leaves the chain at the
+    previous head: SQLite rolls the half-written block back on the next open."""
+    import subprocess
+    import sys
+
+    # Prepare
+    chain, _, _ = _chain(SQLiteLedger(tmp_path / "c.sqlite"), rounds=2)
+    head, height = chain.head_hash, chain.height
+    chain.ledger.close()
+    # Execute: a writer that dies (os._exit) after inserting, before committing
+    script = (
+        "import os, sqlite3\n"
+        f"db = sqlite3.connect({str(tmp_path / 'c.sqlite')!r}, isolation_level=None)\n"
+        "db.execute('PRAGMA synchronous=FULL')\n"
+        "db.execute('BEGIN IMMEDIATE')\n"
+        f"db.execute('INSERT INTO blocks VALUES (?, ?, ?, ?, ?)', ({height}, b'h', b'{{}}', b'{{}}', b's'))\n"
+        "os._exit(9)\n"
+    )
+    assert subprocess.run([sys.executable, "-c", script]).returncode == 9
+    # Assert
+    again = Chain.open(SQLiteLedger(tmp_path / "c.sqlite"))
+    assert (again.head_hash, again.height) == (head, height)
