@@ -34,7 +34,7 @@ def simulate(
     scheme: Annotated[str | None, typer.Option(help="Reward scheme(s): lineage, decay, capped; a comma list compares them.", rich_help_panel=_P)] = None,
     compare_schemes: Annotated[bool, typer.Option("--compare-schemes", help="Same as --scheme lineage,decay,capped.", rich_help_panel=_P)] = False,
     config: Annotated[Path | None, typer.Option(help="TOML config (see configs/); flags override it.", rich_help_panel=_R)] = None,
-    preset: Annotated[str | None, typer.Option(help="Protocol preset: reference or minimal [reference].", rich_help_panel=_P)] = None,
+    preset: Annotated[str | None, typer.Option(help="Protocol preset: reference or minimal (default: reference).", rich_help_panel=_P)] = None,
     k: Annotated[int | None, typer.Option(help="Trainers per model owner [4].", rich_help_panel=_P)] = None,
     select_fraction: Annotated[float | None, typer.Option("--select-fraction", "-s", help="Share s of models selected, in (0, 1] [0.5].", rich_help_panel=_P)] = None,
     cap_fraction: Annotated[float | None, typer.Option(help="Owners + trainers as a share of participants [0.5].", rich_help_panel=_P)] = None,
@@ -115,7 +115,7 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
 def _report(summary: dict[str, Any], out_dir: Path | None) -> None:
     runs = summary.get("runs") or [summary]
     table = Table(title=f"derelayl simulate — {summary['wall_seconds']} s wall")
-    for column in ("scheme", "seed", "s", "supply", "p10", "p50", "p90", "Gini", "covers bid", "latest"):
+    for column in ("scheme", "seed", "run s", "supply", "p10", "p50", "p90", "Gini", "covers bid", "latest"):
         table.add_column(column, justify="right")
     for run in runs:
         q, f = run["balance_quantiles_coins"], run["final"]
