@@ -117,6 +117,7 @@ def supply_figure(runs: Sequence[RunResult], out_dir: Path) -> list[str]:
     for key in ("minted", "circulating", "burned"):
         _plot_band(ax, x, [_money(r)[key] for r in runs], label=key)
     ax.set_yscale("symlog", linthresh=1.0)
+    ax.set_ylim(bottom=0)
     ax.set_xlabel("Round")
     ax.set_ylabel("Coins")
     ax.set_title("Money supply over rounds")
@@ -155,6 +156,7 @@ def compare_figure(by_scheme: dict[str, list[RunResult]], out_dir: Path) -> list
         ax.set_title(title)
         ax.grid(True)
     axes[0, 0].set_yscale("symlog", linthresh=1.0)
+    axes[0, 0].set_ylim(bottom=0)
     axes[0, 0].legend()
     for ax in axes[1]:
         ax.set_xlabel("Round")
