@@ -51,16 +51,16 @@ def gini_rows(values: F64) -> F64:
 def _average_ranks(values: F64) -> F64:
     """Row-wise ranks (1-based, ties get their average rank); NaN stays NaN."""
     rows, cols = values.shape
-    order = np.argsort(values, axis=1, kind="stable")
+    order = np.argsort(values, axis=1)  # tie order is irrelevant: ties get their average rank
     s = np.take_along_axis(values, order, axis=1)
-    idx = np.broadcast_to(np.arange(cols), (rows, cols))
     new = np.ones((rows, cols), dtype=bool)
-    new[:, 1:] = s[:, 1:] != s[:, :-1]
-    start = np.maximum.accumulate(np.where(new, idx, 0), axis=1)
-    last = np.ones((rows, cols), dtype=bool)
-    last[:, :-1] = new[:, 1:]
-    end = np.minimum.accumulate(np.where(last, idx, cols - 1)[:, ::-1], axis=1)[:, ::-1]
-    ranks_sorted = (start + end) / 2.0 + 1.0
+    new[:, 1:] = s[:, 1:] != s[:, :-1]  # a tie group starts here (never spans rows)
+    flat = new.ravel()
+    starts = np.flatnonzero(flat)
+    sizes = np.diff(np.append(starts, flat.size))
+    group = np.cumsum(flat) - 1
+    mid = starts + (sizes - 1) / 2.0  # average flat position of each tie group
+    ranks_sorted = (mid[group] - np.repeat(np.arange(rows) * cols, cols) + 1.0).reshape(rows, cols)
     ranks_sorted[np.isnan(s)] = np.nan
     ranks = np.empty_like(ranks_sorted)
     np.put_along_axis(ranks, order, ranks_sorted, axis=1)
