@@ -141,30 +141,42 @@ def main() -> None:
     if again[0] < wall:
         wall, marks = again[0], again[1]
     bare = min(bare, bare2)
-    print(f"[1] reference 256 x 5000 (best of 2): {wall:.2f} s wall = {AUTHORS_SECONDS / wall:.0f}x the authors' {AUTHORS_SECONDS:.0f} s; "
-          f"bare protocol-core loop {bare:.2f} s in this run, so simulate costs x{wall / bare:.2f} of the bare core")
+    print(
+        f"[1] reference 256 x 5000 (best of 2): {wall:.2f} s wall = "
+        f"{AUTHORS_SECONDS / wall:.0f}x the authors' {AUTHORS_SECONDS:.0f} s; "
+        f"bare protocol-core loop {bare:.2f} s in this run, so simulate costs x{wall / bare:.2f} of the bare core"
+    )
     # windows end before round 5000: the last round also flushes the buffered measures
     early, late = per_round(marks, 100, 300), per_round(marks, 4600, 4800)
-    print(f"[2] per round: {early * 1e3:.3f} ms over rounds 100-300, {late * 1e3:.3f} ms over rounds 4600-4800; "
-          f"ratio late/early = {late / early:.2f} (1 = independent of round number)")
+    print(
+        f"[2] per round: {early * 1e3:.3f} ms over rounds 100-300, {late * 1e3:.3f} ms over rounds 4600-4800; "
+        f"ratio late/early = {late / early:.2f} (1 = independent of round number)"
+    )
 
     naive, ours, depth = naive_walk_seconds(256, 2000)
-    print(f"[3] at round 2000 (lineage depth {depth}): naive ancestor walk for one round's payouts "
-          f"{naive * 1e3:.2f} ms vs our whole round {ours * 1e3:.3f} ms: ratio {naive / ours:.1f}x "
-          f"(grows linearly with depth; x{5000 / 2000:.1f} more by round 5000)")
+    print(
+        f"[3] at round 2000 (lineage depth {depth}): naive ancestor walk for one round's payouts "
+        f"{naive * 1e3:.2f} ms vs our whole round {ours * 1e3:.3f} ms: ratio {naive / ours:.1f}x "
+        f"(grows linearly with depth; x{5000 / 2000:.1f} more by round 5000)"
+    )
 
     rows = scaling([12_500, 25_000, 50_000, 100_000], 80, 20)
     base = rows[0]
     for row in rows:
-        print(f"[4] {row['participants']:>7} participants: {row['s_per_round'] * 1e3:7.1f} ms/round over 80 rounds "
-              f"(x{row['s_per_round'] / base['s_per_round']:.2f}), peak traced {row['peak_mb']:7.1f} MB in 20 rounds "
-              f"(x{row['peak_mb'] / base['peak_mb']:.2f}); size x{row['participants'] / base['participants']:.0f}")
+        print(
+            f"[4] {row['participants']:>7} participants: {row['s_per_round'] * 1e3:7.1f} ms/round over 80 rounds "
+            f"(x{row['s_per_round'] / base['s_per_round']:.2f}), peak traced {row['peak_mb']:7.1f} MB in 20 rounds "
+            f"(x{row['peak_mb'] / base['peak_mb']:.2f}); size x{row['participants'] / base['participants']:.0f}"
+        )
 
     if args.full:
         out = subprocess.run([sys.executable, __file__, "--child"], capture_output=True, text=True, check=True)
         full = json.loads(out.stdout.strip().splitlines()[-1])
-        print(f"[5] 100,000 x 1,000: {full['wall_seconds']:.1f} s wall (target 120: {full['wall_seconds'] / 120:.2f} of it), "
-              f"peak RSS {full['peak_rss_gb']:.2f} GB (target 4: {full['peak_rss_gb'] / 4:.2f} of it)")
+        print(
+            f"[5] 100,000 x 1,000: {full['wall_seconds']:.1f} s wall "
+            f"(target 120: {full['wall_seconds'] / 120:.2f} of it), "
+            f"peak RSS {full['peak_rss_gb']:.2f} GB (target 4: {full['peak_rss_gb'] / 4:.2f} of it)"
+        )
 
 
 if __name__ == "__main__":

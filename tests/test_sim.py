@@ -88,8 +88,23 @@ def test_signed_chain_path_gives_the_same_balances(tmp_path: Path) -> None:
 
 def test_traces_shapes_and_dtypes(tmp_path: Path) -> None:
     # Execute
-    result = runner.invoke(app, ["simulate", "--participants", "12", "--rounds", "9", "--traces", "--no-figures",
-                                 "--join-rate", "0.34", "--quiet", "--out", str(tmp_path)])
+    result = runner.invoke(
+        app,
+        [
+            "simulate",
+            "--participants",
+            "12",
+            "--rounds",
+            "9",
+            "--traces",
+            "--no-figures",
+            "--join-rate",
+            "0.34",
+            "--quiet",
+            "--out",
+            str(tmp_path),
+        ],
+    )
     # Assert
     assert result.exit_code == 0, result.output
     balances, versions = np.load(tmp_path / "balances.npy"), np.load(tmp_path / "versions.npy")
@@ -121,7 +136,12 @@ def test_parallel_runs_equal_sequential_runs(tmp_path: Path) -> None:
     # Execute
     summary, by_scheme = run_all(config, tmp_path)
     # Assert
-    assert [(r["scheme"], r["seed"]) for r in summary["runs"]] == [("lineage", 1), ("lineage", 2), ("decay", 1), ("decay", 2)]
+    assert [(r["scheme"], r["seed"]) for r in summary["runs"]] == [
+        ("lineage", 1),
+        ("lineage", 2),
+        ("decay", 1),
+        ("decay", 2),
+    ]
     for scheme, runs in by_scheme.items():
         for run in runs:
             alone = run_one(config, scheme, run.seed)

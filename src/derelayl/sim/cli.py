@@ -30,37 +30,99 @@ def simulate(
     participants: Annotated[int | None, typer.Option(help="Participants at genesis [256].", rich_help_panel=_R)] = None,
     rounds: Annotated[int | None, typer.Option(help="Rounds to settle [5000].", rich_help_panel=_R)] = None,
     seed: Annotated[int | None, typer.Option(help="Seed [42] (same seed, same results).", rich_help_panel=_R)] = None,
-    seeds: Annotated[str | None, typer.Option(help="Several seeds: 0-9 or 1,3,5 (runs on both cores).", rich_help_panel=_R)] = None,
-    scheme: Annotated[str | None, typer.Option(help="Reward scheme(s): lineage, decay, capped; a comma list compares them.", rich_help_panel=_P)] = None,
-    compare_schemes: Annotated[bool, typer.Option("--compare-schemes", help="Same as --scheme lineage,decay,capped.", rich_help_panel=_P)] = False,
-    config: Annotated[Path | None, typer.Option(help="TOML config (see configs/); flags override it.", rich_help_panel=_R)] = None,
-    preset: Annotated[str | None, typer.Option(help="Protocol preset: reference or minimal (default: reference).", rich_help_panel=_P)] = None,
+    seeds: Annotated[
+        str | None, typer.Option(help="Several seeds: 0-9 or 1,3,5 (runs on both cores).", rich_help_panel=_R)
+    ] = None,
+    scheme: Annotated[
+        str | None,
+        typer.Option(help="Reward scheme(s): lineage, decay, capped; a comma list compares them.", rich_help_panel=_P),
+    ] = None,
+    compare_schemes: Annotated[
+        bool, typer.Option("--compare-schemes", help="Same as --scheme lineage,decay,capped.", rich_help_panel=_P)
+    ] = False,
+    config: Annotated[
+        Path | None, typer.Option(help="TOML config (see configs/); flags override it.", rich_help_panel=_R)
+    ] = None,
+    preset: Annotated[
+        str | None, typer.Option(help="Protocol preset: reference or minimal (default: reference).", rich_help_panel=_P)
+    ] = None,
     k: Annotated[int | None, typer.Option(help="Trainers per model owner [4].", rich_help_panel=_P)] = None,
-    select_fraction: Annotated[float | None, typer.Option("--select-fraction", "-s", help="Share s of models selected, in (0, 1] [0.5].", rich_help_panel=_P)] = None,
-    cap_fraction: Annotated[float | None, typer.Option(help="Owners + trainers as a share of participants [0.5].", rich_help_panel=_P)] = None,
-    cap: Annotated[int | None, typer.Option(help="Owners + trainers, absolute (overrides --cap-fraction).", rich_help_panel=_P)] = None,
+    select_fraction: Annotated[
+        float | None,
+        typer.Option(
+            "--select-fraction", "-s", help="Share s of models selected, in (0, 1] [0.5].", rich_help_panel=_P
+        ),
+    ] = None,
+    cap_fraction: Annotated[
+        float | None, typer.Option(help="Owners + trainers as a share of participants [0.5].", rich_help_panel=_P)
+    ] = None,
+    cap: Annotated[
+        int | None, typer.Option(help="Owners + trainers, absolute (overrides --cap-fraction).", rich_help_panel=_P)
+    ] = None,
     test_cases: Annotated[int | None, typer.Option(help="Test cases per round [100].", rich_help_panel=_P)] = None,
-    royalty_decay: Annotated[float | None, typer.Option(help="gamma of the decay scheme, in [0, 1) [0.5].", rich_help_panel=_P)] = None,
-    encryption_miner_holds_models: Annotated[bool | None, typer.Option("--encryption-miner-holds-models/--no-encryption-miner-holds-models", help="Reference: the encryption miner holds copies of new models.", rich_help_panel=_P)] = None,
+    royalty_decay: Annotated[
+        float | None, typer.Option(help="gamma of the decay scheme, in [0, 1) [0.5].", rich_help_panel=_P)
+    ] = None,
+    encryption_miner_holds_models: Annotated[
+        bool | None,
+        typer.Option(
+            "--encryption-miner-holds-models/--no-encryption-miner-holds-models",
+            help="Reference: the encryption miner holds copies of new models.",
+            rich_help_panel=_P,
+        ),
+    ] = None,
     mo_budget: Annotated[str | None, typer.Option(help="Model-owner budget [0.001].", rich_help_panel=_M)] = None,
-    lineage_reward: Annotated[str | None, typer.Option(help="Coins minted per lineage member per selected model [1].", rich_help_panel=_M)] = None,
+    lineage_reward: Annotated[
+        str | None, typer.Option(help="Coins minted per lineage member per selected model [1].", rich_help_panel=_M)
+    ] = None,
     supply_cap: Annotated[str | None, typer.Option(help="Supply cap of the capped scheme.", rich_help_panel=_M)] = None,
-    reward_per_deposit: Annotated[str | None, typer.Option(help="Miner reward per deposit [0.001].", rich_help_panel=_M)] = None,
-    reward_per_commitment: Annotated[str | None, typer.Option(help="Miner reward per model hash [0.001].", rich_help_panel=_M)] = None,
-    reward_per_test_case: Annotated[str | None, typer.Option(help="Miner reward per test case [0.001].", rich_help_panel=_M)] = None,
-    reward_per_tested_model: Annotated[str | None, typer.Option(help="Miner reward per tested model [0.001].", rich_help_panel=_M)] = None,
-    reward_per_settled_model: Annotated[str | None, typer.Option(help="Miner reward per settled model [0.001].", rich_help_panel=_M)] = None,
-    reward_per_model_case: Annotated[str | None, typer.Option(help="Miner reward per model x test case [0.001].", rich_help_panel=_M)] = None,
-    success_rate: Annotated[float | None, typer.Option(help="Training success probability [0.9].", rich_help_panel=_R)] = None,
-    gain_mean: Annotated[float | None, typer.Option(help="Mean latent gain of a training round [1].", rich_help_panel=_R)] = None,
+    reward_per_deposit: Annotated[
+        str | None, typer.Option(help="Miner reward per deposit [0.001].", rich_help_panel=_M)
+    ] = None,
+    reward_per_commitment: Annotated[
+        str | None, typer.Option(help="Miner reward per model hash [0.001].", rich_help_panel=_M)
+    ] = None,
+    reward_per_test_case: Annotated[
+        str | None, typer.Option(help="Miner reward per test case [0.001].", rich_help_panel=_M)
+    ] = None,
+    reward_per_tested_model: Annotated[
+        str | None, typer.Option(help="Miner reward per tested model [0.001].", rich_help_panel=_M)
+    ] = None,
+    reward_per_settled_model: Annotated[
+        str | None, typer.Option(help="Miner reward per settled model [0.001].", rich_help_panel=_M)
+    ] = None,
+    reward_per_model_case: Annotated[
+        str | None, typer.Option(help="Miner reward per model x test case [0.001].", rich_help_panel=_M)
+    ] = None,
+    success_rate: Annotated[
+        float | None, typer.Option(help="Training success probability [0.9].", rich_help_panel=_R)
+    ] = None,
+    gain_mean: Annotated[
+        float | None, typer.Option(help="Mean latent gain of a training round [1].", rich_help_panel=_R)
+    ] = None,
     gain_std: Annotated[float | None, typer.Option(help="Std of the latent gain [1].", rich_help_panel=_R)] = None,
-    join_rate: Annotated[float | None, typer.Option(help="New participants per round (0.5 = one every 2 rounds) [0].", rich_help_panel=_R)] = None,
+    join_rate: Annotated[
+        float | None,
+        typer.Option(help="New participants per round (0.5 = one every 2 rounds) [0].", rich_help_panel=_R),
+    ] = None,
     workers: Annotated[int | None, typer.Option(help="Processes for several runs [2].", rich_help_panel=_R)] = None,
-    out_dir: Annotated[Path | None, typer.Option("--out", help="Results folder: summary.json, figures.", rich_help_panel=_O)] = None,
-    traces: Annotated[bool | None, typer.Option("--traces/--no-traces", help="Also write balances.npy and versions.npy.", rich_help_panel=_O)] = None,
-    figures: Annotated[bool | None, typer.Option("--figures/--no-figures", help="Write figures (PNG + PDF) to --out.", rich_help_panel=_O)] = None,
-    version_rounds: Annotated[int | None, typer.Option(help="Rounds in the version figure [100].", rich_help_panel=_O)] = None,
-    ledger: Annotated[Path | None, typer.Option(help="Sign and store every block in DIR/chain.sqlite (slow).", rich_help_panel=_O)] = None,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="Results folder: summary.json, figures.", rich_help_panel=_O)
+    ] = None,
+    traces: Annotated[
+        bool | None,
+        typer.Option("--traces/--no-traces", help="Also write balances.npy and versions.npy.", rich_help_panel=_O),
+    ] = None,
+    figures: Annotated[
+        bool | None,
+        typer.Option("--figures/--no-figures", help="Write figures (PNG + PDF) to --out.", rich_help_panel=_O),
+    ] = None,
+    version_rounds: Annotated[
+        int | None, typer.Option(help="Rounds in the version figure [100].", rich_help_panel=_O)
+    ] = None,
+    ledger: Annotated[
+        Path | None, typer.Option(help="Sign and store every block in DIR/chain.sqlite (slow).", rich_help_panel=_O)
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar or table.", rich_help_panel=_O)] = False,
 ) -> None:
     """Simulate DeRelayL in one process: the paper's coins and version figures, and more."""
@@ -72,18 +134,37 @@ def simulate(
     if compare_schemes and scheme is not None:
         raise _fail("give --scheme or --compare-schemes, not both")
     flags: dict[str, Any] = dict(
-        participants=participants, rounds=rounds, seeds=seeds if seeds is not None else seed,
-        scheme="lineage,decay,capped" if compare_schemes else scheme, preset=preset,
-        success_rate=success_rate, gain_mean=gain_mean, gain_std=gain_std, join_rate=join_rate,
-        workers=workers, traces=traces, figures=figures, version_rounds=version_rounds,
+        participants=participants,
+        rounds=rounds,
+        seeds=seeds if seeds is not None else seed,
+        scheme="lineage,decay,capped" if compare_schemes else scheme,
+        preset=preset,
+        success_rate=success_rate,
+        gain_mean=gain_mean,
+        gain_std=gain_std,
+        join_rate=join_rate,
+        workers=workers,
+        traces=traces,
+        figures=figures,
+        version_rounds=version_rounds,
     )
     protocol: dict[str, Any] = dict(
-        k=k, select_fraction=select_fraction, cap_fraction=cap_fraction, cap=cap, test_cases=test_cases,
-        royalty_decay=royalty_decay, encryption_miner_holds_models=encryption_miner_holds_models,
-        mo_budget=mo_budget, lineage_reward=lineage_reward, supply_cap=supply_cap,
-        reward_per_deposit=reward_per_deposit, reward_per_commitment=reward_per_commitment,
-        reward_per_test_case=reward_per_test_case, reward_per_tested_model=reward_per_tested_model,
-        reward_per_settled_model=reward_per_settled_model, reward_per_model_case=reward_per_model_case,
+        k=k,
+        select_fraction=select_fraction,
+        cap_fraction=cap_fraction,
+        cap=cap,
+        test_cases=test_cases,
+        royalty_decay=royalty_decay,
+        encryption_miner_holds_models=encryption_miner_holds_models,
+        mo_budget=mo_budget,
+        lineage_reward=lineage_reward,
+        supply_cap=supply_cap,
+        reward_per_deposit=reward_per_deposit,
+        reward_per_commitment=reward_per_commitment,
+        reward_per_test_case=reward_per_test_case,
+        reward_per_tested_model=reward_per_tested_model,
+        reward_per_settled_model=reward_per_settled_model,
+        reward_per_model_case=reward_per_model_case,
     )
     try:
         cfg = resolve_config(load_toml(config) if config else None, flags, protocol)
@@ -92,15 +173,20 @@ def simulate(
         if ledger is not None and (ledger / "chain.sqlite").exists():
             raise _fail(f"{ledger}/chain.sqlite exists; give an empty --ledger folder")
         with Progress(
-            TextColumn("[bold]round"), MofNCompleteColumn(), BarColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
-            console=console, disable=quiet,
+            TextColumn("[bold]round"),
+            MofNCompleteColumn(),
+            BarColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            disable=quiet,
         ) as progress:
             bar = progress.add_task("", total=cfg.rounds * len(cfg.jobs()))
 
             def on_progress(done: int, total: int) -> None:
                 progress.update(bar, completed=done)
 
-            summary, by_scheme = run_all(cfg, out_dir, ledger, None if quiet else on_progress)
+            summary, _ = run_all(cfg, out_dir, ledger, None if quiet else on_progress)
     except DerelaylError as exc:
         raise _fail(str(exc)) from exc
     if not quiet:
@@ -120,9 +206,16 @@ def _report(summary: dict[str, Any], out_dir: Path | None) -> None:
     for run in runs:
         q, f = run["balance_quantiles_coins"], run["final"]
         table.add_row(
-            run["scheme"], str(run["seed"]), f"{run.get('wall_seconds', run.get('run_wall_seconds'))}",
-            f"{f['supply_coins']:.4g}", f"{q['p10']:.4g}", f"{q['p50']:.4g}", f"{q['p90']:.4g}",
-            f"{f['gini']:.3f}", f"{f['covers_taker_bid']:.1%}", f"{f['latest_share_mean']:.1%}",
+            run["scheme"],
+            str(run["seed"]),
+            f"{run.get('wall_seconds', run.get('run_wall_seconds'))}",
+            f"{f['supply_coins']:.4g}",
+            f"{q['p10']:.4g}",
+            f"{q['p50']:.4g}",
+            f"{q['p90']:.4g}",
+            f"{f['gini']:.3f}",
+            f"{f['covers_taker_bid']:.1%}",
+            f"{f['latest_share_mean']:.1%}",
         )
     out.print(table)
     if out_dir is not None:

@@ -92,7 +92,9 @@ class _Applier:
             ledger.close()
             raise ConfigError(f"{path} already holds a chain; give an empty --ledger folder")
         self.keypairs = dict(enumerate(derive_keys(seed, n)))
-        self.chain = Chain.create(ledger, params, state_seed(seed), [k.public for k in self.keypairs.values()], self.keypairs[0])
+        self.chain = Chain.create(
+            ledger, params, state_seed(seed), [k.public for k in self.keypairs.values()], self.keypairs[0]
+        )
         self.state = self.chain.state
 
     def new_keys(self, start: int, count: int) -> tuple[bytes, ...]:
@@ -134,7 +136,9 @@ def run_one(
     applier = _Applier(config, scheme, seed, ledger_dir)
     net = LatentParticipants(LatentTrainer(seed, config.success_rate, config.gain_mean, config.gain_std))
     width, rounds = config.width, config.rounds
-    sample = np.unique(np.linspace(0, config.participants - 1, min(config.sample_lines, config.participants)).astype(np.int64))
+    sample = np.unique(
+        np.linspace(0, config.participants - 1, min(config.sample_lines, config.participants)).astype(np.int64)
+    )
     traces: tuple[Any, Any] = (None, None)
     if trace_dir is not None:
         trace_dir.mkdir(parents=True, exist_ok=True)
@@ -169,13 +173,24 @@ def run_one(
             np.add.at(selected, settle.selected_owner, 1)
             if commit.model_id.size:
                 pos = settle.selected_model - commit.model_id[0]
-                generations.append((settle.selected_model, commit.parent_model[pos], settle.selected_owner.astype(np.int32)))
+                generations.append(
+                    (settle.selected_model, commit.parent_model[pos], settle.selected_owner.astype(np.int32))
+                )
             else:
-                generations.append((settle.selected_model, settle.selected_model, settle.selected_owner.astype(np.int32)))
+                generations.append(
+                    (settle.selected_model, settle.selected_model, settle.selected_owner.astype(np.int32))
+                )
             best = float(state.live.score.max()) if len(state.live) else float("nan")
             rec.record(
-                state.balances, state.held_version, reward[:n], selected[:n],
-                state.latest_version, state.minted, state.burned, len(state.live), best,
+                state.balances,
+                state.held_version,
+                reward[:n],
+                selected[:n],
+                state.latest_version,
+                state.minted,
+                state.burned,
+                len(state.live),
+                best,
             )
             if on_round is not None and ((r + 1) % every == 0 or r + 1 == rounds):
                 on_round(r + 1)

@@ -12,12 +12,12 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from numpy.typing import NDArray  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from numpy.typing import NDArray
 
-from derelayl.sim.engine import RunResult  # noqa: E402
-from derelayl.sim.metrics import VERSION_BINS  # noqa: E402
+from derelayl.sim.engine import RunResult
+from derelayl.sim.metrics import VERSION_BINS
 
 __all__ = ["band", "write_figures"]
 
@@ -25,9 +25,19 @@ F64 = NDArray[np.float64]
 _VERSION_COLOURS = [
     f"#{r:02x}{g:02x}{b:02x}"
     for r, g, b in (  # the reference figure's legend colours (sampled from its PNG)
-        (8, 48, 107), (8, 69, 138), (14, 89, 162), (30, 109, 178), (50, 130, 190), (72, 150, 200),
-        (97, 167, 210), (127, 185, 218), (159, 202, 225), (184, 213, 234), (205, 223, 241),
-        (211, 211, 211), (255, 255, 255),
+        (8, 48, 107),
+        (8, 69, 138),
+        (14, 89, 162),
+        (30, 109, 178),
+        (50, 130, 190),
+        (72, 150, 200),
+        (97, 167, 210),
+        (127, 185, 218),
+        (159, 202, 225),
+        (184, 213, 234),
+        (205, 223, 241),
+        (211, 211, 211),
+        (255, 255, 255),
     )
 ]
 

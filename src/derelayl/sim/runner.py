@@ -163,8 +163,11 @@ def summarise_run(run: RunResult) -> dict[str, Any]:
         "seed": run.seed,
         "wall_seconds": round(run.wall_seconds, 3),
         "balance_quantiles_coins": {
-            "p10": float(q[0]), "p50": float(q[1]), "p90": float(q[2]),
-            "min": float(coins.min()), "max": float(coins.max()),
+            "p10": float(q[0]),
+            "p50": float(q[1]),
+            "p90": float(q[2]),
+            "min": float(coins.min()),
+            "max": float(coins.max()),
         },
         "final": _clean(final_measures(run)),
         "per_round": {
@@ -179,7 +182,11 @@ def summarise_run(run: RunResult) -> dict[str, Any]:
             "participants": m["participants"].tolist(),
             "live_models": m["live_models"].tolist(),
         },
-        "version_shares": {"columns": list(VERSION_BINS), "unit": "share of participants", "rows": _num(m["version_shares"], 4)},
+        "version_shares": {
+            "columns": list(VERSION_BINS),
+            "unit": "share of participants",
+            "rows": _num(m["version_shares"], 4),
+        },
     }
     if run.head_hash is not None:
         out["head_hash"] = run.head_hash
@@ -196,8 +203,14 @@ def compare_table(by_scheme: dict[str, list[RunResult]]) -> dict[str, dict[str, 
     for scheme, runs in by_scheme.items():
         finals = [final_measures(r) for r in runs]
         row: dict[str, Any] = {}
-        for key in ("supply_coins", "gini", "covers_taker_bid", "latest_share_mean", "within_2_versions_share_mean",
-                    "spearman_reward_vs_winning_lineage_models"):
+        for key in (
+            "supply_coins",
+            "gini",
+            "covers_taker_bid",
+            "latest_share_mean",
+            "within_2_versions_share_mean",
+            "spearman_reward_vs_winning_lineage_models",
+        ):
             values = np.array([f[key] for f in finals], dtype=np.float64)
             half = 1.96 * values.std(ddof=1) / np.sqrt(values.size) if values.size > 1 else 0.0
             row[key] = {"mean": _num(values.mean()), "ci95": _num(half)}
