@@ -4,10 +4,12 @@ same chain head as an uninterrupted one; results folder with figures."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 
+from derelayl.errors import ModelError
 from derelayl.protocol.blocks import Block
 from derelayl.protocol.state import State
 from derelayl.runtime.local import RunConfig, Task, run_network
@@ -37,9 +39,15 @@ def crashing_after(blocks: int):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+def full_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("full")
-    return run_network(CONFIG, out, TorchTask)
+    run_network(CONFIG, out, TorchTask)
+    return out
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(full_dir: Path) -> dict[str, object]:
+    return json.loads((full_dir / "summary.json").read_text())  # type: ignore[no-any-return]
 
 
 @pytest.mark.parametrize("crash_after", [2, 7])  # after a commit block; after a test block
@@ -69,3 +77,18 @@ def test_split_written_for_other_frameworks(tmp_path: Path) -> None:
     split = json.loads((tmp_path / "split.json").read_text())
     assert split["dataset"] == "digits" and len(split["participants"]) == 4
     assert (tmp_path / "digits.png").exists() and len(list((tmp_path / "models").glob("*.safetensors"))) > 1
+
+
+def test_corrupted_model_file_stops_a_resumed_run(full_dir: Path, tmp_path: Path) -> None:
+    # Prepare: flip one byte of the model the next round's trainers must start from
+    out = tmp_path / "run"
+    shutil.copytree(full_dir, out)
+    digest = json.loads((out / "summary.json").read_text())["best_model_digest"]
+    path = out / "models" / f"{digest}.safetensors"
+    raw = bytearray(path.read_bytes())
+    raw[100] ^= 1
+    path.write_bytes(bytes(raw))
+    longer = RunConfig(**{**CONFIG.__dict__, "rounds": CONFIG.rounds + 1})
+    # Execute / Assert
+    with pytest.raises(ModelError, match=f"model file {digest} is corrupted"):
+        run_network(longer, out, TorchTask)
