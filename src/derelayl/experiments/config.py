@@ -31,7 +31,11 @@ from derelayl.protocol.params import Params, preset
 __all__ = ["ExperimentConfig", "VariantConfig", "load_config", "parse_config"]
 
 
-def _take(section: dict[str, Any], where: str, spec: dict[str, tuple[type | tuple[type, ...], Any]]) -> dict[str, Any]:
+Spec = dict[str, tuple[Any, Any]]
+"""Key -> (allowed type or types, default)."""
+
+
+def _take(section: dict[str, Any], where: str, spec: Spec) -> dict[str, Any]:
     """Check keys and types of one TOML table against ``spec`` (name -> (type, default))."""
     unknown = sorted(set(section) - set(spec))
     if unknown:
@@ -96,7 +100,7 @@ class ExperimentConfig:
         }
 
 
-_DATA = {
+_DATA: Spec = {
     "dataset": (str, "digits"),
     "preprocess": (str, "standardize"),
     "test_fraction": (NUM, 0.2),
@@ -108,15 +112,15 @@ _DATA = {
     "min_size": (int, None),
     "options": (dict, None),
 }
-_MODEL = {"hidden": (list, [64]), "activation": (str, "relu"), "init_seed": (int, 0)}
-_TRAIN = {
+_MODEL: Spec = {"hidden": (list, [64]), "activation": (str, "relu"), "init_seed": (int, 0)}
+_TRAIN: Spec = {
     "lr": (NUM, 0.05),
     "batch_size": (int, 32),
     "local_epochs": (int, 1),
     "momentum": (NUM, 0.0),
     "weight_decay": (NUM, 0.0),
 }
-_METHODS: dict[str, dict[str, tuple[Any, Any]]] = {
+_METHODS: dict[str, Spec] = {
     "fedavg": {"rounds": (int, 30)},
     "local_only": {"rounds": (int, 30)},
     "centralized": {"epochs": (int, 30)},
@@ -129,7 +133,7 @@ _METHODS: dict[str, dict[str, tuple[Any, Any]]] = {
         "params": (dict, None),
     },
 }
-_VARIANT = {
+_VARIANT: Spec = {
     "name": (str, None),
     "method": (str, "derelayl"),
     "merge_top_k": (int, 1),

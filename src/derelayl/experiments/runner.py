@@ -55,7 +55,7 @@ def _budget(method: dict[str, Any], curves: dict[str, Curve]) -> int | None:
     budget = method.get("budget")
     if budget == "fedavg":
         return curves["fedavg"].final.bytes
-    return budget  # type: ignore[no-any-return]
+    return None if budget is None else int(budget)
 
 
 def _variant_train(base: TrainConfig, v: VariantConfig) -> TrainConfig:
@@ -153,7 +153,7 @@ def _results(
     summary = {}
     for name, curve in curves.items():
         final = curve.final
-        row = {
+        row: dict[str, Any] = {
             "rounds": final.round,
             "accuracy": final.accuracy,
             "bytes": final.bytes,

@@ -17,6 +17,7 @@ from numpy.typing import NDArray
 __all__ = ["Evaluator", "Trainer"]
 
 M = TypeVar("M")
+M_in = TypeVar("M_in", contravariant=True)
 
 
 class Trainer(Protocol[M]):
@@ -25,7 +26,7 @@ class Trainer(Protocol[M]):
     def train(self, parent: M, x: NDArray[np.float32], y: NDArray[np.int64], seed: int) -> M: ...
 
 
-class Evaluator(Protocol[M]):
+class Evaluator(Protocol[M_in]):
     """model + test cases -> score (higher is better)."""
 
-    def evaluate(self, model: M, x: NDArray[np.float32], y: NDArray[np.int64]) -> float: ...
+    def evaluate(self, model: M_in, x: NDArray[np.float32], y: NDArray[np.int64]) -> float: ...

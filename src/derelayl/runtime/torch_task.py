@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -133,7 +134,12 @@ def _figures(history: list[dict[str, Any]], state: State, out_dir: Path) -> list
     rounds = [r["round"] for r in history]
     axes[0].plot(rounds, [r["best_test_accuracy"] for r in history], marker=".")
     axes[0].set(xlabel="rounds settled", ylabel="global test accuracy", title="model ranked first by the protocol")
-    bins = {"latest": lambda b: b == 0, "latest-1": lambda b: b == 1, "older": lambda b: b > 1, "none": lambda b: b < 0}
+    bins: dict[str, Callable[[int], bool]] = {
+        "latest": lambda b: b == 0,
+        "latest-1": lambda b: b == 1,
+        "older": lambda b: b > 1,
+        "none": lambda b: b < 0,
+    }
     bottom = np.zeros(len(history))
     for name, test in bins.items():
         share = np.array([np.mean([test(b) for b in r["versions_behind"]]) for r in history])
