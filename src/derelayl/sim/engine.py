@@ -221,18 +221,20 @@ def winning_lineage_counts(generations: list[tuple[I64, I64, NDArray[np.int32]]]
     """Per participant: how many of its models are ancestors (or are) of a final live model.
 
     ``generations[g]`` = (selected model ids, their parent ids, their owners) of round g.
-    Walks back one generation per round with vectorised set lookups: O(models selected).
+    Walks back one generation per round, marking ancestors in a flag array indexed by model
+    id (ids are dense): O(models selected), no sorting.
     """
     counts = np.zeros(width, dtype=np.int64)
-    current = np.unique(live)
+    top = max([int(live.max(initial=0))] + [int(ids.max(initial=0)) for ids, _, _ in generations])
+    marked = np.zeros(top + 1, dtype=bool)
+    marked[live] = True
     for ids, parents, owners in reversed(generations):
         if ids.size == 0:
             continue
-        on = np.isin(ids, current)
-        if not on.any():
-            continue
-        np.add.at(counts, owners[on], 1)
-        current = np.unique(parents[on])
+        on = marked[ids]
+        if on.any():
+            np.add.at(counts, owners[on], 1)
+            marked[parents[on]] = True
     return counts
 
 
