@@ -12,6 +12,8 @@ import torch
 
 from derelayl.errors import ConfigError, ModelError
 from derelayl.learning.data import DataAccessError, case_digest, load_dataset
+from derelayl.learning.interfaces import Evaluator, M, Trainer
+from derelayl.learning.latent_adapters import LatentEvaluator, LatentModelTrainer
 from derelayl.learning.participants import RelayParticipants
 from derelayl.learning.partition import Split, make_split
 from derelayl.learning.serialization import model_digest, weights_from_bytes, weights_to_bytes
@@ -207,3 +209,15 @@ def test_test_cases_come_with_replacement_only_when_short(setup: LearningSetup) 
     assert np.unique(x, axis=0).shape[0] == np.unique(shard.read(0)[0], axis=0).shape[0]
     x, _ = shard.draw_test_cases(0, 3 * len(shard), seed=0)
     assert x.shape[0] == 3 * len(shard)
+
+
+def _relay_step(trainer: Trainer[M], evaluator: Evaluator[M], parent: M, x: np.ndarray, y: np.ndarray) -> float:
+    """Code written once against the interfaces."""
+    return evaluator.evaluate(trainer.train(parent, x, y, seed=1), x, y)
+
+
+def test_latent_and_torch_models_share_the_interfaces(setup: LearningSetup) -> None:
+    x, y = setup.shards()[1].read(1)
+    latent = _relay_step(LatentModelTrainer(), LatentEvaluator(), 0.0, x, y)
+    real = _relay_step(setup.trainer(), setup.evaluator(), setup.init, x, y)
+    assert 0.0 < latent < 1.0 and 0.0 <= real <= 1.0

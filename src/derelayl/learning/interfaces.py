@@ -14,7 +14,7 @@ from typing import Protocol, TypeVar
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["Evaluator", "Trainer"]
+__all__ = ["Evaluator", "M", "Trainer"]
 
 M = TypeVar("M")
 M_in = TypeVar("M_in", contravariant=True)
