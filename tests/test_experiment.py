@@ -155,3 +155,9 @@ def test_reference_config_is_the_issues() -> None:
     assert (cfg.train["lr"], cfg.train["batch_size"], cfg.train["local_epochs"]) == (0.05, 32, 1)
     assert cfg.methods["fedavg"]["rounds"] == 30 and cfg.methods["centralized"]["epochs"] == 30
     assert cfg.methods["derelayl"]["budget"] == "fedavg" and cfg.methods["gossip"]["budget"] == "fedavg"
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parent.parent / "experiments").glob("*.toml")), ids=str)
+def test_shipped_configs_are_valid(path: Path) -> None:
+    cfg = load_config(path)
+    assert cfg.methods and cfg.name == path.stem
