@@ -6,14 +6,17 @@ with a 95% confidence band (mean ± 1.96 · sd / sqrt(seeds)).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 from numpy.typing import NDArray
 
 from derelayl.sim.engine import RunResult
@@ -51,7 +54,7 @@ def band(series: Sequence[F64]) -> tuple[F64, F64]:
     return mean, 1.96 * np.nanstd(stack, axis=0, ddof=1) / np.sqrt(stack.shape[0])
 
 
-def _save(fig: plt.Figure, out_dir: Path, name: str) -> list[str]:
+def _save(fig: Figure, out_dir: Path, name: str) -> list[str]:
     paths = []
     for ext in ("png", "pdf"):
         path = out_dir / f"{name}.{ext}"
@@ -65,7 +68,7 @@ def _rounds(n: int) -> F64:
     return np.arange(1, n + 1, dtype=np.float64)
 
 
-def _plot_band(ax: plt.Axes, x: F64, series: Sequence[F64], label: str | None = None, **kw: object) -> None:
+def _plot_band(ax: Axes, x: F64, series: Sequence[F64], label: str | None = None, **kw: Any) -> None:
     mean, half = band(series)
     line = ax.plot(x, mean, label=label, lw=1.5, **kw)[0]
     if np.any(half > 0):
@@ -153,11 +156,22 @@ def fairness_figure(runs: Sequence[RunResult], out_dir: Path) -> list[str]:
 
 def compare_figure(by_scheme: dict[str, list[RunResult]], out_dir: Path) -> list[str]:
     fig, axes = plt.subplots(2, 2, figsize=(13, 8), sharex=True)
-    panels = (
-        ("circulating supply (coins)", lambda r: _money(r)["circulating"]),
-        ("Gini of balances", lambda r: r.metrics["gini"]),
-        ("share covering the taker bid", lambda r: r.metrics["covers_bid"]),
-        ("share holding the latest version", lambda r: r.metrics["version_shares"][:, 0]),
+
+    def supply(r: RunResult) -> F64:
+        return _money(r)["circulating"]
+
+    def metric(key: str, column: int | None = None) -> Callable[[RunResult], F64]:
+        def get(r: RunResult) -> F64:
+            values: F64 = r.metrics[key] if column is None else r.metrics[key][:, column]
+            return values
+
+        return get
+
+    panels: tuple[tuple[str, Callable[[RunResult], F64]], ...] = (
+        ("circulating supply (coins)", supply),
+        ("Gini of balances", metric("gini")),
+        ("share covering the taker bid", metric("covers_bid")),
+        ("share holding the latest version", metric("version_shares", 0)),
     )
     for ax, (title, get) in zip(axes.ravel(), panels, strict=True):
         for scheme, runs in by_scheme.items():

@@ -62,7 +62,7 @@ def _average_ranks(values: F64) -> F64:
     mid = starts + (sizes - 1) / 2.0  # average flat position of each tie group
     ranks_sorted = (mid[group] - np.repeat(np.arange(rows) * cols, cols) + 1.0).reshape(rows, cols)
     ranks_sorted[np.isnan(s)] = np.nan
-    ranks = np.empty_like(ranks_sorted)
+    ranks: F64 = np.empty_like(ranks_sorted)
     np.put_along_axis(ranks, order, ranks_sorted, axis=1)
     return ranks
 
@@ -79,7 +79,7 @@ def _average_ranks_counts(values: I64, active: NDArray[np.bool_]) -> F64:
     return np.where(active, ranks, np.nan)
 
 
-def spearman_rows(a: F64, b: F64, b_ranks: F64 | None = None) -> F64:
+def spearman_rows(a: F64, b: NDArray[Any], b_ranks: F64 | None = None) -> F64:
     """Spearman rank correlation of each row pair (NaN where a row is constant)."""
     ra = _average_ranks(a)
     rb = _average_ranks(b) if b_ranks is None else b_ranks
@@ -99,7 +99,8 @@ def version_shares_rows(held: I64, latest: I64, active: NDArray[np.bool_]) -> F6
     code = np.where(active, code, 13)
     flat = code + 14 * np.arange(rows)[:, None]
     counts = np.bincount(flat.ravel(), minlength=14 * rows).reshape(rows, 14)[:, :13]
-    return counts / np.maximum(active.sum(axis=1), 1)[:, None]
+    shares: F64 = counts / np.maximum(active.sum(axis=1), 1)[:, None]
+    return shares
 
 
 @dataclass

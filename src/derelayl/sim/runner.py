@@ -75,8 +75,7 @@ def run_all(
     if workers == 1:
         results = []
         for i, spec in enumerate(specs):
-            offset = i * config.rounds
-            results.append(run_one(*spec, on_round=(lambda r, o=offset: progress(o + r, total)) if progress else None))
+            results.append(run_one(*spec, on_round=_offset_progress(progress, i * config.rounds, total)))
     else:
         results = _run_pool(specs, workers, total, progress)
     by_scheme: dict[str, list[RunResult]] = {}
@@ -94,6 +93,17 @@ def run_all(
         if len(by_scheme) > 1:
             (out_dir / "compare-schemes.md").write_text(compare_markdown(summary["comparison"]))
     return summary, by_scheme
+
+
+def _offset_progress(progress: Progress | None, offset: int, total: int) -> Callable[[int], None] | None:
+    if progress is None:
+        return None
+    report = progress
+
+    def tick(r: int) -> None:
+        report(offset + r, total)
+
+    return tick
 
 
 def _run_pool(specs: list[Any], workers: int, total: int, progress: Progress | None) -> list[RunResult]:
