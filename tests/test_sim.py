@@ -132,7 +132,7 @@ def test_same_seed_same_results_other_seed_differs() -> None:
 
 def test_parallel_runs_equal_sequential_runs(tmp_path: Path) -> None:
     # Prepare
-    config = small(seeds="1-2", scheme="lineage,decay", workers=2)
+    config = small(seeds="1-2", scheme="lineage,decay", workers=2, traces=True)
     # Execute
     summary, by_scheme = run_all(config, tmp_path)
     # Assert
@@ -148,6 +148,7 @@ def test_parallel_runs_equal_sequential_runs(tmp_path: Path) -> None:
             assert np.array_equal(alone.final_balances, run.final_balances)
     assert set(summary["comparison"]) == {"lineage", "decay"}
     assert (tmp_path / "compare-schemes.md").exists()
+    assert np.load(tmp_path / "runs" / "decay-seed2" / "balances.npy").shape == (25, 16)
 
 
 def test_decay_scheme_mints_less_than_lineage() -> None:

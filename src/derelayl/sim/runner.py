@@ -148,6 +148,7 @@ def final_measures(run: RunResult) -> dict[str, Any]:
     joined = np.arange(run.first_hold.size) >= run.initial
     served = joined & (run.first_hold >= 0)
     waits = run.first_hold[served] - run.join_row[served]
+    first = run.first_hold[: run.initial]
     return {
         "supply_coins": float((m["minted"][-1] - m["burned"][-1]) / UNIT),
         "gini": float(m["gini"][-1]),
@@ -156,6 +157,8 @@ def final_measures(run: RunResult) -> dict[str, Any]:
         "within_2_versions_share_mean": float(shares[settled, :3].sum(axis=1).mean()),
         "none_share_final": float(shares[-1, 12]),
         "spearman_reward_vs_winning_lineage_models": _spearman(run.reward, run.contribution),
+        "initial_participants_without_model": int((first < 0).sum()),
+        "round_all_initial_hold_a_model": int(first.max()) + 1 if (first >= 0).all() else None,
         "newcomers_joined": int(joined.sum()),
         "newcomers_served": int(served.sum()),
         "newcomer_wait_rounds_mean": float(waits.mean()) if waits.size else None,
