@@ -311,3 +311,32 @@ def test_row_measures_equal_their_textbook_definitions() -> None:
         x, y = a[i][active[i]], b[i][active[i]]
         assert rho[i] == pytest.approx(stats.spearmanr(x, y)[0])
         assert gini[i] == pytest.approx(np.abs(np.subtract.outer(x, x)).sum() / (2 * x.size**2 * x.mean()))
+
+
+def test_measures_do_not_depend_on_chunking() -> None:
+    # Prepare: 40 rounds of random state, participants joining over time
+    from derelayl.sim.metrics import Recorder
+
+    rng = np.random.default_rng(1)
+    rows = [
+        (
+            rng.integers(0, 5 * UNIT, n),
+            rng.integers(-1, 40, n),
+            rng.integers(0, 9 * UNIT, n),
+            rng.integers(0, 6, n),
+        )
+        for n in np.linspace(10, 20, 40).astype(int)
+    ]
+    outs = []
+    for chunk in (0, 3, 7):
+        rec = Recorder(40, 20, np.arange(10), initial=10, chunk=chunk)
+        # Execute
+        for r, (bal, held, reward, contrib) in enumerate(rows):
+            rec.record(bal, np.minimum(held, r + 1), reward, contrib, r + 1, 0, 0, 1, 0.0)
+        rec.flush()
+        outs.append((rec.out, rec.first_hold.copy(), rec.join_row.copy()))
+    # Assert
+    for out, first, join in outs[1:]:
+        for key, value in outs[0][0].items():
+            assert np.array_equal(value, out[key], equal_nan=True), key
+        assert np.array_equal(first, outs[0][1]) and np.array_equal(join, outs[0][2])

@@ -196,6 +196,7 @@ def run_one(
                 on_round(r + 1)
         rec.flush()
     finally:
+        rec.close()
         head = applier.close()
     for trace in traces:
         if trace is not None:

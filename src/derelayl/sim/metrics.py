@@ -2,7 +2,7 @@
 
 The engine copies a few per-participant arrays into a chunk buffer after each round (a
 memcpy each); every ``chunk`` rounds the measures of all buffered rounds are computed at
-once with row-wise numpy (sort, rank, bincount over a rounds x participants block). Python
+once, on a background thread, with row-wise numpy (sort, rank, bincount over a rounds x participants block). Python
 work per round therefore stays constant and tiny, and memory stays bounded
 (``CHUNK_ELEMENTS`` per buffer) however many rounds or participants there are.
 
@@ -11,6 +11,7 @@ Participants not yet registered in a row (``--join-rate``) are masked out of tha
 
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -104,8 +105,38 @@ def version_shares_rows(held: I64, latest: I64, active: NDArray[np.bool_]) -> F6
 
 
 @dataclass
+class _Buffers:
+    """One chunk of buffered rounds (two sets alternate: one fills while one is measured)."""
+
+    bal: I64
+    held: I64
+    reward: I64
+    contrib: I64
+    n: I64
+    latest: I64
+
+    @classmethod
+    def empty(cls, chunk: int, width: int) -> _Buffers:
+        shape = (chunk, width)
+        return cls(
+            np.zeros(shape, dtype=np.int64),
+            np.full(shape, -1, dtype=np.int64),
+            np.zeros(shape, dtype=np.int64),
+            np.zeros(shape, dtype=np.int64),
+            np.zeros(chunk, dtype=np.int64),
+            np.zeros(chunk, dtype=np.int64),
+        )
+
+
+@dataclass
 class Recorder:
-    """Buffers per-round state and turns it into per-round measures."""
+    """Buffers per-round state and turns it into per-round measures.
+
+    A full chunk is measured on a background thread while the next chunk fills: the
+    measures are numpy sorts and reductions that release the GIL, so they overlap with the
+    protocol's Python-heavy rounds on the second core. Rows are disjoint and chunks are
+    measured in order, so results do not depend on timing.
+    """
 
     rounds: int
     width: int
@@ -123,14 +154,14 @@ class Recorder:
 
     def __post_init__(self) -> None:
         if not self.chunk:
-            self.chunk = max(1, min(self.rounds, CHUNK_ELEMENTS // max(self.width, 1)))
-        shape = (self.chunk, self.width)
-        self._bal = np.zeros(shape, dtype=np.int64)
-        self._held = np.full(shape, -1, dtype=np.int64)
-        self._reward = np.zeros(shape, dtype=np.int64)
-        self._contrib = np.zeros(shape, dtype=np.int64)
-        self._n = np.zeros(self.chunk, dtype=np.int64)
-        self._latest = np.zeros(self.chunk, dtype=np.int64)
+            # at most CHUNK_ELEMENTS per buffer, and ~8 chunks per run so that all but the
+            # last are measured while the simulation goes on
+            per_run = max(64, -(-self.rounds // 8))
+            self.chunk = max(1, min(self.rounds, CHUNK_ELEMENTS // max(self.width, 1), per_run))
+        self._sets = [_Buffers.empty(self.chunk, self.width), _Buffers.empty(self.chunk, self.width)]
+        self._buf = self._sets[0]
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sim-measures")
+        self._pending: Future[None] | None = None
         r = self.rounds
         self.out = {
             "minted": np.zeros(r, dtype=np.int64),
@@ -161,60 +192,81 @@ class Recorder:
         best: float,
     ) -> None:
         """One settled round; arrays may be shorter than ``width`` (not all joined yet)."""
-        i, n = self._filled, balances.size
-        self._bal[i, :n] = balances
-        self._held[i, :n] = held
-        self._reward[i, :n] = reward
-        self._contrib[i, :n] = contrib
-        self._n[i] = n
-        self._latest[i] = latest
+        i, n, buf = self._filled, balances.size, self._buf
+        buf.bal[i, :n] = balances
+        buf.held[i, :n] = held
+        buf.reward[i, :n] = reward
+        buf.contrib[i, :n] = contrib
+        buf.n[i] = n
+        buf.latest[i] = latest
         r = self._row + i
         o = self.out
         o["minted"][r], o["burned"][r], o["participants"][r] = minted, burned, n
         o["live_models"][r], o["best_score"][r] = live, best
         self._filled += 1
         if self._filled == self.chunk:
-            self.flush()
+            self._submit()
 
-    def flush(self) -> None:
+    def _submit(self) -> None:
+        """Hand the filled chunk to the measuring thread; fill the other set meanwhile."""
         m = self._filled
         if m == 0:
             return
-        rows = slice(self._row, self._row + m)
-        bal, held, n = self._bal[:m], self._held[:m], self._n[:m]
+        self._wait()  # the other set is free again once its measures are done
+        self._pending = self._pool.submit(self._measure, self._buf, self._row, m)
+        self._buf = self._sets[1] if self._buf is self._sets[0] else self._sets[0]
+        self._row += m
+        self._filled = 0
+
+    def _wait(self) -> None:
+        if self._pending is not None:
+            self._pending.result()  # re-raises an error of the measuring thread
+            self._pending = None
+
+    def flush(self) -> None:
+        """Measure what is buffered and wait for every chunk; call once at the end."""
+        self._submit()
+        self._wait()
+        self.close()
+
+    def close(self) -> None:
+        """Stop the measuring thread (also after an error mid-run)."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def _measure(self, buf: _Buffers, row: int, m: int) -> None:
+        rows = slice(row, row + m)
+        bal, held, n = buf.bal[:m], buf.held[:m], buf.n[:m]
         active = np.arange(self.width)[None, :] < n[:, None]
         coins = np.where(active, bal / UNIT, np.nan)
         o = self.out
         o["gini"][rows] = gini_rows(coins)
-        bid = (self._latest[:m, None] - np.maximum(held, 0) + 1) * UNIT  # the reference taker bid
+        bid = (buf.latest[:m, None] - np.maximum(held, 0) + 1) * UNIT  # the reference taker bid
         o["covers_bid"][rows] = ((bal >= bid) & active).sum(axis=1) / n
-        contrib = self._contrib[:m]
+        contrib = buf.contrib[:m]
         o["spearman"][rows] = spearman_rows(
-            np.where(active, self._reward[:m].astype(np.float64), np.nan),
+            np.where(active, buf.reward[:m].astype(np.float64), np.nan),
             contrib,
             _average_ranks_counts(contrib, active),
         )
-        o["version_shares"][rows] = version_shares_rows(held, self._latest[:m], active)
+        o["version_shares"][rows] = version_shares_rows(held, buf.latest[:m], active)
         o["sampled_balances"][rows] = bal[:, self.sample] / UNIT
-        self._newcomers(held, active, m)
+        self._newcomers(held, active, row, m)
         if self.balance_trace is not None:
             self.balance_trace[rows] = np.where(active, bal / UNIT, 0.0)
             self.version_trace[rows] = np.where(active, held, -1)
-        self._row += m
-        self._filled = 0
 
-    def _newcomers(self, held: I64, active: NDArray[np.bool_], m: int) -> None:
+    def _newcomers(self, held: I64, active: NDArray[np.bool_], row: int, m: int) -> None:
         """Row of registration and of first model held; mean wait of those served per row."""
-        row_ids = self._row + np.arange(m)
+        row_ids = row + np.arange(m)
         seen = active.any(axis=0) & (self.join_row < 0)
-        self.join_row[seen] = self._row + np.argmax(active[:, seen], axis=0)
+        self.join_row[seen] = row + np.argmax(active[:, seen], axis=0)
         has = (held >= 0) & active
         fresh = has.any(axis=0) & (self.first_hold < 0)
-        self.first_hold[fresh] = self._row + np.argmax(has[:, fresh], axis=0)
+        self.first_hold[fresh] = row + np.argmax(has[:, fresh], axis=0)
         served = fresh & (np.arange(self.width) >= self.initial)
         if served.any():
             waits = self.first_hold[served] - self.join_row[served]
-            sums = np.bincount(self.first_hold[served] - self._row, weights=waits, minlength=m)
-            counts = np.bincount(self.first_hold[served] - self._row, minlength=m)
+            sums = np.bincount(self.first_hold[served] - row, weights=waits, minlength=m)
+            counts = np.bincount(self.first_hold[served] - row, minlength=m)
             with np.errstate(invalid="ignore"):
                 self.out["newcomer_wait"][row_ids] = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
