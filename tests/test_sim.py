@@ -340,3 +340,14 @@ def test_measures_do_not_depend_on_chunking() -> None:
         for key, value in outs[0][0].items():
             assert np.array_equal(value, out[key], equal_nan=True), key
         assert np.array_equal(first, outs[0][1]) and np.array_equal(join, outs[0][2])
+
+
+def test_figures_are_written_as_png_and_pdf(tmp_path: Path) -> None:
+    # Execute
+    summary, _ = run_all(small(rounds=12, figures=True, seeds="1-2", scheme="lineage,decay"), tmp_path)
+    # Assert
+    for name in ("fig-coins-per-participant", "fig-version-distribution", "fig-supply", "fig-gini"):
+        for ext in ("png", "pdf"):
+            assert (tmp_path / "scheme-decay" / f"{name}.{ext}").stat().st_size > 0
+    assert (tmp_path / "fig-compare-schemes.png").exists()
+    assert "fig-compare-schemes.pdf" in summary["figures"]

@@ -101,11 +101,14 @@ def version_figure(runs: Sequence[RunResult], out_dir: Path, rounds: int) -> lis
     shares = shares.reshape(-1, len(VERSION_BINS)) * 100
     x = _rounds(shares.shape[0])
     fig, ax = plt.subplots(figsize=(15, 6))
-    bottom = np.zeros(shares.shape[0])
+    # one stepped polygon per bin = bars of width 1 edge to edge (13 artists, not 13 x rounds)
+    edges = np.append(x - 0.5, x[-1] + 0.5)
+    bottom = np.zeros(edges.size)
     for j, (name, colour) in enumerate(zip(VERSION_BINS, _VERSION_COLOURS, strict=True)):
         label = name.replace("latest", "Latest") if name.startswith("latest") else name.capitalize()
-        ax.bar(x, shares[:, j], bottom=bottom, width=1.0, color=colour, label=label, linewidth=0)
-        bottom += shares[:, j]
+        top = bottom + np.append(shares[:, j], shares[-1, j])
+        ax.fill_between(edges, bottom, top, step="post", color=colour, label=label, linewidth=0)
+        bottom = top
     ax.set_xlim(0.5, x[-1] + 0.5)
     ax.set_ylim(0, 100)
     ax.set_yticks(range(0, 101, 10))
