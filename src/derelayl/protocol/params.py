@@ -14,9 +14,22 @@ from typing import Any, Literal
 from derelayl.errors import ConfigError
 from derelayl.protocol.types import UNIT
 
-__all__ = ["PRESETS", "Params", "RewardScheme", "preset"]
+__all__ = ["AMOUNT_FIELDS", "PRESETS", "REWARD_SCHEMES", "Params", "RewardScheme", "preset"]
 
 RewardScheme = Literal["lineage", "decay", "capped"]
+REWARD_SCHEMES: tuple[RewardScheme, ...] = ("lineage", "decay", "capped")
+AMOUNT_FIELDS = (
+    "mo_budget",
+    "reward_per_deposit",
+    "reward_per_commitment",
+    "reward_per_test_case",
+    "reward_per_tested_model",
+    "reward_per_settled_model",
+    "reward_per_model_case",
+    "lineage_reward",
+    "supply_cap",
+)
+"""Fields that are amounts of money, in units (``supply_cap`` may be None)."""
 _MILLI = UNIT // 1000
 
 
@@ -77,24 +90,17 @@ class Params:
             raise ConfigError(f"k (trainers per model owner) must be at least 1, got {self.k}")
         if self.test_cases < 1:
             raise ConfigError(f"test_cases must be at least 1, got {self.test_cases}")
-        for name in (
-            "mo_budget",
-            "reward_per_deposit",
-            "reward_per_commitment",
-            "reward_per_test_case",
-            "reward_per_tested_model",
-            "reward_per_settled_model",
-            "reward_per_model_case",
-            "lineage_reward",
-        ):
+        for name in AMOUNT_FIELDS:
             value = getattr(self, name)
+            if value is None and name == "supply_cap":
+                continue
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ConfigError(f"{name} must be a non-negative integer of units, got {value!r}")
-        if self.reward_scheme not in ("lineage", "decay", "capped"):
+        if self.reward_scheme not in REWARD_SCHEMES:
             raise ConfigError(f"reward_scheme must be lineage, decay or capped, got {self.reward_scheme!r}")
         if not (0 <= self.royalty_decay < 1):
             raise ConfigError(f"royalty_decay must be in [0, 1), got {self.royalty_decay}")
-        if self.reward_scheme == "capped" and (self.supply_cap is None or self.supply_cap < 0):
+        if self.reward_scheme == "capped" and self.supply_cap is None:
             raise ConfigError("reward_scheme 'capped' needs a non-negative supply_cap (units)")
 
     def active_cap(self, n_participants: int) -> int:

@@ -25,24 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from derelayl.errors import ConfigError
-from derelayl.protocol.params import Params, preset
+from derelayl.protocol.params import AMOUNT_FIELDS, REWARD_SCHEMES, Params, preset
 from derelayl.protocol.types import coins_to_units
 
 __all__ = ["AMOUNT_FIELDS", "SCHEMES", "SimConfig", "load_toml", "parse_seeds", "resolve_config"]
 
-SCHEMES = ("lineage", "decay", "capped")
-AMOUNT_FIELDS = (
-    "mo_budget",
-    "reward_per_deposit",
-    "reward_per_commitment",
-    "reward_per_test_case",
-    "reward_per_tested_model",
-    "reward_per_settled_model",
-    "reward_per_model_case",
-    "lineage_reward",
-    "supply_cap",
-)
-"""``Params`` fields that are money: given in coins in TOML and flags, stored in units."""
+SCHEMES = REWARD_SCHEMES
+# AMOUNT_FIELDS: ``Params`` fields that are money, given in coins in TOML and flags, stored in units.
 
 _PARAM_FIELDS = tuple(f.name for f in dataclasses.fields(Params) if f.name != "extra")
 
