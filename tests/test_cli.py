@@ -20,7 +20,9 @@ runner = CliRunner()
 
 
 def _run(out: Path, *extra: str) -> object:
-    return runner.invoke(app, ["run", "--participants", "16", "--rounds", "8", "--out", str(out), "--quiet", *extra])
+    return runner.invoke(
+        app, ["run", "--task", "latent", "--participants", "16", "--rounds", "8", "--out", str(out), "--quiet", *extra]
+    )
 
 
 def test_run_writes_chain_and_summary(tmp_path: Path) -> None:
@@ -36,13 +38,15 @@ def test_rerun_resumes_and_extends(tmp_path: Path) -> None:
     _run(tmp_path / "r")
     first = json.loads((tmp_path / "r" / "summary.json").read_text())
     result = runner.invoke(
-        app, ["run", "--participants", "16", "--rounds", "12", "--out", str(tmp_path / "r"), "--quiet"]
+        app,
+        ["run", "--task", "latent", "--participants", "16", "--rounds", "12", "--out", str(tmp_path / "r"), "--quiet"],
     )
     assert result.exit_code == 0, result.output
     second = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert second["resumed_from_height"] == first["height"]
     fresh = runner.invoke(
-        app, ["run", "--participants", "16", "--rounds", "12", "--out", str(tmp_path / "f"), "--quiet"]
+        app,
+        ["run", "--task", "latent", "--participants", "16", "--rounds", "12", "--out", str(tmp_path / "f"), "--quiet"],
     )
     assert fresh.exit_code == 0
     assert json.loads((tmp_path / "f" / "summary.json").read_text())["head_hash"] == second["head_hash"]
@@ -50,7 +54,9 @@ def test_rerun_resumes_and_extends(tmp_path: Path) -> None:
 
 def test_rerun_with_other_settings_is_refused(tmp_path: Path) -> None:
     _run(tmp_path / "r")
-    result = runner.invoke(app, ["run", "--participants", "16", "--seed", "7", "--out", str(tmp_path / "r"), "--quiet"])
+    result = runner.invoke(
+        app, ["run", "--task", "latent", "--participants", "16", "--seed", "7", "--out", str(tmp_path / "r"), "--quiet"]
+    )
     assert result.exit_code == 2
     assert "other participants, seed or parameters" in result.output
 
@@ -104,7 +110,19 @@ def _height(path: Path) -> int:
 @pytest.mark.slow
 def test_kill_9_mid_run_then_resume(tmp_path: Path) -> None:
     # Prepare: a run long enough to be killed in the middle
-    args = [sys.executable, "-m", "derelayl.cli", "run", "--participants", "48", "--rounds", "150", "--quiet"]
+    args = [
+        sys.executable,
+        "-m",
+        "derelayl.cli",
+        "run",
+        "--task",
+        "latent",
+        "--participants",
+        "48",
+        "--rounds",
+        "150",
+        "--quiet",
+    ]
     out = tmp_path / "killed"
     proc = subprocess.Popen([*args, "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     # Execute: kill -9 once some blocks are on disk
@@ -125,3 +143,14 @@ def test_kill_9_mid_run_then_resume(tmp_path: Path) -> None:
     clean = json.loads((tmp_path / "clean" / "summary.json").read_text())
     assert resumed["head_hash"] == clean["head_hash"]
     assert subprocess.run([sys.executable, "-m", "derelayl.cli", "verify", str(out / "chain.sqlite")]).returncode == 0
+
+
+def test_default_run_is_real_relay_training(tmp_path: Path) -> None:
+    result = runner.invoke(
+        app, ["run", "--participants", "8", "--rounds", "2", "--out", str(tmp_path / "d"), "--quiet"]
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "d" / "summary.json").read_text())
+    assert summary["config"]["task"] == "digits" and summary["rounds"] == 2
+    assert list((tmp_path / "d" / "models").glob("*.safetensors"))
+    assert runner.invoke(app, ["verify", str(tmp_path / "d" / "chain.sqlite")]).exit_code == 0

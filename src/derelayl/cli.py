@@ -35,7 +35,9 @@ def run(
     out_dir: Annotated[Path, typer.Option("--out", help="Results folder (chain.sqlite, summary.json).")] = Path(
         "runs/run"
     ),
-    task: Annotated[str, typer.Option(help="latent (the paper's abstract model) or digits (PyTorch).")] = "latent",
+    task: Annotated[
+        str, typer.Option(help="digits (real PyTorch relay training) or latent (the paper's abstract model).")
+    ] = "digits",
     preset: Annotated[str, typer.Option(help="Protocol parameter preset: reference or minimal.")] = "reference",
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress display.")] = False,
 ) -> None:

@@ -129,6 +129,7 @@ def _figures(history: list[dict[str, Any]], state: State, out_dir: Path) -> list
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     rounds = [r["round"] for r in history]
@@ -149,6 +150,7 @@ def _figures(history: list[dict[str, Any]], state: State, out_dir: Path) -> list
     axes[1].legend(fontsize=8)
     axes[2].bar(np.arange(state.n_participants), state.balances / UNIT)
     axes[2].set(xlabel="participant", ylabel="coins", title=f"balances after round {state.round}")
+    axes[2].xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
     path = out_dir / "digits.png"
     fig.savefig(path, dpi=110)
