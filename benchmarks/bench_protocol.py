@@ -38,8 +38,9 @@ def _window_times(rounds: int, windows: list[int], naive: bool) -> dict[int, flo
         receipt = process_block(state, net.next_block(state))
         if naive:
             if isinstance(receipt, CommitReceipt):
-                for m, p, o in zip(receipt.model_id.tolist(), receipt.parent_model.tolist(),
-                                   state.commits.owner.tolist(), strict=True):
+                for m, p, o in zip(
+                    receipt.model_id.tolist(), receipt.parent_model.tolist(), state.commits.owner.tolist(), strict=True
+                ):
                     parent[m], owner[m] = p, o
             elif isinstance(receipt, SettleReceipt):
                 paid = np.zeros(state.n_participants, dtype=np.int64)
@@ -56,7 +57,7 @@ def bench_flat(rounds: int) -> None:
     windows = [100, rounds]
     ours = _window_times(rounds, windows, naive=False)
     walk = _window_times(rounds, windows, naive=True)
-    print(f"per-round time, reference preset, 256 participants (mean of 50 rounds):")
+    print("per-round time, reference preset, 256 participants (mean of 50 rounds):")
     print(f"  {'':22s}{'round 100':>12s}{f'round {rounds}':>14s}{'late/early':>12s}")
     for name, t in (("derelayl core", ours), ("core + naive walk", walk)):
         print(f"  {name:22s}{t[100] * 1e3:10.3f} ms{t[rounds] * 1e3:12.3f} ms{t[rounds] / t[100]:11.2f}x")
@@ -81,10 +82,15 @@ def bench_verify(participants: int, rounds: int) -> None:
         again = Chain.open(SQLiteLedger(path))
         verify = time.perf_counter() - t0
         blocks = again.height
-        print(f"signed SQLite chain, {participants} participants x {rounds} rounds = {blocks} blocks, {deposits} deposits:")
+        print(
+            f"signed SQLite chain, {participants} participants x {rounds} rounds"
+            f" = {blocks} blocks, {deposits} deposits:"
+        )
         print(f"  produce (sign + apply + fsync): {produce:.2f} s = {blocks / produce:.0f} blocks/s")
-        print(f"  verify (replay from genesis):   {verify:.2f} s = {blocks / verify:.0f} blocks/s, "
-              f"{deposits / verify:.0f} deposits/s ({verify / produce:.2f}x the time to produce)")
+        print(
+            f"  verify (replay from genesis):   {verify:.2f} s = {blocks / verify:.0f} blocks/s, "
+            f"{deposits / verify:.0f} deposits/s ({verify / produce:.2f}x the time to produce)"
+        )
 
 
 def main() -> None:

@@ -38,9 +38,7 @@ def _chain(ledger=None, rounds: int = 3) -> tuple[Chain, dict[int, KeyPair], Lat
     keys = derive_keys(1, N)
     if ledger is None:
         ledger = SQLiteLedger(Path(tempfile.mkdtemp(prefix="derelayl-test-")) / "chain.sqlite")
-    chain = Chain.create(
-        ledger, Params(test_cases=4), b"\x01" * 32, [k.public for k in keys], keys[0]
-    )
+    chain = Chain.create(ledger, Params(test_cases=4), b"\x01" * 32, [k.public for k in keys], keys[0])
     net = LatentParticipants(LatentTrainer(seed=1))
     signers = dict(enumerate(keys))
     while chain.state.round < rounds:
