@@ -320,3 +320,24 @@ def test_crash_mid_write_leaves_previous_head(tmp_path: Path) -> None:
     # Assert
     again = Chain.open(SQLiteLedger(tmp_path / "c.sqlite"))
     assert (again.head_hash, again.height) == (head, height)
+
+
+def test_co_tester_scores_are_signed_by_each_tester() -> None:
+    # Prepare: a chain with three testers per round
+    keys = derive_keys(2, N)
+    params = Params(test_cases=4, testers=3)
+    chain = Chain.create(MemoryLedger(), params, b"\x02" * 32, [k.public for k in keys], keys[0])
+    net = LatentParticipants(LatentTrainer(seed=2))
+    signers = dict(enumerate(keys))
+    _until(chain, signers, net, Phase.TEST)
+    block = net.next_block(chain.state)
+    body = encode_block(block, chain.chain_id, signers)
+    # Execute: the testing miner alters a co-tester's scores but keeps its signature
+    body["co_testers"][0][2] = [s + 1.0 for s in body["co_testers"][0][2]]
+    stored = seal(
+        block, body, height=chain.height, prev=chain.head_hash, state_root=b"\0" * 32, miner=signers[block.miner]
+    )
+    # Assert
+    _rejects(chain, stored, SignatureError, "co-tester scores of participant")
+    chain.produce(block, signers)  # the honest block is accepted
+    assert Chain.open(chain.ledger).head_hash == chain.head_hash

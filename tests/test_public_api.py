@@ -27,6 +27,7 @@ def test_protocol_api_is_pinned() -> None:
             "State",
             "TestBlock",
             "TestReceipt",
+            "TesterReport",
             "assign_roles",
             "coins_to_units",
             "compute_rng",

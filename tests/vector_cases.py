@@ -17,7 +17,7 @@ import numpy as np
 
 from derelayl import errors
 from derelayl.learning.latent import LatentTrainer
-from derelayl.protocol import Bids, Block, Params, Phase, State, process_block
+from derelayl.protocol import Bids, Block, Params, Phase, State, TestBlock, process_block
 from derelayl.protocol.serialize import block_from_dict, block_to_dict, state_from_dict, state_to_dict
 from derelayl.runtime.latent import LatentParticipants
 
@@ -25,9 +25,9 @@ VECTOR_DIR = Path(__file__).parent / "vectors"
 Case = tuple[str, State, Block]
 
 
-def _network(rounds: int, phase: Phase) -> tuple[State, LatentParticipants]:
+def _network(rounds: int, phase: Phase, testers: int = 1) -> tuple[State, LatentParticipants]:
     """An 8-participant network advanced to (round, phase), with coins in circulation."""
-    params = Params(k=2, test_cases=4)
+    params = Params(k=2, test_cases=4, testers=testers)
     state = State.genesis(params, b"\x2a" * 32, [(i + 1).to_bytes(32, "big") for i in range(8)])
     net = LatentParticipants(LatentTrainer(seed=11))
     while state.round < rounds or state.phase != phase:
@@ -35,8 +35,8 @@ def _network(rounds: int, phase: Phase) -> tuple[State, LatentParticipants]:
     return state, net
 
 
-def _at(phase: Phase, rounds: int = 6) -> tuple[State, Block]:
-    state, net = _network(rounds, phase)
+def _at(phase: Phase, rounds: int = 6, testers: int = 1) -> tuple[State, Block]:
+    state, net = _network(rounds, phase, testers)
     return state, net.next_block(state)
 
 
@@ -119,6 +119,32 @@ def scoring_cases() -> list[Case]:
         ("nan_score", state, dataclasses.replace(block, scores=np.full(block.scores.size, np.nan))),
         ("malformed_digest", state, dataclasses.replace(block, test_cases_digest=b"short")),
         ("wrong_miner", state, dataclasses.replace(block, miner=(block.miner + 1) % 8)),
+        *co_tester_cases(),
+    ]
+
+
+def co_tester_cases() -> list[Case]:
+    """Three testers: the testing miner and two co-testers; models ranked by the median."""
+    state, block = _at(Phase.TEST, testers=3)
+    assert isinstance(block, TestBlock) and len(block.co_testers) == 2
+    first, second = block.co_testers
+    lying = dataclasses.replace(first, scores=first.scores + 100.0)
+    stranger = next(int(m) for m in state.roles.miners if m not in state.roles.testers)
+    return [
+        ("three_testers_valid", state, block),
+        ("three_testers_one_lies_median_holds", state, dataclasses.replace(block, co_testers=(lying, second))),
+        ("co_tester_report_missing", state, dataclasses.replace(block, co_testers=(first,))),
+        ("co_tester_reports_out_of_order", state, dataclasses.replace(block, co_testers=(second, first))),
+        (
+            "report_from_a_non_tester",
+            state,
+            dataclasses.replace(block, co_testers=(dataclasses.replace(first, tester=stranger), second)),
+        ),
+        (
+            "co_tester_score_count_mismatch",
+            state,
+            dataclasses.replace(block, co_testers=(dataclasses.replace(first, scores=first.scores[:-1]), second)),
+        ),
     ]
 
 

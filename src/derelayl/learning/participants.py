@@ -33,7 +33,7 @@ from derelayl.learning.data import Shard, case_bytes, case_digest
 from derelayl.learning.serialization import Weights, param_bytes, weights_from_bytes, weights_to_bytes
 from derelayl.learning.store import ModelStore
 from derelayl.learning.torch_models import TorchEvaluator, TorchTrainer, average
-from derelayl.protocol.blocks import Block, CommitBlock, DepositBlock, SettleBlock, TestBlock
+from derelayl.protocol.blocks import Block, CommitBlock, DepositBlock, SettleBlock, TestBlock, TesterReport
 from derelayl.protocol.state import State
 from derelayl.protocol.types import Phase
 
@@ -152,11 +152,20 @@ class RelayParticipants:
         return pairs.trainer.copy(), tuple(digests)
 
     def test_round(self, state: State, tester: int) -> TestBlock:
-        """The testing miner scores every committed model on cases from its own data."""
+        """Every tester of the round (the testing miner, then any co-testers) scores every
+        committed model on cases drawn from its own data."""
         self._record_commits(state)
+        assert state.roles is not None
+        reports = [self._score(state, int(t)) for t in state.roles.testers.tolist()]
+        first = reports[0]
+        return TestBlock(
+            state.round, tester, state.params.test_cases, first.test_cases_digest, first.scores, tuple(reports[1:])
+        )
+
+    def _score(self, state: State, tester: int) -> TesterReport:
         n = state.params.test_cases
         x, y = self.shards[tester].draw_test_cases(tester, n, derive_seed(self.seed, "tests", state.round, tester))
         scores = np.array([self.evaluator.evaluate(self.load(d), x, y) for d in state.commitments], dtype=np.float64)
         self.traffic.trainer_to_tester += len(state.commitments) * self.model_bytes
         self.traffic.test_cases += case_bytes(x, y)
-        return TestBlock(state.round, tester, n, case_digest(x, y), scores)
+        return TesterReport(tester, case_digest(x, y), scores)

@@ -17,7 +17,7 @@ import numpy as np
 from derelayl.errors import MalformedError, SignatureError
 from derelayl.ledger.base import StoredBlock
 from derelayl.ledger.crypto import KeyPair, canonical, sha256, verify_signature
-from derelayl.protocol.blocks import Bids, Block, CommitBlock, DepositBlock, SettleBlock, TestBlock
+from derelayl.protocol.blocks import Bids, Block, CommitBlock, DepositBlock, SettleBlock, TestBlock, TesterReport
 from derelayl.protocol.types import BlockKind
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "encode_block",
     "join_message",
     "parse_header",
+    "scores_message",
     "seal",
 ]
 
@@ -41,6 +42,12 @@ def bid_message(chain_id: bytes, round_index: int, role: str, amount: int) -> by
 
 def commit_message(chain_id: bytes, round_index: int, digest: bytes) -> bytes:
     return canonical({"type": "commit", "chain": chain_id.hex(), "round": round_index, "digest": digest.hex()})
+
+
+def scores_message(chain_id: bytes, round_index: int, digest: bytes, scores: list[float]) -> bytes:
+    return canonical(
+        {"type": "scores", "chain": chain_id.hex(), "round": round_index, "digest": digest.hex(), "scores": scores}
+    )
 
 
 def join_message(chain_id: bytes, key: bytes) -> bytes:
@@ -78,10 +85,18 @@ def encode_block(
             "fhe_public_key": block.fhe_public_key.hex(),
         }
     if isinstance(block, TestBlock):
+        co_testers = []
+        for report in block.co_testers:
+            scores = [float(s) for s in report.scores]
+            message = scores_message(chain_id, r, report.test_cases_digest, scores)
+            co_testers.append(
+                [report.tester, report.test_cases_digest.hex(), scores, _sig(keys, report.tester, message)]
+            )
         return {
             "n_test_cases": block.n_test_cases,
             "test_cases_digest": block.test_cases_digest.hex(),
             "scores": [float(s) for s in block.scores],
+            "co_testers": co_testers,
         }
     return {}
 
@@ -128,6 +143,12 @@ def _hex(value: Any, what: str) -> bytes:
         return bytes.fromhex(value)
     except (TypeError, ValueError) as exc:
         raise MalformedError(f"{what} is not hex") from exc
+
+
+def _numbers(values: Any) -> list[float]:
+    if not isinstance(values, list) or not all(isinstance(s, int | float) and not isinstance(s, bool) for s in values):
+        raise MalformedError("scores must be a list of numbers")
+    return values
 
 
 def _check(keys: list[bytes], who: int, sig: Any, message: bytes, what: str) -> None:
@@ -177,15 +198,20 @@ def decode_block(
             fhe = _hex(_field(body, "fhe_public_key", str), "fhe_public_key")
             return CommitBlock(r, miner, np.array(trainers, dtype=np.int64), tuple(digests), fhe)
         if kind == BlockKind.TEST:
-            scores = _field(body, "scores", list)
-            if not all(isinstance(s, (int, float)) and not isinstance(s, bool) for s in scores):
-                raise MalformedError("scores must be numbers")
+            scores = _numbers(_field(body, "scores", list))
+            reports = []
+            for who, digest_hex, co_scores, sig in _field(body, "co_testers", list):
+                digest = _hex(digest_hex, "co-tester test_cases_digest")
+                co_scores = _numbers(co_scores)
+                _check(keys, who, sig, scores_message(chain_id, r, digest, co_scores), "co-tester scores")
+                reports.append(TesterReport(who, digest, np.array(co_scores, dtype=np.float64)))
             return TestBlock(
                 r,
                 miner,
                 _field(body, "n_test_cases", int),
                 _hex(_field(body, "test_cases_digest", str), "test_cases_digest"),
                 np.array(scores, dtype=np.float64),
+                tuple(reports),
             )
         if kind == BlockKind.SETTLE:
             return SettleBlock(r, miner)

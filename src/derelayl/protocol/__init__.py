@@ -10,6 +10,7 @@ from derelayl.protocol.blocks import (
     SettleBlock,
     SettleReceipt,
     TestBlock,
+    TesterReport,
     TestReceipt,
 )
 from derelayl.protocol.params import PRESETS, Params, preset
@@ -45,6 +46,7 @@ __all__ = [
     "State",
     "TestBlock",
     "TestReceipt",
+    "TesterReport",
     "assign_roles",
     "coins_to_units",
     "compute_rng",

@@ -27,6 +27,7 @@ __all__ = [
     "SettleReceipt",
     "TestBlock",
     "TestReceipt",
+    "TesterReport",
 ]
 
 I64 = NDArray[np.int64]
@@ -74,6 +75,15 @@ class CommitBlock:
 
 
 @dataclass(frozen=True)
+class TesterReport:
+    """A co-tester's scores of every committed model on its own test cases."""
+
+    tester: int
+    test_cases_digest: bytes
+    scores: F64
+
+
+@dataclass(frozen=True)
 class TestBlock:
     round: int
     miner: int
@@ -81,6 +91,8 @@ class TestBlock:
     test_cases_digest: bytes
     scores: F64
     """One score per commitment, in commitment order (higher is better)."""
+    co_testers: tuple[TesterReport, ...] = ()
+    """Reports of the round's other testers (``params.testers - 1`` of them), in role order."""
     kind: BlockKind = BlockKind.TEST
 
 
@@ -111,6 +123,8 @@ class CommitReceipt:
 @dataclass(frozen=True)
 class TestReceipt:
     miner_reward: int
+    co_tester_reward: int = 0
+    """Paid to co-testers in all (each earns what the testing miner earns)."""
 
 
 @dataclass(frozen=True)

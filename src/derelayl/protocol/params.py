@@ -54,7 +54,10 @@ class Params:
     cap: int | None = None
     """Absolute cap on model owners + trainers (overrides ``cap_fraction``)."""
     test_cases: int = 100
-    """Test cases the testing miner must publish each round."""
+    """Test cases each tester must publish each round."""
+    testers: int = 1
+    """Testers who each score every committed model on their own test cases; models are ranked
+    by the median of their scores. 1 (reference) = the testing miner alone."""
     mo_budget: int = _MILLI
     """Reference model-owner budget (used by the reference bid policy, kept here for configs)."""
     reward_per_deposit: int = _MILLI
@@ -90,6 +93,8 @@ class Params:
             raise ConfigError(f"k (trainers per model owner) must be at least 1, got {self.k}")
         if self.test_cases < 1:
             raise ConfigError(f"test_cases must be at least 1, got {self.test_cases}")
+        if self.testers < 1:
+            raise ConfigError(f"testers must be at least 1, got {self.testers}")
         for name in AMOUNT_FIELDS:
             value = getattr(self, name)
             if value is None and name == "supply_cap":

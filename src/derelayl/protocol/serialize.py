@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from derelayl.protocol.blocks import Bids, Block, CommitBlock, DepositBlock, SettleBlock, TestBlock
+from derelayl.protocol.blocks import Bids, Block, CommitBlock, DepositBlock, SettleBlock, TestBlock, TesterReport
 from derelayl.protocol.lineage import Level, LineageTree
 from derelayl.protocol.params import Params
 from derelayl.protocol.state import Models, Pairs, Roles, State
@@ -61,6 +61,7 @@ def state_to_dict(state: State) -> dict[str, Any]:
             "trainers": _ints(roles.trainers),
             "miners": _ints(roles.miners),
             "block_miners": list(roles.block_miners),
+            "testers": _ints(roles.testers),
         },
         "pairs": {name: _ints(getattr(state.pairs, name)) for name in Pairs.__dataclass_fields__},
         "commits": _models(state.commits),
@@ -96,7 +97,11 @@ def state_from_dict(d: dict[str, Any]) -> State:
         roles=None
         if roles is None
         else Roles(
-            _i64(roles["model_owners"]), _i64(roles["trainers"]), _i64(roles["miners"]), tuple(roles["block_miners"])
+            _i64(roles["model_owners"]),
+            _i64(roles["trainers"]),
+            _i64(roles["miners"]),
+            tuple(roles["block_miners"]),
+            _i64(roles["testers"]),
         ),
         pairs=Pairs(**{name: _i64(values) for name, values in d["pairs"].items()}),
         commits=_models_from(d["commits"]),
@@ -133,6 +138,14 @@ def block_to_dict(block: Block) -> dict[str, Any]:
             "n_test_cases": block.n_test_cases,
             "test_cases_digest": block.test_cases_digest.hex(),
             "scores": [float(s) for s in block.scores],
+            "co_testers": [
+                {
+                    "tester": c.tester,
+                    "test_cases_digest": c.test_cases_digest.hex(),
+                    "scores": [float(s) for s in c.scores],
+                }
+                for c in block.co_testers
+            ],
         }
     return out
 
@@ -156,8 +169,17 @@ def block_from_dict(d: dict[str, Any]) -> Block:
             bytes.fromhex(d["fhe_public_key"]),
         )
     if kind == "test":
+        reports = tuple(
+            TesterReport(c["tester"], bytes.fromhex(c["test_cases_digest"]), np.array(c["scores"], dtype=np.float64))
+            for c in d.get("co_testers", [])
+        )
         return TestBlock(
-            r, miner, d["n_test_cases"], bytes.fromhex(d["test_cases_digest"]), np.array(d["scores"], dtype=np.float64)
+            r,
+            miner,
+            d["n_test_cases"],
+            bytes.fromhex(d["test_cases_digest"]),
+            np.array(d["scores"], dtype=np.float64),
+            reports,
         )
     if kind == "settle":
         return SettleBlock(r, miner)

@@ -39,6 +39,8 @@ class Roles:
     trainers: I64
     miners: I64
     block_miners: tuple[int, int, int, int]
+    testers: I64 = field(default_factory=empty_i64)
+    """Who scores the round's models: the testing miner first, then co-testers (miners)."""
 
 
 @dataclass

@@ -49,6 +49,7 @@ __all__ = [
 ]
 
 I64 = NDArray[np.int64]
+F64 = NDArray[np.float64]
 DIGEST_SIZE = 32
 
 
@@ -154,11 +155,18 @@ def assign_roles(state: State) -> Roles:
     trainers = np.sort(drawn[:n_trainers])
     miners = np.sort(drawn[n_trainers:])
     block_miners = rng.choice(miners, size=4)
+    testers = np.array([block_miners[2]], dtype=np.int64)
+    if state.params.testers > 1:
+        # Co-testers: distinct miners other than the testing miner (fewer if miners are few).
+        others = miners[miners != block_miners[2]]
+        extra = rng.choice(others, size=min(state.params.testers - 1, others.size), replace=False)
+        testers = np.concatenate([testers, extra.astype(np.int64)])
     return Roles(
         model_owners=model_owners.astype(np.int64),
         trainers=trainers.astype(np.int64),
         miners=miners.astype(np.int64),
         block_miners=(int(block_miners[0]), int(block_miners[1]), int(block_miners[2]), int(block_miners[3])),
+        testers=testers,
     )
 
 
@@ -268,28 +276,46 @@ def process_commit_block(state: State, block: CommitBlock) -> CommitReceipt:
     return CommitReceipt(model_id=model_id, parent_model=parent_model, miner_reward=reward)
 
 
-def process_test_block(state: State, block: TestBlock) -> TestReceipt:
-    """The testing miner publishes fresh test cases and scores every committed model."""
-    _verify_header(state, block, Phase.TEST)
-    params = state.params
-    scores = np.asarray(block.scores, dtype=np.float64)
-    # Verify the required number of test cases and a digest of them
-    if block.n_test_cases != params.test_cases:
-        raise MalformedError(f"test block: {block.n_test_cases} test cases, the rules require {params.test_cases}")
-    if not isinstance(block.test_cases_digest, bytes) or len(block.test_cases_digest) != DIGEST_SIZE:
-        raise MalformedError(f"test block: test_cases_digest must be a {DIGEST_SIZE}-byte digest")
+def _verify_report(state: State, digest: bytes, scores: F64, who: str) -> None:
+    # Verify a digest of the test cases
+    if not isinstance(digest, bytes) or len(digest) != DIGEST_SIZE:
+        raise MalformedError(f"test block: {who}'s test_cases_digest must be a {DIGEST_SIZE}-byte digest")
     # Verify exactly one finite score per commitment
     if scores.ndim != 1 or scores.size != len(state.commits):
-        raise MalformedError(f"test block: {scores.size} scores for {len(state.commits)} committed models")
+        raise MalformedError(f"test block: {who} gave {scores.size} scores for {len(state.commits)} committed models")
     if not np.isfinite(scores).all():
-        raise MalformedError("test block: scores must be finite numbers")
+        raise MalformedError(f"test block: {who}'s scores must be finite numbers")
 
-    state.commits.score = scores.copy()
+
+def process_test_block(state: State, block: TestBlock) -> TestReceipt:
+    """The round's testers publish fresh test cases and score every committed model; a model's
+    score is the median over testers (with the reference single tester: its score)."""
+    _verify_header(state, block, Phase.TEST)
+    assert state.roles is not None
+    params = state.params
+    # Verify the required number of test cases
+    if block.n_test_cases != params.test_cases:
+        raise MalformedError(f"test block: {block.n_test_cases} test cases, the rules require {params.test_cases}")
+    rows = [np.asarray(block.scores, dtype=np.float64)]
+    _verify_report(state, block.test_cases_digest, rows[0], "the testing miner")
+    # Verify one report from each co-tester drawn this round, in role order
+    expected = state.roles.testers[1:].tolist()
+    given = [report.tester for report in block.co_testers]
+    if given != expected:
+        raise RoleError(f"test block: co-tester reports from {given}, but the round's co-testers are {expected}")
+    for report in block.co_testers:
+        rows.append(np.asarray(report.scores, dtype=np.float64))
+        _verify_report(state, report.test_cases_digest, rows[-1], f"co-tester {report.tester}")
+
+    state.commits.score = np.median(np.stack(rows), axis=0) if len(rows) > 1 else rows[0].copy()
     n = len(state.commits)
     amount = params.reward_per_test_case * params.test_cases + params.reward_per_tested_model * n
     reward = _pay_miner(state, block.miner, amount)
+    co_reward = 0
+    for report in block.co_testers:
+        co_reward += _pay_miner(state, report.tester, amount)
     state.phase = Phase.SETTLE
-    return TestReceipt(miner_reward=reward)
+    return TestReceipt(miner_reward=reward, co_tester_reward=co_reward)
 
 
 def process_settle_block(state: State, block: SettleBlock) -> SettleReceipt:

@@ -16,7 +16,7 @@ from numpy.typing import NDArray
 
 from derelayl.agents.policies import reference_bids
 from derelayl.learning.latent import LatentTrainer
-from derelayl.protocol.blocks import Block, CommitBlock, DepositBlock, SettleBlock, TestBlock
+from derelayl.protocol.blocks import Block, CommitBlock, DepositBlock, SettleBlock, TestBlock, TesterReport
 from derelayl.protocol.state import State
 from derelayl.protocol.types import Phase
 
@@ -68,8 +68,14 @@ class LatentParticipants:
         if state.phase == Phase.TEST:
             trainers, z = self._train(state)
             # The abstract model's test score is its latent quality; the committed order is ours.
+            # Every tester observes the latent quality: co-testers report the same scores.
             lookup = np.full(state.n_participants, np.nan)
             lookup[trainers] = z
-            digest = hashlib.sha256(f"latent-tests/{self.trainer.seed}/{state.round}".encode()).digest()
-            return TestBlock(state.round, miner, state.params.test_cases, digest, lookup[state.commits.owner])
+            scores = lookup[state.commits.owner]
+
+            def digest(tester: int) -> bytes:
+                return hashlib.sha256(f"latent-tests/{self.trainer.seed}/{state.round}/{tester}".encode()).digest()
+
+            reports = tuple(TesterReport(t, digest(t), scores) for t in state.roles.testers[1:].tolist())
+            return TestBlock(state.round, miner, state.params.test_cases, digest(miner), scores, reports)
         return SettleBlock(state.round, miner)
