@@ -46,19 +46,20 @@ def _reading(results: dict[str, Any]) -> list[str]:
                 gap = (central - _acc_at(s[name])) * 100
                 verdict = "within" if gap <= 1.5 else "not within"
                 out.append(f"- {name}: {gap:.1f} pp below centralized ({central:.3f}): {verdict} 1.5 pp.")
+    for name, curve in results["methods"].items():
+        rounds = [p for p in curve["rounds"][1:] if p["extra"].get("best_committed") is not None]
+        if name.startswith("derelayl") and rounds:
+            short = [p["extra"]["best_committed"] - p["accuracy"] for p in rounds]
+            hit = sum(s < 1e-12 for s in short) / len(short)
+            out.append(
+                f"- Selection in {name} (testers' own cases): the protocol's first-ranked model was also the "
+                f"best committed model on the global test set in {hit:.0%} of rounds; on average it was "
+                f"{100 * sum(short) / len(short):.1f} pp below that best one (max {100 * max(short):.1f} pp)."
+            )
     relay = results["methods"].get("derelayl")
     if relay:
         last = relay["rounds"][-1]["extra"]
         b = relay["info"]["bytes_breakdown"]
-        rounds = [p for p in relay["rounds"][1:] if p["extra"].get("best_committed") is not None]
-        if rounds:
-            short = [p["extra"]["best_committed"] - p["accuracy"] for p in rounds]
-            hit = sum(s < 1e-12 for s in short) / len(short)
-            out.append(
-                f"- Selection on the testing miner's own cases: the protocol's first-ranked model was also the "
-                f"best committed model on the global test set in {hit:.0%} of rounds; on average it was "
-                f"{100 * sum(short) / len(short):.1f} pp below that best one (max {100 * max(short):.1f} pp)."
-            )
         out.append(
             f"- Protocol figures after {relay['rounds'][-1]['round']} rounds: supply {last['supply_coins']:.1f} "
             f"coins, Gini of balances {last['gini']:.2f}, {last['within_2pp']:.0%} of participants hold a "
