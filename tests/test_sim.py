@@ -351,3 +351,16 @@ def test_figures_are_written_as_png_and_pdf(tmp_path: Path) -> None:
             assert (tmp_path / "scheme-decay" / f"{name}.{ext}").stat().st_size > 0
     assert (tmp_path / "fig-compare-schemes.png").exists()
     assert "fig-compare-schemes.pdf" in summary["figures"]
+
+
+def test_every_protocol_parameter_has_a_simulate_flag() -> None:
+    import dataclasses
+    import inspect
+
+    from derelayl.protocol import Params
+    from derelayl.sim.cli import simulate
+
+    flags = set(inspect.signature(simulate).parameters)
+    fields = {f.name for f in dataclasses.fields(Params)} - {"extra", "reward_scheme"}
+    assert fields <= flags, f"no flag for {sorted(fields - flags)}"
+    assert "scheme" in flags  # reward_scheme: --scheme (a comma list compares several)

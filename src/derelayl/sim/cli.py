@@ -60,6 +60,9 @@ def simulate(
         int | None, typer.Option(help="Owners + trainers, absolute (overrides --cap-fraction).", rich_help_panel=_P)
     ] = None,
     test_cases: Annotated[int | None, typer.Option(help="Test cases per round [100].", rich_help_panel=_P)] = None,
+    testers: Annotated[
+        int | None, typer.Option(help="Testers per round; models ranked by the median score [1].", rich_help_panel=_P)
+    ] = None,
     royalty_decay: Annotated[
         float | None, typer.Option(help="gamma of the decay scheme, in [0, 1) [0.5].", rich_help_panel=_P)
     ] = None,
@@ -154,6 +157,7 @@ def simulate(
         cap_fraction=cap_fraction,
         cap=cap,
         test_cases=test_cases,
+        testers=testers,
         royalty_decay=royalty_decay,
         encryption_miner_holds_models=encryption_miner_holds_models,
         mo_budget=mo_budget,
