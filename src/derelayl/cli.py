@@ -48,19 +48,22 @@ def run(
     try:
         n = participants if participants is not None else default_participants(task)
         config = RunConfig(participants=n, rounds=rounds, seed=seed, task=task, preset=preset)
+        every = max(1, rounds // 25)  # a stats line for about 25 of the rounds, the bar for all
         with Progress(
             TextColumn("[bold]round"),
             MofNCompleteColumn(),
             BarColumn(),
             TimeElapsedColumn(),
-            TextColumn("{task.description}"),
             console=console,
             disable=quiet,
         ) as progress:
             bar = progress.add_task("", total=rounds)
 
             def on_round(state: object, line: str) -> None:
-                progress.update(bar, completed=state.round, description=line)
+                done = int(getattr(state, "round"))
+                progress.update(bar, completed=done)
+                if not quiet and (done % every == 0 or done == rounds):
+                    progress.console.print(f"[dim]round {done:>4}[/]  {line}", highlight=False)
 
             summary = run_network(config, out_dir, make_task, on_round)
     except DerelaylError as exc:
