@@ -60,7 +60,7 @@ def run(
             bar = progress.add_task("", total=rounds)
 
             def on_round(state: object, line: str) -> None:
-                done = int(getattr(state, "round"))
+                done = int(state.round)  # type: ignore[attr-defined]
                 progress.update(bar, completed=done)
                 if not quiet and (done % every == 0 or done == rounds):
                     progress.console.print(f"[dim]round {done:>4}[/]  {line}", highlight=False)

@@ -20,9 +20,9 @@ from derelayl.learning.store import MemoryModelStore
 from derelayl.learning.torch_models import TrainConfig
 from derelayl.protocol import CommitReceipt, DepositReceipt, Params, SettleReceipt, State, process_block
 from derelayl.protocol.types import UNIT
-from derelayl.runtime.torch_task import gini
+from derelayl.stats import gini
 
-__all__ = ["gini", "run_derelayl"]
+__all__ = ["run_derelayl"]
 
 
 def run_derelayl(

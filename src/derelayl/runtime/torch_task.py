@@ -30,18 +30,11 @@ from derelayl.protocol.blocks import Block
 from derelayl.protocol.state import State
 from derelayl.protocol.types import UNIT, Phase, format_units
 from derelayl.runtime.local import RunConfig
+from derelayl.stats import gini
 
 __all__ = ["TorchTask", "gini"]
 
 log = logging.getLogger(__name__)
-
-
-def gini(values: np.ndarray) -> float:
-    v = np.sort(np.asarray(values, dtype=np.float64))
-    if v.size == 0 or v.sum() <= 0:
-        return 0.0
-    n = v.size
-    return float((2 * np.arange(1, n + 1) - n - 1) @ v / (n * v.sum()))
 
 
 class TorchTask:

@@ -19,6 +19,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from derelayl.protocol.types import UNIT
+from derelayl.stats import gini_rows
 
 __all__ = [
     "CHUNK_ELEMENTS",
@@ -33,20 +34,6 @@ F64 = NDArray[np.float64]
 I64 = NDArray[np.int64]
 CHUNK_ELEMENTS = 2_000_000
 VERSION_BINS = ("latest", *(f"latest-{d}" for d in range(1, 11)), "older", "none")
-
-
-def gini_rows(values: F64) -> F64:
-    """Gini coefficient of each row; NaN entries (absent participants) are ignored."""
-    x = np.sort(values, axis=1)  # NaN sorts last
-    valid = ~np.isnan(x)
-    n = valid.sum(axis=1).astype(np.float64)
-    x = np.where(valid, x, 0.0)
-    total = x.sum(axis=1)
-    i = np.arange(1, x.shape[1] + 1, dtype=np.float64)
-    weighted = (x * i).sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        g = 2.0 * weighted / (n * total) - (n + 1.0) / n
-    return np.where(total > 0, g, 0.0)
 
 
 def _average_ranks(values: F64) -> F64:

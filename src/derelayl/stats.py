@@ -1,0 +1,29 @@
+"""Inequality measures shared by the simulator, the local network and experiments."""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+__all__ = ["gini", "gini_rows"]
+
+F64 = NDArray[np.float64]
+
+
+def gini_rows(values: F64) -> F64:
+    """Gini coefficient of each row; NaN entries (absent participants) are ignored."""
+    x = np.sort(values, axis=1)  # NaN sorts last
+    valid = ~np.isnan(x)
+    n = valid.sum(axis=1).astype(np.float64)
+    x = np.where(valid, x, 0.0)
+    total = x.sum(axis=1)
+    i = np.arange(1, x.shape[1] + 1, dtype=np.float64)
+    weighted = (x * i).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        g = 2.0 * weighted / (n * total) - (n + 1.0) / n
+    return np.where(total > 0, g, 0.0)
+
+
+def gini(values: ArrayLike) -> float:
+    """Gini coefficient of one set of balances (0: equal; towards 1: one holds everything)."""
+    return float(gini_rows(np.asarray(values, dtype=np.float64)[None, :])[0])
