@@ -14,15 +14,20 @@ from derelayl.protocol.blocks import Bids
 from derelayl.protocol.state import State
 from derelayl.protocol.types import UNIT
 
-__all__ = ["reference_bids", "reference_mo_bids", "taker_bids"]
+__all__ = ["reference_bids", "reference_mo_bids", "taker_bids", "taker_value"]
 
 I64 = NDArray[np.int64]
 
 
+def taker_value(latest_version: int | I64, held_version: I64) -> I64:
+    """What a training slot is worth to a trainer, in units: the version gain it brings,
+    ``V_latest - V_own + 1`` coins (V_own = 0 if it holds none). Broadcasts over arrays."""
+    return (np.asarray(latest_version) - np.maximum(held_version, 0) + 1) * UNIT
+
+
 def taker_bids(state: State, trainers: I64) -> Bids:
-    """The reference trainer bid, in units."""
-    own = np.maximum(state.held_version[trainers], 0)
-    value = (state.latest_version - own + 1) * UNIT
+    """The reference trainer bid, in units: min(balance, slot value)."""
+    value = taker_value(state.latest_version, state.held_version[trainers])
     return Bids(trainers.astype(np.int64), np.minimum(state.balances[trainers], value).astype(np.int64))
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from derelayl.agents.policies import taker_value
 from derelayl.protocol.types import UNIT
 from derelayl.stats import gini_rows
 
@@ -227,7 +228,7 @@ class Recorder:
         coins = np.where(active, bal / UNIT, np.nan)
         o = self.out
         o["gini"][rows] = gini_rows(coins)
-        bid = (buf.latest[:m, None] - np.maximum(held, 0) + 1) * UNIT  # the reference taker bid
+        bid = taker_value(buf.latest[:m, None], held)  # the reference taker bid, before the balance cap
         o["covers_bid"][rows] = ((bal >= bid) & active).sum(axis=1) / n
         contrib = buf.contrib[:m]
         o["spearman"][rows] = spearman_rows(
