@@ -42,7 +42,7 @@ def _window_times(rounds: int, windows: list[int], naive: bool) -> dict[int, flo
                     receipt.model_id.tolist(), receipt.parent_model.tolist(), state.commits.owner.tolist(), strict=True
                 ):
                     parent[m], owner[m] = p, o
-            elif isinstance(receipt, SettleReceipt):
+            elif isinstance(receipt, SettleReceipt) and started:  # walk only inside the timed windows
                 paid = np.zeros(state.n_participants, dtype=np.int64)
                 for m in receipt.selected_model.tolist():
                     while m >= 0:  # the naive walk: every ancestor of every selected model
@@ -50,6 +50,7 @@ def _window_times(rounds: int, windows: list[int], naive: bool) -> dict[int, flo
                         m = parent[m]
         if state.round in windows and state.phase == 0 and state.round not in out:
             out[state.round] = (time.perf_counter() - started) / 50
+            started = 0.0
     return out
 
 
