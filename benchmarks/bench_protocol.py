@@ -23,45 +23,42 @@ from derelayl.protocol import CommitReceipt, SettleReceipt, State, preset, proce
 from derelayl.runtime.latent import LatentParticipants
 
 
-def _window_times(rounds: int, windows: list[int], naive: bool) -> dict[int, float]:
-    """Seconds per round averaged over 50 rounds ending at each window round."""
+def _window_times(rounds: int, windows: list[int], naive: bool, width: int = 200) -> dict[int, float]:
+    """Median seconds per round over the ``width`` rounds ending at each window round."""
     state = State.genesis(preset("reference"), b"\x2a" * 32, [(i + 1).to_bytes(32, "big") for i in range(256)])
     net = LatentParticipants(LatentTrainer(seed=42))
     parent: dict[int, int] = {0: -1}
     owner: dict[int, int] = {0: 0}
-    out: dict[int, float] = {}
-    marks = {w - 50: w for w in windows}
-    started = 0.0
+    timed = {r for w in windows for r in range(w - width, w)}
+    samples: dict[int, list[float]] = {w: [] for w in windows}
     while state.round < rounds:
-        if state.round in marks and state.phase == 0:
-            started = time.perf_counter()
-        receipt = process_block(state, net.next_block(state))
-        if naive:
-            if isinstance(receipt, CommitReceipt):
-                for m, p, o in zip(
-                    receipt.model_id.tolist(), receipt.parent_model.tolist(), state.commits.owner.tolist(), strict=True
-                ):
+        r, t0 = state.round, time.perf_counter()
+        for _ in range(4):
+            receipt = process_block(state, net.next_block(state))
+            if naive and isinstance(receipt, CommitReceipt):
+                ids, parents, owners = receipt.model_id.tolist(), receipt.parent_model.tolist(), state.commits.owner
+                for m, p, o in zip(ids, parents, owners.tolist(), strict=True):
                     parent[m], owner[m] = p, o
-            elif isinstance(receipt, SettleReceipt) and started:  # walk only inside the timed windows
+            elif naive and isinstance(receipt, SettleReceipt) and r in timed:  # walk only when timed
                 paid = np.zeros(state.n_participants, dtype=np.int64)
                 for m in receipt.selected_model.tolist():
                     while m >= 0:  # the naive walk: every ancestor of every selected model
                         paid[owner[m]] += 1
                         m = parent[m]
-        if state.round in windows and state.phase == 0 and state.round not in out:
-            out[state.round] = (time.perf_counter() - started) / 50
-            started = 0.0
-    return out
+        for w in windows:
+            if w - width <= r < w:
+                samples[w].append(time.perf_counter() - t0)
+    return {w: float(np.median(v)) for w, v in samples.items()}
 
 
 def bench_flat(rounds: int) -> None:
-    windows = [100, rounds]
+    windows = [300, rounds]
     ours = _window_times(rounds, windows, naive=False)
     walk = _window_times(rounds, windows, naive=True)
-    print("per-round time, reference preset, 256 participants (mean of 50 rounds):")
-    print(f"  {'':22s}{'round 100':>12s}{f'round {rounds}':>14s}{'late/early':>12s}")
+    print("per-round time, reference preset, 256 participants (median of 200 rounds):")
+    print(f"  {'':22s}{'rounds 100-300':>16s}{f'rounds {rounds - 200}-{rounds}':>18s}{'late/early':>12s}")
     for name, t in (("derelayl core", ours), ("core + naive walk", walk)):
-        print(f"  {name:22s}{t[100] * 1e3:10.3f} ms{t[rounds] * 1e3:12.3f} ms{t[rounds] / t[100]:11.2f}x")
+        print(f"  {name:22s}{t[300] * 1e3:13.3f} ms{t[rounds] * 1e3:15.3f} ms{t[rounds] / t[300]:11.2f}x")
     print(f"  naive walk / derelayl at round {rounds}: {walk[rounds] / ours[rounds]:.1f}x")
 
 
