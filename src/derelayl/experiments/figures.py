@@ -16,6 +16,20 @@ _STYLE = {
     "gossip": ("tab:green", "-"),
     "derelayl": ("tab:red", "-"),
 }
+# Variants get colours no base method uses, so that no two lines look alike.
+_VARIANT_COLOURS = ("tab:orange", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan", "gold", "navy")
+
+
+def _styles(names: list[str]) -> dict[str, tuple[str, str]]:
+    styles, variants = {}, 0
+    for name in names:
+        if name in _STYLE:
+            styles[name] = _STYLE[name]
+        else:
+            colour = _VARIANT_COLOURS[variants % len(_VARIANT_COLOURS)]
+            styles[name] = (colour, "-." if name.startswith("derelayl") else "--")
+            variants += 1
+    return styles
 
 
 def _plt() -> Any:
@@ -41,8 +55,9 @@ def _accuracy(results: dict[str, Any], out_dir: Path) -> str:
         ("bytes", 1e6, "cumulative MB moved"),
         ("samples", n_train, "work: training samples processed / training-pool size"),
     ]
+    styles = _styles(list(results["methods"]))
     for name, method in results["methods"].items():
-        color, line = _STYLE.get(name, (None, "-."))
+        color, line = styles[name]
         for ax, (key, scale, _) in zip(axes, axes_spec, strict=True):
             x, y = _series(method, key, scale)
             if name == "centralized" and key == "bytes":
