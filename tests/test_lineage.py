@@ -109,3 +109,14 @@ def test_kept_levels_stay_bounded_over_long_runs() -> None:
     # Assert: lineage depth grows to 400 but the kept part does not
     assert max(depths[-400:]) < 60
     assert state.lineage.trunk.sum() > 300
+
+
+def test_huge_rewards_stay_exact_beyond_float_precision() -> None:
+    # Prepare: a reward so large that per-round sums pass 2**53 units
+    reward = 2**52
+    tree = LineageTree.genesis(0, 3, compute_multipliers("lineage", reward, 1, 2))
+    tree.settle(np.array([1, 2]), np.array([0, 0]))
+    # Execute
+    got = tree.settle(np.array([1, 2, 1]), np.array([0, 1, 1]))
+    # Assert: genesis owner 0 gets 3 rewards, owner 1: 1 (own) + 1 (parent of #1) + 1 (own #3), owner 2: 1 + 2
+    assert got.tolist() == [3 * reward, 3 * reward, 3 * reward]

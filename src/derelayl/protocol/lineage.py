@@ -32,6 +32,8 @@ from numpy.typing import NDArray
 __all__ = ["Level", "LineageTree", "compute_multipliers"]
 
 I64 = NDArray[np.int64]
+F64 = NDArray[np.float64]
+_EXACT_FLOAT = float(2**53)
 
 
 @dataclass
@@ -80,23 +82,29 @@ class LineageTree:
         if selected == 0:
             return payout
         self.levels.append(Level(owners.astype(np.int64), parents.astype(np.int64)))
-        weights = np.ones(selected, dtype=np.int64)
+        # weights[i]: how many of this round's selected models descend from model i of the level.
+        # Counts are small integers, exact in float64 (what bincount returns).
+        weights: F64 = np.ones(selected, dtype=np.float64)
         live_masks: list[NDArray[np.bool_]] = []
-        pay_owners: list[I64] = []
-        pay_values: list[I64] = []
+        paid: list[tuple[I64, F64, int]] = []  # (owners, descendant counts, units per count)
         last = len(self.levels) - 1
         for distance, index in enumerate(range(last, -1, -1)):
             level = self.levels[index]
             live_masks.append(weights > 0)
             mult = self.multiplier(distance)
             if mult:
-                pay_owners.append(level.owner)
-                pay_values.append(weights * mult)
+                paid.append((level.owner, weights, mult))
             if index > 0:
                 up = self.levels[index - 1].owner.size
-                weights = np.bincount(level.parent, weights=weights, minlength=up).astype(np.int64)
-        if pay_owners:
-            np.add.at(payout, np.concatenate(pay_owners), np.concatenate(pay_values))
+                weights = np.bincount(level.parent, weights=weights, minlength=up).astype(np.float64, copy=False)
+        if paid:
+            who = np.concatenate([owner for owner, _, _ in paid])
+            values = np.concatenate([w * m for _, w, m in paid])
+            if values.sum() < _EXACT_FLOAT:  # every partial sum is an exact integer in float64
+                payout += np.rint(np.bincount(who, weights=values, minlength=n)).astype(np.int64)
+            else:  # beyond 2**53 float64 loses units: the same sums in integers
+                exact = np.concatenate([w.astype(np.int64) * m for _, w, m in paid])
+                np.add.at(payout, who, exact)
         trunk_mult = self.multiplier(len(self.levels))
         if trunk_mult:
             payout += self.trunk * (selected * trunk_mult)
@@ -107,7 +115,7 @@ class LineageTree:
     def _prune(self, live_masks: list[NDArray[np.bool_]]) -> None:
         """Drop dead branches, fold coalesced top levels into the trunk, drop unpaid levels."""
         for index, mask in enumerate(live_masks):
-            if mask.all():
+            if np.count_nonzero(mask) == mask.size:
                 continue
             level = self.levels[index]
             new_pos = np.cumsum(mask) - 1
