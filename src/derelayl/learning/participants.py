@@ -35,6 +35,7 @@ from derelayl.learning.store import ModelStore
 from derelayl.learning.torch_models import TorchEvaluator, TorchTrainer, average
 from derelayl.protocol.blocks import Block, CommitBlock, DepositBlock, SettleBlock, TestBlock, TesterReport
 from derelayl.protocol.state import State
+from derelayl.protocol.transition import compute_includable_commitments
 from derelayl.protocol.types import Phase
 
 __all__ = ["RelayParticipants", "Traffic", "derive_seed"]
@@ -118,7 +119,8 @@ class RelayParticipants:
             trainer_bids, mo_bids = reference_bids(state)
             return DepositBlock(state.round, miner, trainer_bids, mo_bids)
         if state.phase == Phase.COMMIT:
-            trainers, digests = self.train_round(state)
+            # the commit miner keeps what the rules accept (first submission per trainer/digest)
+            trainers, digests = compute_includable_commitments(state, *self.train_round(state))
             if state.params.encryption_miner_holds_models:
                 self.traffic.commit_miner_copies += len(digests) * self.model_bytes
             return CommitBlock(state.round, miner, trainers, digests)

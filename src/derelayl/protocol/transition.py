@@ -39,6 +39,7 @@ from derelayl.protocol.types import Phase
 
 __all__ = [
     "assign_roles",
+    "compute_includable_commitments",
     "process_block",
     "process_commit_block",
     "process_deposit_block",
@@ -287,6 +288,32 @@ def _verify_report(state: State, digest: bytes, scores: F64, who: str) -> None:
         raise MalformedError(f"test block: {who} gave {scores.size} scores for {len(state.commits)} committed models")
     if not np.isfinite(scores).all():
         raise MalformedError(f"test block: {who}'s scores must be finite numbers")
+
+
+def compute_includable_commitments(
+    state: State, trainers: I64, commitments: tuple[bytes, ...]
+) -> tuple[I64, tuple[bytes, ...]]:
+    """What a commit miner may include from the submissions it received: well-formed digests
+    from trainers matched this round, the first submission per trainer and per digest.
+
+    The rules reject a whole block that repeats a trainer or a digest, so a miner that filtered
+    nothing could be stalled by two trainers submitting the same model (e.g. two free-riders
+    resubmitting one parent). Filtering here keeps honest blocks valid."""
+    matched = np.zeros(state.n_participants, dtype=bool)
+    matched[state.pairs.trainer] = True
+    seen_trainers: set[int] = set()
+    seen_digests: set[bytes] = set()
+    keep_trainers: list[int] = []
+    keep_digests: list[bytes] = []
+    for trainer, digest in zip(trainers.tolist(), commitments, strict=True):
+        ok = 0 <= trainer < state.n_participants and bool(matched[trainer])
+        ok = ok and isinstance(digest, bytes) and len(digest) == DIGEST_SIZE
+        if ok and trainer not in seen_trainers and digest not in seen_digests:
+            keep_trainers.append(trainer)
+            keep_digests.append(digest)
+        seen_trainers.add(trainer)
+        seen_digests.add(digest)
+    return np.array(keep_trainers, dtype=np.int64), tuple(keep_digests)
 
 
 def process_test_block(state: State, block: TestBlock) -> TestReceipt:

@@ -61,6 +61,8 @@ class LatentParticipants:
             trainer_bids, mo_bids = reference_bids(state)
             return DepositBlock(state.round, miner, trainer_bids, mo_bids, joins)
         if state.phase == Phase.COMMIT:
+            # one submission per matched trainer, digests distinct by construction (they encode
+            # the trainer), so no filtering is needed on this fast path
             trainers, z = self._train(state)
             return CommitBlock(
                 state.round, miner, trainers, latent_commitments(state.round, trainers, z), self.fhe_public_key
