@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from derelayl.protocol import Phase, process_block
-from derelayl.protocol.transition import compute_includable_commitments
+from derelayl.protocol.producer import compute_includable_commitments
 from vector_cases import commit_cases, load
 from vector_check import check_vector_replays, check_vectors_current
 

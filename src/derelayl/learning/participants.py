@@ -34,8 +34,8 @@ from derelayl.learning.serialization import Weights, param_bytes, weights_from_b
 from derelayl.learning.store import ModelStore
 from derelayl.learning.torch_models import TorchEvaluator, TorchTrainer, average
 from derelayl.protocol.blocks import Block, CommitBlock, DepositBlock, SettleBlock, TestBlock, TesterReport
+from derelayl.protocol.producer import compute_includable_commitments
 from derelayl.protocol.state import State
-from derelayl.protocol.transition import compute_includable_commitments
 from derelayl.protocol.types import Phase
 
 __all__ = ["RelayParticipants", "Traffic", "derive_seed"]

@@ -14,9 +14,9 @@ from derelayl.protocol.blocks import (
     TestReceipt,
 )
 from derelayl.protocol.params import PRESETS, Params, preset
+from derelayl.protocol.roles import assign_roles
 from derelayl.protocol.state import Models, Pairs, Roles, State, compute_rng
 from derelayl.protocol.transition import (
-    assign_roles,
     process_block,
     process_commit_block,
     process_deposit_block,

@@ -116,7 +116,8 @@ class State:
     def genesis(cls, params: Params, seed: bytes, keys: list[bytes]) -> State:
         """The state before round 0: participants registered, the genesis model (version 0)
         held by participant 0, all balances zero."""
-        from derelayl.protocol.transition import assign_roles, validate_new_keys
+        from derelayl.protocol.roles import assign_roles
+        from derelayl.protocol.transition import validate_new_keys
 
         validate_new_keys({}, keys)
         if len(keys) < 2:

@@ -34,12 +34,11 @@ from derelayl.protocol.blocks import (
     TestBlock,
     TestReceipt,
 )
-from derelayl.protocol.state import KEY_SIZE, Models, Pairs, Roles, State, compute_rng
+from derelayl.protocol.roles import assign_roles
+from derelayl.protocol.state import KEY_SIZE, Models, Pairs, State, compute_rng
 from derelayl.protocol.types import Phase
 
 __all__ = [
-    "assign_roles",
-    "compute_includable_commitments",
     "process_block",
     "process_commit_block",
     "process_deposit_block",
@@ -138,39 +137,6 @@ def _pay_miner(state: State, miner: int, amount: int) -> int:
     state.balances[miner] += amount
     state.minted += amount
     return amount
-
-
-# ---------------------------------------------------------------- roles
-
-
-def assign_roles(state: State) -> Roles:
-    """Model owners hold the live models; trainers are drawn from the rest so that owners +
-    trainers = cap; everyone else mines. One miner is drawn per block of the round."""
-    n = state.n_participants
-    model_owners = np.unique(state.live.owner)
-    cap = state.params.active_cap(n)
-    others_mask = np.ones(n, dtype=bool)
-    others_mask[model_owners] = False
-    others = np.flatnonzero(others_mask)
-    n_trainers = max(0, min(cap - model_owners.size, others.size - 1))
-    rng = compute_rng(state, "roles")
-    drawn = rng.permutation(others)
-    trainers = np.sort(drawn[:n_trainers])
-    miners = np.sort(drawn[n_trainers:])
-    block_miners = rng.choice(miners, size=4)
-    testers = np.array([block_miners[2]], dtype=np.int64)
-    if state.params.testers > 1:
-        # Co-testers: distinct miners other than the testing miner (fewer if miners are few).
-        others = miners[miners != block_miners[2]]
-        extra = rng.choice(others, size=min(state.params.testers - 1, others.size), replace=False)
-        testers = np.concatenate([testers, extra.astype(np.int64)])
-    return Roles(
-        model_owners=model_owners.astype(np.int64),
-        trainers=trainers.astype(np.int64),
-        miners=miners.astype(np.int64),
-        block_miners=(int(block_miners[0]), int(block_miners[1]), int(block_miners[2]), int(block_miners[3])),
-        testers=testers,
-    )
 
 
 # ---------------------------------------------------------------- the four blocks
@@ -288,32 +254,6 @@ def _verify_report(state: State, digest: bytes, scores: F64, who: str) -> None:
         raise MalformedError(f"test block: {who} gave {scores.size} scores for {len(state.commits)} committed models")
     if not np.isfinite(scores).all():
         raise MalformedError(f"test block: {who}'s scores must be finite numbers")
-
-
-def compute_includable_commitments(
-    state: State, trainers: I64, commitments: tuple[bytes, ...]
-) -> tuple[I64, tuple[bytes, ...]]:
-    """What a commit miner may include from the submissions it received: well-formed digests
-    from trainers matched this round, the first submission per trainer and per digest.
-
-    The rules reject a whole block that repeats a trainer or a digest, so a miner that filtered
-    nothing could be stalled by two trainers submitting the same model (e.g. two free-riders
-    resubmitting one parent). Filtering here keeps honest blocks valid."""
-    matched = np.zeros(state.n_participants, dtype=bool)
-    matched[state.pairs.trainer] = True
-    seen_trainers: set[int] = set()
-    seen_digests: set[bytes] = set()
-    keep_trainers: list[int] = []
-    keep_digests: list[bytes] = []
-    for trainer, digest in zip(trainers.tolist(), commitments, strict=True):
-        ok = 0 <= trainer < state.n_participants and bool(matched[trainer])
-        ok = ok and isinstance(digest, bytes) and len(digest) == DIGEST_SIZE
-        if ok and trainer not in seen_trainers and digest not in seen_digests:
-            keep_trainers.append(trainer)
-            keep_digests.append(digest)
-        seen_trainers.add(trainer)
-        seen_digests.add(digest)
-    return np.array(keep_trainers, dtype=np.int64), tuple(keep_digests)
 
 
 def process_test_block(state: State, block: TestBlock) -> TestReceipt:
