@@ -154,3 +154,42 @@ def test_default_run_is_real_relay_training(tmp_path: Path) -> None:
     assert summary["config"]["task"] == "digits" and summary["rounds"] == 2
     assert list((tmp_path / "d" / "models").glob("*.safetensors"))
     assert runner.invoke(app, ["verify", str(tmp_path / "d" / "chain.sqlite")]).exit_code == 0
+
+
+def test_errors_show_config_keys_literally(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('name = "x"\nseed = 0\n[data]\ndataset = "digits"\n')
+    result = runner.invoke(app, ["experiment", str(bad), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2
+    assert "[methods] must list" in result.output  # not eaten as terminal markup
+
+
+def test_test_blocks_without_co_testers_field_still_verify() -> None:
+    """Test blocks written before co-testers existed lack the field; it means 'none'."""
+    from derelayl.learning.latent import LatentTrainer
+    from derelayl.ledger import Chain, MemoryLedger, derive_keys
+    from derelayl.ledger.codec import encode_block, seal
+    from derelayl.protocol import Params, Phase, process_block
+    from derelayl.protocol.digest import compute_state_root
+    from derelayl.runtime.latent import LatentParticipants
+
+    keys = derive_keys(3, 8)
+    chain = Chain.create(MemoryLedger(), Params(test_cases=4), b"\x03" * 32, [k.public for k in keys], keys[0])
+    net, signers = LatentParticipants(LatentTrainer(seed=3)), dict(enumerate(keys))
+    while chain.state.phase != Phase.TEST:
+        chain.produce(net.next_block(chain.state), signers)
+    block = net.next_block(chain.state)
+    body = encode_block(block, chain.chain_id, signers)
+    assert body.pop("co_testers") == []
+    after = chain.state.copy()
+    process_block(after, block)
+    stored = seal(
+        block,
+        body,
+        height=chain.height,
+        prev=chain.head_hash,
+        state_root=compute_state_root(after),
+        miner=signers[block.miner],
+    )
+    chain.append(stored)
+    assert Chain.open(chain.ledger).head_hash == stored.hash

@@ -14,17 +14,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from derelayl.errors import ChainIntegrityError, DerelaylError
+from derelayl.terminal import console, fail
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="DeRelayL: sustainable decentralized relay learning."
 )
-console = Console(stderr=True)
 out = Console()
-
-
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    console.print(f"[bold red]error:[/] {message}")
-    return typer.Exit(code)
 
 
 @app.command()
@@ -67,7 +62,7 @@ def run(
 
             summary = run_network(config, out_dir, make_task, on_round)
     except DerelaylError as exc:
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
     q = summary["balance_quantiles_coins"]
     out.print(
         f"settled {summary['rounds']} rounds ({summary['height']} blocks) in {summary['wall_seconds']} s; "
@@ -108,7 +103,7 @@ def inspect(
     try:
         report = inspect_chain(chain, last_blocks=blocks, model=model, top=top)
     except DerelaylError as exc:
-        raise _fail(str(exc), 1) from exc
+        raise fail(str(exc), 1) from exc
     if as_json:
         out.print_json(json.dumps(report))
         return

@@ -6,13 +6,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from derelayl.errors import DerelaylError
+from derelayl.terminal import console, fail
 
 __all__ = ["experiment"]
-
-console = Console(stderr=True)
 
 
 def experiment(
@@ -29,6 +27,5 @@ def experiment(
         cfg = load_config(config)
         results = run_experiment(cfg, out_dir, None if quiet else lambda line: console.print(line))
     except DerelaylError as exc:
-        console.print(f"[bold red]error:[/] {exc}")
-        raise typer.Exit(2) from exc
+        raise fail(str(exc)) from exc
     typer.echo(f"{len(results['summary'])} methods in {results['wall_seconds']:.1f} s; report in {out_dir}/report.md")

@@ -199,6 +199,8 @@ def _reason(exc: Exception) -> str:
         return exc.reason
     if isinstance(exc, SignatureError):
         return f"bad signature: {exc}"
+    if isinstance(exc, MalformedError):
+        return f"malformed block: {exc}"
     if isinstance(exc, ProtocolError):
         text = str(exc)
         return text if text.startswith("rule violation") else f"rule violation: {text}"

@@ -200,7 +200,8 @@ def decode_block(
         if kind == BlockKind.TEST:
             scores = _numbers(_field(body, "scores", list))
             reports = []
-            for who, digest_hex, co_scores, sig in _field(body, "co_testers", list):
+            # optional: blocks written before co-testers existed have none
+            for who, digest_hex, co_scores, sig in _field({"co_testers": [], **body}, "co_testers", list):
                 digest = _hex(digest_hex, "co-tester test_cases_digest")
                 co_scores = _numbers(co_scores)
                 _check(keys, who, sig, scores_message(chain_id, r, digest, co_scores), "co-tester scores")

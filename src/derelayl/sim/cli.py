@@ -15,10 +15,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from derelayl.errors import DerelaylError
+from derelayl.terminal import console, fail
 
 __all__ = ["simulate"]
 
-console = Console(stderr=True)
 out = Console()
 _P = "Protocol"
 _M = "Money (coins)"
@@ -133,9 +133,9 @@ def simulate(
     from derelayl.sim.runner import run_all
 
     if seed is not None and seeds is not None:
-        raise _fail("give --seed or --seeds, not both")
+        raise fail("give --seed or --seeds, not both")
     if compare_schemes and scheme is not None:
-        raise _fail("give --scheme or --compare-schemes, not both")
+        raise fail("give --scheme or --compare-schemes, not both")
     flags: dict[str, Any] = dict(
         participants=participants,
         rounds=rounds,
@@ -173,9 +173,9 @@ def simulate(
     try:
         cfg = resolve_config(load_toml(config) if config else None, flags, protocol)
         if cfg.traces and out_dir is None:
-            raise _fail("--traces needs --out DIR")
+            raise fail("--traces needs --out DIR")
         if ledger is not None and (ledger / "chain.sqlite").exists():
-            raise _fail(f"{ledger}/chain.sqlite exists; give an empty --ledger folder")
+            raise fail(f"{ledger}/chain.sqlite exists; give an empty --ledger folder")
         with Progress(
             TextColumn("[bold]round"),
             MofNCompleteColumn(),
@@ -192,14 +192,9 @@ def simulate(
 
             summary, _ = run_all(cfg, out_dir, ledger, None if quiet else on_progress)
     except DerelaylError as exc:
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
     if not quiet:
         _report(summary, out_dir)
-
-
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    console.print(f"[bold red]error:[/] {message}")
-    return typer.Exit(code)
 
 
 def _report(summary: dict[str, Any], out_dir: Path | None) -> None:

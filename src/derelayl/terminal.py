@@ -1,0 +1,18 @@
+"""What every command shares on the terminal: the stderr console and the error line."""
+
+from __future__ import annotations
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+__all__ = ["console", "fail"]
+
+console = Console(stderr=True)
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    """Print ``error: message`` (taken literally: config keys like ``[methods]`` stay visible)
+    and return the exit to raise."""
+    console.print(f"[bold red]error:[/] {escape(message)}")
+    return typer.Exit(code)
