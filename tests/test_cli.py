@@ -32,6 +32,9 @@ def test_run_writes_chain_and_summary(tmp_path: Path) -> None:
     assert summary["rounds"] == 8 and summary["height"] == 1 + 4 * 8
     assert len(summary["balances"]) == 16
     assert {"config", "head_hash", "wall_seconds", "money"} <= set(summary)
+    assert (tmp_path / "r" / "latent.png").stat().st_size > 0
+    rounds = [json.loads(line)["round"] for line in (tmp_path / "r" / "rounds.jsonl").read_text().splitlines()]
+    assert rounds == list(range(9))  # one record per settled round, from genesis (0) to 8
 
 
 def test_rerun_resumes_and_extends(tmp_path: Path) -> None:
@@ -44,6 +47,8 @@ def test_rerun_resumes_and_extends(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     second = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert second["resumed_from_height"] == first["height"]
+    lines = (tmp_path / "r" / "rounds.jsonl").read_text().splitlines()
+    assert [json.loads(line)["round"] for line in lines] == list(range(13))  # resume adds, never repeats
     fresh = runner.invoke(
         app,
         ["run", "--task", "latent", "--participants", "16", "--rounds", "12", "--out", str(tmp_path / "f"), "--quiet"],

@@ -14,13 +14,10 @@ protocol ranked first (measurement only), the share holding the newest version, 
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from derelayl.learning.participants import RelayParticipants
@@ -28,8 +25,9 @@ from derelayl.learning.setup import build_setup
 from derelayl.learning.store import DirModelStore
 from derelayl.protocol.blocks import Block
 from derelayl.protocol.state import State
-from derelayl.protocol.types import UNIT, Phase, format_units
+from derelayl.protocol.types import Phase, format_units
 from derelayl.runtime.local import RunConfig
+from derelayl.runtime.records import RoundLog
 from derelayl.stats import gini
 
 __all__ = ["TorchTask", "gini"]
@@ -59,12 +57,7 @@ class TorchTask:
             meta={"spec": self.setup.spec.to_dict(), "task": "digits"},
         )
         self.setup.split.save(out_dir / "split.json")
-        self.rounds_path = out_dir / "rounds.jsonl"
-        self.records: dict[int, dict[str, Any]] = {}
-        if self.rounds_path.exists():
-            for line in self.rounds_path.read_text().splitlines():
-                rec = json.loads(line)
-                self.records[int(rec["round"])] = rec
+        self.log = RoundLog(out_dir / "rounds.jsonl")
 
     def next_block(self, state: State) -> Block:
         if state.phase == Phase.DEPOSIT:
@@ -73,27 +66,13 @@ class TorchTask:
 
     def _record(self, state: State) -> dict[str, Any]:
         """Metrics once round ``state.round - 1`` has settled (idempotent across restarts)."""
-        rec = self.records.get(state.round)
-        if rec is not None:
-            return rec
-        best = int(state.live.model_id[0])  # live is in the protocol's rank order, best first
-        acc = self.setup.test_accuracy(self.evaluator, self.participants.weights(best))
-        held = state.held_version
-        rec = {
-            "round": state.round,
-            "best_model": best,
-            "best_test_accuracy": acc,
-            "latest_version": state.latest_version,
-            "holding_latest": float((held >= state.latest_version).mean()),
-            "holding_within_1": float((held >= state.latest_version - 1).mean()),
-            "versions_behind": [int(state.latest_version - v) if v >= 0 else -1 for v in held.tolist()],
-            "supply_coins": state.supply / UNIT,
-            "gini": gini(state.balances),
-        }
-        self.records[state.round] = rec
-        with self.rounds_path.open("a") as fh:
-            fh.write(json.dumps(rec) + "\n")
-        return rec
+
+        def quality() -> dict[str, Any]:
+            best = int(state.live.model_id[0])  # live is in the protocol's rank order, best first
+            acc = self.setup.test_accuracy(self.evaluator, self.participants.weights(best))
+            return {"best_model": best, "best_test_accuracy": acc}
+
+        return self.log.record(state, quality)
 
     def describe(self, state: State) -> str:
         rec = self._record(state)
@@ -104,8 +83,8 @@ class TorchTask:
 
     def finish(self, state: State, out_dir: Path) -> dict[str, Any]:
         last = self._record(state)
-        history = [self.records[r] for r in sorted(self.records) if r <= state.round]
-        figures = _figures(history, state, out_dir)
+        history = self.log.history(state.round)
+        figure = self.log.figure(state, out_dir / "digits.png", "best_test_accuracy", "global test accuracy")
         return {
             "task": "digits",
             "best_model": last["best_model"],
@@ -113,39 +92,5 @@ class TorchTask:
             "best_test_accuracy": last["best_test_accuracy"],
             "latest_version": state.latest_version,
             "accuracy_per_round": [r["best_test_accuracy"] for r in history],
-            "figures": figures,
+            "figures": [figure],
         }
-
-
-def _figures(history: list[dict[str, Any]], state: State, out_dir: Path) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
-
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    rounds = [r["round"] for r in history]
-    axes[0].plot(rounds, [r["best_test_accuracy"] for r in history], marker=".")
-    axes[0].set(xlabel="rounds settled", ylabel="global test accuracy", title="model ranked first by the protocol")
-    bins: dict[str, Callable[[int], bool]] = {
-        "latest": lambda b: b == 0,
-        "latest-1": lambda b: b == 1,
-        "older": lambda b: b > 1,
-        "none": lambda b: b < 0,
-    }
-    bottom = np.zeros(len(history))
-    for name, test in bins.items():
-        share = np.array([np.mean([test(b) for b in r["versions_behind"]]) for r in history])
-        axes[1].bar(rounds, share, bottom=bottom, label=name, width=1.0)
-        bottom += share
-    axes[1].set(xlabel="rounds settled", ylabel="share of participants", title="newest version held")
-    axes[1].legend(fontsize=8)
-    axes[2].bar(np.arange(state.n_participants), state.balances / UNIT)
-    axes[2].set(xlabel="participant", ylabel="coins", title=f"balances after round {state.round}")
-    axes[2].xaxis.set_major_locator(MaxNLocator(integer=True))
-    fig.tight_layout()
-    path = out_dir / "digits.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return [path.name]

@@ -1,0 +1,91 @@
+"""Per-round records of a local network (``rounds.jsonl``) and the run's figure.
+
+Shared by every ``derelayl run`` task: each task adds its own measure of model quality
+(global test accuracy for real training, the latent score for the abstract model). Records
+are appended once per settled round and reloaded on resume, so a killed run loses none.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from derelayl.protocol.state import State
+from derelayl.protocol.types import UNIT
+from derelayl.stats import gini
+
+__all__ = ["RoundLog"]
+
+
+class RoundLog:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.records: dict[int, dict[str, Any]] = {}
+        if path.exists():
+            for line in path.read_text().splitlines():
+                if line.strip():
+                    rec = json.loads(line)
+                    self.records[int(rec["round"])] = rec
+
+    def record(self, state: State, quality: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """The record of the round that just settled (``state.round`` rounds done); computed
+        and appended once, read back afterwards."""
+        rec = self.records.get(state.round)
+        if rec is not None:
+            return rec
+        held = state.held_version
+        rec = {
+            "round": state.round,
+            **quality(),
+            "latest_version": state.latest_version,
+            "holding_latest": float((held >= state.latest_version).mean()),
+            "holding_within_1": float((held >= state.latest_version - 1).mean()),
+            "versions_behind": [int(state.latest_version - v) if v >= 0 else -1 for v in held.tolist()],
+            "supply_coins": state.supply / UNIT,
+            "gini": gini(state.balances),
+        }
+        self.records[state.round] = rec
+        with self.path.open("a") as fh:
+            fh.write(json.dumps(rec) + "\n")
+        return rec
+
+    def history(self, upto: int) -> list[dict[str, Any]]:
+        return [self.records[r] for r in sorted(self.records) if r <= upto]
+
+    def figure(self, state: State, path: Path, quality_key: str, quality_label: str) -> str:
+        """Quality of the protocol's first-ranked model, versions held, final balances."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        from matplotlib.ticker import MaxNLocator
+
+        history = self.history(state.round)
+        fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+        rounds = [r["round"] for r in history]
+        axes[0].plot(rounds, [r[quality_key] for r in history], marker=".")
+        axes[0].set(xlabel="rounds settled", ylabel=quality_label, title="model ranked first by the protocol")
+        bins: dict[str, Callable[[int], bool]] = {
+            "latest": lambda b: b == 0,
+            "latest-1": lambda b: b == 1,
+            "older": lambda b: b > 1,
+            "none": lambda b: b < 0,
+        }
+        bottom = np.zeros(len(history))
+        for name, test in bins.items():
+            share = np.array([np.mean([test(b) for b in r["versions_behind"]]) for r in history])
+            axes[1].bar(rounds, share, bottom=bottom, label=name, width=1.0)
+            bottom += share
+        axes[1].set(xlabel="rounds settled", ylabel="share of participants", title="newest version held")
+        axes[1].legend(fontsize=8)
+        axes[2].bar(np.arange(state.n_participants), state.balances / UNIT)
+        axes[2].set(xlabel="participant", ylabel="coins", title=f"balances after round {state.round}")
+        axes[2].xaxis.set_major_locator(MaxNLocator(integer=True))
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        return path.name
