@@ -14,7 +14,8 @@ DerelaylError
 ├── LedgerError                 stored chain problems
 │   ├── ChainIntegrityError     broken link, tampered bytes, bad block (has height)
 │   └── StorageError            unreadable or corrupted storage file
-└── ModelError                  model files: corrupted or mismatching hash
+├── ModelError                  model files: corrupted or mismatching hash
+└── DataAccessError             a participant's code path reading another's private data
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ __all__ = [
     "BalanceError",
     "ChainIntegrityError",
     "ConfigError",
+    "DataAccessError",
     "DerelaylError",
     "DuplicateError",
     "LedgerError",
@@ -101,3 +103,7 @@ class StorageError(LedgerError):
 
 class ModelError(DerelaylError):
     """A model file that is corrupted or does not match its recorded hash."""
+
+
+class DataAccessError(DerelaylError):
+    """A participant tried to read another participant's private data."""

@@ -20,16 +20,12 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from derelayl.errors import ConfigError, DerelaylError
+from derelayl.errors import ConfigError, DataAccessError
 
 __all__ = ["DATASETS", "DataAccessError", "Dataset", "Shard", "load_dataset", "preprocess"]
 
 F32 = NDArray[np.float32]
 I64 = NDArray[np.int64]
-
-
-class DataAccessError(DerelaylError):
-    """A participant tried to read another participant's private data."""
 
 
 @dataclass(frozen=True)
