@@ -125,7 +125,7 @@ def test_kill_9_mid_run_then_resume(tmp_path: Path) -> None:
         "--participants",
         "48",
         "--rounds",
-        "150",
+        "300",
         "--quiet",
     ]
     out = tmp_path / "killed"
@@ -138,7 +138,7 @@ def test_kill_9_mid_run_then_resume(tmp_path: Path) -> None:
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     acknowledged = _height(out / "chain.sqlite")
-    assert 0 < acknowledged < 1 + 4 * 150
+    assert 0 < acknowledged < 1 + 4 * 300
     # Assert: verify passes on what survived, a rerun resumes at the last block
     assert subprocess.run([sys.executable, "-m", "derelayl.cli", "verify", str(out / "chain.sqlite")]).returncode == 0
     subprocess.run([*args, "--out", str(out)], check=True, stdout=subprocess.DEVNULL)
