@@ -8,35 +8,26 @@ from typing import Any
 import numpy as np
 
 from derelayl.learning.latent import LatentTrainer, sigmoid
-from derelayl.protocol.blocks import Block
 from derelayl.protocol.state import State
-from derelayl.protocol.types import Phase, format_units
+from derelayl.protocol.types import format_units
 from derelayl.runtime.latent import LatentParticipants
 from derelayl.runtime.local import RunConfig
-from derelayl.runtime.records import RoundLog
+from derelayl.runtime.records import RecordingTask, RoundLog
 
 __all__ = ["LatentTask"]
 
 
-class LatentTask:
+class LatentTask(RecordingTask):
     def __init__(self, config: RunConfig, out_dir: Path) -> None:
         self.participants = LatentParticipants(LatentTrainer(seed=config.seed))
         self.log = RoundLog(out_dir / "rounds.jsonl")
 
-    def next_block(self, state: State) -> Block:
-        if state.phase == Phase.DEPOSIT:
-            self._record(state)
-        return self.participants.next_block(state)
-
-    def _record(self, state: State) -> dict[str, Any]:
-        def quality() -> dict[str, Any]:
-            z = float(state.live.score[0])  # live is in the protocol's rank order, best first
-            return {"best_model": int(state.live.model_id[0]), "best_z": z, "best_sigmoid": float(sigmoid(np.array(z)))}
-
-        return self.log.record(state, quality)
+    def quality(self, state: State) -> dict[str, Any]:
+        z = float(state.live.score[0])  # live is in the protocol's rank order, best first
+        return {"best_model": int(state.live.model_id[0]), "best_z": z, "best_sigmoid": float(sigmoid(np.array(z)))}
 
     def describe(self, state: State) -> str:
-        rec = self._record(state)
+        rec = self.record(state)
         return (
             f"best z {rec['best_z']:.1f} (sigmoid {rec['best_sigmoid']:.3f})  owners {len(state.live)}  "
             f"v{state.latest_version} held by {rec['holding_within_1']:.0%} (≤1 behind)  "
@@ -44,7 +35,7 @@ class LatentTask:
         )
 
     def finish(self, state: State, out_dir: Path) -> dict[str, Any]:
-        last = self._record(state)
+        last = self.record(state)
         figure = self.log.figure(state, out_dir / "latent.png", "best_z", "latent score z (sigmoid = performance)")
         return {
             "task": "latent",

@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 
 from derelayl.protocol.state import State
-from derelayl.protocol.types import UNIT
+from derelayl.protocol.types import UNIT, Phase
 from derelayl.stats import gini
 
-__all__ = ["RoundLog"]
+__all__ = ["RecordingTask", "RoundLog"]
 
 
 class RoundLog:
@@ -89,3 +89,23 @@ class RoundLog:
         fig.savefig(path, dpi=110)
         plt.close(fig)
         return path.name
+
+
+class RecordingTask:
+    """Base of ``derelayl run`` tasks: blocks come from ``self.participants``; a record of each
+    settled round (with the task's ``quality``) is kept before the next round's first block."""
+
+    participants: Any
+    log: RoundLog
+
+    def quality(self, state: State) -> dict[str, Any]:
+        """The task's measure of the protocol's first-ranked model (``state.live`` order)."""
+        raise NotImplementedError
+
+    def next_block(self, state: State) -> Any:
+        if state.phase == Phase.DEPOSIT:
+            self.record(state)
+        return self.participants.next_block(state)
+
+    def record(self, state: State) -> dict[str, Any]:
+        return self.log.record(state, lambda: self.quality(state))

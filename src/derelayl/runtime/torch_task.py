@@ -23,11 +23,10 @@ import torch
 from derelayl.learning.participants import RelayParticipants
 from derelayl.learning.setup import build_setup
 from derelayl.learning.store import DirModelStore
-from derelayl.protocol.blocks import Block
 from derelayl.protocol.state import State
-from derelayl.protocol.types import Phase, format_units
+from derelayl.protocol.types import format_units
 from derelayl.runtime.local import RunConfig
-from derelayl.runtime.records import RoundLog
+from derelayl.runtime.records import RecordingTask, RoundLog
 from derelayl.stats import gini
 
 __all__ = ["TorchTask", "gini"]
@@ -35,7 +34,7 @@ __all__ = ["TorchTask", "gini"]
 log = logging.getLogger(__name__)
 
 
-class TorchTask:
+class TorchTask(RecordingTask):
     def __init__(self, config: RunConfig, out_dir: Path) -> None:
         torch.set_num_threads(1)  # determinism (same bytes on resume) and a fair share of the CPU
         self.setup = build_setup(
@@ -59,30 +58,22 @@ class TorchTask:
         self.setup.split.save(out_dir / "split.json")
         self.log = RoundLog(out_dir / "rounds.jsonl")
 
-    def next_block(self, state: State) -> Block:
-        if state.phase == Phase.DEPOSIT:
-            self._record(state)
-        return self.participants.next_block(state)
-
-    def _record(self, state: State) -> dict[str, Any]:
-        """Metrics once round ``state.round - 1`` has settled (idempotent across restarts)."""
-
-        def quality() -> dict[str, Any]:
-            best = int(state.live.model_id[0])  # live is in the protocol's rank order, best first
-            acc = self.setup.test_accuracy(self.evaluator, self.participants.weights(best))
-            return {"best_model": best, "best_test_accuracy": acc}
-
-        return self.log.record(state, quality)
+    def quality(self, state: State) -> dict[str, Any]:
+        best = int(state.live.model_id[0])  # live is in the protocol's rank order, best first
+        return {
+            "best_model": best,
+            "best_test_accuracy": self.setup.test_accuracy(self.evaluator, self.participants.weights(best)),
+        }
 
     def describe(self, state: State) -> str:
-        rec = self._record(state)
+        rec = self.record(state)
         return (
             f"acc {rec['best_test_accuracy']:.3f} (model #{rec['best_model']})  v{state.latest_version} held by "
             f"{rec['holding_latest']:.0%}  supply {format_units(state.supply)}  gini {rec['gini']:.2f}"
         )
 
     def finish(self, state: State, out_dir: Path) -> dict[str, Any]:
-        last = self._record(state)
+        last = self.record(state)
         history = self.log.history(state.round)
         figure = self.log.figure(state, out_dir / "digits.png", "best_test_accuracy", "global test accuracy")
         return {
