@@ -7,6 +7,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from derelayl.errors import StorageError
+
 __all__ = ["Ledger", "MemoryLedger", "StoredBlock"]
 
 
@@ -25,14 +27,16 @@ class Ledger(ABC):
     """Append-only block storage. ``append`` returns only once the block is durable."""
 
     @abstractmethod
-    def append(self, block: StoredBlock) -> None: ...
+    def append(self, block: StoredBlock) -> None:
+        """Store the next block; ``StorageError`` if its height is not the next one."""
 
     @abstractmethod
     def height(self) -> int:
         """Number of stored blocks (the next block's height)."""
 
     @abstractmethod
-    def get(self, height: int) -> StoredBlock: ...
+    def get(self, height: int) -> StoredBlock:
+        """The block at ``height``; ``StorageError`` if there is none."""
 
     def blocks(self, start: int = 0) -> Iterator[StoredBlock]:
         for height in range(start, self.height()):
@@ -54,11 +58,13 @@ class MemoryLedger(Ledger):
 
     def append(self, block: StoredBlock) -> None:
         if block.height != len(self._blocks):
-            raise ValueError(f"block height {block.height} does not follow {len(self._blocks) - 1}")
+            raise StorageError(f"block height {block.height} does not follow stored height {len(self._blocks)}")
         self._blocks.append(block)
 
     def height(self) -> int:
         return len(self._blocks)
 
     def get(self, height: int) -> StoredBlock:
+        if not 0 <= height < len(self._blocks):
+            raise StorageError(f"no block at height {height}")
         return self._blocks[height]
