@@ -27,7 +27,7 @@ from derelayl.protocol.params import Params, preset
 from derelayl.protocol.state import State
 from derelayl.protocol.types import UNIT, Phase, format_units
 
-__all__ = ["RunConfig", "Task", "run_network"]
+__all__ = ["RunConfig", "Task", "run_network", "run_seed"]
 
 log = logging.getLogger(__name__)
 
@@ -64,13 +64,18 @@ class RunConfig:
             raise ConfigError(f"--rounds must be non-negative, got {self.rounds}")
 
 
+def run_seed(seed: int) -> bytes:
+    """The protocol seed kept in state for a run with ``--seed seed`` (simulate uses it too,
+    so that a simulated chain equals ``derelayl run``'s)."""
+    return sha256(f"derelayl-run/{seed}".encode())
+
+
 def _open_chain(config: RunConfig, path: Path) -> Chain:
     keys = derive_keys(config.seed, config.participants)
     publics = [k.public for k in keys]
     ledger = SQLiteLedger(path)
     if ledger.height() == 0:
-        seed = sha256(f"derelayl-run/{config.seed}".encode())
-        return Chain.create(ledger, config.params(), seed, publics, keys[0])
+        return Chain.create(ledger, config.params(), run_seed(config.seed), publics, keys[0])
     chain = Chain.open(ledger)
     if chain.state.keys[: config.participants] != publics or chain.state.params != config.params():
         ledger.close()

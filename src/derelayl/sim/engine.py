@@ -26,18 +26,14 @@ from derelayl.protocol.state import State
 from derelayl.protocol.transition import process_block
 from derelayl.protocol.types import UNIT, Phase
 from derelayl.runtime.latent import LatentParticipants
+from derelayl.runtime.local import run_seed
 from derelayl.sim.config import SimConfig
 from derelayl.sim.metrics import Recorder
 
-__all__ = ["RunResult", "joins_in_round", "run_one", "sim_keys", "state_seed"]
+__all__ = ["RunResult", "joins_in_round", "run_one", "sim_keys"]
 
 I64 = NDArray[np.int64]
 OnRound = Callable[[int], None]
-
-
-def state_seed(seed: int) -> bytes:
-    """The protocol seed kept in state; the same as ``derelayl run`` uses for that seed."""
-    return hashlib.sha256(f"derelayl-run/{seed}".encode()).digest()
 
 
 def sim_keys(seed: int, start: int, count: int) -> list[bytes]:
@@ -79,7 +75,7 @@ class _Applier:
         params = config.params_for(scheme)
         n = config.participants
         if ledger_dir is None:
-            self.state = State.genesis(params, state_seed(seed), sim_keys(seed, 0, n))
+            self.state = State.genesis(params, run_seed(seed), sim_keys(seed, 0, n))
             return
         from derelayl.ledger.chain import Chain
         from derelayl.ledger.crypto import derive_keys
@@ -93,7 +89,7 @@ class _Applier:
             raise ConfigError(f"{path} already holds a chain; give an empty --ledger folder")
         self.keypairs = dict(enumerate(derive_keys(seed, n)))
         self.chain = Chain.create(
-            ledger, params, state_seed(seed), [k.public for k in self.keypairs.values()], self.keypairs[0]
+            ledger, params, run_seed(seed), [k.public for k in self.keypairs.values()], self.keypairs[0]
         )
         self.state = self.chain.state
 

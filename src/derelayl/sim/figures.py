@@ -19,6 +19,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from numpy.typing import NDArray
 
+from derelayl.protocol.types import UNIT
 from derelayl.sim.engine import RunResult
 from derelayl.sim.metrics import VERSION_BINS
 
@@ -122,8 +123,8 @@ def version_figure(runs: Sequence[RunResult], out_dir: Path, rounds: int) -> lis
 
 
 def _money(run: RunResult) -> dict[str, F64]:
-    minted = run.metrics["minted"] / 1e6
-    burned = run.metrics["burned"] / 1e6
+    minted = run.metrics["minted"] / UNIT
+    burned = run.metrics["burned"] / UNIT
     return {"minted": minted, "burned": burned, "circulating": minted - burned}
 
 
