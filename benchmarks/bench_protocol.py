@@ -17,16 +17,17 @@ from pathlib import Path
 
 import numpy as np
 
+from derelayl.agents.latent import LatentPopulation
 from derelayl.learning.latent import LatentTrainer
 from derelayl.ledger import Chain, SQLiteLedger, derive_keys
-from derelayl.protocol import CommitReceipt, SettleReceipt, State, preset, process_block
-from derelayl.runtime.latent import LatentParticipants
+from derelayl.protocol import CommitReceipt, SettleReceipt, preset, process_block
+from derelayl.protocol.genesis import initialize_state
 
 
 def _window_times(rounds: int, windows: list[int], naive: bool, width: int = 200) -> dict[int, float]:
     """Median seconds per round over the ``width`` rounds ending at each window round."""
-    state = State.genesis(preset("reference"), b"\x2a" * 32, [(i + 1).to_bytes(32, "big") for i in range(256)])
-    net = LatentParticipants(LatentTrainer(seed=42))
+    state = initialize_state(preset("reference"), b"\x2a" * 32, [(i + 1).to_bytes(32, "big") for i in range(256)])
+    net = LatentPopulation(LatentTrainer(seed=42))
     parent: dict[int, int] = {0: -1}
     owner: dict[int, int] = {0: 0}
     timed = {r for w in windows for r in range(w - width, w)}
@@ -67,7 +68,7 @@ def bench_verify(participants: int, rounds: int) -> None:
         path = Path(tmp) / "chain.sqlite"
         keys = derive_keys(1, participants)
         chain = Chain.create(SQLiteLedger(path), preset("reference"), b"\x01" * 32, [k.public for k in keys], keys[0])
-        net = LatentParticipants(LatentTrainer(seed=1))
+        net = LatentPopulation(LatentTrainer(seed=1))
         signers = dict(enumerate(keys))
         deposits = 0
         t0 = time.perf_counter()

@@ -28,6 +28,7 @@ import tracemalloc
 
 import numpy as np
 
+from derelayl.protocol.genesis import initialize_state
 from derelayl.sim.config import resolve_config
 from derelayl.sim.engine import run_one
 
@@ -57,13 +58,13 @@ def naive_walk_seconds(participants: int, rounds: int) -> tuple[float, float, in
     ancestor to genesis (as a rounds^2 simulator does), vs our mean whole-round time."""
     wall, _, _ = timed_run(participants, rounds)
     # Rebuild the model tree of the same run with the protocol core, keeping parents.
+    from derelayl.agents.latent import LatentPopulation
     from derelayl.learning.latent import LatentTrainer
-    from derelayl.protocol import State, preset, process_block
-    from derelayl.runtime.latent import LatentParticipants
+    from derelayl.protocol import preset, process_block
     from derelayl.sim.engine import sim_keys, state_seed
 
-    state = State.genesis(preset("reference"), state_seed(42), sim_keys(42, 0, participants))
-    net = LatentParticipants(LatentTrainer(seed=42))
+    state = initialize_state(preset("reference"), state_seed(42), sim_keys(42, 0, participants))
+    net = LatentPopulation(LatentTrainer(seed=42))
     parent: dict[int, int] = {}
     owner: dict[int, int] = {}
     last: list[int] = []
@@ -91,13 +92,13 @@ def naive_walk_seconds(participants: int, rounds: int) -> tuple[float, float, in
 
 def plain_core_loop(participants: int, rounds: int) -> float:
     """The protocol core and the same participants in a bare loop: no measures, no traces."""
+    from derelayl.agents.latent import LatentPopulation
     from derelayl.learning.latent import LatentTrainer
-    from derelayl.protocol import State, preset, process_block
-    from derelayl.runtime.latent import LatentParticipants
+    from derelayl.protocol import preset, process_block
     from derelayl.sim.engine import sim_keys, state_seed
 
-    state = State.genesis(preset("reference"), state_seed(42), sim_keys(42, 0, participants))
-    net = LatentParticipants(LatentTrainer(seed=42))
+    state = initialize_state(preset("reference"), state_seed(42), sim_keys(42, 0, participants))
+    net = LatentPopulation(LatentTrainer(seed=42))
     start = time.perf_counter()
     while state.round < rounds:
         process_block(state, net.next_block(state))

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from derelayl.agents.latent import LatentPopulation
 from derelayl.learning.latent import LatentTrainer
 from derelayl.protocol import Params, State, preset, process_block
-from derelayl.runtime.latent import LatentParticipants
+from derelayl.protocol.genesis import initialize_state
 
 sys.path.insert(0, str(Path(__file__).parent))
 os.environ.setdefault("COLUMNS", "200")
@@ -21,10 +22,10 @@ def make_keys(n: int, start: int = 0) -> list[bytes]:
 
 
 def make_state(n: int = 12, params: Params | None = None, seed: bytes = b"\x07" * 32) -> State:
-    return State.genesis(params or preset("minimal"), seed, make_keys(n))
+    return initialize_state(params or preset("minimal"), seed, make_keys(n))
 
 
-def advance(state: State, net: LatentParticipants, blocks: int) -> list[object]:
+def advance(state: State, net: LatentPopulation, blocks: int) -> list[object]:
     receipts = []
     for _ in range(blocks):
         receipts.append(process_block(state, net.next_block(state)))
@@ -32,8 +33,8 @@ def advance(state: State, net: LatentParticipants, blocks: int) -> list[object]:
 
 
 @pytest.fixture
-def net() -> LatentParticipants:
-    return LatentParticipants(LatentTrainer(seed=3))
+def net() -> LatentPopulation:
+    return LatentPopulation(LatentTrainer(seed=3))
 
 
 @pytest.fixture

@@ -171,16 +171,16 @@ def test_errors_show_config_keys_literally(tmp_path: Path) -> None:
 
 def test_test_blocks_without_co_testers_field_still_verify() -> None:
     """Test blocks written before co-testers existed lack the field; it means 'none'."""
+    from derelayl.agents.latent import LatentPopulation
     from derelayl.learning.latent import LatentTrainer
     from derelayl.ledger import Chain, MemoryLedger, derive_keys
     from derelayl.ledger.codec import encode_block, seal
     from derelayl.protocol import Params, Phase, process_block
     from derelayl.protocol.digest import compute_state_root
-    from derelayl.runtime.latent import LatentParticipants
 
     keys = derive_keys(3, 8)
     chain = Chain.create(MemoryLedger(), Params(test_cases=4), b"\x03" * 32, [k.public for k in keys], keys[0])
-    net, signers = LatentParticipants(LatentTrainer(seed=3)), dict(enumerate(keys))
+    net, signers = LatentPopulation(LatentTrainer(seed=3)), dict(enumerate(keys))
     while chain.state.phase != Phase.TEST:
         chain.produce(net.next_block(chain.state), signers)
     block = net.next_block(chain.state)

@@ -20,6 +20,7 @@ from derelayl.learning.serialization import model_digest, weights_from_bytes, we
 from derelayl.learning.setup import LearningSetup, build_setup
 from derelayl.learning.store import DirModelStore, MemoryModelStore
 from derelayl.protocol import Phase, State, blocks, preset, process_block
+from derelayl.protocol.genesis import initialize_state
 
 torch.set_num_threads(1)
 
@@ -31,7 +32,7 @@ def setup() -> LearningSetup:
 
 def _network(setup: LearningSetup, store: MemoryModelStore | None = None) -> tuple[State, RelayParticipants]:
     keys = [hashlib.sha256(bytes([i])).digest() for i in range(8)]
-    state = State.genesis(preset("minimal"), b"\x01" * 32, keys)
+    state = initialize_state(preset("minimal"), b"\x01" * 32, keys)
     net = RelayParticipants(
         setup.trainer(),
         setup.evaluator(),

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from derelayl.agents.latent import LatentPopulation
 from derelayl.errors import (
     BalanceError,
     ChainIntegrityError,
@@ -28,18 +29,17 @@ from derelayl.ledger.codec import encode_block, seal
 from derelayl.ledger.crypto import KeyPair, canonical
 from derelayl.protocol import Bids, Params, Phase
 from derelayl.protocol.digest import compute_state_root
-from derelayl.runtime.latent import LatentParticipants
 
 N = 10
 
 
-def _chain(ledger=None, rounds: int = 3) -> tuple[Chain, dict[int, KeyPair], LatentParticipants]:
+def _chain(ledger=None, rounds: int = 3) -> tuple[Chain, dict[int, KeyPair], LatentPopulation]:
     """A chain on a real SQLite file unless a ledger is given."""
     keys = derive_keys(1, N)
     if ledger is None:
         ledger = SQLiteLedger(Path(tempfile.mkdtemp(prefix="derelayl-test-")) / "chain.sqlite")
     chain = Chain.create(ledger, Params(test_cases=4), b"\x01" * 32, [k.public for k in keys], keys[0])
-    net = LatentParticipants(LatentTrainer(seed=1))
+    net = LatentPopulation(LatentTrainer(seed=1))
     signers = dict(enumerate(keys))
     while chain.state.round < rounds:
         chain.produce(net.next_block(chain.state), signers)
@@ -327,7 +327,7 @@ def test_co_tester_scores_are_signed_by_each_tester() -> None:
     keys = derive_keys(2, N)
     params = Params(test_cases=4, testers=3)
     chain = Chain.create(MemoryLedger(), params, b"\x02" * 32, [k.public for k in keys], keys[0])
-    net = LatentParticipants(LatentTrainer(seed=2))
+    net = LatentPopulation(LatentTrainer(seed=2))
     signers = dict(enumerate(keys))
     _until(chain, signers, net, Phase.TEST)
     block = net.next_block(chain.state)

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from derelayl.agents.latent import LatentPopulation
 from derelayl.errors import StorageError
 from derelayl.learning.latent import LatentTrainer
 from derelayl.ledger import Chain, Ledger, MemoryLedger, SQLiteLedger, StoredBlock, derive_keys
 from derelayl.protocol import Params
-from derelayl.runtime.latent import LatentParticipants
 
 Factory = Callable[[], Ledger]
 
@@ -66,7 +66,7 @@ def test_a_chain_round_trips_through_the_backend(make_ledger: Factory) -> None:
     # Prepare
     keys = derive_keys(4, 8)
     chain = Chain.create(make_ledger(), Params(test_cases=3), b"\x04" * 32, [k.public for k in keys], keys[0])
-    net, signers = LatentParticipants(LatentTrainer(seed=4)), dict(enumerate(keys))
+    net, signers = LatentPopulation(LatentTrainer(seed=4)), dict(enumerate(keys))
     # Execute
     while chain.state.round < 5:
         chain.produce(net.next_block(chain.state), signers)

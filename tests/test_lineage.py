@@ -7,10 +7,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import make_state
+from derelayl.agents.latent import LatentPopulation
 from derelayl.learning.latent import LatentTrainer
 from derelayl.protocol import CommitReceipt, Params, SettleReceipt, process_block
 from derelayl.protocol.lineage import LineageTree, compute_multipliers
-from derelayl.runtime.latent import LatentParticipants
 
 
 def naive_payout(
@@ -69,24 +69,30 @@ def test_tree_payouts_equal_naive_walk(case, scheme, decay) -> None:
     k=st.integers(1, 4),
     s=st.sampled_from(["1/4", "1/2", "3/4", "1"]),
     scheme=st.sampled_from(["lineage", "decay"]),
+    payee=st.sampled_from(["model_owner", "trainer"]),
     seed=st.integers(0, 2**16),
 )
-def test_protocol_lineage_equals_naive_walk(n, k, s, scheme, seed) -> None:
+def test_protocol_lineage_equals_naive_walk(n, k, s, scheme, payee, seed) -> None:
     # Prepare
-    params = Params(k=k, select_fraction=s, test_cases=5, reward_scheme=scheme, royalty_decay="3/4")
+    params = Params(
+        k=k, select_fraction=s, test_cases=5, reward_scheme=scheme, royalty_decay="3/4", lineage_payee=payee
+    )
     state = make_state(n, params, seed.to_bytes(32, "big"))
-    net = LatentParticipants(LatentTrainer(seed=seed))
-    parent, owner = {0: -1}, {0: 0}
+    net = LatentPopulation(LatentTrainer(seed=seed))
+    # payee of each model: its trainer, or the model owner who handed out its parent (the
+    # parent's holder); the genesis owner for the genesis model
+    parent, holder, paid = {0: -1}, {0: 0}, {0: 0}
     for _ in range(4 * 30):
         # Execute
         receipt = process_block(state, net.next_block(state))
         if isinstance(receipt, CommitReceipt):
             for mid, pid, trainer in zip(receipt.model_id, receipt.parent_model, state.commits.owner, strict=True):
-                parent[int(mid)], owner[int(mid)] = int(pid), int(trainer)
+                parent[int(mid)], holder[int(mid)] = int(pid), int(trainer)
+                paid[int(mid)] = int(trainer) if payee == "trainer" else holder[int(pid)]
         # Assert
         if isinstance(receipt, SettleReceipt):
             expected = naive_payout(
-                parent, owner, [int(m) for m in receipt.selected_model], state.lineage.multipliers, state.n_participants
+                parent, paid, [int(m) for m in receipt.selected_model], state.lineage.multipliers, state.n_participants
             )
             assert np.array_equal(receipt.lineage_payout, expected)
 
@@ -100,7 +106,7 @@ def test_decay_multipliers_reach_zero() -> None:
 def test_kept_levels_stay_bounded_over_long_runs() -> None:
     # Prepare: the reference parameters on 64 participants for 400 rounds
     state = make_state(64, Params(test_cases=5))
-    net = LatentParticipants(LatentTrainer(seed=1))
+    net = LatentPopulation(LatentTrainer(seed=1))
     depths = []
     # Execute
     while state.round < 400:

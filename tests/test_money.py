@@ -8,10 +8,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import make_keys, make_state
+from derelayl.agents.latent import LatentPopulation
 from derelayl.learning.latent import LatentTrainer
 from derelayl.ledger import Chain, MemoryLedger, derive_keys
 from derelayl.protocol import UNIT, Params, Phase, SettleReceipt, process_block, total_money
-from derelayl.runtime.latent import LatentParticipants
 
 
 @settings(max_examples=30, deadline=None)
@@ -28,7 +28,7 @@ def test_money_is_conserved_after_every_block(n, k, s, scheme, cap, joins, seed)
     # Prepare
     params = Params(k=k, select_fraction=s, test_cases=3, reward_scheme=scheme, supply_cap=cap * UNIT)
     state = make_state(n, params, seed.to_bytes(32, "big"))
-    net = LatentParticipants(LatentTrainer(seed=seed))
+    net = LatentPopulation(LatentTrainer(seed=seed))
     joined = 0
     for _ in range(4 * 25):
         before = state.copy()
@@ -58,7 +58,7 @@ def _head(seed: int, n: int = 10, rounds: int = 6) -> bytes:
     chain = Chain.create(
         MemoryLedger(), Params(test_cases=4), seed.to_bytes(32, "big"), [k.public for k in keys], keys[0]
     )
-    net = LatentParticipants(LatentTrainer(seed=seed))
+    net = LatentPopulation(LatentTrainer(seed=seed))
     signers = dict(enumerate(keys))
     while chain.state.round < rounds:
         chain.produce(net.next_block(chain.state), signers)

@@ -10,12 +10,13 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from derelayl.agents.latent import LatentPopulation
 from derelayl.cli import app
 from derelayl.errors import ConfigError
 from derelayl.learning.latent import LatentTrainer
-from derelayl.protocol import UNIT, State, process_block
+from derelayl.protocol import UNIT, process_block
 from derelayl.protocol.blocks import SettleReceipt
-from derelayl.runtime.latent import LatentParticipants
+from derelayl.protocol.genesis import initialize_state
 from derelayl.runtime.local import run_seed
 from derelayl.sim.config import load_toml, parse_seeds, resolve_config
 from derelayl.sim.engine import joins_in_round, run_one, sim_keys, winning_lineage_counts
@@ -32,8 +33,8 @@ def small(protocol: dict[str, object] | None = None, **flags: object) -> object:
 
 def by_hand(n: int, rounds: int, seed: int, params: object, join_rate: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """The protocol core driven block by block, no simulator code involved."""
-    state = State.genesis(params, run_seed(seed), sim_keys(seed, 0, n))  # type: ignore[arg-type]
-    net = LatentParticipants(LatentTrainer(seed=seed))
+    state = initialize_state(params, run_seed(seed), sim_keys(seed, 0, n))  # type: ignore[arg-type]
+    net = LatentPopulation(LatentTrainer(seed=seed))
     width = n + int(join_rate * rounds)
     balances = np.zeros((rounds, width))
     versions = np.full((rounds, width), -1, dtype=np.int64)
@@ -242,8 +243,8 @@ def test_parse_seeds() -> None:
 
 def test_winning_lineage_counts_equal_a_naive_walk() -> None:
     # Prepare: a small run, keeping every selected model's parent
-    state = State.genesis(small().params, run_seed(1), sim_keys(1, 0, 16))
-    net = LatentParticipants(LatentTrainer(seed=1))
+    state = initialize_state(small().params, run_seed(1), sim_keys(1, 0, 16))
+    net = LatentPopulation(LatentTrainer(seed=1))
     parent: dict[int, int] = {}
     owner: dict[int, int] = {}
     generations = []

@@ -16,28 +16,50 @@ from typing import Any
 import numpy as np
 
 from derelayl import errors
+from derelayl.agents.latent import LatentPopulation
 from derelayl.learning.latent import LatentTrainer
-from derelayl.protocol import Bids, Block, Params, Phase, State, TestBlock, process_block
+from derelayl.protocol import Bids, Block, DepositBlock, Params, Phase, State, TestBlock, process_block
+from derelayl.protocol.genesis import initialize_state
 from derelayl.protocol.serialize import block_from_dict, block_to_dict, state_from_dict, state_to_dict
-from derelayl.runtime.latent import LatentParticipants
 
 VECTOR_DIR = Path(__file__).parent / "vectors"
 Case = tuple[str, State, Block]
 
 
-def _network(rounds: int, phase: Phase, testers: int = 1) -> tuple[State, LatentParticipants]:
-    """An 8-participant network advanced to (round, phase), with coins in circulation."""
-    params = Params(k=2, test_cases=4, testers=testers)
-    state = State.genesis(params, b"\x2a" * 32, [(i + 1).to_bytes(32, "big") for i in range(8)])
-    net = LatentParticipants(LatentTrainer(seed=11))
+def _network(
+    rounds: int, phase: Phase, testers: int = 1, participants: int = 8, **options: Any
+) -> tuple[State, LatentPopulation]:
+    """A small network advanced to (round, phase), with coins in circulation; block times
+    count up from 1, as a ledger's block numbers do."""
+    params = Params(**{"k": 2, "test_cases": 4, "testers": testers, **options})
+    keys = [(i + 1).to_bytes(32, "big") for i in range(participants)]
+    state = initialize_state(params, b"\x2a" * 32, keys)
+    net = LatentPopulation(LatentTrainer(seed=11))
     while state.round < rounds or state.phase != phase:
-        process_block(state, net.next_block(state))
+        process_block(state, _next(state, net))
     return state, net
 
 
-def _at(phase: Phase, rounds: int = 6, testers: int = 1) -> tuple[State, Block]:
-    state, net = _network(rounds, phase, testers)
-    return state, net.next_block(state)
+def _next(state: State, net: LatentPopulation) -> Block:
+    return dataclasses.replace(net.next_block(state), time=state.phase_start + 1)
+
+
+def _at(phase: Phase, rounds: int = 6, testers: int = 1, **options: Any) -> tuple[State, Block]:
+    state, net = _network(rounds, phase, testers, **options)
+    return state, _next(state, net)
+
+
+def _two_owners() -> tuple[State, Block]:
+    """The first deposit phase with at least two model-owner bids (16 participants)."""
+    state, net = _network(1, Phase.DEPOSIT, participants=16, k=4)
+    while len(_next(state, net).mo_bids) < 2:  # type: ignore[union-attr]
+        for _ in range(4):
+            process_block(state, _next(state, net))
+    return state, _next(state, net)
+
+
+def _reversed_bids(bids: Bids) -> Bids:
+    return Bids(bids.participant[::-1].copy(), bids.amount[::-1].copy())
 
 
 def deposit_cases() -> list[Case]:
@@ -68,6 +90,33 @@ def deposit_cases() -> list[Case]:
         ("duplicate_bid", state, dataclasses.replace(block, trainer_bids=Bids.of([(t0, 0), (t0, 0)]))),
         ("wrong_miner", state, dataclasses.replace(block, miner=(block.miner + 1) % 8)),
         ("replayed_from_earlier_round", state, dataclasses.replace(block, round=state.round - 1)),
+        (
+            "trainer_bids_out_of_order",
+            state,
+            dataclasses.replace(block, trainer_bids=_reversed_bids(block.trainer_bids)),
+        ),
+        ("model_owner_bids_out_of_order", *_reversed_owners()),
+        ("valid_with_randomness", state, dataclasses.replace(block, randomness=b"\x17" * 32)),
+        ("randomness_too_long", state, dataclasses.replace(block, randomness=b"\x17" * 33)),
+        *timeout_cases(),
+    ]
+
+
+def _reversed_owners() -> tuple[State, Block]:
+    state, block = _two_owners()
+    assert isinstance(block, DepositBlock)
+    return state, dataclasses.replace(block, mo_bids=_reversed_bids(block.mo_bids))
+
+
+def timeout_cases() -> list[Case]:
+    """With ``phase_timeout``, anyone may produce a phase the drawn miner left undone."""
+    state, block = _at(Phase.DEPOSIT, phase_timeout=5)
+    other = (block.miner + 1) % 8
+    start = state.phase_start
+    return [
+        ("late_block_by_any_participant", state, dataclasses.replace(block, miner=other, time=start + 5)),
+        ("early_block_by_another_participant", state, dataclasses.replace(block, miner=other, time=start + 4)),
+        ("block_before_its_phase_began", state, dataclasses.replace(block, time=start - 1)),
     ]
 
 
@@ -103,6 +152,11 @@ def commit_cases() -> list[Case]:
         ),
         ("malformed_digest", state, dataclasses.replace(block, commitments=(b"\x01" * 5, *digests[1:]))),
         (
+            "commitments_out_of_pair_order",
+            state,
+            dataclasses.replace(block, trainers=block.trainers[::-1].copy(), commitments=digests[::-1]),
+        ),
+        (
             "commitment_after_testing_block",
             after_test,
             dataclasses.replace(block, miner=after_test.roles.block_miners[1]),
@@ -116,7 +170,7 @@ def scoring_cases() -> list[Case]:
         ("valid_scores", state, block),
         ("too_few_test_cases", state, dataclasses.replace(block, n_test_cases=1)),
         ("score_count_mismatch", state, dataclasses.replace(block, scores=block.scores[:-1])),
-        ("nan_score", state, dataclasses.replace(block, scores=np.full(block.scores.size, np.nan))),
+        ("fractional_scores", state, dataclasses.replace(block, scores=block.scores.astype(np.float64) + 0.5)),
         ("malformed_digest", state, dataclasses.replace(block, test_cases_digest=b"short")),
         ("wrong_miner", state, dataclasses.replace(block, miner=(block.miner + 1) % 8)),
         *co_tester_cases(),
@@ -128,7 +182,7 @@ def co_tester_cases() -> list[Case]:
     state, block = _at(Phase.TEST, testers=3)
     assert isinstance(block, TestBlock) and len(block.co_testers) == 2
     first, second = block.co_testers
-    lying = dataclasses.replace(first, scores=first.scores + 100.0)
+    lying = dataclasses.replace(first, scores=first.scores + 100 * 10**9)
     stranger = next(int(m) for m in state.roles.miners if m not in state.roles.testers)
     return [
         ("three_testers_valid", state, block),
@@ -155,6 +209,9 @@ def settle_cases() -> list[Case]:
     return [
         ("valid_settlement", state, block),
         ("valid_settlement_round_1", *_at(Phase.SETTLE, rounds=1)),
+        ("valid_settlement_paying_trainers", *_at(Phase.SETTLE, lineage_payee="trainer")),
+        ("valid_settlement_capped", *_at(Phase.SETTLE, reward_scheme="capped", supply_cap=3 * 10**6)),
+        ("valid_settlement_decay", *_at(Phase.SETTLE, reward_scheme="decay")),
         ("settle_before_testing", early, dataclasses.replace(block, miner=early.roles.block_miners[3])),
         ("wrong_miner", state, dataclasses.replace(block, miner=(block.miner + 1) % 8)),
     ]

@@ -1,5 +1,8 @@
-"""What participants decide (bids), as pure policies shared by simulator and real nodes."""
+"""What participants decide: one ``Agent`` per key, its bid policies, and the vectorised
+population the simulator uses (the same policy over all participants at once)."""
 
-from derelayl.agents.policies import reference_bids, reference_mo_bids, taker_bids
+from derelayl.agents.agent import Agent, Brain, Signer
+from derelayl.agents.latent import LatentBrain, LatentPopulation
+from derelayl.agents.policies import mo_bid, taker_bid, taker_value
 
-__all__ = ["reference_bids", "reference_mo_bids", "taker_bids"]
+__all__ = ["Agent", "Brain", "LatentBrain", "LatentPopulation", "Signer", "mo_bid", "taker_bid", "taker_value"]

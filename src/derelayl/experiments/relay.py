@@ -19,6 +19,7 @@ from derelayl.learning.setup import LearningSetup
 from derelayl.learning.store import MemoryModelStore
 from derelayl.learning.torch_models import TrainConfig
 from derelayl.protocol import CommitReceipt, DepositReceipt, Params, SettleReceipt, State, process_block
+from derelayl.protocol.genesis import initialize_state
 from derelayl.protocol.types import UNIT
 from derelayl.stats import gini
 
@@ -40,7 +41,7 @@ def run_derelayl(
     """Rounds until ``rounds`` have settled or ``byte_budget`` bytes have moved."""
     n = len(setup.split.participants)
     keys = [hashlib.sha256(f"derelayl-experiment/{seed}/{i}".encode()).digest() for i in range(n)]
-    state = State.genesis(params, hashlib.sha256(f"derelayl-experiment/{seed}".encode()).digest(), keys)
+    state = initialize_state(params, hashlib.sha256(f"derelayl-experiment/{seed}".encode()).digest(), keys)
     net = RelayParticipants(
         setup.trainer(train_config),
         setup.evaluator(),

@@ -1,7 +1,7 @@
 """Participants of a relay-learning network with real models: each phase's block.
 
 ``RelayParticipants.next_block(state)`` plays every participant, like
-``derelayl.runtime.latent.LatentParticipants`` does for the abstract model:
+``derelayl.runtime.latent.LatentPopulation`` does for the abstract model:
 
 - deposit: reference bids (``derelayl.agents.policies``);
 - commit: each matched trainer loads its parent (the model owner's model), trains it on its

@@ -9,6 +9,7 @@ rejected or unstorable block leaves state and storage as they were.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -23,20 +24,29 @@ from derelayl.errors import (
     SignatureError,
 )
 from derelayl.ledger.base import Ledger, StoredBlock
-from derelayl.ledger.codec import ZERO_HASH, decode_block, encode_block, parse_header, seal
+from derelayl.ledger.codec import (
+    ZERO_HASH,
+    Proposal,
+    decode_block,
+    decode_header,
+    encode_block,
+    parse_header,
+    proposal_of,
+    seal,
+)
 from derelayl.ledger.crypto import KeyPair, canonical, sha256, verify_signature
 from derelayl.protocol.blocks import Block
 from derelayl.protocol.digest import compute_state_root
+from derelayl.protocol.genesis import initialize_state
 from derelayl.protocol.params import Params
 from derelayl.protocol.state import State
-from derelayl.protocol.transition import process_block
-from derelayl.protocol.types import BlockKind
+from derelayl.protocol.transition import process_block, total_money
 
-__all__ = ["Chain", "Receipt"]
+__all__ = ["PROTOCOL_ID", "Chain", "Receipt"]
 
 Receipt = Any
 OnBlock = Callable[[StoredBlock, Block | None, Receipt, State], None]
-PROTOCOL_ID = "derelayl/1"
+PROTOCOL_ID = "derelayl/2"
 
 
 @dataclass
@@ -58,7 +68,7 @@ class Chain:
             raise LedgerError("ledger already holds blocks; open it instead")
         if not keys or genesis_key.public != keys[0]:
             raise MalformedError("genesis must be signed by participant 0 (the genesis model owner)")
-        state = State.genesis(params, seed, keys)
+        state = initialize_state(params, seed, keys)
         body = {
             "protocol": PROTOCOL_ID,
             "params": params.to_dict(),
@@ -84,13 +94,22 @@ class Chain:
     @staticmethod
     def _genesis_state(stored: StoredBlock) -> State:
         header = _check_envelope(stored, 0, ZERO_HASH)
-        body = json.loads(stored.body)
-        if body.get("protocol") != PROTOCOL_ID:
-            raise MalformedError(f"genesis: unknown protocol {body.get('protocol')!r}")
-        keys = [bytes.fromhex(k) for k in body["keys"]]
-        state = State.genesis(Params.from_dict(body["params"]), bytes.fromhex(body["seed"]), keys)
         if header.get("kind") != "genesis":
             raise MalformedError("block 0 is not a genesis block")
+        try:
+            body = json.loads(stored.body)
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+            raise MalformedError(f"genesis body is not JSON ({type(exc).__name__})") from exc
+        if not isinstance(body, dict) or set(body) != {"protocol", "params", "seed", "keys"}:
+            raise MalformedError("genesis body must have exactly the fields keys, params, protocol, seed")
+        if body["protocol"] != PROTOCOL_ID:
+            raise MalformedError(f"genesis: protocol {str(body['protocol'])[:40]!r}, this software reads {PROTOCOL_ID}")
+        if not isinstance(body["params"], dict) or not isinstance(body["keys"], list):
+            raise MalformedError("genesis: params must be an object and keys a list")
+        if not all(isinstance(k, str) for k in body["keys"]) or not isinstance(body["seed"], str):
+            raise MalformedError("genesis: keys and seed must be hex strings")
+        keys = [bytes.fromhex(k) for k in body["keys"]]
+        state = initialize_state(Params.from_dict(body["params"]), bytes.fromhex(body["seed"]), keys)
         _check_signature(stored, keys[0])
         _check_root(header, state)
         return state
@@ -99,13 +118,15 @@ class Chain:
 
     @classmethod
     def open(cls, ledger: Ledger, on_block: OnBlock | None = None) -> Chain:
-        """Replay and verify every stored block; raise at the first bad one."""
+        """Replay and verify every stored block; raise at the first bad one. Checks links,
+        hashes, signatures, the rules, the state root and ``minted - burned = balances +
+        escrow`` at every block."""
         if ledger.height() == 0:
             raise ChainIntegrityError(0, "empty chain: no genesis block")
         genesis = ledger.get(0)
         try:
             state = cls._genesis_state(genesis)
-        except (DerelaylError, ValueError, KeyError, TypeError, json.JSONDecodeError) as exc:
+        except (DerelaylError, ValueError, KeyError, TypeError, RecursionError) as exc:
             raise ChainIntegrityError(0, _reason(exc)) from exc
         chain = cls(ledger, state, genesis.hash, genesis.hash)
         if on_block:
@@ -114,7 +135,7 @@ class Chain:
             try:
                 stored = ledger.get(height)
                 block, receipt = chain._apply(chain.state, stored, height)
-            except (DerelaylError, ValueError, KeyError, TypeError) as exc:
+            except (DerelaylError, ValueError, KeyError, TypeError, RecursionError, OverflowError) as exc:
                 raise ChainIntegrityError(height, _reason(exc)) from exc
             chain.head_hash = stored.hash
             if on_block:
@@ -123,18 +144,19 @@ class Chain:
 
     def _apply(self, state: State, stored: StoredBlock, height: int) -> tuple[Block, Receipt]:
         """Verify a stored block against ``state`` and apply it (mutates ``state``)."""
-        header = _check_envelope(stored, height, self.head_hash)
-        kind = BlockKind[str(header.get("kind", "")).upper()]
-        miner = header.get("miner")
-        if not isinstance(miner, int) or not 0 <= miner < state.n_participants:
-            raise MalformedError(f"unknown miner {miner!r}")
-        _check_signature(stored, state.keys[miner])
-        body = json.loads(stored.body)
-        if not isinstance(body, dict):
-            raise MalformedError("body is not a JSON object")
-        block = decode_block(kind, int(header["round"]), miner, body, self.chain_id, state.keys)
+        raw = _check_envelope(stored, height, self.head_hash)
+        header = decode_header(raw, state.n_participants)
+        _check_signature(stored, state.keys[header["miner"]])
+        try:
+            body = json.loads(stored.body)
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+            raise MalformedError(f"body is not JSON ({type(exc).__name__})") from exc
+        block = decode_block(header, body, self.chain_id, state.keys)
         receipt = process_block(state, block)
-        _check_root(header, state)
+        _check_root(raw, state)
+        supply, held = total_money(state)
+        if supply != held:
+            raise ProtocolError(f"rule violation: minted - burned = {supply} but balances + escrow = {held}")
         return block, receipt
 
     # ------------------------------------------------------------ new blocks
@@ -147,28 +169,39 @@ class Chain:
         self.state, self.head_hash = candidate, stored.hash
         return receipt
 
+    def seal(self, proposal: Proposal, miner: KeyPair, randomness: bytes = b"") -> StoredBlock:
+        """The stored form of a miner's proposal on this chain: time = its height, the given
+        randomness (a local chain has none of its own), the miner's signature. Raises if the
+        rules reject it; changes nothing."""
+        block = dataclasses.replace(proposal.block, time=self.ledger.height(), randomness=randomness)
+        candidate = self.state.copy()
+        process_block(candidate, block)
+        body = encode_block(Proposal(block, proposal.signatures))
+        return seal(
+            block,
+            body,
+            height=self.ledger.height(),
+            prev=self.head_hash,
+            state_root=compute_state_root(candidate),
+            miner=miner,
+        )
+
+    def submit(self, proposal: Proposal, miner: KeyPair, randomness: bytes = b"") -> Receipt:
+        """Seal a miner's proposal and append it with every check a verifier makes."""
+        return self.append(self.seal(proposal, miner, randomness))
+
     def produce(
         self,
         block: Block,
         keys: Mapping[int, KeyPair],
         *,
         join_keys: Mapping[bytes, KeyPair] | None = None,
+        randomness: bytes = b"",
     ) -> Receipt:
-        """Sign (messages by their senders, the block by its miner), apply and store."""
-        candidate = self.state.copy()
-        receipt = process_block(candidate, block)
-        body = encode_block(block, self.chain_id, keys, join_keys or {})
-        stored = seal(
-            block,
-            body,
-            height=self.ledger.height(),
-            prev=self.head_hash,
-            state_root=compute_state_root(candidate),
-            miner=keys[block.miner],
-        )
-        self.ledger.append(stored)
-        self.state, self.head_hash = candidate, stored.hash
-        return receipt
+        """Sign every message with its sender's key, then ``submit``: for tests and tools that
+        hold all keys. Participants of a network never do (see ``derelayl.agents``)."""
+        proposal = proposal_of(block, self.chain_id, keys, join_keys or {})
+        return self.submit(proposal, keys[block.miner], randomness)
 
 
 def _check_envelope(stored: StoredBlock, height: int, prev: bytes) -> dict[str, Any]:

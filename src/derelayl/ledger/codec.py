@@ -1,9 +1,13 @@
 """Blocks as stored bytes: canonical JSON bodies with per-message signatures, a header that
 links to the previous block and records the post-state root, and the miner's signature.
 
-Every participant message is signed by its sender over (chain id, round, content), so a
-message replayed from another round or chain does not verify, and a replay within the round
-is a duplicate the rules reject.
+Every participant message is signed by its sender (Ed25519) over (chain id, round, content),
+so a message replayed from another round or chain does not verify, and a replay within the
+round is a duplicate the rules reject. The signatures come from the senders themselves (an
+agent signs its own messages; the miner only collects them): ``encode_block`` takes them as
+a ``Proposal``.
+
+Decoding is strict: exact field sets, integer types and ranges, hex of the right length.
 """
 
 from __future__ import annotations
@@ -14,89 +18,100 @@ from typing import Any
 
 import numpy as np
 
-from derelayl.errors import MalformedError, SignatureError
+from derelayl.errors import MalformedError, SignatureError, UnknownParticipantError
 from derelayl.ledger.base import StoredBlock
 from derelayl.ledger.crypto import KeyPair, canonical, sha256, verify_signature
 from derelayl.protocol.blocks import Bids, Block, CommitBlock, DepositBlock, SettleBlock, TestBlock, TesterReport
+from derelayl.protocol.messages import (
+    BidMessage,
+    CommitMessage,
+    JoinMessage,
+    Message,
+    Proposal,
+    ScoresMessage,
+    block_messages,
+)
 from derelayl.protocol.types import BlockKind
+from derelayl.protocol.validate import INT64_MAX, INT64_MIN
 
 __all__ = [
     "ZERO_HASH",
-    "bid_message",
-    "commit_message",
+    "Proposal",
     "decode_block",
     "encode_block",
-    "join_message",
+    "message_bytes",
     "parse_header",
-    "scores_message",
+    "proposal_of",
     "seal",
+    "sign_message",
 ]
 
 ZERO_HASH = bytes(32)
-Signer = Mapping[int, KeyPair]
 
 
-def bid_message(chain_id: bytes, round_index: int, role: str, amount: int) -> bytes:
-    return canonical({"type": "bid", "chain": chain_id.hex(), "round": round_index, "role": role, "amount": amount})
+def message_bytes(chain_id: bytes, message: Message) -> bytes:
+    """The bytes a participant signs for ``message`` on the local chain."""
+    chain = chain_id.hex()
+    if isinstance(message, BidMessage):
+        fields: dict[str, Any] = {"type": "bid", "role": message.role, "amount": message.amount}
+    elif isinstance(message, CommitMessage):
+        fields = {"type": "commit", "digest": message.digest.hex()}
+    elif isinstance(message, ScoresMessage):
+        fields = {
+            "type": "scores",
+            "digest": message.test_cases_digest.hex(),
+            "scores": [int(s) for s in message.scores],
+        }
+    else:
+        return canonical({"type": "join", "chain": chain, "key": message.key.hex()})
+    return canonical({**fields, "chain": chain, "round": message.round})
 
 
-def commit_message(chain_id: bytes, round_index: int, digest: bytes) -> bytes:
-    return canonical({"type": "commit", "chain": chain_id.hex(), "round": round_index, "digest": digest.hex()})
+def sign_message(key: KeyPair, chain_id: bytes, message: Message) -> bytes:
+    return key.sign(message_bytes(chain_id, message))
 
 
-def scores_message(chain_id: bytes, round_index: int, digest: bytes, scores: list[float]) -> bytes:
-    return canonical(
-        {"type": "scores", "chain": chain_id.hex(), "round": round_index, "digest": digest.hex(), "scores": scores}
-    )
+def proposal_of(block: Block, chain_id: bytes, keys: Mapping[int, KeyPair], join_keys: Mapping[bytes, KeyPair]) -> Proposal:
+    """Sign every item with its sender's key: for tests and tools that hold every key (a
+    network's nodes never do; each signs its own messages)."""
+    signatures = []
+    for message in block_messages(block):
+        signer = join_keys[message.key] if isinstance(message, JoinMessage) else keys[message.participant]
+        signatures.append(sign_message(signer, chain_id, message))
+    return Proposal(block, tuple(signatures))
 
 
-def join_message(chain_id: bytes, key: bytes) -> bytes:
-    return canonical({"type": "join", "chain": chain_id.hex(), "key": key.hex()})
-
-
-def _sig(keys: Signer, who: int, message: bytes) -> str:
-    return keys[who].sign(message).hex()
-
-
-def encode_block(
-    block: Block, chain_id: bytes, keys: Signer, join_keys: Mapping[bytes, KeyPair] = {}
-) -> dict[str, Any]:
-    """The body of a block, each participant message signed by its sender's key."""
-    r = block.round
+def encode_block(proposal: Proposal) -> dict[str, Any]:
+    """The body of a block: each participant message with its sender's signature."""
+    block = proposal.block
+    messages = block_messages(block)
+    if len(messages) != len(proposal.signatures):
+        raise MalformedError(f"{len(proposal.signatures)} signatures for {len(messages)} messages")
+    sigs = [s.hex() for s in proposal.signatures]
     if isinstance(block, DepositBlock):
-
-        def bids(b: Bids, role: str) -> list[list[Any]]:
-            return [
-                [int(p), int(a), _sig(keys, int(p), bid_message(chain_id, r, role, int(a)))]
-                for p, a in zip(b.participant, b.amount, strict=True)
-            ]
-
+        t, m = len(block.trainer_bids), len(block.mo_bids)
+        bids = [[msg.participant, msg.amount, sig] for msg, sig in zip(messages[: t + m], sigs, strict=True)]
         return {
-            "trainer_bids": bids(block.trainer_bids, "trainer"),
-            "mo_bids": bids(block.mo_bids, "model_owner"),
-            "joins": [[k.hex(), join_keys[k].sign(join_message(chain_id, k)).hex()] for k in block.joins],
+            "trainer_bids": bids[:t],
+            "mo_bids": bids[t:],
+            "joins": [[k.hex(), sig] for k, sig in zip(block.joins, sigs[t + m :], strict=True)],
         }
     if isinstance(block, CommitBlock):
         return {
             "commitments": [
-                [int(t), d.hex(), _sig(keys, int(t), commit_message(chain_id, r, d))]
-                for t, d in zip(block.trainers, block.commitments, strict=True)
+                [int(t), d.hex(), sig] for t, d, sig in zip(block.trainers, block.commitments, sigs, strict=True)
             ],
             "fhe_public_key": block.fhe_public_key.hex(),
         }
     if isinstance(block, TestBlock):
-        co_testers = []
-        for report in block.co_testers:
-            scores = [float(s) for s in report.scores]
-            message = scores_message(chain_id, r, report.test_cases_digest, scores)
-            co_testers.append(
-                [report.tester, report.test_cases_digest.hex(), scores, _sig(keys, report.tester, message)]
-            )
         return {
             "n_test_cases": block.n_test_cases,
             "test_cases_digest": block.test_cases_digest.hex(),
-            "scores": [float(s) for s in block.scores],
-            "co_testers": co_testers,
+            "scores": [int(s) for s in block.scores],
+            "co_testers": [
+                [c.tester, c.test_cases_digest.hex(), [int(s) for s in c.scores], sig]
+                for c, sig in zip(block.co_testers, sigs, strict=True)
+            ],
         }
     return {}
 
@@ -113,6 +128,8 @@ def seal(
             "round": block.round,
             "kind": block.kind.name.lower(),
             "miner": block.miner,
+            "time": block.time,
+            "randomness": block.randomness.hex(),
             "body": sha256(body_bytes).hex(),
             "state_root": state_root.hex(),
         }
@@ -124,98 +141,131 @@ def seal(
 def parse_header(stored: StoredBlock) -> dict[str, Any]:
     try:
         header = json.loads(stored.header)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise MalformedError(f"header is not canonical JSON ({exc})") from exc
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise MalformedError(f"header is not canonical JSON ({type(exc).__name__})") from exc
     if not isinstance(header, dict):
         raise MalformedError("header is not a JSON object")
     return header
 
 
-def _field(body: dict[str, Any], name: str, kind: type) -> Any:
-    value = body.get(name)
-    if not isinstance(value, kind):
-        raise MalformedError(f"body field {name!r} missing or not a {kind.__name__}")
+# ---------------------------------------------------------------- strict decoding
+
+
+def _int(value: Any, what: str, low: int = 0, high: int = INT64_MAX) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise MalformedError(f"{what} must be an integer in [{low}, {high}], got {str(value)[:40]}")
     return value
 
 
-def _hex(value: Any, what: str) -> bytes:
+def _hex(value: Any, what: str, size: int | None = None) -> bytes:
+    if not isinstance(value, str):
+        raise MalformedError(f"{what} is not a hex string")
     try:
-        return bytes.fromhex(value)
-    except (TypeError, ValueError) as exc:
+        raw = bytes.fromhex(value)
+    except ValueError as exc:
         raise MalformedError(f"{what} is not hex") from exc
+    if size is not None and len(raw) != size:
+        raise MalformedError(f"{what} must be {size} bytes, got {len(raw)}")
+    return raw
 
 
-def _numbers(values: Any) -> list[float]:
-    if not isinstance(values, list) or not all(isinstance(s, int | float) and not isinstance(s, bool) for s in values):
-        raise MalformedError("scores must be a list of numbers")
-    return values
+def _list(value: Any, what: str, width: int | None = None) -> list[Any]:
+    if not isinstance(value, list):
+        raise MalformedError(f"{what} is not a list")
+    if width is not None and not all(isinstance(item, list) and len(item) == width for item in value):
+        raise MalformedError(f"every item of {what} must be a list of {width} fields")
+    return value
 
 
-def _check(keys: list[bytes], who: int, sig: Any, message: bytes, what: str) -> None:
-    if not isinstance(who, int) or not 0 <= who < len(keys):
-        from derelayl.errors import UnknownParticipantError
+def _fields(body: Any, names: set[str], what: str) -> dict[str, Any]:
+    if not isinstance(body, dict) or set(body) != names:
+        got = sorted(body) if isinstance(body, dict) else type(body).__name__
+        raise MalformedError(f"{what} must have exactly the fields {sorted(names)}, got {got}")
+    return body
 
-        raise UnknownParticipantError(f"{what}: unknown participant {who!r}")
+
+def _scores(value: Any, what: str) -> np.ndarray:
+    items = _list(value, what)
+    return np.array([_int(s, f"a score in {what}", INT64_MIN, INT64_MAX) for s in items], dtype=np.int64)
+
+
+def _check(keys: list[bytes], who: Any, sig: Any, chain_id: bytes, message: Message, what: str) -> None:
+    if not isinstance(who, int) or isinstance(who, bool) or not 0 <= who < len(keys):
+        raise UnknownParticipantError(f"{what}: unknown participant {str(who)[:40]}")
     if not sig:
         raise SignatureError(f"{what} of participant {who} is unsigned")
-    if not verify_signature(keys[who], _hex(sig, f"{what} signature"), message):
+    if not verify_signature(keys[who], _hex(sig, f"{what} signature"), message_bytes(chain_id, message)):
         raise SignatureError(
             f"{what} of participant {who}: signature does not verify (forged, or replayed from another round or chain)"
         )
 
 
-def decode_block(
-    kind: BlockKind, round_index: int, miner: int, body: dict[str, Any], chain_id: bytes, keys: list[bytes]
-) -> Block:
+def decode_block(header: dict[str, Any], body: Any, chain_id: bytes, keys: list[bytes]) -> Block:
     """Check every message signature and build the block the rules process."""
-    r = round_index
-    try:
-        if kind == BlockKind.DEPOSIT:
-            decoded: dict[str, list[tuple[int, int]]] = {}
-            for name, role in (("trainer_bids", "trainer"), ("mo_bids", "model_owner")):
-                items = []
-                for item in _field(body, name, list):
-                    who, amount, sig = item
-                    if not isinstance(amount, int) or isinstance(amount, bool):
-                        raise MalformedError(f"{role} bid amount must be an integer")
-                    _check(keys, who, sig, bid_message(chain_id, r, role, amount), f"{role} bid")
-                    items.append((who, amount))
-                decoded[name] = items
-            joins = []
-            for key_hex, sig in _field(body, "joins", list):
-                key = _hex(key_hex, "join key")
-                if not verify_signature(key, _hex(sig, "join signature"), join_message(chain_id, key)):
-                    raise SignatureError(f"join of key {key_hex[:16]}…: signature does not verify")
-                joins.append(key)
-            return DepositBlock(r, miner, Bids.of(decoded["trainer_bids"]), Bids.of(decoded["mo_bids"]), tuple(joins))
-        if kind == BlockKind.COMMIT:
-            trainers, digests = [], []
-            for who, digest_hex, sig in _field(body, "commitments", list):
-                digest = _hex(digest_hex, "commitment")
-                _check(keys, who, sig, commit_message(chain_id, r, digest), "commitment")
-                trainers.append(who)
-                digests.append(digest)
-            fhe = _hex(_field(body, "fhe_public_key", str), "fhe_public_key")
-            return CommitBlock(r, miner, np.array(trainers, dtype=np.int64), tuple(digests), fhe)
-        if kind == BlockKind.TEST:
-            scores = _numbers(_field(body, "scores", list))
-            reports = []
-            # optional: blocks written before co-testers existed have none
-            for who, digest_hex, co_scores, sig in _field({"co_testers": [], **body}, "co_testers", list):
-                digest = _hex(digest_hex, "co-tester test_cases_digest")
-                co_scores = _numbers(co_scores)
-                _check(keys, who, sig, scores_message(chain_id, r, digest, co_scores), "co-tester scores")
-                reports.append(TesterReport(who, digest, np.array(co_scores, dtype=np.float64)))
-            return TestBlock(
-                r,
-                miner,
-                _field(body, "n_test_cases", int),
-                _hex(_field(body, "test_cases_digest", str), "test_cases_digest"),
-                np.array(scores, dtype=np.float64),
-                tuple(reports),
-            )
-        if kind == BlockKind.SETTLE:
-            return SettleBlock(r, miner)
-    except (TypeError, ValueError) as exc:
-        raise MalformedError(f"{kind.name.lower()} block body is malformed ({exc})") from exc
-    raise MalformedError(f"unknown block kind {kind!r}")
+    kind = header["kind"]
+    r, miner = header["round"], header["miner"]
+    ledger = {"time": header["time"], "randomness": header["randomness"]}
+    if kind == BlockKind.DEPOSIT:
+        body = _fields(body, {"trainer_bids", "mo_bids", "joins"}, "deposit block body")
+        decoded: dict[str, list[tuple[int, int]]] = {}
+        for name, role in (("trainer_bids", "trainer"), ("mo_bids", "model_owner")):
+            items = []
+            for who, amount, sig in _list(body[name], name, 3):
+                amount = _int(amount, f"{role} bid amount", INT64_MIN)
+                _check(keys, who, sig, chain_id, BidMessage(r, who, role, amount), f"{role} bid")  # type: ignore[arg-type]
+                items.append((who, amount))
+            decoded[name] = items
+        joins = []
+        for key_hex, sig in _list(body["joins"], "joins", 2):
+            key = _hex(key_hex, "join key", 32)
+            if not verify_signature(key, _hex(sig, "join signature"), message_bytes(chain_id, JoinMessage(key))):
+                raise SignatureError(f"join of key {key_hex[:16]}…: signature does not verify")
+            joins.append(key)
+        return DepositBlock(
+            r, miner, Bids.of(decoded["trainer_bids"]), Bids.of(decoded["mo_bids"]), tuple(joins), **ledger
+        )
+    if kind == BlockKind.COMMIT:
+        body = _fields(body, {"commitments", "fhe_public_key"}, "commit block body")
+        trainers, digests = [], []
+        for who, digest_hex, sig in _list(body["commitments"], "commitments", 3):
+            digest = _hex(digest_hex, "commitment", 32)
+            _check(keys, who, sig, chain_id, CommitMessage(r, who, digest), "commitment")
+            trainers.append(who)
+            digests.append(digest)
+        fhe = _hex(body["fhe_public_key"], "fhe_public_key")
+        return CommitBlock(r, miner, np.array(trainers, dtype=np.int64), tuple(digests), fhe, **ledger)
+    if kind == BlockKind.TEST:
+        body = _fields(body, {"n_test_cases", "test_cases_digest", "scores", "co_testers"}, "test block body")
+        reports = []
+        for who, digest_hex, co_scores, sig in _list(body["co_testers"], "co_testers", 4):
+            digest = _hex(digest_hex, "co-tester test_cases_digest", 32)
+            scores = _scores(co_scores, "co-tester scores")
+            _check(keys, who, sig, chain_id, ScoresMessage(r, who, digest, scores), "co-tester scores")
+            reports.append(TesterReport(who, digest, scores))
+        return TestBlock(
+            r,
+            miner,
+            _int(body["n_test_cases"], "n_test_cases"),
+            _hex(body["test_cases_digest"], "test_cases_digest", 32),
+            _scores(body["scores"], "scores"),
+            tuple(reports),
+            **ledger,
+        )
+    _fields(body, set(), "settle block body")
+    return SettleBlock(r, miner, **ledger)
+
+
+def decode_header(header: dict[str, Any], n_participants: int) -> dict[str, Any]:
+    """The header's fields, typed and range-checked (``kind`` as a ``BlockKind``)."""
+    names = {"height", "prev", "round", "kind", "miner", "time", "randomness", "body", "state_root"}
+    _fields(header, names, "block header")
+    kinds = {k.name.lower(): k for k in BlockKind if k != BlockKind.GENESIS}
+    if header["kind"] not in kinds:
+        raise MalformedError(f"unknown block kind {str(header['kind'])[:20]!r}")
+    return {
+        "kind": kinds[header["kind"]],
+        "round": _int(header["round"], "round"),
+        "miner": _int(header["miner"], "miner", 0, max(n_participants - 1, 0)),
+        "time": _int(header["time"], "time"),
+        "randomness": _hex(header["randomness"], "randomness"),
+    }

@@ -7,19 +7,24 @@ from derelayl.protocol.blocks import (
     CommitReceipt,
     DepositBlock,
     DepositReceipt,
+    Join,
+    Operation,
     SettleBlock,
     SettleReceipt,
     TestBlock,
     TesterReport,
     TestReceipt,
+    Transfer,
 )
+from derelayl.protocol.genesis import initialize_state
 from derelayl.protocol.params import PRESETS, Params, preset
 from derelayl.protocol.roles import assign_roles
-from derelayl.protocol.state import Models, Pairs, Roles, State, compute_rng
+from derelayl.protocol.state import Models, Pairs, Roles, State
 from derelayl.protocol.transition import (
     process_block,
     process_commit_block,
     process_deposit_block,
+    process_operation,
     process_settle_block,
     process_test_block,
     total_money,
@@ -36,7 +41,9 @@ __all__ = [
     "CommitReceipt",
     "DepositBlock",
     "DepositReceipt",
+    "Join",
     "Models",
+    "Operation",
     "Pairs",
     "Params",
     "Phase",
@@ -47,14 +54,16 @@ __all__ = [
     "TestBlock",
     "TestReceipt",
     "TesterReport",
+    "Transfer",
     "assign_roles",
     "coins_to_units",
-    "compute_rng",
     "format_units",
+    "initialize_state",
     "preset",
     "process_block",
     "process_commit_block",
     "process_deposit_block",
+    "process_operation",
     "process_settle_block",
     "process_test_block",
     "total_money",

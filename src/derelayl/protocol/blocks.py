@@ -1,9 +1,15 @@
 """The contents of the round's four blocks, as the rules see them, and their receipts.
 
-A block carries only what its producer decided or received (bids, commitments, scores);
-everything the rules derive from it (matching, selection, payouts) is returned as a
-receipt, so that a verifier recomputes it instead of trusting it. Per-item lists are
-parallel ``numpy`` arrays, so that a block of 40,000 bids costs no Python loop.
+A block carries only what its producer decided or received (bids, commitments, scores) and
+two inputs from the ledger: ``time`` (the ledger's block number, for phase deadlines) and
+``randomness`` (mixed into the beacon; the EVM's ``prevrandao``, empty on a local chain).
+Everything the rules derive from it (matching, selection, payouts) is returned as a receipt,
+so that a verifier recomputes it instead of trusting it. Per-item lists are parallel
+``numpy`` arrays, so that a block of 40,000 bids costs no Python loop.
+
+Two operations happen outside the round's blocks: ``Join`` (register a key; also possible
+inside a deposit block) and ``Transfer`` (coins between registered participants: the coin is
+an ERC-20 on the contract backend).
 """
 
 from __future__ import annotations
@@ -23,15 +29,17 @@ __all__ = [
     "CommitReceipt",
     "DepositBlock",
     "DepositReceipt",
+    "Join",
+    "Operation",
     "SettleBlock",
     "SettleReceipt",
     "TestBlock",
     "TestReceipt",
     "TesterReport",
+    "Transfer",
 ]
 
 I64 = NDArray[np.int64]
-F64 = NDArray[np.float64]
 
 
 @dataclass(frozen=True)
@@ -60,6 +68,8 @@ class DepositBlock:
     mo_bids: Bids
     joins: tuple[bytes, ...] = ()
     """Public keys registering now; they take part from the next round's role draw."""
+    time: int = 0
+    randomness: bytes = b""
     kind: BlockKind = BlockKind.DEPOSIT
 
 
@@ -71,6 +81,8 @@ class CommitBlock:
     commitments: tuple[bytes, ...]
     """SHA-256 of each trainer's (encrypted) model, committed before any test case is known."""
     fhe_public_key: bytes = b""
+    time: int = 0
+    randomness: bytes = b""
     kind: BlockKind = BlockKind.COMMIT
 
 
@@ -80,7 +92,7 @@ class TesterReport:
 
     tester: int
     test_cases_digest: bytes
-    scores: F64
+    scores: I64
 
 
 @dataclass(frozen=True)
@@ -89,10 +101,12 @@ class TestBlock:
     miner: int
     n_test_cases: int
     test_cases_digest: bytes
-    scores: F64
-    """One score per commitment, in commitment order (higher is better)."""
+    scores: I64
+    """One integer score per commitment, in commitment order (higher is better)."""
     co_testers: tuple[TesterReport, ...] = ()
     """Reports of the round's other testers (``params.testers - 1`` of them), in role order."""
+    time: int = 0
+    randomness: bytes = b""
     kind: BlockKind = BlockKind.TEST
 
 
@@ -100,10 +114,31 @@ class TestBlock:
 class SettleBlock:
     round: int
     miner: int
+    time: int = 0
+    randomness: bytes = b""
     kind: BlockKind = BlockKind.SETTLE
 
 
 Block = DepositBlock | CommitBlock | TestBlock | SettleBlock
+
+
+@dataclass(frozen=True)
+class Join:
+    """A key registering outside a deposit block (e.g. a direct contract call)."""
+
+    key: bytes
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """Coins moved from one registered participant to another."""
+
+    sender: int
+    recipient: int
+    amount: int
+
+
+Operation = Block | Join | Transfer
 
 
 @dataclass(frozen=True)

@@ -26,9 +26,9 @@ def compute_state_root(state: State) -> bytes:
                 h.update(repr(item).encode())
             h.update(b"|")
 
-    add(state.round, int(state.phase), state.escrow, state.minted, state.burned)
-    add(state.latest_version, state.next_model_id, state.seed, *state.keys)
-    add(state.balances, state.held_version)
+    add(state.round, int(state.phase), state.phase_start, state.escrow, state.minted, state.burned)
+    add(state.latest_version, state.next_model_id, state.beacon, *state.keys)
+    add(state.balances, state.held_version, state.trained_version)
     for models in (state.live, state.commits):
         add(models.model_id, models.owner, models.version, models.score)
     pairs = state.pairs

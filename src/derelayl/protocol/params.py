@@ -14,10 +14,24 @@ from typing import Any, Literal
 from derelayl.errors import ConfigError
 from derelayl.protocol.types import UNIT
 
-__all__ = ["AMOUNT_FIELDS", "PRESETS", "REWARD_SCHEMES", "Params", "RewardScheme", "preset"]
+__all__ = [
+    "AMOUNT_FIELDS",
+    "LINEAGE_PAYEES",
+    "PRESETS",
+    "REWARD_SCHEMES",
+    "LineagePayee",
+    "Params",
+    "RewardScheme",
+    "preset",
+]
 
 RewardScheme = Literal["lineage", "decay", "capped"]
 REWARD_SCHEMES: tuple[RewardScheme, ...] = ("lineage", "decay", "capped")
+LineagePayee = Literal["model_owner", "trainer"]
+LINEAGE_PAYEES: tuple[LineagePayee, ...] = ("model_owner", "trainer")
+_INT_FIELDS = ("k", "test_cases", "testers")
+MAX_TESTERS = 16
+"""Testers per round are bounded so that every backend (the EVM contract) can take a median."""
 AMOUNT_FIELDS = (
     "mo_budget",
     "reward_per_deposit",
@@ -73,8 +87,23 @@ class Params:
     """gamma of the ``decay`` scheme: an ancestor d generations up gets gamma**d."""
     supply_cap: int | None = None
     """``capped`` scheme: minting stops where minted - burned would exceed this."""
+    lineage_payee: LineagePayee = "model_owner"
+    """Who is paid for each model on a winning lineage. ``model_owner`` (reference, the authors'
+    simulation): the model owner of the pair that produced it, i.e. whoever handed out its
+    parent (the genesis owner for the genesis model), so the selected trainer earns nothing at
+    selection and the genesis owner is paid twice per selected model. ``trainer``: the
+    participant that trained it (the model's holder)."""
     encryption_miner_holds_models: bool = True
-    """Reference behaviour: the encryption miner receives copies of all new models."""
+    """Reference behaviour: the encryption miner receives copies of all new models (a statistic:
+    they count as models it holds)."""
+    trainer_holds_parent: bool = False
+    """Statistic only. Reference (False): a matched trainer holds the parent only through the
+    child it commits; one whose training fails holds nothing new. True: the parent it was handed
+    counts as held from the deposit on."""
+    phase_timeout: int | None = None
+    """Blocks (of the ledger's clock) after which any registered participant may produce a phase
+    the drawn miner has not produced, and is paid its item rewards. None (reference): only the
+    drawn miner ever may."""
     extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -83,6 +112,21 @@ class Params:
         object.__setattr__(self, "royalty_decay", _fraction(self.royalty_decay, "royalty_decay"))
         if self.extra:
             raise ConfigError(f"unknown parameter(s): {', '.join(sorted(self.extra))}")
+        for name in _INT_FIELDS:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ConfigError(f"{name} must be an integer, got {value!r}")
+        if self.cap is not None and (not isinstance(self.cap, int) or isinstance(self.cap, bool)):
+            raise ConfigError(f"cap must be an integer, got {self.cap!r}")
+        for name in ("encryption_miner_holds_models", "trainer_holds_parent"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if self.phase_timeout is not None and (
+            not isinstance(self.phase_timeout, int) or isinstance(self.phase_timeout, bool) or self.phase_timeout < 1
+        ):
+            raise ConfigError(f"phase_timeout must be a positive integer of blocks or absent, got {self.phase_timeout!r}")
+        if self.lineage_payee not in LINEAGE_PAYEES:
+            raise ConfigError(f"lineage_payee must be model_owner or trainer, got {self.lineage_payee!r}")
         if not (0 < self.select_fraction <= 1):
             raise ConfigError(f"select_fraction must be in (0, 1], got {self.select_fraction}")
         if not (0 < self.cap_fraction < 1):
@@ -93,8 +137,8 @@ class Params:
             raise ConfigError(f"k (trainers per model owner) must be at least 1, got {self.k}")
         if self.test_cases < 1:
             raise ConfigError(f"test_cases must be at least 1, got {self.test_cases}")
-        if self.testers < 1:
-            raise ConfigError(f"testers must be at least 1, got {self.testers}")
+        if not 1 <= self.testers <= MAX_TESTERS:
+            raise ConfigError(f"testers must be between 1 and {MAX_TESTERS}, got {self.testers}")
         for name in AMOUNT_FIELDS:
             value = getattr(self, name)
             if value is None and name == "supply_cap":

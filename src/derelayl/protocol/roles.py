@@ -1,43 +1,56 @@
 """Who does what in a round: model owners, trainers, miners, the four block miners, testers.
 
-Drawn from the seed carried in state (``compute_rng(state, "roles")``), at genesis and at the
-end of every settlement, from the participants registered by then.
+Drawn from the beacon (``protocol.beacon``) at genesis and at the end of every settlement,
+over the participants registered by then. Every step is one the EVM contract repeats:
+
+- model owners hold the live models;
+- trainers are the ``m`` other participants with the lowest ``roles`` keys, where
+  ``m = min(cap - owners, others - 1)`` (at least one miner is always left);
+- miners are everyone else, in index order; block miner ``j`` is
+  ``miners[word(miners, j) mod len(miners)]`` (with replacement, as in the reference);
+- co-testers (``params.testers - 1``) are distinct miners other than the testing miner, by a
+  partial Fisher-Yates shuffle of the rest, in index order, driven by ``word(testers, j)``.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from derelayl.protocol.state import Roles, State, compute_rng
+from derelayl.protocol.beacon import MINERS, ROLES, TESTERS, compute_keys, compute_word
+from derelayl.protocol.state import Roles, State
 
 __all__ = ["assign_roles"]
 
 
 def assign_roles(state: State) -> Roles:
-    """Model owners hold the live models; trainers are drawn from the rest so that owners +
-    trainers = cap; everyone else mines. One miner is drawn per block of the round."""
     n = state.n_participants
+    beacon = state.beacon
     model_owners = np.unique(state.live.owner)
-    cap = state.params.active_cap(n)
-    others_mask = np.ones(n, dtype=bool)
-    others_mask[model_owners] = False
-    others = np.flatnonzero(others_mask)
-    n_trainers = max(0, min(cap - model_owners.size, others.size - 1))
-    rng = compute_rng(state, "roles")
-    drawn = rng.permutation(others)
-    trainers = np.sort(drawn[:n_trainers])
-    miners = np.sort(drawn[n_trainers:])
-    block_miners = rng.choice(miners, size=4)
+    is_other = np.ones(n, dtype=bool)
+    is_other[model_owners] = False
+    others = np.flatnonzero(is_other)
+    n_trainers = max(0, min(state.params.active_cap(n) - model_owners.size, others.size - 1))
+    if n_trainers:
+        keys = compute_keys(beacon, ROLES, n)[others]
+        trainers = np.sort(others[np.argpartition(keys, n_trainers - 1)[:n_trainers]])
+    else:
+        trainers = others[:0]
+    is_other[trainers] = False
+    miners = np.flatnonzero(is_other)
+    picks = [int(miners[compute_word(beacon, MINERS, j) % miners.size]) for j in range(4)]
+    block_miners = (picks[0], picks[1], picks[2], picks[3])
     testers = np.array([block_miners[2]], dtype=np.int64)
     if state.params.testers > 1:
-        # Co-testers: distinct miners other than the testing miner (fewer if miners are few).
-        others = miners[miners != block_miners[2]]
-        extra = rng.choice(others, size=min(state.params.testers - 1, others.size), replace=False)
-        testers = np.concatenate([testers, extra.astype(np.int64)])
+        pool = miners[miners != block_miners[2]]
+        count = min(state.params.testers - 1, pool.size)
+        for j in range(count):
+            i = j + compute_word(beacon, TESTERS, j) % (pool.size - j)
+            pool[[j, i]] = pool[[i, j]]
+        testers = np.concatenate([testers, pool[:count]])
     return Roles(
         model_owners=model_owners.astype(np.int64),
         trainers=trainers.astype(np.int64),
         miners=miners.astype(np.int64),
-        block_miners=(int(block_miners[0]), int(block_miners[1]), int(block_miners[2]), int(block_miners[3])),
-        testers=testers,
+        block_miners=block_miners,
+        testers=testers.astype(np.int64),
     )

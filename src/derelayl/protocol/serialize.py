@@ -24,30 +24,45 @@ def _i64(values: list[int]) -> np.ndarray:
     return np.array(values, dtype=np.int64)
 
 
+def _numbers(a: np.ndarray) -> list[int] | list[float]:
+    """Scores as given: integers stay integers; anything else keeps its value, so that a
+    vector of a malformed block replays as malformed."""
+    if a.dtype == np.int64:
+        return [int(x) for x in a]
+    return [float(x) for x in a]
+
+
+def _numbers_from(values: list[Any]) -> np.ndarray:
+    if all(isinstance(v, int) for v in values):
+        return np.array(values, dtype=np.int64)
+    return np.array(values, dtype=np.float64)
+
+
 def _models(m: Models) -> dict[str, Any]:
     return {
         "model_id": _ints(m.model_id),
         "owner": _ints(m.owner),
         "version": _ints(m.version),
-        "score": [None if np.isnan(s) else float(s) for s in m.score],
+        "score": _ints(m.score),
     }
 
 
 def _models_from(d: dict[str, Any]) -> Models:
-    score = np.array([np.nan if s is None else s for s in d["score"]], dtype=np.float64)
-    return Models(_i64(d["model_id"]), _i64(d["owner"]), _i64(d["version"]), score)
+    return Models(_i64(d["model_id"]), _i64(d["owner"]), _i64(d["version"]), _i64(d["score"]))
 
 
 def state_to_dict(state: State) -> dict[str, Any]:
     roles = state.roles
     return {
         "params": state.params.to_dict(),
-        "seed": state.seed.hex(),
+        "beacon": state.beacon.hex(),
         "keys": [k.hex() for k in state.keys],
         "balances": _ints(state.balances),
         "held_version": _ints(state.held_version),
+        "trained_version": _ints(state.trained_version),
         "round": state.round,
         "phase": state.phase.name.lower(),
+        "phase_start": state.phase_start,
         "escrow": state.escrow,
         "minted": state.minted,
         "burned": state.burned,
@@ -81,13 +96,15 @@ def state_from_dict(d: dict[str, Any]) -> State:
     lineage = d["lineage"]
     return State(
         params=Params.from_dict(d["params"]),
-        seed=bytes.fromhex(d["seed"]),
+        beacon=bytes.fromhex(d["beacon"]),
         keys=keys,
         key_index={k: i for i, k in enumerate(keys)},
         balances=_i64(d["balances"]),
         held_version=_i64(d["held_version"]),
+        trained_version=_i64(d["trained_version"]),
         round=d["round"],
         phase=Phase[d["phase"].upper()],
+        phase_start=d["phase_start"],
         escrow=d["escrow"],
         minted=d["minted"],
         burned=d["burned"],
@@ -120,7 +137,13 @@ def _bids(b: Bids) -> list[list[int]]:
 
 
 def block_to_dict(block: Block) -> dict[str, Any]:
-    out: dict[str, Any] = {"kind": block.kind.name.lower(), "round": block.round, "miner": block.miner}
+    out: dict[str, Any] = {
+        "kind": block.kind.name.lower(),
+        "round": block.round,
+        "miner": block.miner,
+        "time": block.time,
+        "randomness": block.randomness.hex(),
+    }
     if isinstance(block, DepositBlock):
         out |= {
             "trainer_bids": _bids(block.trainer_bids),
@@ -137,12 +160,12 @@ def block_to_dict(block: Block) -> dict[str, Any]:
         out |= {
             "n_test_cases": block.n_test_cases,
             "test_cases_digest": block.test_cases_digest.hex(),
-            "scores": [float(s) for s in block.scores],
+            "scores": _numbers(block.scores),
             "co_testers": [
                 {
                     "tester": c.tester,
                     "test_cases_digest": c.test_cases_digest.hex(),
-                    "scores": [float(s) for s in c.scores],
+                    "scores": _numbers(c.scores),
                 }
                 for c in block.co_testers
             ],
@@ -152,6 +175,7 @@ def block_to_dict(block: Block) -> dict[str, Any]:
 
 def block_from_dict(d: dict[str, Any]) -> Block:
     kind, r, miner = d["kind"], d["round"], d["miner"]
+    ledger = {"time": d["time"], "randomness": bytes.fromhex(d["randomness"])}
     if kind == "deposit":
         return DepositBlock(
             r,
@@ -159,6 +183,7 @@ def block_from_dict(d: dict[str, Any]) -> Block:
             Bids.of([tuple(x) for x in d["trainer_bids"]]),
             Bids.of([tuple(x) for x in d["mo_bids"]]),
             tuple(bytes.fromhex(k) for k in d["joins"]),
+            **ledger,
         )
     if kind == "commit":
         return CommitBlock(
@@ -167,10 +192,11 @@ def block_from_dict(d: dict[str, Any]) -> Block:
             _i64(d["trainers"]),
             tuple(bytes.fromhex(c) for c in d["commitments"]),
             bytes.fromhex(d["fhe_public_key"]),
+            **ledger,
         )
     if kind == "test":
         reports = tuple(
-            TesterReport(c["tester"], bytes.fromhex(c["test_cases_digest"]), np.array(c["scores"], dtype=np.float64))
+            TesterReport(c["tester"], bytes.fromhex(c["test_cases_digest"]), _numbers_from(c["scores"]))
             for c in d.get("co_testers", [])
         )
         return TestBlock(
@@ -178,9 +204,10 @@ def block_from_dict(d: dict[str, Any]) -> Block:
             miner,
             d["n_test_cases"],
             bytes.fromhex(d["test_cases_digest"]),
-            np.array(d["scores"], dtype=np.float64),
+            _numbers_from(d["scores"]),
             reports,
+            **ledger,
         )
     if kind == "settle":
-        return SettleBlock(r, miner)
+        return SettleBlock(r, miner, **ledger)
     raise ValueError(f"unknown block kind {kind!r}")

@@ -10,21 +10,19 @@ chain of blocks (see ``derelayl.ledger``).
 from __future__ import annotations
 
 import copy
-import hashlib
 from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
 
-from derelayl.protocol.lineage import LineageTree, compute_multipliers
+from derelayl.protocol.lineage import LineageTree
 from derelayl.protocol.params import Params
 from derelayl.protocol.types import Phase
 
-__all__ = ["KEY_SIZE", "Models", "Pairs", "Roles", "State", "compute_rng", "empty_i64"]
+__all__ = ["KEY_SIZE", "Models", "Pairs", "Roles", "State", "empty_i64"]
 
 KEY_SIZE = 32
 I64 = NDArray[np.int64]
-F64 = NDArray[np.float64]
 
 
 def empty_i64() -> I64:
@@ -51,7 +49,8 @@ class Models:
     owner: I64 = field(default_factory=empty_i64)
     """Holder: the trainer that produced it (genesis: the genesis owner)."""
     version: I64 = field(default_factory=empty_i64)
-    score: F64 = field(default_factory=lambda: np.zeros(0, dtype=np.float64))
+    score: I64 = field(default_factory=empty_i64)
+    """Test score (an integer; higher is better). Zero until the model is tested."""
 
     def __len__(self) -> int:
         return int(self.model_id.size)
@@ -78,20 +77,26 @@ class Pairs:
 @dataclass
 class State:
     params: Params
-    seed: bytes
     keys: list[bytes]
     key_index: dict[bytes, int]
     balances: I64
+    beacon: bytes
+    """The randomness every draw comes from (``protocol.beacon``); blocks mix theirs in."""
     held_version: I64
-    """Newest model version each participant holds (-1: none)."""
+    """Statistic (no rule reads it): newest model version each participant holds (-1: none)."""
+    trained_version: I64
+    """Statistic: newest version each participant has trained and committed itself (-1: none)."""
     round: int = 0
     phase: Phase = Phase.DEPOSIT
+    phase_start: int = 0
+    """Ledger time (block number) at which the current phase began."""
     escrow: int = 0
     minted: int = 0
     burned: int = 0
     latest_version: int = 0
     next_model_id: int = 1
     live: Models = field(default_factory=Models)
+    """Models held by this round's model owners, in the protocol's rank order (best first)."""
     roles: Roles | None = None
     pairs: Pairs = field(default_factory=Pairs)
     commits: Models = field(default_factory=Models)
@@ -111,49 +116,3 @@ class State:
 
     def copy(self) -> State:
         return copy.deepcopy(self)
-
-    @classmethod
-    def genesis(cls, params: Params, seed: bytes, keys: list[bytes]) -> State:
-        """The state before round 0: participants registered, the genesis model (version 0)
-        held by participant 0, all balances zero."""
-        from derelayl.protocol.roles import assign_roles
-        from derelayl.protocol.transition import validate_new_keys
-
-        validate_new_keys({}, keys)
-        if len(keys) < 2:
-            from derelayl.errors import ConfigError
-
-            raise ConfigError("a network needs at least 2 participants (a model owner and a miner)")
-        n = len(keys)
-        multipliers = compute_multipliers(
-            params.reward_scheme,
-            params.lineage_reward,
-            params.royalty_decay.numerator,
-            params.royalty_decay.denominator,
-        )
-        state = cls(
-            params=params,
-            seed=bytes(seed),
-            keys=list(keys),
-            key_index={key: i for i, key in enumerate(keys)},
-            balances=np.zeros(n, dtype=np.int64),
-            held_version=np.full(n, -1, dtype=np.int64),
-            lineage=LineageTree.genesis(0, n, multipliers),
-        )
-        state.held_version[0] = 0
-        state.live = Models(
-            model_id=np.array([0], dtype=np.int64),
-            owner=np.array([0], dtype=np.int64),
-            version=np.array([0], dtype=np.int64),
-            score=np.array([0.0]),
-        )
-        state.roles = assign_roles(state)
-        return state
-
-
-def compute_rng(state: State, purpose: str) -> np.random.Generator:
-    """The round's randomness for one purpose: derived from the seed carried in state, so
-    every backend that replays the chain draws the same values."""
-    material = state.seed + state.round.to_bytes(8, "big") + purpose.encode()
-    digest = hashlib.sha256(material).digest()
-    return np.random.Generator(np.random.PCG64(int.from_bytes(digest, "big")))

@@ -2,12 +2,15 @@
 
 Every function first verifies everything (each check preceded by a ``# Verify`` comment)
 and only then changes state, so an invalid block raises a specific ``ProtocolError`` and
-leaves the state exactly as it was. Randomness comes from ``compute_rng`` (seed in state).
+leaves the state exactly as it was. Randomness comes from the beacon (``protocol.beacon``);
+each block's ``randomness`` is mixed in when it is applied (the settlement mixes before it
+ranks and draws the next round's roles, so neither is known before the block exists).
+
+Every check here is one the EVM contract (``contracts/DeRelayL.vy``) makes in the same
+order of concerns; ``tests/test_contract_differential.py`` keeps the two together.
 """
 
 from __future__ import annotations
-
-from collections.abc import Iterable
 
 import numpy as np
 from numpy.typing import NDArray
@@ -21,7 +24,14 @@ from derelayl.errors import (
     UnknownParticipantError,
     WrongMinerError,
 )
-from derelayl.protocol.auction import compute_matching, compute_ranking
+from derelayl.protocol.accounts import (
+    compute_mint_room,
+    pay_miner,
+    process_join,
+    process_transfer,
+    register,
+)
+from derelayl.protocol.auction import compute_matching, compute_ranking, is_canonical_bid_order
 from derelayl.protocol.blocks import (
     Bids,
     Block,
@@ -29,72 +39,78 @@ from derelayl.protocol.blocks import (
     CommitReceipt,
     DepositBlock,
     DepositReceipt,
+    Join,
+    Operation,
     SettleBlock,
     SettleReceipt,
     TestBlock,
     TestReceipt,
+    Transfer,
 )
+from derelayl.protocol.beacon import AUCTION, MAX_RANDOMNESS, SETTLE, compute_keys, compute_mixed_beacon
 from derelayl.protocol.roles import assign_roles
-from derelayl.protocol.state import KEY_SIZE, Models, Pairs, State, compute_rng
+from derelayl.protocol.state import Models, Pairs, State
 from derelayl.protocol.types import Phase
+from derelayl.protocol.validate import DIGEST_SIZE, INT64_MAX, validate_new_keys
 
 __all__ = [
+    "MAX_FHE_KEY",
     "process_block",
     "process_commit_block",
     "process_deposit_block",
+    "process_operation",
     "process_settle_block",
     "process_test_block",
     "total_money",
-    "validate_new_keys",
 ]
 
 I64 = NDArray[np.int64]
-F64 = NDArray[np.float64]
-DIGEST_SIZE = 32
+MAX_FHE_KEY = 4096
+"""Bytes of the FHE public-key field a commit block may carry."""
 
 
 # ---------------------------------------------------------------- helpers (checks)
 
 
-def validate_new_keys(key_index: dict[bytes, int], keys: Iterable[bytes]) -> None:
-    """Registration is permissionless: any well-formed, not yet registered key may join."""
-    seen: set[bytes] = set()
-    for key in keys:
-        # Verify the key is a 32-byte public key
-        if not isinstance(key, bytes) or len(key) != KEY_SIZE:
-            raise MalformedError(f"registration: public key must be {KEY_SIZE} bytes")
-        # Verify it is not registered already
-        if key in key_index or key in seen:
-            raise DuplicateError(f"registration: key {key.hex()[:16]}… is already registered")
-        seen.add(key)
-
-
 def _verify_header(state: State, block: Block, phase: Phase) -> None:
+    name = block.kind.name.lower()
     # Verify the block belongs to the current round and phase
     if block.round != state.round:
-        raise PhaseError(
-            f"{block.kind.name.lower()} block for round {block.round}, but the chain is in round {state.round}"
-        )
+        raise PhaseError(f"{name} block for round {block.round}, but the chain is in round {state.round}")
     if state.phase != phase:
-        raise PhaseError(
-            f"{block.kind.name.lower()} block out of phase: round {state.round} expects a "
-            f"{state.phase.name.lower()} block"
-        )
-    # Verify the block comes from the miner drawn for it
+        raise PhaseError(f"{name} block out of phase: round {state.round} expects a {state.phase.name.lower()} block")
+    # Verify the ledger inputs: a time not before the phase began, at most 32 bytes of randomness
+    if not isinstance(block.time, int) or isinstance(block.time, bool) or not 0 <= block.time <= INT64_MAX:
+        raise MalformedError(f"{name} block: time must be a non-negative integer")
+    if block.time < state.phase_start:
+        raise PhaseError(f"{name} block at time {block.time}, before its phase began at {state.phase_start}")
+    if not isinstance(block.randomness, bytes) or len(block.randomness) > MAX_RANDOMNESS:
+        raise MalformedError(f"{name} block: randomness must be at most {MAX_RANDOMNESS} bytes")
+    # Verify the block comes from the miner drawn for it, or from any participant once the
+    # phase has timed out
     assert state.roles is not None
     expected = state.roles.block_miners[int(phase)]
-    if block.miner != expected:
+    if block.miner == expected:
+        return
+    timeout = state.params.phase_timeout
+    late = timeout is not None and block.time >= state.phase_start + timeout
+    if not late:
         raise WrongMinerError(
-            f"{block.kind.name.lower()} block of round {state.round} produced by participant "
-            f"{block.miner}, but participant {expected} was drawn"
+            f"{name} block of round {state.round} produced by participant {block.miner}, but participant "
+            f"{expected} was drawn"
+            + ("" if timeout is None else f" (anyone may produce it from time {state.phase_start + timeout})")
         )
+    if not isinstance(block.miner, int) or not 0 <= block.miner < state.n_participants:
+        raise UnknownParticipantError(f"{name} block produced by unknown participant {block.miner!r}")
 
 
 def _verify_bids(state: State, bids: Bids, eligible: I64, who: str, per: int) -> None:
     """Bids must come once each from an eligible participant and be covered ``per`` times."""
-    # Verify the arrays are well formed
+    # Verify the arrays are well formed integers
     if bids.participant.shape != bids.amount.shape or bids.participant.ndim != 1:
         raise MalformedError(f"{who} bids: participant and amount lists differ in length")
+    if bids.participant.dtype != np.int64 or bids.amount.dtype != np.int64:
+        raise MalformedError(f"{who} bids: participants and amounts must be integers")
     if bids.participant.size == 0:
         return
     # Verify every bidder is registered
@@ -115,7 +131,8 @@ def _verify_bids(state: State, bids: Bids, eligible: I64, who: str, per: int) ->
     # Verify amounts are non-negative and covered by the bidder's balance
     if (bids.amount < 0).any():
         raise BalanceError(f"{who} bid of a negative amount")
-    short = bids.amount * per > state.balances[bids.participant]
+    # (amount > balance // per  <=>  amount * per > balance, without overflow)
+    short = bids.amount > state.balances[bids.participant] // per
     if short.any():
         i = int(np.flatnonzero(short)[0])
         raise BalanceError(
@@ -124,88 +141,77 @@ def _verify_bids(state: State, bids: Bids, eligible: I64, who: str, per: int) ->
         )
 
 
-def _mint(state: State, amount: int) -> int:
-    """How much of ``amount`` may be minted now (``capped`` scheme limits supply)."""
-    p = state.params
-    if p.reward_scheme == "capped" and p.supply_cap is not None:
-        return max(0, min(amount, p.supply_cap - state.supply))
-    return amount
+def _mix(state: State, randomness: bytes) -> None:
+    state.beacon = compute_mixed_beacon(state.beacon, randomness)
 
 
-def _pay_miner(state: State, miner: int, amount: int) -> int:
-    amount = _mint(state, amount)
-    state.balances[miner] += amount
-    state.minted += amount
-    return amount
+def _end_phase(state: State, block: Block, phase: Phase) -> None:
+    state.phase = phase
+    state.phase_start = block.time
 
 
 # ---------------------------------------------------------------- the four blocks
 
 
 def process_deposit_block(state: State, block: DepositBlock) -> DepositReceipt:
-    """Bids in, auction run, deposits escrowed. New keys register here."""
+    """Bids in (in canonical order), auction run, deposits escrowed. New keys register here."""
     _verify_header(state, block, Phase.DEPOSIT)
     assert state.roles is not None
-    roles = state.roles
-    k = state.params.k
-    _verify_bids(state, block.trainer_bids, roles.trainers, "trainer", 1)
-    _verify_bids(state, block.mo_bids, roles.model_owners, "model owner", k)
+    roles, k = state.roles, state.params.k
+    trainer_bids, mo_bids = block.trainer_bids, block.mo_bids
+    _verify_bids(state, trainer_bids, roles.trainers, "trainer", 1)
+    _verify_bids(state, mo_bids, roles.model_owners, "model owner", k)
+    # Verify trainer bids are listed highest first, equal bids in the round's auction-key order
+    keys = compute_keys(state.beacon, AUCTION, state.n_participants)
+    if not is_canonical_bid_order(trainer_bids.amount, keys[trainer_bids.participant]):
+        raise MalformedError("deposit block: trainer bids are not in canonical order (highest bid first, ties by key)")
+    # Verify model-owner bids are listed in the order of the live models their bidders hold
+    live_pos = np.full(state.n_participants, -1, dtype=np.int64)
+    live_pos[state.live.owner] = np.arange(len(state.live), dtype=np.int64)
+    owner_pos = live_pos[mo_bids.participant]
+    if owner_pos.size > 1 and not bool((owner_pos[:-1] < owner_pos[1:]).all()):
+        raise MalformedError("deposit block: model-owner bids are not in the order of the live models")
     validate_new_keys(state.key_index, block.joins)
 
-    # Rank live models (of owners who bid) by score and trainers by bid, then match.
-    rng = compute_rng(state, "auction")
-    mo_amount = np.full(state.n_participants, -1, dtype=np.int64)
-    mo_amount[block.mo_bids.participant] = block.mo_bids.amount
-    live_rank = compute_ranking(state.live.score, rng)
-    live_rank = live_rank[mo_amount[state.live.owner[live_rank]] >= 0]
-    trainer_rank = compute_ranking(block.trainer_bids.amount, rng)
-    live_pos, trainer_pos = compute_matching(live_rank, trainer_rank, k)
-    model_owner = state.live.owner[live_pos]
+    owner_of_pair, trainer_of_pair = compute_matching(len(trainer_bids), len(mo_bids), k)
     pairs = Pairs(
-        live_pos=live_pos,
-        model_owner=model_owner,
-        mo_deposit=mo_amount[model_owner],
-        trainer=block.trainer_bids.participant[trainer_pos],
-        trainer_deposit=block.trainer_bids.amount[trainer_pos],
+        live_pos=owner_pos[owner_of_pair],
+        model_owner=mo_bids.participant[owner_of_pair],
+        mo_deposit=mo_bids.amount[owner_of_pair],
+        trainer=trainer_bids.participant[trainer_of_pair],
+        trainer_deposit=trainer_bids.amount[trainer_of_pair],
     )
 
-    # Apply: escrow deposits, hand the parent model to the trainer, pay the miner, register.
+    # Apply: escrow deposits, pay the miner, register newcomers.
     np.subtract.at(state.balances, pairs.model_owner, pairs.mo_deposit)
     state.balances[pairs.trainer] -= pairs.trainer_deposit
     state.escrow += int(pairs.mo_deposit.sum() + pairs.trainer_deposit.sum())
-    state.held_version[pairs.trainer] = np.maximum(state.held_version[pairs.trainer], state.live.version[live_pos])
+    if state.params.trainer_holds_parent:
+        parent_version = state.live.version[pairs.live_pos]
+        state.held_version[pairs.trainer] = np.maximum(state.held_version[pairs.trainer], parent_version)
     state.pairs = pairs
-    reward = _pay_miner(state, block.miner, state.params.reward_per_deposit * len(pairs))
-    _register(state, block.joins)
-    state.phase = Phase.COMMIT
-    return DepositReceipt(pairs=pairs, parent_model=state.live.model_id[live_pos], miner_reward=reward)
-
-
-def _register(state: State, keys: tuple[bytes, ...]) -> None:
-    if not keys:
-        return
-    start = state.n_participants
-    for offset, key in enumerate(keys):
-        state.keys.append(key)
-        state.key_index[key] = start + offset
-    extra = len(keys)
-    state.balances = np.concatenate([state.balances, np.zeros(extra, dtype=np.int64)])
-    state.held_version = np.concatenate([state.held_version, np.full(extra, -1, dtype=np.int64)])
-    state.lineage.grow(state.n_participants)
+    reward = pay_miner(state, block.miner, state.params.reward_per_deposit * len(pairs))
+    register(state, block.joins)
+    _mix(state, block.randomness)
+    _end_phase(state, block, Phase.COMMIT)
+    return DepositReceipt(pairs=pairs, parent_model=state.live.model_id[pairs.live_pos], miner_reward=reward)
 
 
 def process_commit_block(state: State, block: CommitBlock) -> CommitReceipt:
-    """Matched trainers commit to their new models before any test case is known."""
+    """Matched trainers commit to their new models, in pair order, before any test case is known."""
     _verify_header(state, block, Phase.COMMIT)
-    trainers = np.asarray(block.trainers, dtype=np.int64)
-    # Verify one commitment per listed trainer, each a 32-byte digest
+    trainers = np.asarray(block.trainers)
+    # Verify one commitment per listed trainer, each a 32-byte digest, and a bounded FHE key
     if trainers.ndim != 1 or trainers.size != len(block.commitments):
         raise MalformedError("commit block: trainer and commitment lists differ in length")
+    if trainers.size and trainers.dtype != np.int64:
+        raise MalformedError("commit block: trainers must be integers")
+    trainers = trainers.astype(np.int64)
     # (map/set run in C: this check stays cheap at tens of thousands of commitments)
     if set(map(type, block.commitments)) - {bytes} or set(map(len, block.commitments)) - {DIGEST_SIZE}:
         raise MalformedError(f"commit block: a commitment must be a {DIGEST_SIZE}-byte digest")
-    if not isinstance(block.fhe_public_key, bytes):
-        raise MalformedError("commit block: fhe_public_key must be bytes")
+    if not isinstance(block.fhe_public_key, bytes) or len(block.fhe_public_key) > MAX_FHE_KEY:
+        raise MalformedError(f"commit block: fhe_public_key must be at most {MAX_FHE_KEY} bytes")
     # Verify each committer is a trainer matched this round
     pair_of = np.full(state.n_participants, -1, dtype=np.int64)
     pair_of[state.pairs.trainer] = np.arange(len(state.pairs), dtype=np.int64)
@@ -216,9 +222,12 @@ def process_commit_block(state: State, block: CommitBlock) -> CommitReceipt:
     if (pair_pos < 0).any():
         who = int(trainers[pair_pos < 0][0])
         raise RoleError(f"participant {who} committed but was not matched as a trainer in round {state.round}")
-    # Verify no trainer commits twice and no digest repeats
-    if np.unique(trainers).size != trainers.size:
-        raise DuplicateError("commit block: a trainer committed twice")
+    # Verify commitments are listed in pair order (so no trainer commits twice) and no digest repeats
+    bad = np.flatnonzero(pair_pos[:-1] >= pair_pos[1:])
+    if bad.size:
+        if pair_pos[bad[0]] == pair_pos[bad[0] + 1]:
+            raise DuplicateError(f"commit block: trainer {int(trainers[bad[0]])} committed twice")
+        raise MalformedError("commit block: commitments are not in the order of the pairs")
     if len(set(block.commitments)) != len(block.commitments):
         raise DuplicateError("commit block: duplicate commitment digest")
 
@@ -229,7 +238,7 @@ def process_commit_block(state: State, block: CommitBlock) -> CommitReceipt:
         model_id=model_id,
         owner=trainers,
         version=np.full(n, version, dtype=np.int64),
-        score=np.full(n, np.nan),
+        score=np.zeros(n, dtype=np.int64),
     )
     state.commit_pair = pair_pos
     state.commitments = list(block.commitments)
@@ -237,53 +246,56 @@ def process_commit_block(state: State, block: CommitBlock) -> CommitReceipt:
     if n:
         state.latest_version = max(state.latest_version, version)
         state.held_version[trainers] = version
+        state.trained_version[trainers] = version
         if state.params.encryption_miner_holds_models:
             state.held_version[block.miner] = max(int(state.held_version[block.miner]), version)
-    reward = _pay_miner(state, block.miner, state.params.reward_per_commitment * n)
-    state.phase = Phase.TEST
+    reward = pay_miner(state, block.miner, state.params.reward_per_commitment * n)
+    _mix(state, block.randomness)
+    _end_phase(state, block, Phase.TEST)
     parent_model = state.live.model_id[state.pairs.live_pos[pair_pos]]
     return CommitReceipt(model_id=model_id, parent_model=parent_model, miner_reward=reward)
 
 
-def _verify_report(state: State, digest: bytes, scores: F64, who: str) -> None:
+def _verify_report(state: State, digest: bytes, scores: I64, who: str) -> None:
     # Verify a digest of the test cases
     if not isinstance(digest, bytes) or len(digest) != DIGEST_SIZE:
         raise MalformedError(f"test block: {who}'s test_cases_digest must be a {DIGEST_SIZE}-byte digest")
-    # Verify exactly one finite score per commitment
-    if scores.ndim != 1 or scores.size != len(state.commits):
-        raise MalformedError(f"test block: {who} gave {scores.size} scores for {len(state.commits)} committed models")
-    if not np.isfinite(scores).all():
-        raise MalformedError(f"test block: {who}'s scores must be finite numbers")
+    # Verify exactly one integer score per commitment
+    if not isinstance(scores, np.ndarray) or scores.ndim != 1 or scores.size != len(state.commits):
+        size = scores.size if isinstance(scores, np.ndarray) else "no"
+        raise MalformedError(f"test block: {who} gave {size} scores for {len(state.commits)} committed models")
+    if scores.size and scores.dtype != np.int64:
+        raise MalformedError(f"test block: {who}'s scores must be 64-bit integers")
 
 
 def process_test_block(state: State, block: TestBlock) -> TestReceipt:
     """The round's testers publish fresh test cases and score every committed model; a model's
-    score is the median over testers (with the reference single tester: its score)."""
+    score is the lower median over testers (with the reference single tester: its score)."""
     _verify_header(state, block, Phase.TEST)
     assert state.roles is not None
     params = state.params
     # Verify the required number of test cases
     if block.n_test_cases != params.test_cases:
         raise MalformedError(f"test block: {block.n_test_cases} test cases, the rules require {params.test_cases}")
-    rows = [np.asarray(block.scores, dtype=np.float64)]
-    _verify_report(state, block.test_cases_digest, rows[0], "the testing miner")
+    _verify_report(state, block.test_cases_digest, block.scores, "the testing miner")
     # Verify one report from each co-tester drawn this round, in role order
     expected = state.roles.testers[1:].tolist()
     given = [report.tester for report in block.co_testers]
     if given != expected:
         raise RoleError(f"test block: co-tester reports from {given}, but the round's co-testers are {expected}")
     for report in block.co_testers:
-        rows.append(np.asarray(report.scores, dtype=np.float64))
-        _verify_report(state, report.test_cases_digest, rows[-1], f"co-tester {report.tester}")
+        _verify_report(state, report.test_cases_digest, report.scores, f"co-tester {report.tester}")
 
-    state.commits.score = np.median(np.stack(rows), axis=0) if len(rows) > 1 else rows[0].copy()
+    rows = [block.scores.astype(np.int64), *(r.scores.astype(np.int64) for r in block.co_testers)]
+    state.commits.score = np.sort(np.stack(rows), axis=0)[(len(rows) - 1) // 2].copy()
     n = len(state.commits)
     amount = params.reward_per_test_case * params.test_cases + params.reward_per_tested_model * n
-    reward = _pay_miner(state, block.miner, amount)
+    reward = pay_miner(state, block.miner, amount)
     co_reward = 0
     for report in block.co_testers:
-        co_reward += _pay_miner(state, report.tester, amount)
-    state.phase = Phase.SETTLE
+        co_reward += pay_miner(state, report.tester, amount)
+    _mix(state, block.randomness)
+    _end_phase(state, block, Phase.SETTLE)
     return TestReceipt(miner_reward=reward, co_tester_reward=co_reward)
 
 
@@ -294,7 +306,8 @@ def process_settle_block(state: State, block: SettleBlock) -> SettleReceipt:
     commits, pairs = state.commits, state.pairs
     n_models = len(commits)
 
-    rank = compute_ranking(commits.score, compute_rng(state, "settle"))
+    _mix(state, block.randomness)
+    rank = compute_ranking(commits.score, compute_keys(state.beacon, SETTLE, n_models))
     chosen = rank[: params.n_selected(n_models)]
     chosen_pairs = state.commit_pair[chosen]
     won = np.zeros(len(pairs), dtype=bool)
@@ -309,10 +322,10 @@ def process_settle_block(state: State, block: SettleBlock) -> SettleReceipt:
     state.burned += burned
 
     amount = (params.reward_per_settled_model + params.reward_per_model_case * params.test_cases) * n_models
-    reward = _pay_miner(state, block.miner, amount)
+    reward = pay_miner(state, block.miner, amount)
 
-    payout = state.lineage.settle(commits.owner[chosen], pairs.live_pos[chosen_pairs])
-    payout = _limit_payout(state, payout)
+    payees = commits.owner[chosen] if params.lineage_payee == "trainer" else pairs.model_owner[chosen_pairs]
+    payout = _limit_payout(state, state.lineage.settle(payees, pairs.live_pos[chosen_pairs]))
     state.balances += payout
     minted = int(payout.sum())
     state.minted += minted
@@ -328,23 +341,26 @@ def process_settle_block(state: State, block: SettleBlock) -> SettleReceipt:
         lineage_payout=payout,
         miner_reward=reward,
     )
-    _next_round(state)
+    _next_round(state, block)
     return receipt
 
 
 def _limit_payout(state: State, payout: I64) -> I64:
-    """Under a supply cap, scale lineage payouts down (exactly, rounding down) to fit."""
+    """Under a supply cap, lower the reward per (ancestor, selected descendant) to fit: with
+    C such counts and room A, each is paid floor(A / C) units instead of ``lineage_reward``.
+    (One rate for every count, so a backend that pays the trunk lazily can apply it.)"""
     total = int(payout.sum())
-    allowed = _mint(state, total)
+    allowed = compute_mint_room(state, total)
     if allowed == total:
         return payout
-    # Python integers: payout * allowed can exceed int64 before the division.
-    return (payout.astype(object) * allowed // total).astype(np.int64)
+    reward = state.params.lineage_reward  # ``capped`` pays a constant reward per count
+    counts = payout // reward
+    return counts * (allowed // int(counts.sum()))
 
 
-def _next_round(state: State) -> None:
+def _next_round(state: State, block: SettleBlock) -> None:
     state.round += 1
-    state.phase = Phase.DEPOSIT
+    _end_phase(state, block, Phase.DEPOSIT)
     state.pairs = Pairs()
     state.commits = Models()
     state.commit_pair = np.zeros(0, dtype=np.int64)
@@ -363,6 +379,15 @@ def process_block(state: State, block: Block) -> DepositReceipt | CommitReceipt 
     if isinstance(block, SettleBlock):
         return process_settle_block(state, block)
     raise MalformedError(f"not a block: {type(block).__name__}")
+
+
+def process_operation(state: State, op: Operation) -> object:
+    """Apply a block, a registration or a transfer (the contract backend's history)."""
+    if isinstance(op, Join):
+        return process_join(state, op)
+    if isinstance(op, Transfer):
+        return process_transfer(state, op)
+    return process_block(state, op)
 
 
 def total_money(state: State) -> tuple[int, int]:

@@ -7,10 +7,10 @@ from typing import Any
 
 import numpy as np
 
+from derelayl.agents.latent import LatentPopulation
 from derelayl.learning.latent import LatentTrainer, sigmoid
 from derelayl.protocol.state import State
 from derelayl.protocol.types import format_units
-from derelayl.runtime.latent import LatentParticipants
 from derelayl.runtime.local import RunConfig
 from derelayl.runtime.records import RecordingTask, RoundLog
 
@@ -19,7 +19,7 @@ __all__ = ["LatentTask"]
 
 class LatentTask(RecordingTask):
     def __init__(self, config: RunConfig, out_dir: Path) -> None:
-        self.participants = LatentParticipants(LatentTrainer(seed=config.seed))
+        self.participants = LatentPopulation(LatentTrainer(seed=config.seed))
         self.log = RoundLog(out_dir / "rounds.jsonl")
 
     def quality(self, state: State) -> dict[str, Any]:

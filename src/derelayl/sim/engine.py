@@ -2,7 +2,7 @@
 
 The rules are applied by ``derelayl.protocol.process_block`` (fast path) or by a signed
 SQLite chain (``Chain.produce``, ``--ledger``): the same function either way, so the two
-paths give the same balances. The participants are ``LatentParticipants`` (reference taker
+paths give the same balances. The participants are ``LatentPopulation`` (reference taker
 bids, the abstract latent-score model). This module only decides *when* new participants
 join and *what* is measured; it does not select, match or pay anyone.
 """
@@ -19,13 +19,13 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from derelayl.agents.latent import LatentPopulation
 from derelayl.errors import ConfigError
 from derelayl.learning.latent import LatentTrainer
 from derelayl.protocol.blocks import Block, CommitReceipt, SettleReceipt
-from derelayl.protocol.state import State
+from derelayl.protocol.genesis import initialize_state
 from derelayl.protocol.transition import process_block
 from derelayl.protocol.types import UNIT, Phase
-from derelayl.runtime.latent import LatentParticipants
 from derelayl.runtime.local import run_seed
 from derelayl.sim.config import SimConfig
 from derelayl.sim.metrics import Recorder
@@ -75,7 +75,7 @@ class _Applier:
         params = config.params_for(scheme)
         n = config.participants
         if ledger_dir is None:
-            self.state = State.genesis(params, run_seed(seed), sim_keys(seed, 0, n))
+            self.state = initialize_state(params, run_seed(seed), sim_keys(seed, 0, n))
             return
         from derelayl.ledger.chain import Chain
         from derelayl.ledger.crypto import derive_keys
@@ -130,7 +130,7 @@ def run_one(
     """Simulate ``config.rounds`` rounds of one (scheme, seed)."""
     start = time.perf_counter()
     applier = _Applier(config, scheme, seed, ledger_dir)
-    net = LatentParticipants(LatentTrainer(seed, config.success_rate, config.gain_mean, config.gain_std))
+    net = LatentPopulation(LatentTrainer(seed, config.success_rate, config.gain_mean, config.gain_std))
     width, rounds = config.width, config.rounds
     sample = np.unique(
         np.linspace(0, config.participants - 1, min(config.sample_lines, config.participants)).astype(np.int64)

@@ -1,0 +1,195 @@
+"""One participant: one key, its own data and model side, the reference policy.
+
+An ``Agent`` does what its role asks in each phase, using only public state and what is its
+own (its key, its data, the models it trained or was handed):
+
+- deposit: bid (trainer: the taker bid; model owner: its budget per trainer); a newcomer asks
+  to join;
+- commit: if matched, train the parent on its own data and commit to the child's digest;
+- test: if drawn as a co-tester, score every committed model on its own test cases;
+- as the drawn miner of any phase: assemble the block from the messages it received (only
+  what the rules accept, in the order they require), plus its own scores as testing miner.
+
+Messages are signed with the agent's own ``Signer``; nothing here needs another key. The
+learning side is a ``Brain`` (the paper's abstract model, or real PyTorch training). A round
+driver (``derelayl.runtime.driver``) moves messages between agents over a transport and hands
+the miner's proposal to the chain.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+
+from derelayl.agents.policies import OwnVersion, mo_bid, taker_bid
+from derelayl.protocol.blocks import Bids, CommitBlock, DepositBlock, SettleBlock, TestBlock, TesterReport
+from derelayl.protocol.messages import (
+    BidMessage,
+    CommitMessage,
+    JoinMessage,
+    Message,
+    Proposal,
+    ScoresMessage,
+    Signed,
+)
+from derelayl.protocol.producer import compute_includable_bids, compute_includable_commitments
+from derelayl.protocol.state import State
+from derelayl.protocol.types import Phase
+
+__all__ = ["Agent", "Brain", "Signer"]
+
+I64 = NDArray[np.int64]
+
+
+class Signer(Protocol):
+    """A participant's identity on one ledger: its registered 32-byte key and how it signs."""
+
+    @property
+    def public(self) -> bytes: ...
+
+    def sign(self, message: Message) -> bytes: ...
+
+    def verify(self, public: bytes, message: Message, signature: bytes) -> bool:
+        """Whether ``signature`` is ``public``'s signature of ``message`` on this ledger."""
+        ...
+
+
+class Brain(Protocol):
+    """The model side of one participant."""
+
+    def train(self, state: State, me: int) -> bytes | None:
+        """As a matched trainer: train the pair's parent on own data; the child's digest, or
+        None if training failed (the agent then commits nothing)."""
+        ...
+
+    def score(self, state: State, me: int) -> tuple[bytes, I64]:
+        """As a tester: (digest of own test cases, one integer score per commitment)."""
+        ...
+
+
+@dataclass
+class Agent:
+    signer: Signer
+    brain: Brain
+    basis: OwnVersion = "trained"
+    """Reference taker bid: value a slot against the newest version trained (or held)."""
+    wants_to_join: bool = False
+
+    @property
+    def public(self) -> bytes:
+        return self.signer.public
+
+    def index(self, state: State) -> int | None:
+        return state.key_index.get(self.signer.public)
+
+    # ---------------------------------------------------------------- as a participant
+
+    def messages(self, state: State) -> list[Signed]:
+        """What this participant sends to the round's miner in the current phase."""
+        me = self.index(state)
+        if me is None:
+            join = JoinMessage(self.signer.public)
+            return [self._signed(join)] if self.wants_to_join and state.phase == Phase.DEPOSIT else []
+        assert state.roles is not None
+        roles, out = state.roles, []
+        if state.phase == Phase.DEPOSIT:
+            if _has(roles.trainers, me):
+                out.append(BidMessage(state.round, me, "trainer", int(taker_bid(state, me, self.basis))))
+            if _has(roles.model_owners, me):
+                out.append(BidMessage(state.round, me, "model_owner", int(mo_bid(state, me))))
+        elif state.phase == Phase.COMMIT and me in state.pairs.trainer.tolist():
+            digest = self.brain.train(state, me)
+            if digest is not None:
+                out.append(CommitMessage(state.round, me, digest))
+        elif state.phase == Phase.TEST and me in roles.testers[1:].tolist():
+            digest, scores = self.brain.score(state, me)
+            out.append(ScoresMessage(state.round, me, digest, scores))
+        return [self._signed(m) for m in out]
+
+    def _signed(self, message: Message) -> Signed:
+        return Signed(message, self.signer.sign(message))
+
+    # ---------------------------------------------------------------- as the drawn miner
+
+    def propose(self, state: State, inbox: Sequence[Signed]) -> Proposal:
+        """The block of the current phase from the messages received (those whose signature
+        verifies and that the rules accept), with their senders' signatures."""
+        me = self.index(state)
+        assert me is not None and state.roles is not None
+        valid = [s for s in inbox if self._verifies(state, s)]
+        if state.phase == Phase.DEPOSIT:
+            return self._deposit(state, me, valid)
+        if state.phase == Phase.COMMIT:
+            return self._commit(state, me, valid)
+        if state.phase == Phase.TEST:
+            return self._test(state, me, valid)
+        return Proposal(SettleBlock(state.round, me))
+
+    def _verifies(self, state: State, signed: Signed) -> bool:
+        message = signed.message
+        if isinstance(message, JoinMessage):
+            public = message.key
+        elif message.round != state.round or not 0 <= message.participant < state.n_participants:
+            return False
+        else:
+            public = state.keys[message.participant]
+        return self.signer.verify(public, message, signed.signature)
+
+    def _deposit(self, state: State, me: int, inbox: list[Signed]) -> Proposal:
+        by_role: dict[str, list[tuple[int, int]]] = {"trainer": [], "model_owner": []}
+        sigs: dict[tuple[str, int, int], bytes] = {}
+        joins: dict[bytes, bytes] = {}
+        for s in inbox:
+            m = s.message
+            if isinstance(m, BidMessage):
+                by_role[m.role].append((m.participant, m.amount))
+                sigs.setdefault((m.role, m.participant, m.amount), s.signature)
+            elif isinstance(m, JoinMessage) and m.key not in state.key_index:
+                joins.setdefault(m.key, s.signature)
+        trainer_bids, mo_bids = compute_includable_bids(
+            state, Bids.of(by_role["trainer"]), Bids.of(by_role["model_owner"])
+        )
+        signatures = [
+            sigs[(role, int(p), int(a))]
+            for bids, role in ((trainer_bids, "trainer"), (mo_bids, "model_owner"))
+            for p, a in zip(bids.participant, bids.amount, strict=True)
+        ]
+        block = DepositBlock(state.round, me, trainer_bids, mo_bids, tuple(joins))
+        return Proposal(block, (*signatures, *joins.values()))
+
+    def _commit(self, state: State, me: int, inbox: list[Signed]) -> Proposal:
+        received = [(s.message, s.signature) for s in inbox if isinstance(s.message, CommitMessage)]
+        trainers = np.array([m.participant for m, _ in received], dtype=np.int64)
+        kept, digests = compute_includable_commitments(state, trainers, tuple(m.digest for m, _ in received))
+        sigs = {(m.participant, m.digest): sig for m, sig in received}
+        signatures = tuple(sigs[(int(t), d)] for t, d in zip(kept, digests, strict=True))
+        return Proposal(CommitBlock(state.round, me, kept, digests), signatures)
+
+    def _test(self, state: State, me: int, inbox: list[Signed]) -> Proposal:
+        assert state.roles is not None
+        digest, scores = self.brain.score(state, me)
+        reports: dict[int, Signed] = {}
+        for s in inbox:
+            m = s.message
+            if isinstance(m, ScoresMessage) and m.scores.size == len(state.commits):
+                reports.setdefault(m.participant, s)
+        co_testers = [int(t) for t in state.roles.testers[1:]]
+        missing = [t for t in co_testers if t not in reports]
+        if missing:
+            raise RuntimeError(f"test block of round {state.round}: no report from co-tester(s) {missing}")
+        chosen = [reports[t] for t in co_testers]
+        block_reports = tuple(
+            TesterReport(t, s.message.test_cases_digest, s.message.scores)  # type: ignore[union-attr]
+            for t, s in zip(co_testers, chosen, strict=True)
+        )
+        block = TestBlock(state.round, me, state.params.test_cases, digest, scores, block_reports)
+        return Proposal(block, tuple(s.signature for s in chosen))
+
+
+def _has(sorted_ids: I64, who: int) -> bool:
+    i = int(np.searchsorted(sorted_ids, who))
+    return i < sorted_ids.size and int(sorted_ids[i]) == who

@@ -1,0 +1,95 @@
+"""The paper's abstract model, for one agent and for a whole population at once.
+
+``LatentBrain`` is one participant's model side: training draws its own slot of the round's
+abstract draws (``LatentTrainer``); a latent model is its integer score, encoded in its
+commitment, so testing reads the scores back from the commitments.
+
+``LatentPopulation`` is the simulator's fast path: it produces, with numpy over all
+participants at once, exactly the block that the round's agents (``Agent`` + ``LatentBrain``,
+reference policy) and the drawn miner would produce — the same policy functions, vectorised.
+``tests/test_agents.py`` drives both side by side and checks every block is identical.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from derelayl.agents.policies import OwnVersion, mo_bid, taker_bid
+from derelayl.learning.latent import LatentTrainer, latent_commitments, latent_scores
+from derelayl.protocol.blocks import Bids, Block, CommitBlock, DepositBlock, SettleBlock, TestBlock, TesterReport
+from derelayl.protocol.producer import order_bids
+from derelayl.protocol.state import State
+from derelayl.protocol.types import Phase
+
+__all__ = ["LatentBrain", "LatentPopulation", "latent_test_digest"]
+
+I64 = NDArray[np.int64]
+
+
+def latent_test_digest(seed: int, round_index: int, tester: int) -> bytes:
+    """Stands for the digest of a tester's test cases (the abstract model needs none)."""
+    return hashlib.sha256(f"latent-tests/{seed}/{round_index}/{tester}".encode()).digest()
+
+
+def _train_pairs(trainer: LatentTrainer, state: State, pairs: I64) -> tuple[NDArray[np.bool_], I64]:
+    """(success, child score) of the given pair positions: parent score + the trainer's draw."""
+    parent = state.live.score[state.pairs.live_pos[pairs]]
+    return trainer.train(state.round, state.pairs.trainer[pairs], parent, state.n_participants)
+
+
+@dataclass(frozen=True)
+class LatentBrain:
+    trainer: LatentTrainer
+
+    def train(self, state: State, me: int) -> bytes | None:
+        pair = np.flatnonzero(state.pairs.trainer == me)
+        ok, score = _train_pairs(self.trainer, state, pair)
+        if not bool(ok[0]):
+            return None
+        return latent_commitments(state.round, np.array([me], dtype=np.int64), score)[0]
+
+    def score(self, state: State, me: int) -> tuple[bytes, I64]:
+        return latent_test_digest(self.trainer.seed, state.round, me), latent_scores(state.commitments)
+
+
+@dataclass
+class LatentPopulation:
+    """Every participant of a latent network, vectorised: the block the drawn miner would
+    assemble from all agents' messages this phase."""
+
+    trainer: LatentTrainer
+    basis: OwnVersion = "trained"
+
+    def next_block(self, state: State, joins: tuple[bytes, ...] = ()) -> Block:
+        assert state.roles is not None
+        roles = state.roles
+        miner = roles.block_miners[int(state.phase)]
+        if state.phase == Phase.DEPOSIT:
+            trainers, owners = roles.trainers, roles.model_owners
+            trainer_bids, mo_bids = order_bids(
+                state,
+                Bids(trainers, taker_bid(state, trainers, self.basis)),
+                Bids(owners, mo_bid(state, owners)),
+            )
+            return DepositBlock(state.round, miner, trainer_bids, mo_bids, joins)
+        if state.phase == Phase.COMMIT:
+            # every matched trainer trains; those that succeed commit, in pair order (digests
+            # are distinct by construction: they encode the trainer)
+            pairs = np.arange(len(state.pairs), dtype=np.int64)
+            ok, score = _train_pairs(self.trainer, state, pairs)
+            trainers = state.pairs.trainer[ok]
+            return CommitBlock(state.round, miner, trainers, latent_commitments(state.round, trainers, score[ok]))
+        if state.phase == Phase.TEST:
+            scores = latent_scores(state.commitments)
+            seed = self.trainer.seed
+            reports = tuple(
+                TesterReport(t, latent_test_digest(seed, state.round, t), scores) for t in roles.testers[1:].tolist()
+            )
+            return TestBlock(
+                state.round, miner, state.params.test_cases, latent_test_digest(seed, state.round, miner), scores, reports
+            )
+        return SettleBlock(state.round, miner)

@@ -1,0 +1,108 @@
+"""What one participant says to the round's miner: plain data, signed by its sender.
+
+An agent (one key) produces these; the drawn miner collects them and puts the ones the rules
+accept into its block. How a message is turned into signed bytes depends on the ledger (Ed25519
+over canonical JSON on the local chain, secp256k1 over an EIP-191 hash on the EVM contract):
+see ``derelayl.ledger.codec`` and ``derelayl.evm.signing``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from numpy.typing import NDArray
+
+from derelayl.protocol.blocks import Block, CommitBlock, DepositBlock, TestBlock
+
+__all__ = [
+    "BidMessage",
+    "CommitMessage",
+    "JoinMessage",
+    "Message",
+    "Proposal",
+    "ScoresMessage",
+    "Signed",
+    "block_messages",
+]
+
+Role = Literal["trainer", "model_owner"]
+
+
+@dataclass(frozen=True)
+class BidMessage:
+    round: int
+    participant: int
+    role: Role
+    amount: int
+
+
+@dataclass(frozen=True)
+class CommitMessage:
+    round: int
+    participant: int
+    digest: bytes
+
+
+@dataclass(frozen=True)
+class ScoresMessage:
+    round: int
+    participant: int
+    test_cases_digest: bytes
+    scores: NDArray[np.int64]
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, ScoresMessage)
+            and (self.round, self.participant, self.test_cases_digest)
+            == (other.round, other.participant, other.test_cases_digest)
+            and np.array_equal(self.scores, other.scores)
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.round, self.participant, self.test_cases_digest, self.scores.tobytes()))
+
+
+@dataclass(frozen=True)
+class JoinMessage:
+    key: bytes
+
+
+Message = BidMessage | CommitMessage | ScoresMessage | JoinMessage
+
+
+@dataclass(frozen=True)
+class Signed:
+    """A message and its sender's signature (empty where the ledger needs none)."""
+
+    message: Message
+    signature: bytes = b""
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """A block as its miner assembled it, and the senders' signatures of its items in item
+    order: deposit = trainer bids, model-owner bids, joins; commit = commitments; test =
+    co-tester reports; settle = none."""
+
+    block: Block
+    signatures: tuple[bytes, ...] = ()
+
+
+def block_messages(block: Block) -> list[Message]:
+    """The participant messages a block carries, in ``Proposal.signatures`` order."""
+    r = block.round
+    if isinstance(block, DepositBlock):
+        out: list[Message] = []
+        for bids, role in ((block.trainer_bids, "trainer"), (block.mo_bids, "model_owner")):
+            out += [
+                BidMessage(r, int(p), role, int(a))  # type: ignore[arg-type]
+                for p, a in zip(bids.participant, bids.amount, strict=True)
+            ]
+        return out + [JoinMessage(k) for k in block.joins]
+    if isinstance(block, CommitBlock):
+        return [CommitMessage(r, int(t), d) for t, d in zip(block.trainers, block.commitments, strict=True)]
+    if isinstance(block, TestBlock):
+        return [ScoresMessage(r, c.tester, c.test_cases_digest, c.scores) for c in block.co_testers]
+    return []
