@@ -90,6 +90,11 @@ class LatentPopulation:
                 TesterReport(t, latent_test_digest(seed, state.round, t), scores) for t in roles.testers[1:].tolist()
             )
             return TestBlock(
-                state.round, miner, state.params.test_cases, latent_test_digest(seed, state.round, miner), scores, reports
+                state.round,
+                miner,
+                state.params.test_cases,
+                latent_test_digest(seed, state.round, miner),
+                scores,
+                reports,
             )
         return SettleBlock(state.round, miner)

@@ -40,7 +40,9 @@ class LatentTrainer:
     gain_mean: float = 1.0
     gain_std: float = 1.0
 
-    def train(self, round_index: int, trainers: I64, parent_score: I64, n_participants: int) -> tuple[NDArray[np.bool_], I64]:
+    def train(
+        self, round_index: int, trainers: I64, parent_score: I64, n_participants: int
+    ) -> tuple[NDArray[np.bool_], I64]:
         succeed, gains = _draws(self, round_index, n_participants)
         return succeed[trainers], parent_score + gains[trainers]
 

@@ -71,7 +71,9 @@ def sign_message(key: KeyPair, chain_id: bytes, message: Message) -> bytes:
     return key.sign(message_bytes(chain_id, message))
 
 
-def proposal_of(block: Block, chain_id: bytes, keys: Mapping[int, KeyPair], join_keys: Mapping[bytes, KeyPair]) -> Proposal:
+def proposal_of(
+    block: Block, chain_id: bytes, keys: Mapping[int, KeyPair], join_keys: Mapping[bytes, KeyPair]
+) -> Proposal:
     """Sign every item with its sender's key: for tests and tools that hold every key (a
     network's nodes never do; each signs its own messages)."""
     signatures = []

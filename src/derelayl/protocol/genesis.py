@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from derelayl.errors import ConfigError
+from derelayl.protocol.beacon import BEACON_SIZE
 from derelayl.protocol.lineage import LineageTree, compute_multipliers
 from derelayl.protocol.params import Params
-from derelayl.protocol.beacon import BEACON_SIZE
 from derelayl.protocol.roles import assign_roles
 from derelayl.protocol.state import Models, State
 from derelayl.protocol.validate import validate_new_keys

@@ -124,7 +124,9 @@ class Params:
         if self.phase_timeout is not None and (
             not isinstance(self.phase_timeout, int) or isinstance(self.phase_timeout, bool) or self.phase_timeout < 1
         ):
-            raise ConfigError(f"phase_timeout must be a positive integer of blocks or absent, got {self.phase_timeout!r}")
+            raise ConfigError(
+                f"phase_timeout must be a positive integer of blocks or absent, got {self.phase_timeout!r}"
+            )
         if self.lineage_payee not in LINEAGE_PAYEES:
             raise ConfigError(f"lineage_payee must be model_owner or trainer, got {self.lineage_payee!r}")
         if not (0 < self.select_fraction <= 1):

@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from derelayl.protocol.blocks import Bids
 from derelayl.protocol.beacon import AUCTION, compute_keys
+from derelayl.protocol.blocks import Bids
 from derelayl.protocol.state import State
 from derelayl.protocol.validate import DIGEST_SIZE
 

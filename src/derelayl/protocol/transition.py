@@ -32,6 +32,7 @@ from derelayl.protocol.accounts import (
     register,
 )
 from derelayl.protocol.auction import compute_matching, compute_ranking, is_canonical_bid_order
+from derelayl.protocol.beacon import AUCTION, MAX_RANDOMNESS, SETTLE, compute_keys, compute_mixed_beacon
 from derelayl.protocol.blocks import (
     Bids,
     Block,
@@ -47,7 +48,6 @@ from derelayl.protocol.blocks import (
     TestReceipt,
     Transfer,
 )
-from derelayl.protocol.beacon import AUCTION, MAX_RANDOMNESS, SETTLE, compute_keys, compute_mixed_beacon
 from derelayl.protocol.roles import assign_roles
 from derelayl.protocol.state import Models, Pairs, State
 from derelayl.protocol.types import Phase
@@ -386,7 +386,8 @@ def process_operation(state: State, op: Operation) -> object:
     if isinstance(op, Join):
         return process_join(state, op)
     if isinstance(op, Transfer):
-        return process_transfer(state, op)
+        process_transfer(state, op)
+        return None
     return process_block(state, op)
 
 
