@@ -10,17 +10,21 @@ import numpy as np
 import pytest
 import torch
 
+from derelayl.agents.agent import Agent
+from derelayl.agents.relay import ModelBook, RelayBrain, Traffic, relay_brains
 from derelayl.errors import ConfigError, ModelError
 from derelayl.learning.data import DataAccessError, case_digest, load_dataset
 from derelayl.learning.interfaces import Evaluator, M, Trainer
 from derelayl.learning.latent_adapters import LatentEvaluator, LatentModelTrainer
-from derelayl.learning.participants import RelayParticipants
 from derelayl.learning.partition import Split, make_split
+from derelayl.learning.seeds import derive_seed
 from derelayl.learning.serialization import model_digest, weights_from_bytes, weights_to_bytes
 from derelayl.learning.setup import LearningSetup, build_setup
 from derelayl.learning.store import DirModelStore, MemoryModelStore
-from derelayl.protocol import Phase, State, blocks, preset, process_block
+from derelayl.ledger.client import StateClient
+from derelayl.protocol import Params, Phase, blocks, preset
 from derelayl.protocol.genesis import initialize_state
+from derelayl.runtime.driver import RoundDriver
 
 torch.set_num_threads(1)
 
@@ -30,19 +34,28 @@ def setup() -> LearningSetup:
     return build_setup("digits", participants=8, partition="dirichlet", partition_options={"alpha": 0.5})
 
 
-def _network(setup: LearningSetup, store: MemoryModelStore | None = None) -> tuple[State, RelayParticipants]:
-    keys = [hashlib.sha256(bytes([i])).digest() for i in range(8)]
-    state = initialize_state(preset("minimal"), b"\x01" * 32, keys)
-    net = RelayParticipants(
-        setup.trainer(),
-        setup.evaluator(),
-        setup.shards(),
-        store or MemoryModelStore(),
-        setup.init,
-        seed=5,
-        meta={"spec": setup.spec.to_dict()},
-    )
-    return state, net
+class Network:
+    """Eight agents, each with its own RelayBrain, on the rules in memory."""
+
+    def __init__(self, setup: LearningSetup, params: Params | None = None) -> None:
+        keys = [hashlib.sha256(bytes([i])).digest() for i in range(8)]
+        self.client = StateClient(initialize_state(params or preset("minimal"), b"\x01" * 32, keys))
+        self.models = ModelBook.of_genesis(MemoryModelStore(), setup.init, {"spec": setup.spec.to_dict()})
+        self.brains = relay_brains(setup, self.models, seed=5)
+        agents = [Agent(self.client.signer(k), b) for k, b in zip(keys, self.brains, strict=True)]
+        self.driver = RoundDriver(self.client, agents)
+
+    @property
+    def state(self):  # type: ignore[no-untyped-def]
+        return self.client.state
+
+    def step(self) -> object:
+        receipt = self.driver.step()
+        self.models.follow(self.state)
+        return receipt
+
+    def last_block(self) -> object:
+        return self.client._log[-1].operation
 
 
 def test_training_changes_the_model_and_improves_its_own_score(setup: LearningSetup) -> None:
@@ -104,49 +117,114 @@ def test_shards_are_readable_only_by_their_owner(setup: LearningSetup) -> None:
 
 def test_relay_rounds_touch_each_shard_only_from_its_owner(setup: LearningSetup) -> None:
     # Prepare
-    state, net = _network(setup)
+    net = Network(setup)
     # Execute: three full rounds
     for _ in range(12):
-        process_block(state, net.next_block(state))
+        net.step()
     # Assert: every read was the owner's, and training and testing really read data
-    readers = [set(s.reads) for s in net.shards]
-    assert all(r <= {s.owner} for r, s in zip(readers, net.shards, strict=True))
-    assert sum(len(s.reads) for s in net.shards) >= 3 * 2
+    shards = [b.shard for b in net.brains]
+    assert all(set(s.reads) <= {s.owner} for s in shards)
+    assert sum(len(s.reads) for s in shards) >= 3 * 2
+    assert net.state.round == 3 and len(net.models.index) > 1
+
+
+def test_a_brain_cannot_train_or_test_on_another_participants_data(setup: LearningSetup) -> None:
+    # Prepare: participant 2's brain, asked to act for participant 3
+    net = Network(setup)
+    net.step()
+    state = net.state
+    trainer = int(state.pairs.trainer[0])
+    other = (trainer + 1) % 8
+    # Execute / Assert
+    with pytest.raises(DataAccessError, match=f"participant {trainer} tried to read participant {other}"):
+        net.brains[other].train(state, trainer)
+    with pytest.raises(DataAccessError):
+        net.brains[other].score(state, trainer)
 
 
 def test_ledger_commitment_is_the_hash_of_the_model_scored(setup: LearningSetup) -> None:
-    # Prepare: record what the tester evaluates
-    state, net = _network(setup)
+    # Prepare: record what the testing miner evaluates
+    net = Network(setup)
+    for _ in range(2):
+        net.step()
+    state = net.state
+    assert state.phase == Phase.TEST and state.roles is not None
+    tester = state.roles.block_miners[2]
+    evaluator = net.brains[tester].evaluator
     scored: list[bytes] = []
-    evaluate = net.evaluator.evaluate
+    correct = evaluator.correct
 
     def spy(model, x, y):  # type: ignore[no-untyped-def]
         scored.append(weights_to_bytes(model, {}))
-        return evaluate(model, x, y)
+        return correct(model, x, y)
 
-    net.evaluator.evaluate = spy  # type: ignore[method-assign]
-    for _ in range(2):
-        process_block(state, net.next_block(state))
-    assert state.phase == Phase.TEST
+    evaluator.correct = spy  # type: ignore[method-assign]
+    commitments = list(state.commitments)
     # Execute
-    block = net.next_block(state)
-    assert isinstance(block, blocks.TestBlock)
+    net.step()
+    block = net.last_block()
     # Assert: the i-th scored model is the model whose bytes hash to the i-th commitment
-    assert len(scored) == len(state.commitments) > 0
-    for digest, seen in zip(state.commitments, scored, strict=True):
-        data = net.store.get(digest)
+    assert isinstance(block, blocks.TestBlock)
+    assert len(scored) == len(commitments) > 0
+    for digest, seen in zip(commitments, scored, strict=True):
+        data = net.models.store.get(digest)
         assert model_digest(data) == digest
         assert weights_to_bytes(weights_from_bytes(data)[0], {}) == seen
-    tester = block.miner
-    x, y = net.shards[tester].draw_test_cases(tester, state.params.test_cases, net_seed_tests(net, state, tester))
+    x, y = net.brains[tester].shard.draw_test_cases(tester, state.params.test_cases, derive_seed(5, "tests", 0, tester))
     assert block.test_cases_digest == case_digest(x, y)
-    process_block(state, block)
 
 
-def net_seed_tests(net: RelayParticipants, state: State, tester: int) -> int:
-    from derelayl.learning.participants import derive_seed
+def test_scores_are_counts_of_correct_predictions(setup: LearningSetup) -> None:
+    # Prepare
+    net = Network(setup)
+    for _ in range(2):
+        net.step()
+    state = net.state
+    tester = state.roles.block_miners[2]
+    brain = net.brains[tester]
+    # Execute
+    _, scores = brain.score(state, tester)
+    # Assert: integer counts out of the round's test cases, equal to accuracy x cases
+    n = state.params.test_cases
+    x, y = brain.shard.draw_test_cases(tester, n, derive_seed(5, "tests", state.round, tester))
+    expected = [round(brain.evaluator.evaluate(net.models.load(d), x, y) * n) for d in state.commitments]
+    assert scores.dtype == np.int64 and scores.tolist() == expected
+    assert all(0 <= s <= n for s in expected)
 
-    return derive_seed(net.seed, "tests", state.round, tester)
+
+def test_traffic_is_counted_where_it_happens_and_summed(setup: LearningSetup) -> None:
+    # Prepare
+    net = Network(setup)
+    # Execute: one full round
+    for _ in range(4):
+        net.step()
+    # Assert: every trainer received its parent and copied its child to the commit miner;
+    # the tester received every model
+    total = Traffic.total(b.traffic for b in net.brains)
+    size = net.models.model_bytes
+    models = int(net.state.next_model_id - 1)
+    assert total.owner_to_trainer == total.commit_miner_copies == models * size > 0
+    assert total.trainer_to_tester == models * size
+    assert total.total_bytes == 3 * models * size + total.test_cases
+    trainers = [b for b in net.brains if b.traffic.local_epochs]
+    assert len(trainers) == models
+
+
+def test_merge_top_k_averages_other_live_models(setup: LearningSetup) -> None:
+    # Prepare: every model selected, so round 1 has two live models; one brain merges the top 2
+    net = Network(setup, Params(k=2, test_cases=10, select_fraction=1))
+    while net.state.round < 1 or net.state.phase != Phase.COMMIT:
+        net.step()
+    state = net.state
+    trainer = int(state.pairs.trainer[0])
+    merging = RelayBrain(
+        net.brains[trainer].shard, setup.trainer(), setup.evaluator(), net.models, seed=5, merge_top_k=2
+    )
+    # Execute
+    digest = merging.train(state, trainer)
+    # Assert: it received two models and trained from their average
+    assert len(state.live) == 2 and merging.traffic.owner_to_trainer == 2 * net.models.model_bytes
+    assert digest is not None and digest != net.brains[trainer].train(state, trainer)
 
 
 def test_dirichlet_split_is_a_disjoint_cover_and_round_trips(tmp_path: Path) -> None:

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from derelayl.errors import ModelError
-from derelayl.protocol.blocks import Block
 from derelayl.protocol.state import State
 from derelayl.runtime.local import RunConfig, Task, run_network
 from derelayl.runtime.torch_task import TorchTask
@@ -23,14 +22,15 @@ class Crash(Exception):
 
 
 def crashing_after(blocks: int):  # type: ignore[no-untyped-def]
+    """A task whose process dies right after the ``blocks``-th block is stored."""
     made = {"n": 0}
 
     class Crashing(TorchTask):
-        def next_block(self, state: State) -> Block:
+        def follow(self, state: State) -> None:
+            super().follow(state)
+            made["n"] += 1
             if made["n"] == blocks:
                 raise Crash
-            made["n"] += 1
-            return super().next_block(state)
 
     def factory(config: RunConfig, out_dir: Path) -> Task:
         return Crashing(config, out_dir)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from derelayl.baselines.curve import Curve, Point
 from derelayl.learning.data import case_bytes
-from derelayl.learning.participants import derive_seed
+from derelayl.learning.seeds import derive_seed
 from derelayl.learning.setup import LearningSetup
 
 __all__ = ["run_centralized"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from derelayl.baselines.curve import Curve, Point
-from derelayl.learning.participants import derive_seed
+from derelayl.learning.seeds import derive_seed
 from derelayl.learning.serialization import Weights, param_bytes
 from derelayl.learning.setup import LearningSetup
 from derelayl.learning.torch_models import average

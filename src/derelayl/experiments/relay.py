@@ -1,10 +1,12 @@
-"""The DeRelayL arm of an experiment: real models, driven by the protocol core.
+"""The DeRelayL arm of an experiment: one agent per participant, driven by the protocol core.
 
-Blocks come from ``RelayParticipants`` and are applied with ``process_block`` to a
-``State`` (no signatures: the experiment measures learning and money, and the chain's
-signing adds nothing to either). Selection, matching and rewards are the rules' own. The
-round's accuracy is that of the model the protocol ranked first
-(``SettleReceipt.selected_model[0]``) on the global test set, which the protocol never sees.
+Each participant is an ``Agent`` with a ``RelayBrain`` (its own shard, trainer and
+evaluator); a ``RoundDriver`` moves their messages to each phase's drawn miner, and the
+blocks are applied by a ``StateClient`` (the rules in memory, no signatures: the experiment
+measures learning and money, and signing adds nothing to either). Matching, selection and
+rewards are the rules' own. The round's accuracy is that of the model the protocol ranked
+first (``SettleReceipt.selected_model[0]``, i.e. ``state.live.model_id[0]``) on the global
+test set, which no participant ever sees.
 """
 
 from __future__ import annotations
@@ -13,14 +15,17 @@ import hashlib
 
 import numpy as np
 
+from derelayl.agents.agent import Agent
+from derelayl.agents.relay import ModelBook, RelayBrain, Traffic, relay_brains
 from derelayl.baselines.curve import Curve, Point
-from derelayl.learning.participants import RelayParticipants
 from derelayl.learning.setup import LearningSetup
 from derelayl.learning.store import MemoryModelStore
 from derelayl.learning.torch_models import TrainConfig
-from derelayl.protocol import CommitReceipt, DepositReceipt, Params, SettleReceipt, State, process_block
+from derelayl.ledger.client import StateClient
+from derelayl.protocol import CommitReceipt, DepositReceipt, Params, SettleReceipt
 from derelayl.protocol.genesis import initialize_state
 from derelayl.protocol.types import UNIT
+from derelayl.runtime.driver import RoundDriver
 from derelayl.stats import gini
 
 __all__ = ["run_derelayl"]
@@ -41,56 +46,53 @@ def run_derelayl(
     """Rounds until ``rounds`` have settled or ``byte_budget`` bytes have moved."""
     n = len(setup.split.participants)
     keys = [hashlib.sha256(f"derelayl-experiment/{seed}/{i}".encode()).digest() for i in range(n)]
-    state = initialize_state(params, hashlib.sha256(f"derelayl-experiment/{seed}".encode()).digest(), keys)
-    net = RelayParticipants(
-        setup.trainer(train_config),
-        setup.evaluator(),
-        setup.shards(),
-        MemoryModelStore(),
-        setup.init,
-        seed,
-        meta={"spec": setup.spec.to_dict()},
-        merge_top_k=merge_top_k,
-    )
+    genesis_seed = hashlib.sha256(f"derelayl-experiment/{seed}".encode()).digest()
+    client = StateClient(initialize_state(params, genesis_seed, keys))
+    models = ModelBook.of_genesis(MemoryModelStore(), setup.init, {"spec": setup.spec.to_dict()})
+    brains = relay_brains(setup, models, seed, train_config=train_config, merge_top_k=merge_top_k)
+    driver = RoundDriver(client, [Agent(client.signer(k), b) for k, b in zip(keys, brains, strict=True)])
+    state = client.state
     evaluator = setup.evaluator()
     accuracy = {0: setup.test_accuracy(evaluator, setup.init)}
     # Per participant: newest version held, and the best global accuracy among held models of
-    # that version (a participant keeps every model it receives or trains; we credit its newest).
+    # that version (a participant keeps every model it trains or is given; we credit its newest).
     held = _Holdings(n)
     held.give(0, 0, accuracy[0])
     trained, selected = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
     curve = Curve(
         name,
         info={
-            "model_bytes": net.model_bytes,
+            "model_bytes": models.model_bytes,
             "merge_top_k": merge_top_k,
             "params": params.to_dict(),
-            "shard_sizes": [len(s) for s in net.shards],
+            "shard_sizes": [len(b.shard) for b in brains],
         },
     )
     curve.add(Point(0, accuracy[0], 0, 0, 0, {"supply_coins": 0.0, "gini": 0.0, "within_2pp": 1 / n}))
     limit = rounds if rounds is not None else max_rounds
-    while state.round < limit and (byte_budget is None or net.traffic.total_bytes < byte_budget):
-        deposit = process_block(state, net.next_block(state))
+    while state.round < limit and (byte_budget is None or _traffic(brains).total_bytes < byte_budget):
+        deposit = driver.step()
         assert isinstance(deposit, DepositReceipt)
-        live_version = dict(zip(state.live.model_id.tolist(), state.live.version.tolist(), strict=True))
-        for t, parent in zip(deposit.pairs.trainer.tolist(), deposit.parent_model.tolist(), strict=True):
-            held.give(t, live_version[parent], accuracy[parent])
+        if params.trainer_holds_parent:
+            live_version = dict(zip(state.live.model_id.tolist(), state.live.version.tolist(), strict=True))
+            for t, parent in zip(deposit.pairs.trainer.tolist(), deposit.parent_model.tolist(), strict=True):
+                held.give(t, live_version[parent], accuracy[parent])
         commit_miner = state.roles.block_miners[1] if state.roles else -1
-        commit = process_block(state, net.next_block(state))
+        commit = driver.step()
         assert isinstance(commit, CommitReceipt)
+        models.follow(state)
         for model, owner in zip(commit.model_id.tolist(), state.commits.owner.tolist(), strict=True):
-            accuracy[model] = setup.test_accuracy(evaluator, net.load(net_digest(state, model)))
+            accuracy[model] = setup.test_accuracy(evaluator, models.weights(model))
             held.give(owner, state.round + 1, accuracy[model])
             trained[owner] += 1
             if params.encryption_miner_holds_models:
                 held.give(commit_miner, state.round + 1, accuracy[model])
-        process_block(state, net.next_block(state))
-        settle = process_block(state, net.next_block(state))
+        driver.step()
+        settle = driver.step()
         assert isinstance(settle, SettleReceipt)
         np.add.at(selected, settle.selected_owner, 1)
         top = int(state.live.model_id[0])  # the protocol's first-ranked model (live is in rank order)
-        t = net.traffic
+        t = _traffic(brains)
         curve.add(
             Point(
                 state.round,
@@ -110,7 +112,7 @@ def run_derelayl(
                 },
             )
         )
-    t = net.traffic
+    t = _traffic(brains)
     curve.info.update(
         {
             "bytes_breakdown": {
@@ -122,10 +124,14 @@ def run_derelayl(
             "balances_coins": (state.balances / UNIT).tolist(),
             "models_trained": trained.tolist(),
             "models_selected": selected.tolist(),
-            "shard_reads_by_others": sum(sum(r != s.owner for r in s.reads) for s in net.shards),
+            "shard_reads_by_others": sum(sum(r != b.shard.owner for r in b.shard.reads) for b in brains),
         }
     )
     return curve
+
+
+def _traffic(brains: list[RelayBrain]) -> Traffic:
+    return Traffic.total(b.traffic for b in brains)
 
 
 class _Holdings:
@@ -138,9 +144,3 @@ class _Holdings:
             self.version[p], self.accuracy[p] = version, accuracy
         elif version == self.version[p]:
             self.accuracy[p] = max(self.accuracy[p], accuracy)
-
-
-def net_digest(state: State, model_id: int) -> bytes:
-    """Digest of a model committed this round, straight from the state's commitments."""
-    pos = int(np.flatnonzero(state.commits.model_id == model_id)[0])
-    return state.commitments[pos]

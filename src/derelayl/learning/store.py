@@ -1,9 +1,11 @@
 """Content-addressed model stores: a model is found by the SHA-256 of its bytes, and every
-read re-checks that hash, so a corrupted or swapped file is a ``ModelError``, never a model."""
+read re-checks that hash, so a corrupted or swapped file is a ``ModelError``, never a model.
+
+Which ledger model id a digest belongs to is public chain data (the commit blocks), kept by
+``derelayl.agents.relay.ModelBook``, not by the store."""
 
 from __future__ import annotations
 
-import json
 import os
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -40,18 +42,10 @@ class ModelStore(ABC):
     @abstractmethod
     def _read(self, digest: bytes) -> bytes: ...
 
-    # model id (on the ledger) -> digest; a store keeps this index beside the models
-    @abstractmethod
-    def index(self) -> dict[int, bytes]: ...
-
-    @abstractmethod
-    def record(self, entries: dict[int, bytes]) -> None: ...
-
 
 class MemoryModelStore(ModelStore):
     def __init__(self) -> None:
         self._blobs: dict[bytes, bytes] = {}
-        self._index: dict[int, bytes] = {}
 
     def has(self, digest: bytes) -> bool:
         return digest in self._blobs
@@ -62,20 +56,13 @@ class MemoryModelStore(ModelStore):
     def _read(self, digest: bytes) -> bytes:
         return self._blobs[digest]
 
-    def index(self) -> dict[int, bytes]:
-        return dict(self._index)
-
-    def record(self, entries: dict[int, bytes]) -> None:
-        self._index.update(entries)
-
 
 class DirModelStore(ModelStore):
-    """``root/<hex>.safetensors`` plus ``root/index.json``; writes are atomic (tmp + rename)."""
+    """``root/<hex>.safetensors``; writes are atomic (tmp + rename)."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
-        self._index_path = root / "index.json"
 
     def path(self, digest: bytes) -> Path:
         return self.root / f"{digest.hex()}.safetensors"
@@ -96,17 +83,3 @@ class DirModelStore(ModelStore):
             return self.path(digest).read_bytes()
         except OSError as exc:
             raise ModelError(f"model file {self.path(digest)} cannot be read: {exc}") from exc
-
-    def index(self) -> dict[int, bytes]:
-        if not self._index_path.exists():
-            return {}
-        try:
-            raw = json.loads(self._index_path.read_text())
-            return {int(k): bytes.fromhex(v) for k, v in raw.items()}
-        except (ValueError, AttributeError) as exc:
-            raise ModelError(f"{self._index_path} is corrupted: {exc}") from exc
-
-    def record(self, entries: dict[int, bytes]) -> None:
-        merged = {**self.index(), **entries}
-        text = json.dumps({str(k): v.hex() for k, v in sorted(merged.items())}, indent=0)
-        self._atomic(self._index_path, text.encode())

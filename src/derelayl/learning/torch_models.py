@@ -133,12 +133,16 @@ class TorchTrainer:
 
 @dataclass
 class TorchEvaluator:
-    """Implements ``Evaluator[Weights]``: accuracy on the given cases."""
+    """Implements ``Evaluator[Weights]``: accuracy on the given cases; ``correct`` gives the
+    count of correct predictions, the integer score a tester reports to the ledger."""
 
     factory: Callable[[], nn.Module]
     _module: nn.Module | None = field(default=None, repr=False)
 
     def evaluate(self, model: Weights, x: NDArray[np.float32], y: NDArray[np.int64]) -> float:
+        return self.correct(model, x, y) / max(int(y.size), 1)
+
+    def correct(self, model: Weights, x: NDArray[np.float32], y: NDArray[np.int64]) -> int:
         if self._module is None:
             self._module = self.factory()
         net = self._module
@@ -149,4 +153,4 @@ class TorchEvaluator:
         net.eval()
         with torch.no_grad():
             pred = net(torch.from_numpy(np.ascontiguousarray(x))).argmax(dim=1).numpy()
-        return float((pred == y).mean())
+        return int((pred == y).sum())

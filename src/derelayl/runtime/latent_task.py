@@ -1,4 +1,8 @@
-"""The ``latent`` task of ``derelayl run``: the paper's abstract model quality."""
+"""The ``latent`` task of ``derelayl run``: the paper's abstract model quality.
+
+Every participant's brain is a ``LatentBrain``: a latent model is its integer score
+``round(z * SCALE)``, so the quality of a model is ``z = score / SCALE`` and its accuracy-like
+performance ``sigmoid(z)``."""
 
 from __future__ import annotations
 
@@ -7,8 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from derelayl.agents.latent import LatentPopulation
-from derelayl.learning.latent import LatentTrainer, sigmoid
+from derelayl.agents.agent import Brain
+from derelayl.agents.latent import LatentBrain
+from derelayl.learning.latent import SCALE, LatentTrainer, sigmoid
 from derelayl.protocol.state import State
 from derelayl.protocol.types import format_units
 from derelayl.runtime.local import RunConfig
@@ -19,15 +24,17 @@ __all__ = ["LatentTask"]
 
 class LatentTask(RecordingTask):
     def __init__(self, config: RunConfig, out_dir: Path) -> None:
-        self.participants = LatentPopulation(LatentTrainer(seed=config.seed))
+        self.trainer = LatentTrainer(seed=config.seed)
         self.log = RoundLog(out_dir / "rounds.jsonl")
 
+    def brain(self, participant: int) -> Brain:
+        return LatentBrain(self.trainer)
+
     def quality(self, state: State) -> dict[str, Any]:
-        z = float(state.live.score[0])  # live is in the protocol's rank order, best first
+        z = int(state.live.score[0]) / SCALE  # live is in the protocol's rank order, best first
         return {"best_model": int(state.live.model_id[0]), "best_z": z, "best_sigmoid": float(sigmoid(np.array(z)))}
 
-    def describe(self, state: State) -> str:
-        rec = self.record(state)
+    def line(self, state: State, rec: dict[str, Any]) -> str:
         return (
             f"best z {rec['best_z']:.1f} (sigmoid {rec['best_sigmoid']:.3f})  owners {len(state.live)}  "
             f"v{state.latest_version} held by {rec['holding_within_1']:.0%} (≤1 behind)  "

@@ -1,9 +1,12 @@
 """A local DeRelayL network in one process, on a signed SQLite chain (``derelayl run``).
 
-Every participant has its own Ed25519 key (derived from the run's seed: fine for a local
-network, never for real funds); the participants' decisions come from a ``Task`` (the
-abstract latent model, or real PyTorch training). Re-running on the same folder resumes
-from the last stored block.
+One ``Agent`` per participant, each with its own Ed25519 key (derived from the run's seed:
+fine for a local network, never for real funds) and its own ``Brain`` from a ``Task`` (the
+abstract latent model, or real PyTorch training). A ``RoundDriver`` moves the agents'
+signed messages to the drawn miner, whose block goes to the chain through
+``LocalChainClient``: no code here signs with anyone's key but its owner's. Re-running on
+the same folder replays the stored chain (the task follows it) and resumes from the last
+stored block.
 """
 
 from __future__ import annotations
@@ -18,14 +21,16 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from derelayl.errors import ConfigError
+from derelayl.agents.agent import Agent, Brain
+from derelayl.errors import ConfigError, DerelaylError
 from derelayl.ledger.chain import Chain
-from derelayl.ledger.crypto import derive_keys, sha256
+from derelayl.ledger.client import LocalChainClient
+from derelayl.ledger.crypto import KeyPair, derive_keys, sha256
 from derelayl.ledger.sqlite import SQLiteLedger
-from derelayl.protocol.blocks import Block
 from derelayl.protocol.params import Params, preset
 from derelayl.protocol.state import State
 from derelayl.protocol.types import UNIT, Phase, format_units
+from derelayl.runtime.driver import RoundDriver
 
 __all__ = ["RunConfig", "Task", "run_network", "run_seed"]
 
@@ -33,12 +38,19 @@ log = logging.getLogger(__name__)
 
 
 class Task(Protocol):
-    """What the participants of a local network do: produce the next block for the state."""
+    """The model side of a local network's participants, and what the run records."""
 
-    def next_block(self, state: State) -> Block: ...
+    def brain(self, participant: int) -> Brain:
+        """The model side of one participant (its own data, its own trainer)."""
+        ...
 
-    def describe(self, state: State) -> str:
-        """One line of progress for the round that just settled."""
+    def follow(self, state: State) -> None:
+        """After every applied block, also while a stored chain is replayed on resume."""
+        ...
+
+    def settled(self, state: State) -> str:
+        """A round has settled (or the run starts at a round boundary): record it; one line
+        of progress."""
         ...
 
     def finish(self, state: State, out_dir: Path) -> dict[str, Any]:
@@ -70,20 +82,27 @@ def run_seed(seed: int) -> bytes:
     return sha256(f"derelayl-run/{seed}".encode())
 
 
-def _open_chain(config: RunConfig, path: Path) -> Chain:
-    keys = derive_keys(config.seed, config.participants)
-    publics = [k.public for k in keys]
-    ledger = SQLiteLedger(path)
-    if ledger.height() == 0:
-        return Chain.create(ledger, config.params(), run_seed(config.seed), publics, keys[0])
-    chain = Chain.open(ledger)
-    if chain.state.keys[: config.participants] != publics or chain.state.params != config.params():
+def _check_resumable(ledger: SQLiteLedger, config: RunConfig, publics: list[bytes], path: Path) -> None:
+    """Refuse a stored chain of another run before anything is replayed or written. (A
+    malformed genesis passes here; ``Chain.open`` then names the problem.)"""
+    try:
+        genesis = json.loads(ledger.get(0).body)
+        keys = [bytes.fromhex(k) for k in genesis["keys"]]
+        same = keys[: config.participants] == publics and Params.from_dict(genesis["params"]) == config.params()
+    except (ValueError, TypeError, KeyError, DerelaylError):
+        return
+    if not same:
         ledger.close()
         raise ConfigError(
             f"{path} holds a run with other participants, seed or parameters; "
             "use another --out or the same settings to resume"
         )
-    return chain
+
+
+def _open_chain(ledger: SQLiteLedger, config: RunConfig, keys: list[KeyPair], task: Task) -> Chain:
+    if ledger.height() == 0:
+        return Chain.create(ledger, config.params(), run_seed(config.seed), [k.public for k in keys], keys[0])
+    return Chain.open(ledger, on_block=lambda _stored, _block, _receipt, state: task.follow(state))
 
 
 def run_network(
@@ -96,19 +115,33 @@ def run_network(
     config.validate()
     out_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    chain = _open_chain(config, out_dir / "chain.sqlite")
-    resumed_at = chain.height
-    keys = dict(enumerate(derive_keys(config.seed, chain.state.n_participants)))
-    task = task_factory(config, out_dir)
+    keys = derive_keys(config.seed, config.participants)
+    path = out_dir / "chain.sqlite"
+    ledger = SQLiteLedger(path)
+    if ledger.height():
+        _check_resumable(ledger, config, [k.public for k in keys], path)
     try:
+        task = task_factory(config, out_dir)
+        chain = _open_chain(ledger, config, keys, task)
+    except BaseException:
+        ledger.close()
+        raise
+    resumed_at = chain.height
+    client = LocalChainClient(chain)
+    driver = RoundDriver(client, [Agent(client.signer(key), task.brain(i)) for i, key in enumerate(keys)])
+    try:
+        if chain.state.phase == Phase.DEPOSIT:
+            task.settled(chain.state)  # genesis, or a run resumed at a round boundary
         while chain.state.round < config.rounds:
-            block = task.next_block(chain.state)
-            chain.produce(block, keys)
-            if chain.state.phase == Phase.DEPOSIT and on_round is not None:
-                on_round(chain.state, task.describe(chain.state))
+            driver.step()
+            task.follow(chain.state)
+            if chain.state.phase == Phase.DEPOSIT:
+                line = task.settled(chain.state)
+                if on_round is not None:
+                    on_round(chain.state, line)
         extra = task.finish(chain.state, out_dir)
     finally:
-        chain.ledger.close()
+        client.close()
     state = chain.state
     summary = {
         "config": asdict(config),

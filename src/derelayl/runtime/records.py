@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from derelayl.protocol.state import State
-from derelayl.protocol.types import UNIT, Phase
+from derelayl.protocol.types import UNIT
 from derelayl.stats import gini
 
 __all__ = ["RecordingTask", "RoundLog"]
@@ -92,20 +92,25 @@ class RoundLog:
 
 
 class RecordingTask:
-    """Base of ``derelayl run`` tasks: blocks come from ``self.participants``; a record of each
-    settled round (with the task's ``quality``) is kept before the next round's first block."""
+    """Base of ``derelayl run`` tasks: a record of each settled round (with the task's
+    ``quality``) is kept once the round has settled, or when a run starts or resumes at a
+    round boundary, and a line of it is shown."""
 
-    participants: Any
     log: RoundLog
 
     def quality(self, state: State) -> dict[str, Any]:
         """The task's measure of the protocol's first-ranked model (``state.live`` order)."""
         raise NotImplementedError
 
-    def next_block(self, state: State) -> Any:
-        if state.phase == Phase.DEPOSIT:
-            self.record(state)
-        return self.participants.next_block(state)
+    def line(self, state: State, rec: dict[str, Any]) -> str:
+        """One line of progress from the round's record."""
+        raise NotImplementedError
+
+    def follow(self, state: State) -> None:
+        """After every applied block, also while a stored chain is replayed (default: nothing)."""
+
+    def settled(self, state: State) -> str:
+        return self.line(state, self.record(state))
 
     def record(self, state: State) -> dict[str, Any]:
         return self.log.record(state, lambda: self.quality(state))

@@ -3,10 +3,11 @@
 Set-up (the reference experiment's, with split, initial weights and training seeds taken
 from ``--seed``): scikit-learn digits standardized with the training pool's statistics,
 stratified 20 % global test set, Dirichlet(0.5) label partition over the participants, MLP
-64-64-10, SGD lr 0.05, batch 32, one local epoch. Models live in ``OUT/models/<sha256>.safetensors`` with an index from
-ledger model id to digest, written before the test block that makes the ids matter, so a
-run killed between any two blocks resumes: committed models are found by the commitments
-in the state, and training is a pure function of (seed, round, trainer).
+64-64-10, SGD lr 0.05, batch 32, one local epoch. Each participant's brain is a
+``RelayBrain`` with its own shard. Models live in ``OUT/models/<sha256>.safetensors``; which
+model id a digest belongs to is read off the chain (``ModelBook.follow``, also while a stored
+chain is replayed), so a run killed between any two blocks resumes: training and test draws
+are pure functions of (seed, round, participant).
 
 Per round it records (``rounds.jsonl``) the accuracy on the global test set of the model the
 protocol ranked first (measurement only), the share holding the newest version, and coins.
@@ -20,16 +21,16 @@ from typing import Any
 
 import torch
 
-from derelayl.learning.participants import RelayParticipants
+from derelayl.agents.agent import Brain
+from derelayl.agents.relay import ModelBook, relay_brains
 from derelayl.learning.setup import build_setup
 from derelayl.learning.store import DirModelStore
 from derelayl.protocol.state import State
 from derelayl.protocol.types import format_units
 from derelayl.runtime.local import RunConfig
 from derelayl.runtime.records import RecordingTask, RoundLog
-from derelayl.stats import gini
 
-__all__ = ["TorchTask", "gini"]
+__all__ = ["TorchTask"]
 
 log = logging.getLogger(__name__)
 
@@ -46,27 +47,26 @@ class TorchTask(RecordingTask):
             partition_options={"alpha": 0.5},
         )
         self.evaluator = self.setup.evaluator()
-        self.participants = RelayParticipants(
-            trainer=self.setup.trainer(),
-            evaluator=self.setup.evaluator(),
-            shards=self.setup.shards(),
-            store=DirModelStore(out_dir / "models"),
-            genesis=self.setup.init,
-            seed=config.seed,
-            meta={"spec": self.setup.spec.to_dict(), "task": "digits"},
-        )
+        meta = {"spec": self.setup.spec.to_dict(), "task": "digits"}
+        self.models = ModelBook.of_genesis(DirModelStore(out_dir / "models"), self.setup.init, meta)
+        self.brains = relay_brains(self.setup, self.models, config.seed, meta=meta)
         self.setup.split.save(out_dir / "split.json")
         self.log = RoundLog(out_dir / "rounds.jsonl")
+
+    def brain(self, participant: int) -> Brain:
+        return self.brains[participant]
+
+    def follow(self, state: State) -> None:
+        self.models.follow(state)
 
     def quality(self, state: State) -> dict[str, Any]:
         best = int(state.live.model_id[0])  # live is in the protocol's rank order, best first
         return {
             "best_model": best,
-            "best_test_accuracy": self.setup.test_accuracy(self.evaluator, self.participants.weights(best)),
+            "best_test_accuracy": self.setup.test_accuracy(self.evaluator, self.models.weights(best)),
         }
 
-    def describe(self, state: State) -> str:
-        rec = self.record(state)
+    def line(self, state: State, rec: dict[str, Any]) -> str:
         return (
             f"acc {rec['best_test_accuracy']:.3f} (model #{rec['best_model']})  v{state.latest_version} held by "
             f"{rec['holding_latest']:.0%}  supply {format_units(state.supply)}  gini {rec['gini']:.2f}"
@@ -79,7 +79,7 @@ class TorchTask(RecordingTask):
         return {
             "task": "digits",
             "best_model": last["best_model"],
-            "best_model_digest": self.participants.digest_of(last["best_model"]).hex(),
+            "best_model_digest": self.models.digest_of(last["best_model"]).hex(),
             "best_test_accuracy": last["best_test_accuracy"],
             "latest_version": state.latest_version,
             "accuracy_per_round": [r["best_test_accuracy"] for r in history],

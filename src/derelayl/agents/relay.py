@@ -1,0 +1,186 @@
+"""One participant's model side with real models: ``RelayBrain`` (a ``Brain`` for ``Agent``).
+
+- As a matched trainer it fetches its parent (the model owner's model) by digest, trains it
+  on its *own* shard, serializes the child (safetensors) into the content-addressed store and
+  returns the SHA-256 of those bytes for the agent to commit.
+- As a tester it draws ``params.test_cases`` test cases from its own shard (with replacement
+  if it has fewer), fetches every committed model by its digest (re-hashed on read) and
+  scores each with the number of cases it predicts correctly (an int64, as the rules want).
+
+What a brain may use: public chain data (the state; ``ModelBook``'s model id -> digest index,
+which is read off the commit blocks), the models it is handed through the store, and its own
+shard (``Shard.read`` refuses anyone else). Every draw is a pure function of (seed, purpose,
+round, participant) and the stored models, so a restarted process trains and tests exactly
+as the interrupted one would have.
+
+Bytes moved and work done are counted where they happen, per brain (``Traffic``): a trainer
+receives its parent (and, with ``merge_top_k``, the best other live models) and uploads a copy
+of its child to the commit miner when the rules give that miner the new models; a tester
+receives every committed model and publishes its test cases.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from derelayl.errors import ModelError
+from derelayl.learning.data import Shard, case_bytes, case_digest
+from derelayl.learning.seeds import derive_seed
+from derelayl.learning.serialization import Weights, param_bytes, weights_from_bytes, weights_to_bytes
+from derelayl.learning.setup import LearningSetup
+from derelayl.learning.store import ModelStore
+from derelayl.learning.torch_models import TorchEvaluator, TorchTrainer, TrainConfig, average
+from derelayl.protocol.state import State
+
+__all__ = ["ModelBook", "RelayBrain", "Traffic", "relay_brains"]
+
+I64 = NDArray[np.int64]
+_CACHE = 64
+
+
+@dataclass
+class Traffic:
+    """Bytes moved and work done, cumulative; add brains' traffic with ``Traffic.total``."""
+
+    owner_to_trainer: int = 0
+    trainer_to_tester: int = 0
+    commit_miner_copies: int = 0
+    test_cases: int = 0
+    local_epochs: int = 0
+    samples: int = 0
+
+    @property
+    def total_bytes(self) -> int:
+        return self.owner_to_trainer + self.trainer_to_tester + self.commit_miner_copies + self.test_cases
+
+    @classmethod
+    def total(cls, parts: Iterable[Traffic]) -> Traffic:
+        out = cls()
+        for part in parts:
+            for f in fields(cls):
+                setattr(out, f.name, getattr(out, f.name) + getattr(part, f.name))
+        return out
+
+
+class ModelBook:
+    """Where models are found: their bytes in a content-addressed ``ModelStore``, and the
+    public index from ledger model id to digest, followed from the chain (``follow``).
+
+    The index is chain data, so one book may serve every agent of a process; a node would
+    build its own from the blocks it verifies. Decoded weights are cached by digest (bytes
+    are re-hashed when first read)."""
+
+    def __init__(self, store: ModelStore, genesis: bytes) -> None:
+        self.store = store
+        self._cache: OrderedDict[bytes, Weights] = OrderedDict()
+        self.index: dict[int, bytes] = {0: store.put(genesis)}
+        self.model_bytes = param_bytes(self.load(self.index[0]))
+        """Bytes one transfer of a model moves (float32 parameters, as for every method)."""
+
+    @classmethod
+    def of_genesis(cls, store: ModelStore, weights: Weights, meta: dict[str, Any]) -> ModelBook:
+        """A book whose model 0 is ``weights`` (the shared initial model)."""
+        return cls(store, weights_to_bytes(weights, {**meta, "round": -1, "trainer": 0, "parent": ""}))
+
+    def follow(self, state: State) -> None:
+        """Call after every applied block (and while a stored chain is replayed): after a
+        commit block the state names each new model id's committed digest."""
+        if state.commitments:
+            self.index.update(zip(state.commits.model_id.tolist(), state.commitments, strict=True))
+
+    def digest_of(self, model_id: int) -> bytes:
+        digest = self.index.get(int(model_id))
+        if digest is None:
+            raise ModelError(f"model id {model_id} has no committed digest in the chain followed so far")
+        return digest
+
+    def load(self, digest: bytes) -> Weights:
+        cached = self._cache.get(digest)
+        if cached is None:
+            cached, _ = weights_from_bytes(self.store.get(digest), name=f"model {digest.hex()[:16]}")
+            self._cache[digest] = cached
+            if len(self._cache) > _CACHE:
+                self._cache.popitem(last=False)
+        return cached
+
+    def weights(self, model_id: int) -> Weights:
+        return self.load(self.digest_of(model_id))
+
+
+@dataclass
+class RelayBrain:
+    """Implements ``derelayl.agents.agent.Brain`` with PyTorch models and a private shard."""
+
+    shard: Shard
+    trainer: TorchTrainer
+    evaluator: TorchEvaluator
+    models: ModelBook
+    seed: int
+    meta: dict[str, Any] = field(default_factory=dict)
+    """Recorded with every model this brain trains (e.g. the model spec), nanoGPT-style."""
+    merge_top_k: int = 1
+    """Train from the average of the parent and the best ``merge_top_k - 1`` other live models."""
+    traffic: Traffic = field(default_factory=Traffic)
+
+    def train(self, state: State, me: int) -> bytes | None:
+        pair = int(np.flatnonzero(state.pairs.trainer == me)[0])
+        start, parent, received = self._start_weights(state, int(state.pairs.live_pos[pair]))
+        x, y = self.shard.read(me)
+        child = self.trainer.train(start, x, y, seed=derive_seed(self.seed, "train", state.round, me))
+        meta = {**self.meta, "round": state.round, "trainer": me, "parent": parent.hex()}
+        digest = self.models.store.put(weights_to_bytes(child, meta))
+        size, epochs = self.models.model_bytes, self.trainer.config.local_epochs
+        self.traffic.owner_to_trainer += received * size
+        if state.params.encryption_miner_holds_models:
+            self.traffic.commit_miner_copies += size
+        self.traffic.local_epochs += epochs
+        self.traffic.samples += epochs * len(y)
+        return digest
+
+    def _start_weights(self, state: State, live_pos: int) -> tuple[Weights, bytes, int]:
+        """(weights to train from, parent digest, models received)."""
+        parent = self.models.digest_of(int(state.live.model_id[live_pos]))
+        if self.merge_top_k <= 1:
+            return self.models.load(parent), parent, 1
+        others = [int(m) for i, m in enumerate(state.live.model_id.tolist()) if i != live_pos]
+        models = [self.models.load(parent), *(self.models.weights(m) for m in others[: self.merge_top_k - 1])]
+        return average(models), parent, len(models)
+
+    def score(self, state: State, me: int) -> tuple[bytes, I64]:
+        n = state.params.test_cases
+        x, y = self.shard.draw_test_cases(me, n, derive_seed(self.seed, "tests", state.round, me))
+        models = [self.models.load(d) for d in state.commitments]
+        scores = np.array([self.evaluator.correct(m, x, y) for m in models], dtype=np.int64)
+        self.traffic.trainer_to_tester += len(models) * self.models.model_bytes
+        self.traffic.test_cases += case_bytes(x, y)
+        return case_digest(x, y), scores
+
+
+def relay_brains(
+    setup: LearningSetup,
+    models: ModelBook,
+    seed: int,
+    *,
+    train_config: TrainConfig | None = None,
+    merge_top_k: int = 1,
+    meta: dict[str, Any] | None = None,
+) -> list[RelayBrain]:
+    """One brain per participant of ``setup``'s split: its own shard, trainer and evaluator."""
+    return [
+        RelayBrain(
+            shard,
+            setup.trainer(train_config),
+            setup.evaluator(),
+            models,
+            seed,
+            meta=dict(meta or {}),
+            merge_top_k=merge_top_k,
+        )
+        for shard in setup.shards()
+    ]
