@@ -1,0 +1,205 @@
+"""A participant's view of the contract: deploy it, send blocks and operations to it, and keep
+the rules' state as a verified replay of its logs (``History``).
+
+``submit`` turns a miner's ``Proposal`` into the phase transaction (each item with its
+sender's secp256k1 signature), sends it from the miner's own account and then applies the
+transaction's logs to the replay, so the state every agent reads is the core's, checked
+against the contract's checkpoint after every block.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from derelayl.errors import ConfigError, LedgerError
+from derelayl.evm.artifact import load_artifact
+from derelayl.evm.history import History, LogEntry, decode_logs
+from derelayl.evm.node import Node, TxFailed
+from derelayl.evm.signing import EvmKey, EvmSigner, address_of_key
+from derelayl.ledger.client import ChainClient, ChainEvent
+from derelayl.ledger.crypto import canonical
+from derelayl.protocol.blocks import CommitBlock, DepositBlock, Join, TestBlock, Transfer
+from derelayl.protocol.lineage import compute_multipliers
+from derelayl.protocol.messages import Proposal
+from derelayl.protocol.params import Params
+from derelayl.protocol.state import State
+
+__all__ = ["MAX_PARTICIPANTS", "ContractClient", "contract_params", "encode_proposal"]
+
+MAX_PARTICIPANTS = 1024
+"""The contract's bound on registered participants (bitmaps of 4 words)."""
+_SCHEMES = {"lineage": 0, "decay": 1, "capped": 2}
+
+
+def contract_params(params: Params) -> tuple[Any, ...]:
+    """The contract's ``Params`` struct for the core's parameters."""
+    multipliers = compute_multipliers(
+        params.reward_scheme, params.lineage_reward, params.royalty_decay.numerator, params.royalty_decay.denominator
+    )
+    if len(multipliers) > 256:
+        raise ConfigError(f"royalty_decay keeps {len(multipliers)} generations; the contract takes at most 256")
+    return (
+        params.k,
+        params.select_fraction.numerator,
+        params.select_fraction.denominator,
+        params.cap_fraction.numerator,
+        params.cap_fraction.denominator,
+        params.cap or 0,
+        params.test_cases,
+        params.testers,
+        params.mo_budget,
+        params.reward_per_deposit,
+        params.reward_per_commitment,
+        params.reward_per_test_case,
+        params.reward_per_tested_model,
+        params.reward_per_settled_model,
+        params.reward_per_model_case,
+        params.lineage_reward,
+        _SCHEMES[params.reward_scheme],
+        params.supply_cap or 0,
+        params.lineage_payee == "trainer",
+        params.phase_timeout or 0,
+        list(multipliers),
+    )
+
+
+def _vrs(signature: bytes) -> tuple[int, bytes, bytes]:
+    if len(signature) != 65:
+        raise ConfigError("an EVM message signature is 65 bytes (r, s, v)")
+    return signature[64], signature[:32], signature[32:64]
+
+
+def encode_proposal(contract: Any, proposal: Proposal) -> bytes:
+    """Calldata of the phase transaction for a miner's proposal."""
+    block, sigs = proposal.block, list(proposal.signatures)
+    if isinstance(block, DepositBlock):
+        t, m = len(block.trainer_bids), len(block.mo_bids)
+
+        def bids(b: Any, signatures: list[bytes]) -> list[tuple[Any, ...]]:
+            return [
+                (int(p), int(a), *_vrs(s)) for p, a, s in zip(b.participant, b.amount, signatures, strict=True)
+            ]
+
+        joins = [(address_of_key(k), *_vrs(s)) for k, s in zip(block.joins, sigs[t + m :], strict=True)]
+        args: list[Any] = [block.round, bids(block.trainer_bids, sigs[:t]), bids(block.mo_bids, sigs[t : t + m]), joins]
+        name = "deposit"
+    elif isinstance(block, CommitBlock):
+        items = [(int(p), d, *_vrs(s)) for p, d, s in zip(block.trainers, block.commitments, sigs, strict=True)]
+        args, name = [block.round, items, block.fhe_public_key], "commit"
+    elif isinstance(block, TestBlock):
+        reports = [
+            (r.tester, r.test_cases_digest, [int(x) for x in r.scores], *_vrs(s))
+            for r, s in zip(block.co_testers, sigs, strict=True)
+        ]
+        scores = [int(x) for x in block.scores]
+        args, name = [block.round, block.n_test_cases, block.test_cases_digest, scores, reports], "test"
+    else:
+        args, name = [block.round], "settle"
+    return bytes.fromhex(contract.encode_abi(name, args=args).removeprefix("0x"))
+
+
+class ContractClient(ChainClient):
+    def __init__(self, node: Node, address: str) -> None:
+        w3 = node.w3
+        self.node = node
+        try:
+            self.address = w3.to_checksum_address(address)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"--contract {address!r} is not an address") from exc
+        if not bytes(w3.eth.get_code(self.address)):
+            raise LedgerError(f"no contract at {self.address} on chain {node.chain_id}")
+        artifact = load_artifact()
+        self.contract = w3.eth.contract(address=self.address, abi=artifact["abi"])
+        self.history = self._genesis()
+        self._synced_to = self.history.genesis_block
+
+    @classmethod
+    def deploy(
+        cls,
+        node: Node,
+        params: Params,
+        seed: bytes,
+        keys: list[bytes],
+        deployer: EvmKey,
+        *,
+        mix_randomness: bool = True,
+    ) -> ContractClient:
+        """Deploy the contract with ``keys`` (32-byte padded addresses) registered; participant
+        0 holds the genesis model."""
+        if len(keys) > MAX_PARTICIPANTS:
+            raise ConfigError(f"the contract takes at most {MAX_PARTICIPANTS} participants, got {len(keys)}")
+        artifact = load_artifact()
+        factory = node.w3.eth.contract(abi=artifact["abi"], bytecode=artifact["bytecode"])
+        addresses = [address_of_key(k) for k in keys]
+        data = factory.constructor(
+            contract_params(params), seed, addresses, mix_randomness, canonical(params.to_dict()).decode()
+        ).data_in_transaction
+        receipt = node.send(deployer, None, data)
+        return cls(node, receipt["contractAddress"])
+
+    def _genesis(self) -> History:
+        logs = self.contract.events.Genesis().get_logs(from_block=0)
+        if len(logs) != 1:
+            raise LedgerError(f"{self.address} is not a DeRelayL contract (no genesis log)")
+        log = logs[0]
+        entry = LogEntry(int(log["blockNumber"]), int(log["logIndex"]), bytes(log["transactionHash"]), "Genesis", dict(log["args"]))
+        return History(entry, self.address, self.node.chain_id)
+
+    # ------------------------------------------------------------ ChainClient
+
+    @property
+    def state(self) -> State:
+        return self.history.state
+
+    def sync(self) -> list[ChainEvent]:
+        """Apply every log up to the node's newest block."""
+        head = self.node.block_number()
+        if head <= self._synced_to:
+            return []
+        logs = self.node.w3.eth.get_logs({"address": self.address, "fromBlock": self._synced_to, "toBlock": head})
+        applied = self.history.apply(decode_logs(self.contract, logs))
+        self._synced_to = head
+        return applied
+
+    def _send(self, sender: EvmSigner, data: bytes) -> Any:
+        self.sync()
+        receipt = self.node.send(sender.key, self.address, data)
+        applied = self.history.apply(decode_logs(self.contract, list(receipt["logs"])))
+        self._synced_to = max(self._synced_to, int(receipt["blockNumber"]))
+        return receipt, applied
+
+    def submit(self, proposal: Proposal, miner: EvmSigner) -> Any:
+        if not isinstance(miner, EvmSigner):
+            raise ConfigError("a contract's blocks are sent from the miner's Ethereum account")
+        _, applied = self._send(miner, encode_proposal(self.contract, proposal))
+        blocks = [e for e in applied if not isinstance(e.operation, Join | Transfer)]
+        return blocks[-1].receipt if blocks else None
+
+    def send(self, operation: Join | Transfer, sender: EvmSigner) -> Any:
+        if isinstance(operation, Join):
+            data = self.contract.encode_abi("register", args=[])
+        else:
+            to = address_of_key(self.state.keys[operation.recipient])
+            data = self.contract.encode_abi("transfer", args=[to, operation.amount])
+        _, applied = self._send(sender, bytes.fromhex(data.removeprefix("0x")))
+        return applied[-1].receipt if applied else None
+
+    def events(self, start: int = 0) -> Iterator[ChainEvent]:
+        self.sync()
+        yield from self.history.events[start:]
+
+    def head(self) -> tuple[int, bytes]:
+        block = self.node.w3.eth.get_block("latest")
+        return int(block["number"]), bytes(block["hash"])
+
+    def signer(self, key: EvmKey) -> EvmSigner:
+        return EvmSigner(key, self.history.domain)
+
+    def close(self) -> None:
+        self.node.close()
+
+
+def describe_failure(exc: TxFailed) -> str:
+    return json.dumps({"reason": exc.reason})

@@ -1,0 +1,237 @@
+"""Ethereum nodes our code starts or reaches, and transactions sent to them.
+
+- ``embedded()``: py-evm through ``eth-tester``, in this process (pip only; the default);
+- ``anvil()``: the anvil binary from the npm package ``@foundry-rs/anvil`` (installed by
+  ``scripts/setup`` into ``.tools/``), started on a free loopback port and stopped with us;
+  ``--state FILE`` keeps its chain across restarts;
+- ``connect(url)``: any Ethereum JSON-RPC URL a user gives.
+
+Every failure to reach a node, a wrong chain id or a missing contract is a ``LedgerError``
+with one line that says what was wrong.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from derelayl.errors import ConfigError, LedgerError
+from derelayl.evm.signing import EvmKey
+
+__all__ = ["ANVIL_DEV_KEY", "Node", "anvil", "anvil_path", "connect", "embedded"]
+
+log = logging.getLogger(__name__)
+
+ANVIL_DEV_KEY = bytes.fromhex("ac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80")
+"""anvil's first development account (public knowledge; holds test ether on a fresh anvil)."""
+_ROOT = Path(__file__).resolve().parents[3]
+_ANVIL = _ROOT / ".tools" / "node_modules" / "@foundry-rs" / "anvil-linux-amd64" / "bin" / "anvil"
+GAS_PER_TX = 29_000_000
+"""Gas limit of a phase transaction (the block limit is 30M: a settlement must fit one block)."""
+
+
+class TxFailed(LedgerError):
+    """A transaction the contract reverted; ``reason`` is its revert string."""
+
+    def __init__(self, reason: str, receipt: Any = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.receipt = receipt
+
+
+@dataclass
+class Node:
+    w3: Any
+    kind: str
+    funder: EvmKey | None
+    """An account with ether to pay participants' gas (the node's development account)."""
+    url: str = ""
+    process: subprocess.Popen[bytes] | None = None
+    _nonces: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def chain_id(self) -> int:
+        return int(self.w3.eth.chain_id)
+
+    def block_number(self) -> int:
+        return int(self.w3.eth.block_number)
+
+    def close(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            # anvil runs in its own process group: stop it and anything it started
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        self.process = None
+
+    def __enter__(self) -> Node:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------ transactions
+
+    def fees(self) -> dict[str, int]:
+        if self.kind == "anvil":
+            return {"maxFeePerGas": 0, "maxPriorityFeePerGas": 0}
+        base = int(self.w3.eth.get_block("latest").get("baseFeePerGas", 0) or 0)
+        return {"maxFeePerGas": 2 * base + 1, "maxPriorityFeePerGas": 1}
+
+    def send(self, key: EvmKey, to: str | None, data: bytes | str = b"", value: int = 0, gas: int = GAS_PER_TX) -> Any:
+        """Sign and send a transaction; wait for its receipt. A revert raises ``TxFailed``
+        with the contract's reason and leaves the contract unchanged."""
+        from eth_account import Account
+
+        sender = key.address
+        nonce = self._nonces.get(sender)
+        if nonce is None:
+            nonce = int(self.w3.eth.get_transaction_count(sender, "pending"))
+        tx: dict[str, Any] = {
+            "chainId": self.chain_id,
+            "nonce": nonce,
+            "gas": gas,
+            "value": value,
+            "data": data,
+            "type": 2,
+            **self.fees(),
+        }
+        if to is not None:
+            tx["to"] = to
+        signed = Account.sign_transaction(tx, key.secret)
+        try:
+            tx_hash = self.w3.eth.send_raw_transaction(signed.raw_transaction)
+        except Exception as exc:  # eth-tester executes on send and raises on revert
+            self._nonces.pop(sender, None)
+            raise TxFailed(_reason(exc)) from None
+        self._nonces[sender] = nonce + 1
+        receipt = self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=120)
+        if receipt["status"] != 1:
+            raise TxFailed(self._replay_reason(tx, sender, receipt), receipt)
+        return receipt
+
+    def _replay_reason(self, tx: dict[str, Any], sender: str, receipt: Any) -> str:
+        call = {k: v for k, v in tx.items() if k in ("to", "data", "value", "gas")} | {"from": sender}
+        try:
+            self.w3.eth.call(call, int(receipt["blockNumber"]) - 1)
+        except Exception as exc:
+            return _reason(exc)
+        return "reverted (no reason given)"
+
+    def fund(self, addresses: list[str], amount: int = 10**20) -> None:
+        """Give each address ``amount`` wei from the funder, if it has less than half of it."""
+        if self.funder is None:
+            return
+        for address in addresses:
+            if int(self.w3.eth.get_balance(address)) < amount // 2:
+                self.send(self.funder, address, value=amount, gas=21_000)
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc.args[0]) if exc.args else str(exc)
+    if isinstance(exc.args[0] if exc.args else None, dict):
+        text = str(exc.args[0].get("message", text))
+    for prefix in ("execution reverted: ", "execution reverted:", "Transaction reverted: "):
+        if prefix in text:
+            text = text.split(prefix, 1)[1]
+    return text.strip().strip("'\"") or "reverted (no reason given)"
+
+
+# ---------------------------------------------------------------- backends
+
+
+def embedded() -> Node:
+    """py-evm in this process: a fresh chain with funded development accounts."""
+    try:
+        from eth_tester import EthereumTester, PyEVMBackend
+        from web3 import EthereumTesterProvider, Web3
+    except ImportError as exc:  # pragma: no cover - the evm extra is part of the set-up
+        raise ConfigError(f"the embedded EVM needs the evm extra ({exc.name} is missing); run scripts/setup") from exc
+    backend = PyEVMBackend()
+    w3 = Web3(EthereumTesterProvider(EthereumTester(backend)))
+    funder = EvmKey(backend.account_keys[0].to_bytes())
+    return Node(w3, "embedded", funder)
+
+
+def anvil_path() -> Path | None:
+    """The anvil binary installed by scripts/setup, or one on PATH."""
+    if _ANVIL.exists():
+        return _ANVIL
+    found = shutil.which("anvil")
+    return Path(found) if found else None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def anvil(state: Path | None = None, port: int | None = None, chain_id: int = 31337) -> Node:
+    """Start anvil on loopback (its binary run directly: the npm wrapper leaves the server
+    running when killed) and wait until it answers."""
+    binary = anvil_path()
+    if binary is None:
+        raise ConfigError("anvil is not installed: run scripts/setup with npm available (npm i @foundry-rs/anvil)")
+    port = port or _free_port()
+    args = [
+        str(binary),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--chain-id",
+        str(chain_id),
+        "--gas-limit",
+        "30000000",
+        "--block-base-fee-per-gas",
+        "0",
+        "--gas-price",
+        "0",
+        "--silent",
+    ]
+    if state is not None:
+        args += ["--state", str(state)]
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        if process.poll() is not None:
+            err = process.stderr.read().decode(errors="replace").strip() if process.stderr else ""
+            raise LedgerError(f"anvil exited at start ({err.splitlines()[-1] if err else 'no message'})")
+        try:
+            node = connect(url, funder=EvmKey(ANVIL_DEV_KEY), kind="anvil")
+            node.process = process
+            return node
+        except LedgerError:
+            if time.monotonic() > deadline:
+                os.killpg(process.pid, signal.SIGKILL)
+                raise LedgerError(f"anvil did not answer on {url} within 30 s") from None
+            time.sleep(0.1)
+
+
+def connect(url: str, funder: EvmKey | None = None, chain_id: int | None = None, kind: str = "rpc") -> Node:
+    """A JSON-RPC node at ``url``; checks that it answers (and its chain id, if given)."""
+    from web3 import Web3
+
+    if not url.startswith(("http://", "https://")):
+        raise ConfigError(f"--rpc must be an http(s) URL, got {url!r}")
+    w3 = Web3(Web3.HTTPProvider(url, request_kwargs={"timeout": 30}))
+    try:
+        actual = int(w3.eth.chain_id)
+    except Exception as exc:
+        raise LedgerError(f"cannot reach an Ethereum node at {url} ({type(exc).__name__})") from None
+    if chain_id is not None and actual != chain_id:
+        raise LedgerError(f"the node at {url} is chain {actual}, not the expected chain {chain_id}")
+    return Node(w3, kind, funder, url=url)
