@@ -61,9 +61,10 @@ def naive_walk_seconds(participants: int, rounds: int) -> tuple[float, float, in
     from derelayl.agents.latent import LatentPopulation
     from derelayl.learning.latent import LatentTrainer
     from derelayl.protocol import preset, process_block
-    from derelayl.sim.engine import sim_keys, state_seed
+    from derelayl.runtime.local import run_seed
+    from derelayl.sim.engine import sim_keys
 
-    state = initialize_state(preset("reference"), state_seed(42), sim_keys(42, 0, participants))
+    state = initialize_state(preset("reference"), run_seed(42), sim_keys(42, 0, participants))
     net = LatentPopulation(LatentTrainer(seed=42))
     parent: dict[int, int] = {}
     owner: dict[int, int] = {}
@@ -95,9 +96,10 @@ def plain_core_loop(participants: int, rounds: int) -> float:
     from derelayl.agents.latent import LatentPopulation
     from derelayl.learning.latent import LatentTrainer
     from derelayl.protocol import preset, process_block
-    from derelayl.sim.engine import sim_keys, state_seed
+    from derelayl.runtime.local import run_seed
+    from derelayl.sim.engine import sim_keys
 
-    state = initialize_state(preset("reference"), state_seed(42), sim_keys(42, 0, participants))
+    state = initialize_state(preset("reference"), run_seed(42), sim_keys(42, 0, participants))
     net = LatentPopulation(LatentTrainer(seed=42))
     start = time.perf_counter()
     while state.round < rounds:

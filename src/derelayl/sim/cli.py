@@ -74,6 +74,28 @@ def simulate(
             rich_help_panel=_P,
         ),
     ] = None,
+    trainer_holds_parent: Annotated[
+        bool | None,
+        typer.Option(
+            "--trainer-holds-parent/--no-trainer-holds-parent",
+            help="Count the parent a matched trainer is handed as a model it holds (reference: no).",
+            rich_help_panel=_P,
+        ),
+    ] = None,
+    lineage_payee: Annotated[
+        str | None,
+        typer.Option(
+            help="Paid per model on a winning lineage: model_owner (reference: who handed out its parent) or trainer.",
+            rich_help_panel=_P,
+        ),
+    ] = None,
+    phase_timeout: Annotated[
+        int | None,
+        typer.Option(
+            help="Blocks after which anyone may produce a phase the drawn miner skipped (default: none).",
+            rich_help_panel=_P,
+        ),
+    ] = None,
     mo_budget: Annotated[str | None, typer.Option(help="Model-owner budget [0.001].", rich_help_panel=_M)] = None,
     lineage_reward: Annotated[
         str | None, typer.Option(help="Coins minted per lineage member per selected model [1].", rich_help_panel=_M)
@@ -160,6 +182,9 @@ def simulate(
         testers=testers,
         royalty_decay=royalty_decay,
         encryption_miner_holds_models=encryption_miner_holds_models,
+        trainer_holds_parent=trainer_holds_parent,
+        lineage_payee=lineage_payee,
+        phase_timeout=phase_timeout,
         mo_budget=mo_budget,
         lineage_reward=lineage_reward,
         supply_cap=supply_cap,

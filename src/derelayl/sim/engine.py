@@ -21,7 +21,7 @@ from numpy.typing import NDArray
 
 from derelayl.agents.latent import LatentPopulation
 from derelayl.errors import ConfigError
-from derelayl.learning.latent import LatentTrainer
+from derelayl.learning.latent import SCALE, LatentTrainer
 from derelayl.protocol.blocks import Block, CommitReceipt, SettleReceipt
 from derelayl.protocol.genesis import initialize_state
 from derelayl.protocol.transition import process_block
@@ -176,10 +176,11 @@ def run_one(
                 generations.append(
                     (settle.selected_model, settle.selected_model, settle.selected_owner.astype(np.int32))
                 )
-            best = float(state.live.score.max()) if len(state.live) else float("nan")
+            best = int(state.live.score.max()) / SCALE if len(state.live) else float("nan")
             rec.record(
                 state.balances,
                 state.held_version,
+                state.trained_version,
                 reward[:n],
                 selected[:n],
                 state.latest_version,

@@ -98,6 +98,7 @@ class _Buffers:
 
     bal: I64
     held: I64
+    trained: I64
     reward: I64
     contrib: I64
     n: I64
@@ -108,6 +109,7 @@ class _Buffers:
         shape = (chunk, width)
         return cls(
             np.zeros(shape, dtype=np.int64),
+            np.full(shape, -1, dtype=np.int64),
             np.full(shape, -1, dtype=np.int64),
             np.zeros(shape, dtype=np.int64),
             np.zeros(shape, dtype=np.int64),
@@ -156,7 +158,7 @@ class Recorder:
             "burned": np.zeros(r, dtype=np.int64),
             "participants": np.zeros(r, dtype=np.int64),
             "live_models": np.zeros(r, dtype=np.int64),
-            "best_score": np.zeros(r),
+            "best_z": np.zeros(r),
             "gini": np.zeros(r),
             "covers_bid": np.zeros(r),
             "spearman": np.zeros(r),
@@ -171,6 +173,7 @@ class Recorder:
         self,
         balances: I64,
         held: I64,
+        trained: I64,
         reward: I64,
         contrib: I64,
         latest: int,
@@ -179,10 +182,13 @@ class Recorder:
         live: int,
         best: float,
     ) -> None:
-        """One settled round; arrays may be shorter than ``width`` (not all joined yet)."""
+        """One settled round; arrays may be shorter than ``width`` (not all joined yet).
+        ``held``: newest version held (the version figure); ``trained``: newest version
+        trained (what the reference taker bid values a slot against)."""
         i, n, buf = self._filled, balances.size, self._buf
         buf.bal[i, :n] = balances
         buf.held[i, :n] = held
+        buf.trained[i, :n] = trained
         buf.reward[i, :n] = reward
         buf.contrib[i, :n] = contrib
         buf.n[i] = n
@@ -190,7 +196,7 @@ class Recorder:
         r = self._row + i
         o = self.out
         o["minted"][r], o["burned"][r], o["participants"][r] = minted, burned, n
-        o["live_models"][r], o["best_score"][r] = live, best
+        o["live_models"][r], o["best_z"][r] = live, best
         self._filled += 1
         if self._filled == self.chunk:
             self._submit()
@@ -228,7 +234,8 @@ class Recorder:
         coins = np.where(active, bal / UNIT, np.nan)
         o = self.out
         o["gini"][rows] = gini_rows(coins)
-        bid = taker_value(buf.latest[:m, None], held)  # the reference taker bid, before the balance cap
+        # the reference taker bid (trained-version basis), before the balance cap
+        bid = taker_value(buf.latest[:m, None], buf.trained[:m])
         o["covers_bid"][rows] = ((bal >= bid) & active).sum(axis=1) / n
         contrib = buf.contrib[:m]
         o["spearman"][rows] = spearman_rows(
