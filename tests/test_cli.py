@@ -169,22 +169,27 @@ def test_errors_show_config_keys_literally(tmp_path: Path) -> None:
     assert "[methods] must list" in result.output  # not eaten as terminal markup
 
 
-def test_test_blocks_without_co_testers_field_still_verify() -> None:
-    """Test blocks written before co-testers existed lack the field; it means 'none'."""
+def test_verify_names_a_block_missing_a_body_field(tmp_path: Path) -> None:
+    """derelayl/2 decodes strictly: a test block without its co_testers list (the form of the
+    first protocol version) is malformed, and verify names its height."""
+    import dataclasses
+
     from derelayl.agents.latent import LatentPopulation
     from derelayl.learning.latent import LatentTrainer
-    from derelayl.ledger import Chain, MemoryLedger, derive_keys
-    from derelayl.ledger.codec import encode_block, seal
+    from derelayl.ledger import Chain, SQLiteLedger, derive_keys
+    from derelayl.ledger.codec import encode_block, proposal_of, seal
     from derelayl.protocol import Params, Phase, process_block
     from derelayl.protocol.digest import compute_state_root
 
+    # Prepare: an otherwise valid, correctly signed test block without the field
     keys = derive_keys(3, 8)
-    chain = Chain.create(MemoryLedger(), Params(test_cases=4), b"\x03" * 32, [k.public for k in keys], keys[0])
+    path = tmp_path / "chain.sqlite"
+    chain = Chain.create(SQLiteLedger(path), Params(test_cases=4), b"\x03" * 32, [k.public for k in keys], keys[0])
     net, signers = LatentPopulation(LatentTrainer(seed=3)), dict(enumerate(keys))
     while chain.state.phase != Phase.TEST:
         chain.produce(net.next_block(chain.state), signers)
-    block = net.next_block(chain.state)
-    body = encode_block(block, chain.chain_id, signers)
+    block = dataclasses.replace(net.next_block(chain.state), time=chain.height)
+    body = encode_block(proposal_of(block, chain.chain_id, signers, {}))
     assert body.pop("co_testers") == []
     after = chain.state.copy()
     process_block(after, block)
@@ -196,5 +201,10 @@ def test_test_blocks_without_co_testers_field_still_verify() -> None:
         state_root=compute_state_root(after),
         miner=signers[block.miner],
     )
-    chain.append(stored)
-    assert Chain.open(chain.ledger).head_hash == stored.hash
+    chain.ledger.append(stored)
+    chain.ledger.close()
+    # Execute
+    result = runner.invoke(app, ["verify", str(path)])
+    # Assert
+    assert result.exit_code == 1
+    assert f"INVALID at block {stored.height}: malformed block: test block body" in " ".join(result.output.split())

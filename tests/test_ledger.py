@@ -25,10 +25,11 @@ from derelayl.errors import (
 )
 from derelayl.learning.latent import LatentTrainer
 from derelayl.ledger import Chain, MemoryLedger, SQLiteLedger, StoredBlock, derive_keys
-from derelayl.ledger.codec import encode_block, seal
+from derelayl.ledger.codec import encode_block, message_bytes, proposal_of, seal
 from derelayl.ledger.crypto import KeyPair, canonical
 from derelayl.protocol import Bids, Params, Phase
 from derelayl.protocol.digest import compute_state_root
+from derelayl.protocol.messages import BidMessage
 
 N = 10
 
@@ -51,9 +52,24 @@ def _until(chain: Chain, signers, net, phase: Phase) -> None:
         chain.produce(net.next_block(chain.state), signers)
 
 
+def _body(chain: Chain, block, signers) -> dict:
+    """A block's body, every message signed by its own sender (the test holds every key)."""
+    return encode_block(proposal_of(block, chain.chain_id, signers, {}))
+
+
+def _at_head(chain: Chain, block):  # type: ignore[no-untyped-def]
+    """The block as the chain would time it (a local chain's block time is its height)."""
+    return dataclasses.replace(block, time=chain.height)
+
+
 def _sealed(chain: Chain, block, body) -> StoredBlock:
     return seal(
-        block, body, height=chain.height, prev=chain.head_hash, state_root=b"\x00" * 32, miner=_keys()[block.miner]
+        _at_head(chain, block),
+        body,
+        height=chain.height,
+        prev=chain.head_hash,
+        state_root=b"\x00" * 32,
+        miner=_keys()[block.miner],
     )
 
 
@@ -78,7 +94,7 @@ def _file_bytes(chain: Chain) -> bytes | None:
 
 def _deposit(chain, net):
     block = net.next_block(chain.state)
-    return block, encode_block(block, chain.chain_id, _keys())
+    return block, _body(chain, block, _keys())
 
 
 def test_unsigned_bid_is_rejected() -> None:
@@ -93,9 +109,8 @@ def test_forged_bid_is_rejected() -> None:
     block, body = _deposit(chain, net)
     forger = KeyPair.from_seed(b"mallory")
     who, amount, _ = body["trainer_bids"][0]
-    from derelayl.ledger.codec import bid_message
-
-    body["trainer_bids"][0][2] = forger.sign(bid_message(chain.chain_id, block.round, "trainer", amount)).hex()
+    forged = message_bytes(chain.chain_id, BidMessage(block.round, who, "trainer", amount))
+    body["trainer_bids"][0][2] = forger.sign(forged).hex()
     _rejects(chain, _sealed(chain, block, body), SignatureError, f"participant {who}: signature does not verify")
 
 
@@ -129,7 +144,7 @@ def test_bid_above_balance_is_rejected() -> None:
     block = net.next_block(chain.state)
     t = int(block.trainer_bids.participant[0])
     bad = dataclasses.replace(block, trainer_bids=Bids.of([(t, int(chain.state.balances[t]) + 1)]))
-    _rejects(chain, _sealed(chain, bad, encode_block(bad, chain.chain_id, signers)), BalanceError, "above its balance")
+    _rejects(chain, _sealed(chain, bad, _body(chain, bad, signers)), BalanceError, "above its balance")
 
 
 def test_bid_by_non_trainer_is_rejected() -> None:
@@ -137,7 +152,7 @@ def test_bid_by_non_trainer_is_rejected() -> None:
     block = net.next_block(chain.state)
     miner = int(chain.state.roles.miners[-1])
     bad = dataclasses.replace(block, trainer_bids=Bids.of([(miner, 0)]))
-    _rejects(chain, _sealed(chain, bad, encode_block(bad, chain.chain_id, signers)), RoleError, "not a trainer")
+    _rejects(chain, _sealed(chain, bad, _body(chain, bad, signers)), RoleError, "not a trainer")
 
 
 def test_unknown_participant_is_rejected() -> None:
@@ -154,7 +169,7 @@ def test_commitment_after_testing_block_is_rejected() -> None:
     chain.produce(commit, signers)  # now in TEST phase
     late = dataclasses.replace(commit, miner=chain.state.roles.block_miners[1])
     chain.produce(net.next_block(chain.state), signers)  # the testing block
-    stored = _sealed(chain, late, encode_block(late, chain.chain_id, signers))
+    stored = _sealed(chain, late, _body(chain, late, signers))
     _rejects(chain, stored, PhaseError, "out of phase")
 
 
@@ -164,15 +179,15 @@ def test_duplicate_commitment_is_rejected() -> None:
     commit = net.next_block(chain.state)
     dup = dataclasses.replace(commit, commitments=(commit.commitments[0],) * len(commit.commitments))
     assert len(dup.commitments) > 1
-    _rejects(chain, _sealed(chain, dup, encode_block(dup, chain.chain_id, signers)), DuplicateError, "duplicate")
+    _rejects(chain, _sealed(chain, dup, _body(chain, dup, signers)), DuplicateError, "duplicate")
 
 
 def test_block_signed_by_someone_else_is_rejected() -> None:
     chain, signers, net = _chain()
     block = net.next_block(chain.state)
     stored = seal(
-        block,
-        encode_block(block, chain.chain_id, signers),
+        _at_head(chain, block),
+        _body(chain, block, signers),
         height=chain.height,
         prev=chain.head_hash,
         state_root=b"\0" * 32,
@@ -184,7 +199,7 @@ def test_block_signed_by_someone_else_is_rejected() -> None:
 def test_wrong_state_root_is_rejected() -> None:
     chain, signers, net = _chain()
     block = net.next_block(chain.state)
-    stored = _sealed(chain, block, encode_block(block, chain.chain_id, signers))  # zero state root
+    stored = _sealed(chain, block, _body(chain, block, signers))  # zero state root
     from derelayl.errors import ProtocolError
 
     _rejects(chain, stored, ProtocolError, "state root")
@@ -255,10 +270,10 @@ def test_resealed_rule_violation_is_caught(tmp_path: Path) -> None:
     chain, signers, net = _chain(MemoryLedger(), rounds=2)
     _until(chain, signers, net, Phase.TEST)
     block = net.next_block(chain.state)
-    body = encode_block(block, chain.chain_id, signers)
-    body["scores"][0] += 100.0  # the tester lies, then signs consistently
+    body = _body(chain, block, signers)
+    body["scores"][0] += 100  # the tester lies, then signs consistently
     stored = seal(
-        block,
+        _at_head(chain, block),
         body,
         height=chain.height,
         prev=chain.head_hash,
@@ -331,11 +346,16 @@ def test_co_tester_scores_are_signed_by_each_tester() -> None:
     signers = dict(enumerate(keys))
     _until(chain, signers, net, Phase.TEST)
     block = net.next_block(chain.state)
-    body = encode_block(block, chain.chain_id, signers)
+    body = _body(chain, block, signers)
     # Execute: the testing miner alters a co-tester's scores but keeps its signature
-    body["co_testers"][0][2] = [s + 1.0 for s in body["co_testers"][0][2]]
+    body["co_testers"][0][2] = [s + 1 for s in body["co_testers"][0][2]]
     stored = seal(
-        block, body, height=chain.height, prev=chain.head_hash, state_root=b"\0" * 32, miner=signers[block.miner]
+        _at_head(chain, block),
+        body,
+        height=chain.height,
+        prev=chain.head_hash,
+        state_root=b"\0" * 32,
+        miner=signers[block.miner],
     )
     # Assert
     _rejects(chain, stored, SignatureError, "co-tester scores of participant")
