@@ -177,27 +177,27 @@ params: Params
 mix_randomness: public(bool)
 domain: public(bytes32)
 
-n_participants: public(uint256)
-key_of: public(HashMap[uint256, address])
+n_participants: uint256
+key_of: HashMap[uint256, address]
 index_plus_one: HashMap[address, uint256]
 stored: HashMap[uint256, uint256]          # realised balance
 trunk_count: HashMap[uint256, uint256]     # trunk models paying this participant
 trunk_snap: HashMap[uint256, uint256]      # trunk_acc when last realised
-trunk_acc: public(uint256)                 # units paid per trunk model so far
+trunk_acc: uint256                 # units paid per trunk model so far
 trunk_total: uint256                       # sum of trunk_count
 
-round: public(uint256)
-phase: public(uint256)
-phase_start: public(uint256)
-beacon: public(bytes32)
-minted: public(uint256)
-burned: public(uint256)
-escrow: public(uint256)
-latest_version: public(uint256)
-next_model_id: public(uint256)
+round: uint256
+phase: uint256
+phase_start: uint256
+beacon: bytes32
+minted: uint256
+burned: uint256
+escrow: uint256
+latest_version: uint256
+next_model_id: uint256
 
 trainer_bits: uint256[WORDS]
-block_miners: public(uint256[4])
+block_miners: uint256[4]
 co_testers: DynArray[uint256, MAX_TESTERS]
 
 # live models, rank order: model_id | owner << 64 | version << 96 | (score + 2**63) << 160
@@ -213,8 +213,8 @@ digests: DynArray[bytes32, MAX_ITEMS]
 # lineage: level -> position -> payee | parent_pos << 32 ; levels below trunk_top are folded
 level_size: HashMap[uint256, uint256]
 level_node: HashMap[uint256, HashMap[uint256, uint256]]
-n_levels: public(uint256)
-trunk_top: public(uint256)
+n_levels: uint256
+trunk_top: uint256
 
 
 # ================================================================ genesis
@@ -890,10 +890,58 @@ def _pay_lineages(selected: DynArray[uint256, MAX_ITEMS]):
 # ================================================================ views for clients
 
 
+struct Head:
+    round: uint256
+    phase: uint256
+    phase_start: uint256
+    beacon: bytes32
+    minted: uint256
+    burned: uint256
+    escrow: uint256
+    latest_version: uint256
+    next_model_id: uint256
+    n_participants: uint256
+    trunk_acc: uint256
+    n_levels: uint256
+    trunk_top: uint256
+
+
+@view
+@external
+def head() -> Head:
+    """The round's scalars in one call."""
+    return Head(
+        round=self.round,
+        phase=self.phase,
+        phase_start=self.phase_start,
+        beacon=self.beacon,
+        minted=self.minted,
+        burned=self.burned,
+        escrow=self.escrow,
+        latest_version=self.latest_version,
+        next_model_id=self.next_model_id,
+        n_participants=self.n_participants,
+        trunk_acc=self.trunk_acc,
+        n_levels=self.n_levels,
+        trunk_top=self.trunk_top,
+    )
+
+
 @view
 @external
 def params_of() -> Params:
     return self.params
+
+
+@view
+@external
+def participant_keys(start: uint256, count: uint256) -> DynArray[address, MAX_PARTICIPANTS]:
+    out: DynArray[address, MAX_PARTICIPANTS] = []
+    for i: uint256 in range(start, start + count, bound=MAX_PARTICIPANTS):
+        if i >= self.n_participants:
+            break
+        out.append(self.key_of[i])
+    return out
 
 
 @view

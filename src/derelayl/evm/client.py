@@ -13,7 +13,7 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-from derelayl.errors import ConfigError, LedgerError
+from derelayl.errors import ConfigError, LedgerError, MalformedError, UnknownParticipantError
 from derelayl.evm.artifact import load_artifact
 from derelayl.evm.history import History, LogEntry, decode_logs
 from derelayl.evm.node import Node, TxFailed
@@ -97,7 +97,11 @@ def encode_proposal(contract: Any, proposal: Proposal) -> bytes:
         args, name = [block.round, block.n_test_cases, block.test_cases_digest, scores, reports], "test"
     else:
         args, name = [block.round], "settle"
-    return bytes.fromhex(contract.encode_abi(name, args=args).removeprefix("0x"))
+    try:
+        data = contract.encode_abi(name, args=args)
+    except Exception as exc:  # web3 raises its own types for values outside the ABI types
+        raise MalformedError(f"{name} block cannot be encoded for the contract ({type(exc).__name__})") from exc
+    return bytes.fromhex(data.removeprefix("0x"))
 
 
 class ContractClient(ChainClient):
@@ -181,6 +185,8 @@ class ContractClient(ChainClient):
         if isinstance(operation, Join):
             data = self.contract.encode_abi("register", args=[])
         else:
+            if not 0 <= operation.recipient < self.state.n_participants:
+                raise UnknownParticipantError(f"transfer recipient {operation.recipient} is not a registered participant")
             to = address_of_key(self.state.keys[operation.recipient])
             data = self.contract.encode_abi("transfer", args=[to, operation.amount])
         _, applied = self._send(sender, bytes.fromhex(data.removeprefix("0x")))

@@ -65,6 +65,16 @@ def address_of_key(key: bytes) -> str:
 
 
 def message_hash(domain: bytes, message: Message) -> bytes:
+    """The hash a participant signs; ``MalformedError`` for fields the ABI cannot carry."""
+    try:
+        return _message_hash(domain, message)
+    except MalformedError:
+        raise
+    except Exception as exc:  # eth_abi's encoding errors are not ValueErrors
+        raise MalformedError(f"{type(message).__name__} cannot be encoded for the contract ({exc})") from exc
+
+
+def _message_hash(domain: bytes, message: Message) -> bytes:
     if isinstance(message, BidMessage):
         types, values = ["uint256", "uint256", "uint256"], [message.round, _ROLE[message.role], message.amount]
         tag = TAG_BID

@@ -1,0 +1,243 @@
+"""The Python core and the Vyper contract are one rule set: random action sequences (honest
+blocks, single-fault rule-breaking blocks, newcomers, transfers, late miners; every reward
+scheme and payee) give the same outcome in both — accepted, or rejected with the same error
+class — and, after every accepted operation, the same balances, escrow, roles, owners,
+pairs, commitments, selected models, versions and beacon.
+
+Runs on the embedded py-evm always and on anvil when it is installed (``scripts/setup``)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from derelayl.agents.latent import LatentPopulation
+from derelayl.evm.node import Node, anvil, anvil_path, embedded
+from derelayl.learning.latent import LatentTrainer
+from derelayl.protocol import Bids, Params, Phase
+from derelayl.protocol import blocks
+from derelayl.protocol.blocks import Block, CommitBlock, DepositBlock, Join, SettleBlock, Transfer
+from evm_harness import Pair, mine
+
+BACKENDS = ["embedded", pytest.param("anvil", marks=pytest.mark.skipif(anvil_path() is None, reason="no anvil"))]
+SCHEMES: list[dict[str, object]] = [
+    {},
+    {"lineage_payee": "trainer"},
+    {"reward_scheme": "decay", "royalty_decay": "1/2"},
+    {"reward_scheme": "capped", "supply_cap": 4 * 10**6},
+    {"testers": 3},
+    {"phase_timeout": 2, "k": 2},
+    {"select_fraction": "3/4", "k": 3, "cap_fraction": "2/3"},
+]
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def node(request: pytest.FixtureRequest) -> Iterator[Node]:
+    made = embedded() if request.param == "embedded" else anvil()
+    yield made
+    made.close()
+
+
+# ---------------------------------------------------------------- single-fault mutations
+
+
+def _r(bids: Bids) -> Bids:
+    return Bids(bids.participant[::-1].copy(), bids.amount[::-1].copy())
+
+
+def _add(bids: Bids, who: int, amount: int) -> Bids:
+    return Bids(np.append(bids.participant, who), np.append(bids.amount, amount))
+
+
+def deposit_variants(pair: Pair, block: DepositBlock) -> list[tuple[str, Block]]:
+    s = pair.ref
+    assert s.roles is not None
+    tb, mb = block.trainer_bids, block.mo_bids
+    out: list[tuple[str, Block]] = [("honest", block), ("valid: no bids", dataclasses.replace(block, trainer_bids=Bids(), mo_bids=Bids()))]
+    if len(tb):
+        top = int(tb.participant[0])
+        raised = tb.amount.copy()
+        raised[0] = int(s.balances[top]) + 1
+        out += [
+            ("valid: drop last trainer bid", dataclasses.replace(block, trainer_bids=Bids(tb.participant[:-1], tb.amount[:-1]))),
+            ("trainer bid above balance", dataclasses.replace(block, trainer_bids=Bids(tb.participant, raised))),
+            ("duplicate trainer bid", dataclasses.replace(block, trainer_bids=_add(tb, top, 0))),
+            ("negative bid", dataclasses.replace(block, trainer_bids=Bids(tb.participant[:1], np.array([-1])))),
+        ]
+        if len(tb) > 1 and (tb.amount[0] != tb.amount[-1] or True):
+            out.append(("trainer bids reversed", dataclasses.replace(block, trainer_bids=_r(tb))))
+    miner = int(s.roles.miners[0])
+    out += [
+        ("bid by a miner", dataclasses.replace(block, trainer_bids=_add(tb, miner, 0))),
+        ("bid by unknown participant", dataclasses.replace(block, trainer_bids=_add(tb, s.n_participants + 3, 0))),
+        ("wrong miner", dataclasses.replace(block, miner=(block.miner + 1) % s.n_participants)),
+        ("wrong round", dataclasses.replace(block, round=block.round + 1)),
+    ]
+    if len(mb):
+        owner = int(mb.participant[0])
+        over = mb.amount.copy()
+        over[0] = int(s.balances[owner]) // s.params.k + 1
+        out.append(("owner bid above balance / k", dataclasses.replace(block, mo_bids=Bids(mb.participant, over))))
+        out.append(("duplicate owner bid", dataclasses.replace(block, mo_bids=_add(mb, owner, 0))))
+    if len(mb) > 1:
+        out.append(("owner bids reversed", dataclasses.replace(block, mo_bids=_r(mb))))
+    newcomer = pair.newcomer()
+    if newcomer is not None:
+        out.append(("valid: join in deposit block", dataclasses.replace(block, joins=(newcomer.public,))))
+    out.append(("join of a registered key", dataclasses.replace(block, joins=(s.keys[1],))))
+    return out
+
+
+def commit_variants(pair: Pair, block: CommitBlock) -> list[tuple[str, Block]]:
+    s = pair.ref
+    t, d = block.trainers, block.commitments
+    out: list[tuple[str, Block]] = [
+        ("honest", block),
+        ("valid: nobody commits", dataclasses.replace(block, trainers=t[:0], commitments=())),
+        ("valid: fhe key", dataclasses.replace(block, fhe_public_key=b"\x42" * 100)),
+    ]
+    unmatched = next((i for i in range(s.n_participants) if i not in set(s.pairs.trainer.tolist())), None)
+    if unmatched is not None:
+        out.append(("unmatched committer", dataclasses.replace(block, trainers=np.array([unmatched]), commitments=(b"\x07" * 32,))))
+    out.append(("unknown committer", dataclasses.replace(block, trainers=np.array([s.n_participants + 2]), commitments=(b"\x07" * 32,))))
+    if len(d) > 1:
+        out += [
+            ("duplicate digest", dataclasses.replace(block, commitments=(d[0], d[0], *d[2:]))),
+            ("trainer commits twice", dataclasses.replace(block, trainers=np.array([t[0], t[0], *t[2:]]), commitments=d)),
+            ("commitments reversed", dataclasses.replace(block, trainers=t[::-1].copy(), commitments=d[::-1])),
+            ("valid: drop first commitment", dataclasses.replace(block, trainers=t[1:], commitments=d[1:])),
+        ]
+    out.append(("wrong miner", dataclasses.replace(block, miner=(block.miner + 1) % s.n_participants)))
+    return out
+
+
+def scoring_variants(pair: Pair, block: blocks.TestBlock, draw: Callable[[st.SearchStrategy[int]], int]) -> list[tuple[str, Block]]:
+    s = pair.ref
+    n = block.scores.size
+    extreme = st.sampled_from([-(2**63), 2**63 - 1, 0, -1, 1])
+    chosen = np.array([draw(st.one_of(extreme, st.integers(-(10**12), 10**12))) for _ in range(n)], dtype=np.int64)
+    out: list[tuple[str, Block]] = [
+        ("honest", block),
+        ("valid: chosen scores", dataclasses.replace(block, scores=chosen)),
+        ("too few test cases", dataclasses.replace(block, n_test_cases=block.n_test_cases - 1)),
+        ("wrong miner", dataclasses.replace(block, miner=(block.miner + 1) % s.n_participants)),
+    ]
+    if n:
+        out.append(("one score short", dataclasses.replace(block, scores=block.scores[:-1])))
+    if block.co_testers:
+        first = block.co_testers[0]
+        lying = dataclasses.replace(first, scores=chosen)
+        out += [
+            ("valid: a co-tester lies", dataclasses.replace(block, co_testers=(lying, *block.co_testers[1:]))),
+            ("co-tester missing", dataclasses.replace(block, co_testers=block.co_testers[1:])),
+            ("co-tester short", dataclasses.replace(block, co_testers=(dataclasses.replace(first, scores=first.scores[:-1] if n else np.array([1])), *block.co_testers[1:]))),
+        ]
+        if len(block.co_testers) > 1:
+            out.append(("co-testers reversed", dataclasses.replace(block, co_testers=block.co_testers[::-1])))
+    return out
+
+
+def settle_variants(pair: Pair, block: SettleBlock) -> list[tuple[str, Block]]:
+    s = pair.ref
+    return [
+        ("honest", block),
+        ("wrong miner", dataclasses.replace(block, miner=(block.miner + 1) % s.n_participants)),
+        ("wrong round", dataclasses.replace(block, round=block.round - 1)),
+    ]
+
+
+def play(pair: Pair, data: st.DataObject, phases: int) -> None:
+    population = LatentPopulation(LatentTrainer(seed=pair.seed))
+    for _ in range(phases):
+        s = pair.ref
+        # operations outside blocks, now and then
+        extra = data.draw(st.sampled_from(["none", "none", "transfer", "join", "late"]), label="extra")
+        if extra == "transfer":
+            sender = data.draw(st.integers(0, s.n_participants - 1), label="sender")
+            recipient = data.draw(st.integers(0, s.n_participants + 1), label="recipient")
+            amount = data.draw(st.sampled_from([0, 1, int(s.balances[sender]), int(s.balances[sender]) + 1]))
+            pair.apply(Transfer(sender, recipient, amount), "transfer")
+        elif extra == "join" and pair.newcomer() is not None:
+            pair.apply(Join(pair.newcomer().public), "direct join")  # type: ignore[union-attr]
+        honest = population.next_block(s)
+        if isinstance(honest, DepositBlock):
+            variants = deposit_variants(pair, honest)
+        elif isinstance(honest, CommitBlock):
+            variants = commit_variants(pair, honest)
+        elif isinstance(honest, blocks.TestBlock):
+            variants = scoring_variants(pair, honest, data.draw)
+        else:
+            variants = settle_variants(pair, honest)
+        if extra == "late" and s.params.phase_timeout is not None:
+            # a participant other than the drawn miner produces the phase once it has timed out
+            mine(pair.node, s.params.phase_timeout)
+            other = (honest.miner + 1) % s.n_participants
+            variants = [("late honest block by another participant", dataclasses.replace(honest, miner=other))]
+        # faulty variants first (each must be rejected by both or accepted by both), then one
+        # accepted block moves the round on
+        picks = data.draw(st.lists(st.integers(0, len(variants) - 1), max_size=3), label="variants")
+        for i in picks:
+            name, block = variants[i]
+            if name.startswith("honest") or name.startswith("late"):
+                continue
+            ours, _ = pair.apply(block, f"round {s.round} {s.phase.name.lower()}: {name}")
+            if ours == "ok":
+                break
+        else:
+            pair.apply(variants[0][1], f"round {s.round} {s.phase.name.lower()}: {variants[0][0]}")
+
+
+@settings(max_examples=4, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@given(scheme=st.sampled_from(SCHEMES), seed=st.integers(1, 2**16), data=st.data())
+def test_core_and_contract_agree_on_random_sequences(node: Node, scheme, seed, data) -> None:
+    # Prepare
+    params = Params(**{"k": 2, "test_cases": 5, **scheme})
+    pair = Pair(node, params, participants=data.draw(st.integers(6, 14), label="participants"), seed=seed)
+    # Execute: about seven rounds of random honest and faulty operations
+    play(pair, data, phases=28)
+    # Assert: no disagreement, and the client's verified replay of the logs equals the core
+    assert not pair.mismatches
+    assert pair.replay_matches() == []
+    assert pair.ref.round >= 6
+
+
+@pytest.mark.slow
+@settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@given(scheme=st.sampled_from(SCHEMES), seed=st.integers(1, 2**16), data=st.data())
+def test_core_and_contract_agree_on_long_sequences(node: Node, scheme, seed, data) -> None:
+    params = Params(**{"k": data.draw(st.integers(1, 4)), "test_cases": 5, **scheme})
+    pair = Pair(node, params, participants=data.draw(st.integers(4, 24), label="participants"), seed=seed)
+    play(pair, data, phases=80)
+    assert not pair.mismatches
+    assert pair.replay_matches() == []
+
+
+def test_every_kind_of_fault_is_exercised(node: Node) -> None:
+    """The mutations above reach every rejection class on both sides (a guard against a
+    harness that only ever agrees on 'ok')."""
+    params = Params(k=2, test_cases=5, testers=3)
+    pair = Pair(node, params, participants=12, seed=3)
+    population = LatentPopulation(LatentTrainer(seed=3))
+    seen: set[str] = set()
+    while pair.ref.round < 4:
+        honest = population.next_block(pair.ref)
+        variants = {
+            Phase.DEPOSIT: deposit_variants,
+            Phase.COMMIT: commit_variants,
+            Phase.SETTLE: settle_variants,
+        }.get(pair.ref.phase)
+        listed = variants(pair, honest) if variants else scoring_variants(pair, honest, lambda strat: 5)  # type: ignore[arg-type]
+        for name, block in listed[1:]:
+            if not name.startswith("valid:"):
+                ours, _ = pair.apply(block, name)
+                assert ours != "ok", f"{name} was accepted"
+                seen.add(ours)
+        pair.apply(honest, "honest")
+    assert not pair.mismatches
+    expected = {"RoleError", "BalanceError", "DuplicateError", "MalformedError", "WrongMinerError", "PhaseError"}
+    assert expected <= seen, f"never reached: {expected - seen}"
