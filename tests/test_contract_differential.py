@@ -19,8 +19,7 @@ from hypothesis import strategies as st
 from derelayl.agents.latent import LatentPopulation
 from derelayl.evm.node import Node, anvil, anvil_path, embedded
 from derelayl.learning.latent import LatentTrainer
-from derelayl.protocol import Bids, Params, Phase
-from derelayl.protocol import blocks
+from derelayl.protocol import Bids, Params, Phase, blocks
 from derelayl.protocol.blocks import Block, CommitBlock, DepositBlock, Join, SettleBlock, Transfer
 from evm_harness import Pair, mine
 
@@ -58,13 +57,19 @@ def deposit_variants(pair: Pair, block: DepositBlock) -> list[tuple[str, Block]]
     s = pair.ref
     assert s.roles is not None
     tb, mb = block.trainer_bids, block.mo_bids
-    out: list[tuple[str, Block]] = [("honest", block), ("valid: no bids", dataclasses.replace(block, trainer_bids=Bids(), mo_bids=Bids()))]
+    out: list[tuple[str, Block]] = [
+        ("honest", block),
+        ("valid: no bids", dataclasses.replace(block, trainer_bids=Bids(), mo_bids=Bids())),
+    ]
     if len(tb):
         top = int(tb.participant[0])
         raised = tb.amount.copy()
         raised[0] = int(s.balances[top]) + 1
         out += [
-            ("valid: drop last trainer bid", dataclasses.replace(block, trainer_bids=Bids(tb.participant[:-1], tb.amount[:-1]))),
+            (
+                "valid: drop last trainer bid",
+                dataclasses.replace(block, trainer_bids=Bids(tb.participant[:-1], tb.amount[:-1])),
+            ),
             ("trainer bid above balance", dataclasses.replace(block, trainer_bids=Bids(tb.participant, raised))),
             ("duplicate trainer bid", dataclasses.replace(block, trainer_bids=_add(tb, top, 0))),
             ("negative bid", dataclasses.replace(block, trainer_bids=Bids(tb.participant[:1], np.array([-1])))),
@@ -103,12 +108,25 @@ def commit_variants(pair: Pair, block: CommitBlock) -> list[tuple[str, Block]]:
     ]
     unmatched = next((i for i in range(s.n_participants) if i not in set(s.pairs.trainer.tolist())), None)
     if unmatched is not None:
-        out.append(("unmatched committer", dataclasses.replace(block, trainers=np.array([unmatched]), commitments=(b"\x07" * 32,))))
-    out.append(("unknown committer", dataclasses.replace(block, trainers=np.array([s.n_participants + 2]), commitments=(b"\x07" * 32,))))
+        out.append(
+            (
+                "unmatched committer",
+                dataclasses.replace(block, trainers=np.array([unmatched]), commitments=(b"\x07" * 32,)),
+            )
+        )
+    out.append(
+        (
+            "unknown committer",
+            dataclasses.replace(block, trainers=np.array([s.n_participants + 2]), commitments=(b"\x07" * 32,)),
+        )
+    )
     if len(d) > 1:
         out += [
             ("duplicate digest", dataclasses.replace(block, commitments=(d[0], d[0], *d[2:]))),
-            ("trainer commits twice", dataclasses.replace(block, trainers=np.array([t[0], t[0], *t[2:]]), commitments=d)),
+            (
+                "trainer commits twice",
+                dataclasses.replace(block, trainers=np.array([t[0], t[0], *t[2:]]), commitments=d),
+            ),
             ("commitments reversed", dataclasses.replace(block, trainers=t[::-1].copy(), commitments=d[::-1])),
             ("valid: drop first commitment", dataclasses.replace(block, trainers=t[1:], commitments=d[1:])),
         ]
@@ -116,7 +134,9 @@ def commit_variants(pair: Pair, block: CommitBlock) -> list[tuple[str, Block]]:
     return out
 
 
-def scoring_variants(pair: Pair, block: blocks.TestBlock, draw: Callable[[st.SearchStrategy[int]], int]) -> list[tuple[str, Block]]:
+def scoring_variants(
+    pair: Pair, block: blocks.TestBlock, draw: Callable[[st.SearchStrategy[int]], int]
+) -> list[tuple[str, Block]]:
     s = pair.ref
     n = block.scores.size
     extreme = st.sampled_from([-(2**63), 2**63 - 1, 0, -1, 1])
@@ -135,7 +155,16 @@ def scoring_variants(pair: Pair, block: blocks.TestBlock, draw: Callable[[st.Sea
         out += [
             ("valid: a co-tester lies", dataclasses.replace(block, co_testers=(lying, *block.co_testers[1:]))),
             ("co-tester missing", dataclasses.replace(block, co_testers=block.co_testers[1:])),
-            ("co-tester short", dataclasses.replace(block, co_testers=(dataclasses.replace(first, scores=first.scores[:-1] if n else np.array([1])), *block.co_testers[1:]))),
+            (
+                "co-tester short",
+                dataclasses.replace(
+                    block,
+                    co_testers=(
+                        dataclasses.replace(first, scores=first.scores[:-1] if n else np.array([1])),
+                        *block.co_testers[1:],
+                    ),
+                ),
+            ),
         ]
         if len(block.co_testers) > 1:
             out.append(("co-testers reversed", dataclasses.replace(block, co_testers=block.co_testers[::-1])))

@@ -78,9 +78,7 @@ def encode_proposal(contract: Any, proposal: Proposal) -> bytes:
         t, m = len(block.trainer_bids), len(block.mo_bids)
 
         def bids(b: Any, signatures: list[bytes]) -> list[tuple[Any, ...]]:
-            return [
-                (int(p), int(a), *_vrs(s)) for p, a, s in zip(b.participant, b.amount, signatures, strict=True)
-            ]
+            return [(int(p), int(a), *_vrs(s)) for p, a, s in zip(b.participant, b.amount, signatures, strict=True)]
 
         joins = [(address_of_key(k), *_vrs(s)) for k, s in zip(block.joins, sigs[t + m :], strict=True)]
         args: list[Any] = [block.round, bids(block.trainer_bids, sigs[:t]), bids(block.mo_bids, sigs[t : t + m]), joins]
@@ -148,7 +146,9 @@ class ContractClient(ChainClient):
         if len(logs) != 1:
             raise LedgerError(f"{self.address} is not a DeRelayL contract (no genesis log)")
         log = logs[0]
-        entry = LogEntry(int(log["blockNumber"]), int(log["logIndex"]), bytes(log["transactionHash"]), "Genesis", dict(log["args"]))
+        entry = LogEntry(
+            int(log["blockNumber"]), int(log["logIndex"]), bytes(log["transactionHash"]), "Genesis", dict(log["args"])
+        )
         return History(entry, self.address, self.node.chain_id)
 
     # ------------------------------------------------------------ ChainClient
@@ -186,7 +186,9 @@ class ContractClient(ChainClient):
             data = self.contract.encode_abi("register", args=[])
         else:
             if not 0 <= operation.recipient < self.state.n_participants:
-                raise UnknownParticipantError(f"transfer recipient {operation.recipient} is not a registered participant")
+                raise UnknownParticipantError(
+                    f"transfer recipient {operation.recipient} is not a registered participant"
+                )
             to = address_of_key(self.state.keys[operation.recipient])
             data = self.contract.encode_abi("transfer", args=[to, operation.amount])
         _, applied = self._send(sender, bytes.fromhex(data.removeprefix("0x")))

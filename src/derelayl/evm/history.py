@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from derelayl.errors import ChainIntegrityError, DerelaylError, MalformedError, SignatureError
-from derelayl.evm.signing import EvmSigner, EvmKey, compute_domain, key_of_address, message_hash, recover
+from derelayl.evm.signing import EvmKey, EvmSigner, compute_domain, key_of_address, message_hash, recover
 from derelayl.ledger.client import ChainEvent
 from derelayl.protocol.blocks import (
     Bids,
@@ -75,7 +75,11 @@ def decode_logs(contract: Any, logs: list[Any]) -> list[LogEntry]:
         data = get_event_data(codec, abi, raw)
         out.append(
             LogEntry(
-                int(raw["blockNumber"]), int(raw["logIndex"]), bytes(raw["transactionHash"]), abi["name"], dict(data["args"])
+                int(raw["blockNumber"]),
+                int(raw["logIndex"]),
+                bytes(raw["transactionHash"]),
+                abi["name"],
+                dict(data["args"]),
             )
         )
     out.sort(key=lambda e: (e.block, e.index))

@@ -21,7 +21,7 @@ from eth_abi import encode
 from eth_utils import keccak
 
 from derelayl.errors import ConfigError, MalformedError
-from derelayl.protocol.messages import BidMessage, CommitMessage, JoinMessage, Message, ScoresMessage
+from derelayl.protocol.messages import BidMessage, CommitMessage, Message, ScoresMessage
 
 __all__ = [
     "EvmKey",

@@ -17,14 +17,15 @@ code runs on every ledger.
 from __future__ import annotations
 
 import dataclasses
+import json
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from derelayl.errors import SignatureError
 from derelayl.ledger.chain import Chain
-from derelayl.ledger.codec import message_bytes
+from derelayl.ledger.codec import decode_block, decode_header, message_bytes, parse_header
 from derelayl.ledger.crypto import KeyPair, verify_signature
 from derelayl.protocol.blocks import Join, Operation, Transfer
 from derelayl.protocol.messages import Message, Proposal
@@ -142,10 +143,13 @@ class StateClient(ChainClient):
 
 class LocalChainClient(ChainClient):
     """The signed SQLite (or memory) chain: every block sealed by its miner and appended with
-    every check a verifier makes."""
+    every check a verifier makes. A local chain has no randomness of its own (blocks carry
+    none, so every draw follows from the genesis seed); ``randomness`` may supply each
+    block's, e.g. to replay what an EVM chain's ``prevrandao`` gave."""
 
-    def __init__(self, chain: Chain) -> None:
+    def __init__(self, chain: Chain, randomness: Callable[[int], bytes] | None = None) -> None:
         self.chain = chain
+        self.randomness = randomness
 
     @property
     def state(self) -> State:
@@ -154,16 +158,13 @@ class LocalChainClient(ChainClient):
     def submit(self, proposal: Proposal, miner: LocalSigner) -> Any:
         if not isinstance(miner, LocalSigner):
             raise SignatureError("a local chain's blocks are signed with the miner's Ed25519 key")
-        return self.chain.submit(proposal, miner.key)
+        randomness = self.randomness(self.chain.height) if self.randomness is not None else b""
+        return self.chain.submit(proposal, miner.key, randomness)
 
     def events(self, start: int = 0) -> Iterator[ChainEvent]:
-        from derelayl.ledger.codec import decode_block, decode_header, parse_header
-
         # blocks are re-decoded from storage; receipts are not kept (replay gives them)
         for stored in self.chain.ledger.blocks(max(start, 1)):
             header = decode_header(parse_header(stored), self.chain.state.n_participants)
-            import json
-
             block = decode_block(header, json.loads(stored.body), self.chain.chain_id, self.chain.state.keys)
             yield ChainEvent(stored.height, block, None)
 
