@@ -73,15 +73,7 @@ def test_balances_equal_by_hand_with_newcomers(tmp_path: Path) -> None:
     assert summary["per_round"]["participants"][-1] == 28
 
 
-CODEC_JOIN_BUG = pytest.mark.xfail(
-    raises=ValueError,
-    strict=True,
-    reason="ledger/codec.py encode_block zips the bid messages with every signature, joins' included, "
-    "so a deposit block with joins cannot be encoded (reported; not ours to fix)",
-)
-
-
-@pytest.mark.parametrize("join_rate", [0.0, pytest.param(0.5, marks=CODEC_JOIN_BUG)])
+@pytest.mark.parametrize("join_rate", [0.0, 0.5])
 def test_signed_chain_path_gives_the_same_balances(tmp_path: Path, join_rate: float) -> None:
     # Prepare
     config = small(participants=8, rounds=6, join_rate=join_rate)

@@ -92,7 +92,7 @@ def encode_block(proposal: Proposal) -> dict[str, Any]:
     sigs = [s.hex() for s in proposal.signatures]
     if isinstance(block, DepositBlock):
         t, m = len(block.trainer_bids), len(block.mo_bids)
-        bids = [[msg.participant, msg.amount, sig] for msg, sig in zip(messages[: t + m], sigs, strict=True)]
+        bids = [[msg.participant, msg.amount, sig] for msg, sig in zip(messages[: t + m], sigs[: t + m], strict=True)]
         return {
             "trainer_bids": bids[:t],
             "mo_bids": bids[t:],
