@@ -16,11 +16,12 @@
 
 MAX_PARTICIPANTS: constant(uint256) = 1024
 WORDS: constant(uint256) = 4  # bitmap words: MAX_PARTICIPANTS / 256
-MAX_ITEMS: constant(uint256) = 1024
+MAX_ITEMS: constant(uint256) = 512  # bids of one kind, commitments, live models: <= the cap
 MAX_JOINS: constant(uint256) = 64
 MAX_TESTERS: constant(uint256) = 16
 MAX_MULTIPLIERS: constant(uint256) = 256
-MAX_KEPT: constant(uint256) = 2048
+MAX_KEPT: constant(uint256) = 1024
+MAX_CO_SCORES: constant(uint256) = MAX_ITEMS * (MAX_TESTERS - 1)
 MAX_FHE_KEY: constant(uint256) = 4096
 M32: constant(uint256) = 2**32 - 1
 M64: constant(uint256) = 2**64 - 1
@@ -88,10 +89,9 @@ struct Commitment:
     r: bytes32
     s: bytes32
 
-struct Report:
+struct CoTester:
     tester: uint256
     digest: bytes32
-    scores: DynArray[int64, MAX_ITEMS]
     v: uint8
     r: bytes32
     s: bytes32
@@ -120,43 +120,54 @@ event Registered:
     key: indexed(address)
     direct: bool
 
-event DepositBlock:
+event Block:
     round: indexed(uint256)
+    kind: uint256              # 0 deposit, 1 commit, 2 test, 3 settle (after its items' logs)
     miner: uint256
     time: uint256
     randomness: bytes32
     mixed: bool
-    trainer_bids: DynArray[Bid, MAX_ITEMS]
-    mo_bids: DynArray[Bid, MAX_ITEMS]
-    joins: DynArray[JoinItem, MAX_JOINS]
 
-event CommitBlock:
+event BidLogged:
     round: indexed(uint256)
-    miner: uint256
-    time: uint256
-    randomness: bytes32
-    mixed: bool
-    commitments: DynArray[Commitment, MAX_ITEMS]
-    fhe_public_key: Bytes[MAX_FHE_KEY]
+    role: uint256              # 0 trainer, 1 model owner
+    participant: uint256
+    amount: uint256
+    v: uint8
+    r: bytes32
+    s: bytes32
 
-event TestBlock:
+event JoinLogged:
+    key: indexed(address)
+    v: uint8
+    r: bytes32
+    s: bytes32
+
+event CommitLogged:
     round: indexed(uint256)
-    miner: uint256
-    time: uint256
-    randomness: bytes32
-    mixed: bool
+    participant: uint256
+    digest: bytes32
+    v: uint8
+    r: bytes32
+    s: bytes32
+
+event FheKey:
+    round: indexed(uint256)
+    key: Bytes[MAX_FHE_KEY]
+
+event ScoresLogged:
+    round: indexed(uint256)
+    tester: uint256
     n_test_cases: uint256
-    test_cases_digest: bytes32
+    digest: bytes32
     scores: DynArray[int64, MAX_ITEMS]
-    co_testers: DynArray[Report, MAX_TESTERS]
+    v: uint8
+    r: bytes32
+    s: bytes32
 
-event SettleBlock:
+event Selected:
     round: indexed(uint256)
-    miner: uint256
-    time: uint256
-    randomness: bytes32
-    mixed: bool
-    selected: DynArray[uint256, MAX_ITEMS]
+    models: DynArray[uint256, MAX_ITEMS]
 
 event Checkpoint:
     round: uint256
@@ -334,6 +345,7 @@ def deposit(round: uint256, trainer_bids: DynArray[Bid, MAX_ITEMS], mo_bids: Dyn
     for i: uint256 in range(len(trainer_bids), bound=MAX_ITEMS):
         b: Bid = trainer_bids[i]
         seen = self._check_bid(b, seen, 1, False, round)
+        log BidLogged(round=round, role=0, participant=b.participant, amount=b.amount, v=b.v, r=b.r, s=b.s)
         # Verify trainer bids are listed highest first, equal bids in the round's auction-key order
         key: uint256 = self._key(AUCTION, b.participant)
         if i > 0:
@@ -345,6 +357,7 @@ def deposit(round: uint256, trainer_bids: DynArray[Bid, MAX_ITEMS], mo_bids: Dyn
     for i: uint256 in range(len(mo_bids), bound=MAX_ITEMS):
         b: Bid = mo_bids[i]
         seen = self._check_bid(b, seen, k, True, round)
+        log BidLogged(round=round, role=1, participant=b.participant, amount=b.amount, v=b.v, r=b.r, s=b.s)
         # Verify model-owner bids are listed in the order of the live models their bidders hold
         pos: uint256 = self.owner_pos[b.participant] & M32
         if i > 0:
@@ -373,9 +386,8 @@ def deposit(round: uint256, trainer_bids: DynArray[Bid, MAX_ITEMS], mo_bids: Dyn
         message: bytes32 = keccak256(abi_encode(self.domain, TAG_JOIN, j.key))
         assert self._signer(message, j.v, j.r, j.s) == j.key, "SignatureError: join not signed by its key"
         self._register(j.key, False)
-    randomness: bytes32 = self._mix()
-    log DepositBlock(round=round, miner=miner, time=block.number, randomness=randomness, mixed=self.mix_randomness, trainer_bids=trainer_bids, mo_bids=mo_bids, joins=joins)
-    self._end_phase(COMMIT)
+        log JoinLogged(key=j.key, v=j.v, r=j.r, s=j.s)
+    self._end_block(round, DEPOSIT, miner)
 
 
 @external
@@ -401,6 +413,7 @@ def commit(round: uint256, commitments: DynArray[Commitment, MAX_ITEMS], fhe_pub
             assert commitments[j].digest != c.digest, "DuplicateError: duplicate commitment digest"
         message: bytes32 = keccak256(abi_encode(self.domain, TAG_COMMIT, round, c.digest))
         assert self._signer(message, c.v, c.r, c.s) == self.key_of[c.participant], "SignatureError: commitment not signed by its trainer"
+        log CommitLogged(round=round, participant=c.participant, digest=c.digest, v=c.v, r=c.r, s=c.s)
 
     self.commits = []
     self.digests = []
@@ -411,14 +424,14 @@ def commit(round: uint256, commitments: DynArray[Commitment, MAX_ITEMS], fhe_pub
     if n > 0:
         self.latest_version = max(self.latest_version, round + 1)
     self._pay_miner(miner, self.params.reward_per_commitment * n)
-    randomness: bytes32 = self._mix()
-    log CommitBlock(round=round, miner=miner, time=block.number, randomness=randomness, mixed=self.mix_randomness, commitments=commitments, fhe_public_key=fhe_public_key)
-    self._end_phase(TEST)
+    log FheKey(round=round, key=fhe_public_key)
+    self._end_block(round, COMMIT, miner)
 
 
 @external
-def test(round: uint256, n_test_cases: uint256, test_cases_digest: bytes32, scores: DynArray[int64, MAX_ITEMS], co_testers: DynArray[Report, MAX_TESTERS]):
-    """The round's testers score every committed model; a model's score is the lower median."""
+def test(round: uint256, n_test_cases: uint256, test_cases_digest: bytes32, scores: DynArray[int64, MAX_ITEMS], co_testers: DynArray[CoTester, MAX_TESTERS], co_scores: DynArray[int64, MAX_CO_SCORES]):
+    """The round's testers score every committed model; a model's score is the lower median.
+    Co-testers' scores come flat, tester after tester (``n`` each)."""
     miner: uint256 = self._verify_header(round, TEST)
     n: uint256 = len(self.commits)
     # Verify the required number of test cases
@@ -428,18 +441,24 @@ def test(round: uint256, n_test_cases: uint256, test_cases_digest: bytes32, scor
     # Verify one report from each co-tester drawn this round, in role order
     assert len(co_testers) == len(self.co_testers), "RoleError: co-tester reports do not match the round's co-testers"
     for i: uint256 in range(len(co_testers), bound=MAX_TESTERS):
-        report: Report = co_testers[i]
-        assert report.tester == self.co_testers[i], "RoleError: co-tester reports do not match the round's co-testers"
-        assert len(report.scores) == n, "MalformedError: co-tester gave the wrong number of scores"
-        message: bytes32 = keccak256(abi_encode(self.domain, TAG_SCORES, round, report.digest, keccak256(abi_encode(report.scores))))
-        assert self._signer(message, report.v, report.r, report.s) == self.key_of[report.tester], "SignatureError: co-tester scores not signed by the co-tester"
+        assert co_testers[i].tester == self.co_testers[i], "RoleError: co-tester reports do not match the round's co-testers"
+    assert len(co_scores) == n * len(co_testers), "MalformedError: co-tester gave the wrong number of scores"
+    log ScoresLogged(round=round, tester=miner, n_test_cases=n_test_cases, digest=test_cases_digest, scores=scores, v=0, r=empty(bytes32), s=empty(bytes32))
+    for i: uint256 in range(len(co_testers), bound=MAX_TESTERS):
+        c: CoTester = co_testers[i]
+        own: DynArray[int64, MAX_ITEMS] = []
+        for j: uint256 in range(n, bound=MAX_ITEMS):
+            own.append(co_scores[i * n + j])
+        message: bytes32 = keccak256(abi_encode(self.domain, TAG_SCORES, round, c.digest, keccak256(abi_encode(own))))
+        assert self._signer(message, c.v, c.r, c.s) == self.key_of[c.tester], "SignatureError: co-tester scores not signed by the co-tester"
+        log ScoresLogged(round=round, tester=c.tester, n_test_cases=n_test_cases, digest=c.digest, scores=own, v=c.v, r=c.r, s=c.s)
 
     t: uint256 = len(co_testers) + 1
     for i: uint256 in range(n, bound=MAX_ITEMS):
         column: DynArray[int64, MAX_TESTERS] = [scores[i]]
-        for report: Report in co_testers:
+        for c: uint256 in range(len(co_testers), bound=MAX_TESTERS):
             # insertion sort: testers are few
-            column.append(report.scores[i])
+            column.append(co_scores[c * n + i])
             j: uint256 = len(column) - 1
             for _: uint256 in range(MAX_TESTERS):
                 if j == 0 or column[j - 1] <= column[j]:
@@ -452,11 +471,9 @@ def test(round: uint256, n_test_cases: uint256, test_cases_digest: bytes32, scor
         self.commits[i] = (self.commits[i] & M64) | (convert(convert(median, int256) + BIAS, uint256) << 64)
     amount: uint256 = self.params.reward_per_test_case * self.params.test_cases + self.params.reward_per_tested_model * n
     self._pay_miner(miner, amount)
-    for report: Report in co_testers:
-        self._pay_miner(report.tester, amount)
-    randomness: bytes32 = self._mix()
-    log TestBlock(round=round, miner=miner, time=block.number, randomness=randomness, mixed=self.mix_randomness, n_test_cases=n_test_cases, test_cases_digest=test_cases_digest, scores=scores, co_testers=co_testers)
-    self._end_phase(SETTLE)
+    for c: uint256 in range(len(co_testers), bound=MAX_TESTERS):
+        self._pay_miner(co_testers[c].tester, amount)
+    self._end_block(round, TEST, miner)
 
 
 @external
@@ -464,6 +481,7 @@ def settle(round: uint256):
     """Rank, select the top fraction, refund winners, burn the rest, pay lineages, draw roles."""
     miner: uint256 = self._verify_header(round, SETTLE)
     randomness: bytes32 = self._mix()
+    mixed: bool = self.mix_randomness
     n: uint256 = len(self.commits)
     selected: DynArray[uint256, MAX_ITEMS] = self._rank(n, self.params.select_num * n // self.params.select_den)
 
@@ -498,7 +516,8 @@ def settle(round: uint256):
             commit: uint256 = self.commits[c]
             new_live.append((base_id + c) | ((commit & M32) << 64) | ((round + 1) << 96) | ((commit >> 64) << 160))
         self.live = new_live
-    log SettleBlock(round=round, miner=miner, time=block.number, randomness=randomness, mixed=self.mix_randomness, selected=selected_ids)
+    log Selected(round=round, models=selected_ids)
+    log Block(round=round, kind=SETTLE, miner=miner, time=block.number, randomness=randomness, mixed=mixed)
     self.round = round + 1
     self.pairs = []
     self.commits = []
@@ -618,6 +637,14 @@ def _mix() -> bytes32:
     r: bytes32 = block.prevrandao
     self.beacon = sha256(concat(self.beacon, r))
     return r
+
+
+@internal
+def _end_block(round: uint256, kind: uint256, miner: uint256):
+    """Mix the block's randomness, log the block (its items are logged before it), next phase."""
+    randomness: bytes32 = self._mix()
+    log Block(round=round, kind=kind, miner=miner, time=block.number, randomness=randomness, mixed=self.mix_randomness)
+    self._end_phase(kind + 1)
 
 
 @internal

@@ -193,6 +193,7 @@ def play(pair: Pair, data: st.DataObject, phases: int) -> None:
             pair.apply(Transfer(sender, recipient, amount), "transfer")
         elif extra == "join" and pair.newcomer() is not None:
             pair.apply(Join(pair.newcomer().public), "direct join")  # type: ignore[union-attr]
+        s = pair.ref  # the state after any transfer or join
         honest = population.next_block(s)
         if isinstance(honest, DepositBlock):
             variants = deposit_variants(pair, honest)

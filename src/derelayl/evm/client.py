@@ -87,12 +87,12 @@ def encode_proposal(contract: Any, proposal: Proposal) -> bytes:
         items = [(int(p), d, *_vrs(s)) for p, d, s in zip(block.trainers, block.commitments, sigs, strict=True)]
         args, name = [block.round, items, block.fhe_public_key], "commit"
     elif isinstance(block, TestBlock):
-        reports = [
-            (r.tester, r.test_cases_digest, [int(x) for x in r.scores], *_vrs(s))
-            for r, s in zip(block.co_testers, sigs, strict=True)
-        ]
+        if len({r.scores.size for r in block.co_testers}) > 1:
+            raise MalformedError("test block: co-testers gave different numbers of scores")
+        reports = [(r.tester, r.test_cases_digest, *_vrs(s)) for r, s in zip(block.co_testers, sigs, strict=True)]
+        flat = [int(x) for r in block.co_testers for x in r.scores]
         scores = [int(x) for x in block.scores]
-        args, name = [block.round, block.n_test_cases, block.test_cases_digest, scores, reports], "test"
+        args, name = [block.round, block.n_test_cases, block.test_cases_digest, scores, reports, flat], "test"
     else:
         args, name = [block.round], "settle"
     try:
@@ -116,6 +116,8 @@ class ContractClient(ChainClient):
         self.contract = w3.eth.contract(address=self.address, abi=artifact["abi"])
         self.history = self._genesis()
         self._synced_to = self.history.genesis_block
+        self.last_tx: Any = None
+        """The receipt of the last transaction this client sent (gas used, block)."""
 
     @classmethod
     def deploy(
@@ -170,6 +172,7 @@ class ContractClient(ChainClient):
     def _send(self, sender: EvmSigner, data: bytes) -> Any:
         self.sync()
         receipt = self.node.send(sender.key, self.address, data)
+        self.last_tx = receipt
         applied = self.history.apply(decode_logs(self.contract, list(receipt["logs"])))
         self._synced_to = max(self._synced_to, int(receipt["blockNumber"]))
         return receipt, applied

@@ -41,6 +41,9 @@ from derelayl.protocol.transition import process_operation, total_money
 
 __all__ = ["History", "LogEntry", "decode_logs", "signature_bytes"]
 
+_ITEMS = ("BidLogged", "JoinLogged", "CommitLogged", "FheKey", "ScoresLogged", "Selected")
+_ROLES = ("trainer", "model_owner")
+
 _PREFIX = b"\x19Ethereum Signed Message:\n32"
 
 
@@ -102,20 +105,30 @@ class History:
         self.genesis_block = genesis.block
         self.cursor = (genesis.block, genesis.index)
         self.events: list[ChainEvent] = []
-        self._pending: Operation | None = None
+        self._items: list[LogEntry] = []
 
     @property
     def signer_check(self) -> EvmSigner:
         return EvmSigner(EvmKey(b"\x01" * 32), self.domain)
 
     def apply(self, entries: list[LogEntry]) -> list[ChainEvent]:
-        """Apply the entries after the cursor, in order; returns the operations applied."""
+        """Apply the entries after the cursor, in order; returns the operations applied. A
+        block's items are logged before its ``Block`` log, in the same transaction."""
         applied = []
         for entry in entries:
             if (entry.block, entry.index) <= self.cursor:
                 continue
             try:
-                op = self._operation(entry)
+                if entry.event in _ITEMS:
+                    if self._items and self._items[0].tx != entry.tx:
+                        raise MalformedError("block items without their block")
+                    self._items.append(entry)
+                    op: Operation | None = None
+                elif entry.event == "Block":
+                    items, self._items = [i for i in self._items if i.tx == entry.tx], []
+                    op = self._block(entry, items)
+                else:
+                    op = self._operation(entry)
                 if op is not None:
                     receipt = process_operation(self.state, op)
                     event = ChainEvent(entry.block, op, receipt)
@@ -149,58 +162,58 @@ class History:
         if entry.event == "Registered":
             return Join(key_of_address(a["key"])) if a["direct"] else None
         if entry.event == "Transfer":
-            sender, receiver = a["sender"], a["receiver"]
             index = self.state.key_index
-            s, r = index.get(key_of_address(sender)), index.get(key_of_address(receiver))
+            s, r = index.get(key_of_address(a["sender"])), index.get(key_of_address(a["receiver"]))
             if s is None or r is None:  # escrow, refunds, mints, burns: derived from blocks
                 return None
             return Transfer(s, r, int(a["value"]))
-        if entry.event in ("DepositBlock", "CommitBlock", "TestBlock", "SettleBlock"):
-            return self._block(entry)
         return None
 
-    def _block(self, entry: LogEntry) -> Block:
+    def _block(self, entry: LogEntry, items: list[LogEntry]) -> Block:
+        """The core's block from a ``Block`` log and its items' logs; every signature checked."""
         a = entry.args
-        r, miner = int(a["round"]), int(a["miner"])
+        r, miner, kind = int(a["round"]), int(a["miner"]), int(a["kind"])
         ledger = {"time": int(a["time"]), "randomness": bytes(a["randomness"]) if a["mixed"] else b""}
-        if entry.event == "DepositBlock":
-            bids = {}
-            for name, role in (("trainer_bids", "trainer"), ("mo_bids", "model_owner")):
-                items = a[name]
-                for item in items:
-                    msg = BidMessage(r, int(item["participant"]), role, int(item["amount"]))  # type: ignore[arg-type]
-                    self._verify(msg, item, f"{role} bid")
-                bids[name] = Bids.of([(int(i["participant"]), int(i["amount"])) for i in items])
+        of = {name: [i.args for i in items if i.event == name] for name in _ITEMS}
+        if kind == 0:
+            bids: dict[int, list[tuple[int, int]]] = {0: [], 1: []}
+            for item in of["BidLogged"]:
+                role = int(item["role"])
+                msg = BidMessage(r, int(item["participant"]), _ROLES[role], int(item["amount"]))
+                self._verify(msg, item, f"{msg.role} bid")
+                bids[role].append((msg.participant, msg.amount))
             joins = []
-            for item in a["joins"]:
+            for item in of["JoinLogged"]:
                 key = key_of_address(item["key"])
                 self._verify(JoinMessage(key), item, "join", signer=key)
                 joins.append(key)
-            return DepositBlock(r, miner, bids["trainer_bids"], bids["mo_bids"], tuple(joins), **ledger)
-        if entry.event == "CommitBlock":
+            return DepositBlock(r, miner, Bids.of(bids[0]), Bids.of(bids[1]), tuple(joins), **ledger)
+        if kind == 1:
             trainers, digests = [], []
-            for item in a["commitments"]:
+            for item in of["CommitLogged"]:
                 msg = CommitMessage(r, int(item["participant"]), bytes(item["digest"]))
                 self._verify(msg, item, "commitment")
                 trainers.append(msg.participant)
                 digests.append(msg.digest)
-            return CommitBlock(
-                r, miner, np.array(trainers, dtype=np.int64), tuple(digests), bytes(a["fhe_public_key"]), **ledger
-            )
-        if entry.event == "TestBlock":
-            reports = []
-            for item in a["co_testers"]:
+            fhe = bytes(of["FheKey"][0]["key"]) if of["FheKey"] else b""
+            return CommitBlock(r, miner, np.array(trainers, dtype=np.int64), tuple(digests), fhe, **ledger)
+        if kind == 2:
+            reports = of["ScoresLogged"]
+            if not reports or int(reports[0]["tester"]) != miner:
+                raise MalformedError("test block without the testing miner's scores")
+            main, reports_out = reports[0], []
+            for item in reports[1:]:
                 scores = np.array([int(x) for x in item["scores"]], dtype=np.int64)
                 msg = ScoresMessage(r, int(item["tester"]), bytes(item["digest"]), scores)
                 self._verify(msg, item, "co-tester scores")
-                reports.append(TesterReport(msg.participant, msg.test_cases_digest, scores))
+                reports_out.append(TesterReport(msg.participant, msg.test_cases_digest, scores))
             return TestBlock(
                 r,
                 miner,
-                int(a["n_test_cases"]),
-                bytes(a["test_cases_digest"]),
-                np.array([int(x) for x in a["scores"]], dtype=np.int64),
-                tuple(reports),
+                int(main["n_test_cases"]),
+                bytes(main["digest"]),
+                np.array([int(x) for x in main["scores"]], dtype=np.int64),
+                tuple(reports_out),
                 **ledger,
             )
         return SettleBlock(r, miner, **ledger)

@@ -129,7 +129,7 @@ class Node:
             return _reason(exc)
         return "reverted (no reason given)"
 
-    def fund(self, addresses: list[str], amount: int = 10**20) -> None:
+    def fund(self, addresses: list[str], amount: int = 10**19) -> None:
         """Give each address ``amount`` wei from the funder, if it has less than half of it."""
         if self.funder is None:
             return
@@ -199,6 +199,8 @@ def anvil(state: Path | None = None, port: int | None = None, chain_id: int = 31
         "0",
         "--gas-price",
         "0",
+        "--balance",
+        "1000000",
         "--silent",
     ]
     if state is not None:
