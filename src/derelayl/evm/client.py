@@ -103,7 +103,7 @@ def encode_proposal(contract: Any, proposal: Proposal) -> bytes:
 
 
 class ContractClient(ChainClient):
-    def __init__(self, node: Node, address: str) -> None:
+    def __init__(self, node: Node, address: str, on_event: Any = None) -> None:
         w3 = node.w3
         self.node = node
         try:
@@ -115,6 +115,7 @@ class ContractClient(ChainClient):
         artifact = load_artifact()
         self.contract = w3.eth.contract(address=self.address, abi=artifact["abi"])
         self.history = self._genesis()
+        self.history.on_event = on_event
         self._synced_to = self.history.genesis_block
         self.last_tx: Any = None
         """The receipt of the last transaction this client sent (gas used, block)."""

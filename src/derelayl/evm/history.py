@@ -12,7 +12,7 @@ the block. The contract is trusted for nothing: a client's state is this replay.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -106,6 +106,8 @@ class History:
         self.cursor = (genesis.block, genesis.index)
         self.events: list[ChainEvent] = []
         self._items: list[LogEntry] = []
+        self.on_event: Callable[[ChainEvent, bytes, State], None] | None = None
+        """Called after each operation is applied, with its transaction hash and the state."""
 
     @property
     def signer_check(self) -> EvmSigner:
@@ -134,6 +136,8 @@ class History:
                     event = ChainEvent(entry.block, op, receipt)
                     self.events.append(event)
                     applied.append(event)
+                    if self.on_event is not None:
+                        self.on_event(event, entry.tx, self.state)
                 elif entry.event == "Checkpoint":
                     self._check(entry.args)
             except ChainIntegrityError:
