@@ -1,1 +1,2 @@
-"""Drives participants in one process: block producers and the local network runner."""
+"""Networks in one process: the round driver (agents' messages to the drawn miner, its block
+to a chain client) and the local network behind ``derelayl run``."""
