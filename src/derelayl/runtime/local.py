@@ -77,8 +77,8 @@ class RunConfig:
 
 
 def run_seed(seed: int) -> bytes:
-    """The protocol seed kept in state for a run with ``--seed seed`` (simulate uses it too,
-    so that a simulated chain equals ``derelayl run``'s)."""
+    """The genesis beacon of a run with ``--seed seed`` (simulate uses it too, so that a
+    simulated chain equals ``derelayl run``'s)."""
     return sha256(f"derelayl-run/{seed}".encode())
 
 
