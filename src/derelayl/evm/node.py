@@ -172,6 +172,17 @@ def anvil_path() -> Path | None:
     return Path(found) if found else None
 
 
+def _die_with_parent() -> None:
+    """In the child: ask Linux to send SIGTERM when the process that started it dies (even by
+    kill -9), so anvil writes its --state file and exits instead of lingering."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -205,7 +216,9 @@ def anvil(state: Path | None = None, port: int | None = None, chain_id: int = 31
     ]
     if state is not None:
         args += ["--state", str(state)]
-    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    process = subprocess.Popen(
+        args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True, preexec_fn=_die_with_parent
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while True:
