@@ -26,6 +26,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from derelayl.agents.policies import OwnVersion, mo_bid, taker_bid
+from derelayl.errors import DerelaylError
 from derelayl.protocol.blocks import Bids, CommitBlock, DepositBlock, SettleBlock, TestBlock, TesterReport
 from derelayl.protocol.messages import (
     BidMessage,
@@ -180,7 +181,7 @@ class Agent:
         co_testers = [int(t) for t in state.roles.testers[1:]]
         missing = [t for t in co_testers if t not in reports]
         if missing:
-            raise RuntimeError(f"test block of round {state.round}: no report from co-tester(s) {missing}")
+            raise DerelaylError(f"test block of round {state.round}: no report from co-tester(s) {missing}")
         chosen = [reports[t] for t in co_testers]
         block_reports = tuple(
             TesterReport(t, s.message.test_cases_digest, s.message.scores)  # type: ignore[union-attr]

@@ -19,6 +19,7 @@ Two kinds of draws:
 from __future__ import annotations
 
 import hashlib
+from functools import lru_cache
 
 import numpy as np
 from numpy.typing import NDArray
@@ -65,10 +66,14 @@ def compute_word(beacon: bytes, purpose: bytes, index: int) -> int:
     return int.from_bytes(_digest(beacon, purpose, index), "big")
 
 
+@lru_cache(maxsize=16)
 def compute_keys(beacon: bytes, purpose: bytes, count: int) -> U64:
     """Unique 64-bit sort keys for items ``0..count-1``: a random 32-bit ticket in the high
-    half, the item index in the low half. Sorting by key is a uniform random order."""
+    half, the item index in the low half. Sorting by key is a uniform random order.
+    (Read-only and memoised: a deposit block's miner and its verifiers ask for the same keys.)"""
     blocks = -(-count // _TICKETS_PER_HASH)
     raw = b"".join(_digest(beacon, purpose, i) for i in range(blocks))
     tickets = np.frombuffer(raw, dtype=">u4")[:count].astype(np.uint64)
-    return (tickets << np.uint64(32)) | np.arange(count, dtype=np.uint64)
+    keys = (tickets << np.uint64(32)) | np.arange(count, dtype=np.uint64)
+    keys.flags.writeable = False
+    return keys
