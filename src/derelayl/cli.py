@@ -34,15 +34,48 @@ def run(
         str, typer.Option(help="digits (real PyTorch relay training) or latent (the paper's abstract model).")
     ] = "digits",
     preset: Annotated[str, typer.Option(help="Protocol parameter preset: reference or minimal.")] = "reference",
+    ledger: Annotated[
+        str, typer.Option(help="sqlite (a signed local chain) or evm (the Vyper contract on an Ethereum node).")
+    ] = "sqlite",
+    rpc: Annotated[
+        str | None,
+        typer.Option(
+            help="With --ledger evm: a JSON-RPC URL, or 'anvil' to start our own (its chain kept in OUT). "
+            "Default: the embedded py-evm."
+        ),
+    ] = None,
+    key: Annotated[
+        str | None, typer.Option(help="With --rpc URL: private key (hex or file) that pays participants' gas.")
+    ] = None,
+    chain_randomness: Annotated[
+        bool, typer.Option(help="With --ledger evm: mix the chain's prevrandao into the beacon.")
+    ] = True,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress display.")] = False,
 ) -> None:
-    """Run a local DeRelayL network on a signed SQLite chain; resumes if OUT holds one."""
+    """Run a DeRelayL network (one agent per key) on a signed SQLite chain or on the contract;
+    resumes if OUT holds one."""
     from derelayl.runtime.local import RunConfig, run_network
     from derelayl.runtime.tasks import default_participants, make_task
 
     try:
         n = participants if participants is not None else default_participants(task)
-        config = RunConfig(participants=n, rounds=rounds, seed=seed, task=task, preset=preset)
+        config = RunConfig(
+            participants=n,
+            rounds=rounds,
+            seed=seed,
+            task=task,
+            preset=preset,
+            ledger=ledger,
+            rpc=rpc,
+            chain_randomness=chain_randomness,
+        )
+        config.validate()  # bad options stop here, before the progress display or any file
+        config.params()
+        funder = None
+        if key is not None:
+            from derelayl.evm.tools import parse_key
+
+            funder = parse_key(key)
         every = max(1, rounds // 25)  # a stats line for about 25 of the rounds, the bar for all
         with Progress(
             TextColumn("[bold]round"),
@@ -60,7 +93,7 @@ def run(
                 if not quiet and (done % every == 0 or done == rounds):
                     progress.console.print(f"[dim]round {done:>4}[/]  {line}", highlight=False)
 
-            summary = run_network(config, out_dir, make_task, on_round)
+            summary = run_network(config, out_dir, make_task, on_round, funder=funder)
     except DerelaylError as exc:
         raise fail(str(exc)) from exc
     q = summary["balance_quantiles_coins"]
@@ -69,14 +102,35 @@ def run(
         f"supply {summary['money']['supply']} coins; balances p10 {q['p10']:.3f} p50 {q['p50']:.3f} "
         f"p90 {q['p90']:.3f}\nhead {summary['head_hash']}\nresults in {out_dir}/"
     )
+    if summary.get("ledger", {}).get("contract"):
+        info = summary["ledger"]
+        out.print(f"contract {info['contract']} on chain {info['chain_id']} ({info['backend']}): history verified")
 
 
 @app.command()
-def verify(chain: Annotated[Path, typer.Argument(help="A chain.sqlite file.")]) -> None:
-    """Replay a chain from genesis: exit 0 if every block is valid, 1 at the first bad block."""
+def verify(
+    chain: Annotated[
+        Path | None, typer.Argument(help="A chain.sqlite file, or the folder of a run on an EVM node.")
+    ] = None,
+    rpc: Annotated[str | None, typer.Option(help="JSON-RPC URL of the node holding the contract.")] = None,
+    contract: Annotated[str | None, typer.Option(help="Address of the DeRelayL contract.")] = None,
+    chain_id: Annotated[int | None, typer.Option(help="Refuse a node on another chain.")] = None,
+) -> None:
+    """Replay a chain (or a contract's history) with the rules: exit 0 if every block is valid,
+    1 at the first bad block."""
+    from derelayl.evm.cli import contract_target
     from derelayl.ledger.chain import Chain
     from derelayl.ledger.sqlite import SQLiteLedger
 
+    try:
+        target = contract_target(chain, rpc, contract, chain_id)
+    except DerelaylError as exc:
+        raise fail(str(exc)) from exc
+    if target is not None:
+        _verify_contract(*target)
+        return
+    if chain is None:
+        raise fail("give a chain.sqlite file, a run folder, or --rpc URL --contract ADDRESS")
     try:
         ledger = SQLiteLedger(chain, create=False)
         result = Chain.open(ledger)
@@ -89,19 +143,56 @@ def verify(chain: Annotated[Path, typer.Argument(help="A chain.sqlite file.")]) 
     out.print(f"valid: {result.height} blocks, round {result.state.round}, head {result.head_hash.hex()}")
 
 
+def _verify_contract(node: object, address: str) -> None:
+    from derelayl.evm.client import ContractClient
+    from derelayl.evm.tools import verify_contract
+
+    try:
+        report = verify_contract(ContractClient(node, address))  # type: ignore[arg-type]
+    except ChainIntegrityError as exc:
+        out.print(f"INVALID at EVM block {exc.height}: {exc.reason}")
+        raise typer.Exit(1) from exc
+    except DerelaylError as exc:
+        raise fail(str(exc)) from exc
+    finally:
+        node.close()  # type: ignore[attr-defined]
+    out.print(
+        f"valid: {report['blocks']} blocks, round {report['round']}, contract {report['contract']} on chain "
+        f"{report['chain_id']}, head block {report['head_block']}"
+    )
+
+
 @app.command()
 def inspect(
-    chain: Annotated[Path, typer.Argument(help="A chain.sqlite file.")],
+    chain: Annotated[
+        Path | None, typer.Argument(help="A chain.sqlite file, or the folder of a run on an EVM node.")
+    ] = None,
     blocks: Annotated[int, typer.Option(help="Show the last N blocks.")] = 8,
     model: Annotated[int | None, typer.Option(help="Show the lineage of this model id.")] = None,
     top: Annotated[int, typer.Option(help="Show the N richest participants.")] = 10,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    rpc: Annotated[str | None, typer.Option(help="JSON-RPC URL of the node holding the contract.")] = None,
+    contract: Annotated[str | None, typer.Option(help="Address of the DeRelayL contract.")] = None,
+    chain_id: Annotated[int | None, typer.Option(help="Refuse a node on another chain.")] = None,
 ) -> None:
-    """Blocks, balances and the lineage of a model."""
+    """Blocks, balances and the lineage of a model (of a local chain or a contract)."""
+    from derelayl.evm.cli import contract_target
     from derelayl.ledger.inspect import inspect_chain
 
     try:
-        report = inspect_chain(chain, last_blocks=blocks, model=model, top=top)
+        target = contract_target(chain, rpc, contract, chain_id)
+        if target is not None:
+            from derelayl.evm.tools import inspect_contract
+
+            node, address = target
+            try:
+                report = inspect_contract(node, address, last_blocks=blocks, model=model, top=top)
+            finally:
+                node.close()
+        elif chain is None:
+            raise fail("give a chain.sqlite file, a run folder, or --rpc URL --contract ADDRESS")
+        else:
+            report = inspect_chain(chain, last_blocks=blocks, model=model, top=top)
     except DerelaylError as exc:
         raise fail(str(exc), 1) from exc
     if as_json:
@@ -129,11 +220,13 @@ def inspect(
 
 def _register_extensions() -> None:
     """Commands that live with their packages."""
+    from derelayl.evm.cli import deploy
     from derelayl.experiments.cli import experiment
     from derelayl.sim.cli import simulate
 
     app.command()(simulate)
     app.command()(experiment)
+    app.command()(deploy)
 
 
 _register_extensions()

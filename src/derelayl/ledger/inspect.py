@@ -66,7 +66,7 @@ class Inspector:
                 "escrow": format_units(state.escrow),
             },
             "richest": [
-                {"participant": i, "key": state.keys[i].hex(), "coins": format_units(int(state.balances[i]))}
+                {"participant": i, "key": _show_key(state.keys[i]), "coins": format_units(int(state.balances[i]))}
                 for i in order
             ],
             "lineage": None,
@@ -85,6 +85,11 @@ class Inspector:
             out.append({"model": current, "version": version, "owner": owner})
             current = parent
         return out
+
+
+def _show_key(key: bytes) -> str:
+    """An Ethereum participant's key is its address padded to 32 bytes: show the address."""
+    return "0x" + key[12:].hex() if key[:12] == bytes(12) else key.hex()
 
 
 def inspect_chain(path: Path, *, last_blocks: int = 8, model: int | None = None, top: int = 10) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -24,7 +25,7 @@ import numpy as np
 from derelayl.agents.agent import Agent, Brain
 from derelayl.errors import ConfigError, DerelaylError
 from derelayl.ledger.chain import Chain
-from derelayl.ledger.client import LocalChainClient
+from derelayl.ledger.client import ChainClient, LocalChainClient
 from derelayl.ledger.crypto import KeyPair, derive_keys, sha256
 from derelayl.ledger.sqlite import SQLiteLedger
 from derelayl.protocol.params import Params, preset
@@ -58,6 +59,9 @@ class Task(Protocol):
         ...
 
 
+LEDGERS = ("sqlite", "evm")
+
+
 @dataclass(frozen=True)
 class RunConfig:
     participants: int = 64
@@ -65,6 +69,12 @@ class RunConfig:
     seed: int = 42
     task: str = "latent"
     preset: str = "reference"
+    ledger: str = "sqlite"
+    """``sqlite``: the signed local chain; ``evm``: the contract (``runtime/evm_run.py``)."""
+    rpc: str | None = None
+    """With ``evm``: None = embedded py-evm, ``anvil`` = our own anvil, or a JSON-RPC URL."""
+    chain_randomness: bool = True
+    """With ``evm``: mix the chain's ``prevrandao`` into the beacon."""
 
     def params(self) -> Params:
         return preset(self.preset)
@@ -74,6 +84,10 @@ class RunConfig:
             raise ConfigError(f"--participants must be at least 2, got {self.participants}")
         if self.rounds < 0:
             raise ConfigError(f"--rounds must be non-negative, got {self.rounds}")
+        if self.ledger not in LEDGERS:
+            raise ConfigError(f"--ledger must be sqlite or evm, got {self.ledger!r}")
+        if self.rpc is not None and self.ledger != "evm":
+            raise ConfigError("--rpc needs --ledger evm")
 
 
 def run_seed(seed: int) -> bytes:
@@ -110,11 +124,17 @@ def run_network(
     out_dir: Path,
     task_factory: Callable[[RunConfig, Path], Task],
     on_round: Callable[[State, str], None] | None = None,
+    *,
+    funder: Any = None,
 ) -> dict[str, Any]:
-    """Run (or resume) until ``config.rounds`` rounds have settled; write summary.json."""
+    """Run (or resume) until ``config.rounds`` rounds have settled; write summary.json.
+    ``funder`` (an ``EvmKey``) pays the participants' gas on an external EVM node."""
     config.validate()
+    config.params()  # an unknown preset stops here, before any folder or file is made
     out_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
+    if config.ledger == "evm":
+        return _run_on_contract(config, out_dir, task_factory, on_round, funder, start)
     keys = derive_keys(config.seed, config.participants)
     path = out_dir / "chain.sqlite"
     ledger = SQLiteLedger(path)
@@ -128,28 +148,74 @@ def run_network(
         raise
     resumed_at = chain.height
     client = LocalChainClient(chain)
-    driver = RoundDriver(client, [Agent(client.signer(key), task.brain(i)) for i, key in enumerate(keys)])
+    signers = [client.signer(key) for key in keys]
     try:
-        if chain.state.phase == Phase.DEPOSIT:
-            task.settled(chain.state)  # genesis, or a run resumed at a round boundary
-        while chain.state.round < config.rounds:
-            driver.step()
-            task.follow(chain.state)
-            if chain.state.phase == Phase.DEPOSIT:
-                line = task.settled(chain.state)
-                if on_round is not None:
-                    on_round(chain.state, line)
-        extra = task.finish(chain.state, out_dir)
+        extra = _play(client, signers, task, config, out_dir, on_round)
     finally:
         client.close()
-    state = chain.state
+    ledger_info = {"height": chain.height, "resumed_from_height": resumed_at, "head_hash": chain.head_hash.hex()}
+    return _finish(config, chain.state, out_dir, start, {"ledger": {"kind": "sqlite"}, **ledger_info, **extra})
+
+
+def _run_on_contract(
+    config: RunConfig,
+    out_dir: Path,
+    task_factory: Callable[[RunConfig, Path], Task],
+    on_round: Callable[[State, str], None] | None,
+    funder: Any,
+    start: float,
+) -> dict[str, Any]:
+    from derelayl.runtime.evm_run import open_evm_ledger
+
+    task = task_factory(config, out_dir)
+    evm = open_evm_ledger(
+        out_dir,
+        params=config.params(),
+        seed=run_seed(config.seed),
+        key_seed=config.seed,
+        participants=config.participants,
+        rpc=config.rpc,
+        funder=funder,
+        chain_randomness=config.chain_randomness,
+        follow=task.follow,
+    )
+    try:
+        extra = _play(evm.client, evm.signers, task, config, out_dir, on_round)
+        ledger_info = evm.summary()
+    finally:
+        evm.client.close()
+    ledger_info["resumed_from_height"] = evm.resumed_blocks
+    return _finish(config, evm.client.state, out_dir, start, {**ledger_info, **extra})
+
+
+def _play(
+    client: ChainClient,
+    signers: list[Any],
+    task: Task,
+    config: RunConfig,
+    out_dir: Path,
+    on_round: Callable[[State, str], None] | None,
+) -> dict[str, Any]:
+    """Drive one agent per participant until ``config.rounds`` rounds have settled."""
+    driver = RoundDriver(client, [Agent(signer, task.brain(i)) for i, signer in enumerate(signers)])
+    state = client.state
+    if state.phase == Phase.DEPOSIT:
+        task.settled(state)  # genesis, or a run resumed at a round boundary
+    while client.state.round < config.rounds:
+        driver.step()
+        task.follow(client.state)
+        if client.state.phase == Phase.DEPOSIT:
+            line = task.settled(client.state)
+            if on_round is not None:
+                on_round(client.state, line)
+    return task.finish(client.state, out_dir)
+
+
+def _finish(config: RunConfig, state: State, out_dir: Path, start: float, extra: dict[str, Any]) -> dict[str, Any]:
     summary = {
         "config": asdict(config),
         "params": state.params.to_dict(),
         "rounds": state.round,
-        "height": chain.height,
-        "resumed_from_height": resumed_at,
-        "head_hash": chain.head_hash.hex(),
         "wall_seconds": round(time.perf_counter() - start, 3),
         "money": {
             "minted": format_units(state.minted),
@@ -166,6 +232,8 @@ def run_network(
         ),
         **extra,
     }
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    log.info("run finished at round %d, head %s", state.round, chain.head_hash.hex()[:16])
+    tmp = out_dir / "summary.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=2) + "\n")
+    os.replace(tmp, out_dir / "summary.json")
+    log.info("run finished at round %d, head %s", state.round, str(summary.get("head_hash", ""))[:16])
     return summary
