@@ -22,22 +22,25 @@ from derelayl.errors import ChainIntegrityError, DerelaylError, MalformedError, 
 from derelayl.evm.signing import EvmKey, EvmSigner, compute_domain, key_of_address, message_hash, recover
 from derelayl.ledger.client import ChainEvent
 from derelayl.protocol.blocks import (
-    Bids,
     Block,
-    CommitBlock,
-    DepositBlock,
     Join,
     Operation,
-    SettleBlock,
-    TestBlock,
-    TesterReport,
     Transfer,
 )
 from derelayl.protocol.genesis import initialize_state
-from derelayl.protocol.messages import BidMessage, CommitMessage, JoinMessage, Message, ScoresMessage
+from derelayl.protocol.messages import (
+    BidMessage,
+    BlockHeader,
+    CommitMessage,
+    JoinMessage,
+    Message,
+    ScoresMessage,
+    block_from_messages,
+)
 from derelayl.protocol.params import Params
 from derelayl.protocol.state import State
 from derelayl.protocol.transition import process_operation, total_money
+from derelayl.protocol.types import BlockKind
 
 __all__ = ["History", "LogEntry", "decode_logs", "signature_bytes"]
 
@@ -176,51 +179,37 @@ class History:
     def _block(self, entry: LogEntry, items: list[LogEntry]) -> Block:
         """The core's block from a ``Block`` log and its items' logs; every signature checked."""
         a = entry.args
-        r, miner, kind = int(a["round"]), int(a["miner"]), int(a["kind"])
+        r, miner, kind = int(a["round"]), int(a["miner"]), BlockKind(int(a["kind"]))
+        messages: list[Message] = []
+        extra: dict[str, Any] = {}
+        for item in items:
+            i = item.args
+            if item.event == "BidLogged":
+                bid = BidMessage(r, int(i["participant"]), _ROLES[int(i["role"])], int(i["amount"]))
+                self._verify(bid, i, f"{bid.role} bid")
+                messages.append(bid)
+            elif item.event == "JoinLogged":
+                join = JoinMessage(key_of_address(i["key"]))
+                self._verify(join, i, "join", signer=join.key)
+                messages.append(join)
+            elif item.event == "CommitLogged":
+                commit = CommitMessage(r, int(i["participant"]), bytes(i["digest"]))
+                self._verify(commit, i, "commitment")
+                messages.append(commit)
+            elif item.event == "FheKey":
+                extra["fhe_public_key"] = bytes(i["key"])
+            elif item.event == "ScoresLogged":
+                scores = np.array([int(x) for x in i["scores"]], dtype=np.int64)
+                report = ScoresMessage(r, int(i["tester"]), bytes(i["digest"]), scores)
+                if "tester" not in extra:  # the testing miner's own scores come first, unsigned
+                    extra.update(tester=report, n_test_cases=int(i["n_test_cases"]))
+                    continue
+                self._verify(report, i, "co-tester scores")
+                messages.append(report)
+        if kind == BlockKind.TEST and extra.get("tester") is None:
+            raise MalformedError("test block without the testing miner's scores")
         ledger = {"time": int(a["time"]), "randomness": bytes(a["randomness"]) if a["mixed"] else b""}
-        of = {name: [i.args for i in items if i.event == name] for name in _ITEMS}
-        if kind == 0:
-            bids: dict[int, list[tuple[int, int]]] = {0: [], 1: []}
-            for item in of["BidLogged"]:
-                role = int(item["role"])
-                msg = BidMessage(r, int(item["participant"]), _ROLES[role], int(item["amount"]))
-                self._verify(msg, item, f"{msg.role} bid")
-                bids[role].append((msg.participant, msg.amount))
-            joins = []
-            for item in of["JoinLogged"]:
-                key = key_of_address(item["key"])
-                self._verify(JoinMessage(key), item, "join", signer=key)
-                joins.append(key)
-            return DepositBlock(r, miner, Bids.of(bids[0]), Bids.of(bids[1]), tuple(joins), **ledger)
-        if kind == 1:
-            trainers, digests = [], []
-            for item in of["CommitLogged"]:
-                msg = CommitMessage(r, int(item["participant"]), bytes(item["digest"]))
-                self._verify(msg, item, "commitment")
-                trainers.append(msg.participant)
-                digests.append(msg.digest)
-            fhe = bytes(of["FheKey"][0]["key"]) if of["FheKey"] else b""
-            return CommitBlock(r, miner, np.array(trainers, dtype=np.int64), tuple(digests), fhe, **ledger)
-        if kind == 2:
-            reports = of["ScoresLogged"]
-            if not reports or int(reports[0]["tester"]) != miner:
-                raise MalformedError("test block without the testing miner's scores")
-            main, reports_out = reports[0], []
-            for item in reports[1:]:
-                scores = np.array([int(x) for x in item["scores"]], dtype=np.int64)
-                msg = ScoresMessage(r, int(item["tester"]), bytes(item["digest"]), scores)
-                self._verify(msg, item, "co-tester scores")
-                reports_out.append(TesterReport(msg.participant, msg.test_cases_digest, scores))
-            return TestBlock(
-                r,
-                miner,
-                int(main["n_test_cases"]),
-                bytes(main["digest"]),
-                np.array([int(x) for x in main["scores"]], dtype=np.int64),
-                tuple(reports_out),
-                **ledger,
-            )
-        return SettleBlock(r, miner, **ledger)
+        return block_from_messages(BlockHeader(kind, r, miner, **ledger, **extra), messages)
 
     def _verify(self, message: Message, item: dict[str, Any], what: str, signer: bytes | None = None) -> None:
         if signer is None:

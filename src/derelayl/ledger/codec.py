@@ -21,14 +21,16 @@ import numpy as np
 from derelayl.errors import MalformedError, SignatureError, UnknownParticipantError
 from derelayl.ledger.base import StoredBlock
 from derelayl.ledger.crypto import KeyPair, canonical, sha256, verify_signature
-from derelayl.protocol.blocks import Bids, Block, CommitBlock, DepositBlock, SettleBlock, TestBlock, TesterReport
+from derelayl.protocol.blocks import Block, CommitBlock, DepositBlock, TestBlock
 from derelayl.protocol.messages import (
     BidMessage,
+    BlockHeader,
     CommitMessage,
     JoinMessage,
     Message,
     Proposal,
     ScoresMessage,
+    block_from_messages,
     block_messages,
 )
 from derelayl.protocol.types import BlockKind
@@ -206,55 +208,42 @@ def decode_block(header: dict[str, Any], body: Any, chain_id: bytes, keys: list[
     """Check every message signature and build the block the rules process."""
     kind = header["kind"]
     r, miner = header["round"], header["miner"]
-    ledger = {"time": header["time"], "randomness": header["randomness"]}
+    messages: list[Message] = []
+    extra: dict[str, Any] = {}
     if kind == BlockKind.DEPOSIT:
         body = _fields(body, {"trainer_bids", "mo_bids", "joins"}, "deposit block body")
-        decoded: dict[str, list[tuple[int, int]]] = {}
         for name, role in (("trainer_bids", "trainer"), ("mo_bids", "model_owner")):
-            items = []
             for who, amount, sig in _list(body[name], name, 3):
-                amount = _int(amount, f"{role} bid amount", INT64_MIN)
-                _check(keys, who, sig, chain_id, BidMessage(r, who, role, amount), f"{role} bid")  # type: ignore[arg-type]
-                items.append((who, amount))
-            decoded[name] = items
-        joins = []
+                bid = BidMessage(r, who, role, _int(amount, f"{role} bid amount", INT64_MIN))  # type: ignore[arg-type]
+                _check(keys, who, sig, chain_id, bid, f"{role} bid")
+                messages.append(bid)
         for key_hex, sig in _list(body["joins"], "joins", 2):
-            key = _hex(key_hex, "join key", 32)
-            if not verify_signature(key, _hex(sig, "join signature"), message_bytes(chain_id, JoinMessage(key))):
+            join = JoinMessage(_hex(key_hex, "join key", 32))
+            if not verify_signature(join.key, _hex(sig, "join signature"), message_bytes(chain_id, join)):
                 raise SignatureError(f"join of key {key_hex[:16]}…: signature does not verify")
-            joins.append(key)
-        return DepositBlock(
-            r, miner, Bids.of(decoded["trainer_bids"]), Bids.of(decoded["mo_bids"]), tuple(joins), **ledger
-        )
-    if kind == BlockKind.COMMIT:
+            messages.append(join)
+    elif kind == BlockKind.COMMIT:
         body = _fields(body, {"commitments", "fhe_public_key"}, "commit block body")
-        trainers, digests = [], []
         for who, digest_hex, sig in _list(body["commitments"], "commitments", 3):
-            digest = _hex(digest_hex, "commitment", 32)
-            _check(keys, who, sig, chain_id, CommitMessage(r, who, digest), "commitment")
-            trainers.append(who)
-            digests.append(digest)
-        fhe = _hex(body["fhe_public_key"], "fhe_public_key")
-        return CommitBlock(r, miner, np.array(trainers, dtype=np.int64), tuple(digests), fhe, **ledger)
-    if kind == BlockKind.TEST:
+            commit = CommitMessage(r, who, _hex(digest_hex, "commitment", 32))
+            _check(keys, who, sig, chain_id, commit, "commitment")
+            messages.append(commit)
+        extra["fhe_public_key"] = _hex(body["fhe_public_key"], "fhe_public_key")
+    elif kind == BlockKind.TEST:
         body = _fields(body, {"n_test_cases", "test_cases_digest", "scores", "co_testers"}, "test block body")
-        reports = []
         for who, digest_hex, co_scores, sig in _list(body["co_testers"], "co_testers", 4):
-            digest = _hex(digest_hex, "co-tester test_cases_digest", 32)
-            scores = _scores(co_scores, "co-tester scores")
-            _check(keys, who, sig, chain_id, ScoresMessage(r, who, digest, scores), "co-tester scores")
-            reports.append(TesterReport(who, digest, scores))
-        return TestBlock(
-            r,
-            miner,
-            _int(body["n_test_cases"], "n_test_cases"),
-            _hex(body["test_cases_digest"], "test_cases_digest", 32),
-            _scores(body["scores"], "scores"),
-            tuple(reports),
-            **ledger,
-        )
-    _fields(body, set(), "settle block body")
-    return SettleBlock(r, miner, **ledger)
+            report = ScoresMessage(
+                r, who, _hex(digest_hex, "co-tester test_cases_digest", 32), _scores(co_scores, "co-tester scores")
+            )
+            _check(keys, who, sig, chain_id, report, "co-tester scores")
+            messages.append(report)
+        digest = _hex(body["test_cases_digest"], "test_cases_digest", 32)
+        extra["tester"] = ScoresMessage(r, miner, digest, _scores(body["scores"], "scores"))
+        extra["n_test_cases"] = _int(body["n_test_cases"], "n_test_cases")
+    else:
+        _fields(body, set(), "settle block body")
+    info = BlockHeader(kind, r, miner, header["time"], header["randomness"], **extra)
+    return block_from_messages(info, messages)
 
 
 def decode_header(header: dict[str, Any], n_participants: int) -> dict[str, Any]:

@@ -14,7 +14,8 @@ from typing import Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from derelayl.protocol.blocks import Block, CommitBlock, DepositBlock, TestBlock
+from derelayl.protocol.blocks import Bids, Block, CommitBlock, DepositBlock, SettleBlock, TestBlock, TesterReport
+from derelayl.protocol.types import BlockKind
 
 __all__ = [
     "BidMessage",
@@ -24,6 +25,7 @@ __all__ = [
     "Proposal",
     "ScoresMessage",
     "Signed",
+    "block_from_messages",
     "block_messages",
 ]
 
@@ -106,3 +108,50 @@ def block_messages(block: Block) -> list[Message]:
     if isinstance(block, TestBlock):
         return [ScoresMessage(r, c.tester, c.test_cases_digest, c.scores) for c in block.co_testers]
     return []
+
+
+@dataclass(frozen=True)
+class BlockHeader:
+    """What a block holds besides its participants' messages."""
+
+    kind: BlockKind
+    round: int
+    miner: int
+    time: int = 0
+    randomness: bytes = b""
+    fhe_public_key: bytes = b""
+    """Commit blocks."""
+    tester: ScoresMessage | None = None
+    """Test blocks: the testing miner's own scores (its block signature covers them)."""
+    n_test_cases: int = 0
+
+
+def block_from_messages(header: BlockHeader, messages: list[Message]) -> Block:
+    """The block carrying ``messages`` in the order given (the inverse of ``block_messages``;
+    what a decoder builds once every message's signature has been checked)."""
+    r, miner, t, rnd = header.round, header.miner, header.time, header.randomness
+    if header.kind == BlockKind.DEPOSIT:
+        bids = {
+            role: [(m.participant, m.amount) for m in messages if isinstance(m, BidMessage) and m.role == role]
+            for role in ("trainer", "model_owner")
+        }
+        joins = tuple(m.key for m in messages if isinstance(m, JoinMessage))
+        return DepositBlock(
+            r, miner, Bids.of(bids["trainer"]), Bids.of(bids["model_owner"]), joins, time=t, randomness=rnd
+        )
+    if header.kind == BlockKind.COMMIT:
+        commits = [m for m in messages if isinstance(m, CommitMessage)]
+        trainers = np.array([m.participant for m in commits], dtype=np.int64)
+        return CommitBlock(
+            r, miner, trainers, tuple(m.digest for m in commits), header.fhe_public_key, time=t, randomness=rnd
+        )
+    if header.kind == BlockKind.TEST:
+        own = header.tester
+        assert own is not None, "a test block carries its miner's scores"
+        reports = tuple(
+            TesterReport(m.participant, m.test_cases_digest, m.scores) for m in messages if isinstance(m, ScoresMessage)
+        )
+        return TestBlock(
+            r, miner, header.n_test_cases, own.test_cases_digest, own.scores, reports, time=t, randomness=rnd
+        )
+    return SettleBlock(r, miner, time=t, randomness=rnd)
