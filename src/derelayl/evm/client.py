@@ -9,14 +9,13 @@ against the contract's checkpoint after every block.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from typing import Any
 
 from derelayl.errors import ConfigError, LedgerError, MalformedError, UnknownParticipantError
 from derelayl.evm.artifact import load_artifact
 from derelayl.evm.history import History, LogEntry, decode_logs
-from derelayl.evm.node import Node, TxFailed
+from derelayl.evm.node import Node
 from derelayl.evm.signing import EvmKey, EvmSigner, address_of_key
 from derelayl.ledger.client import ChainClient, ChainEvent
 from derelayl.ledger.crypto import canonical
@@ -211,7 +210,3 @@ class ContractClient(ChainClient):
 
     def close(self) -> None:
         self.node.close()
-
-
-def describe_failure(exc: TxFailed) -> str:
-    return json.dumps({"reason": exc.reason})

@@ -12,14 +12,14 @@ the block. The contract is trusted for nothing: a client's state is this replay.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from derelayl.errors import ChainIntegrityError, DerelaylError, MalformedError, SignatureError
-from derelayl.evm.signing import EvmKey, EvmSigner, compute_domain, key_of_address, message_hash, recover
+from derelayl.evm.signing import compute_domain, key_of_address, message_hash, recover
 from derelayl.ledger.client import ChainEvent
 from derelayl.protocol.blocks import (
     Block,
@@ -111,10 +111,6 @@ class History:
         self._items: list[LogEntry] = []
         self.on_event: Callable[[ChainEvent, bytes, State], None] | None = None
         """Called after each operation is applied, with its transaction hash and the state."""
-
-    @property
-    def signer_check(self) -> EvmSigner:
-        return EvmSigner(EvmKey(b"\x01" * 32), self.domain)
 
     def apply(self, entries: list[LogEntry]) -> list[ChainEvent]:
         """Apply the entries after the cursor, in order; returns the operations applied. A
@@ -223,9 +219,3 @@ class History:
         found = recover(digest, signature_bytes(item))
         if found is None or bytes(12) + found != signer:
             raise SignatureError(f"{what}: signature does not verify")
-
-
-def iter_blocks(events: list[ChainEvent]) -> Iterator[Block]:
-    for event in events:
-        if not isinstance(event.operation, Join | Transfer):
-            yield event.operation
