@@ -116,10 +116,25 @@ class Node:
             self._nonces.pop(sender, None)
             raise TxFailed(_reason(exc)) from None
         self._nonces[sender] = nonce + 1
-        receipt = self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=120)
+        receipt = self._receipt(tx_hash)
         if receipt["status"] != 1:
             raise TxFailed(self._replay_reason(tx, sender, receipt), receipt)
         return receipt
+
+    def _receipt(self, tx_hash: Any, timeout: float = 120.0) -> Any:
+        """Poll for the receipt with a short, growing pause (web3's own wait sleeps 0.1 s, which
+        dominates on a node that mines every transaction at once)."""
+        from web3.exceptions import TransactionNotFound
+
+        deadline, pause = time.monotonic() + timeout, 0.001
+        while True:
+            try:
+                return self.w3.eth.get_transaction_receipt(tx_hash)
+            except TransactionNotFound:
+                if time.monotonic() > deadline:
+                    raise LedgerError(f"transaction {tx_hash.hex()} not mined within {timeout:.0f} s") from None
+                time.sleep(pause)
+                pause = min(pause * 2, 0.05)
 
     def _replay_reason(self, tx: dict[str, Any], sender: str, receipt: Any) -> str:
         call = {k: v for k, v in tx.items() if k in ("to", "data", "value", "gas")} | {"from": sender}
