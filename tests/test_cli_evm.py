@@ -120,3 +120,13 @@ def test_missing_contract_is_one_error_line() -> None:
     finally:
         node.close()
     assert result.exit_code == 2 and "error: no contract at" in result.output
+
+
+def test_same_seed_same_result_on_the_embedded_contract(tmp_path: Path) -> None:
+    """Same config and seed => same state root (the summary's head_hash) and balances, on a
+    chain whose own block hashes carry timestamps."""
+    a = _run(tmp_path / "a", "--ledger", "evm", rounds=4)
+    b = _run(tmp_path / "b", "--ledger", "evm", rounds=4)
+    assert a.exit_code == 0 and b.exit_code == 0, a.output + b.output
+    assert _summary(tmp_path / "a")["head_hash"] == _summary(tmp_path / "b")["head_hash"]
+    assert _summary(tmp_path / "a")["balances"] == _summary(tmp_path / "b")["balances"]
