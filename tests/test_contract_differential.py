@@ -31,6 +31,7 @@ SCHEMES: list[dict[str, object]] = [
     {"reward_scheme": "capped", "supply_cap": 4 * 10**6},
     {"testers": 3},
     {"phase_timeout": 2, "k": 2},
+    {"phase_timeout": 2, "testers": 3},
     {"select_fraction": "3/4", "k": 3, "cap_fraction": "2/3"},
 ]
 
@@ -208,12 +209,16 @@ def play(pair: Pair, data: st.DataObject, phases: int) -> None:
             mine(pair.node, s.params.phase_timeout)
             other = (honest.miner + 1) % s.n_participants
             variants = [("late honest block by another participant", dataclasses.replace(honest, miner=other))]
+            if isinstance(honest, blocks.TestBlock) and honest.co_testers:
+                # a silent co-tester's report left out once the phase has timed out
+                quiet = dataclasses.replace(honest, co_testers=honest.co_testers[1:])
+                variants.insert(0, ("late test block without a silent co-tester", quiet))
         # faulty variants first (each must be rejected by both or accepted by both), then one
         # accepted block moves the round on
         picks = data.draw(st.lists(st.integers(0, len(variants) - 1), max_size=3), label="variants")
         for i in picks:
             name, block = variants[i]
-            if name.startswith("honest") or name.startswith("late"):
+            if name.startswith("honest") or name.startswith("late honest"):
                 continue
             ours, _ = pair.apply(block, f"round {s.round} {s.phase.name.lower()}: {name}")
             if ours == "ok":
@@ -280,3 +285,19 @@ def test_every_kind_of_fault_is_exercised(node: Node) -> None:
     assert not pair.mismatches
     expected = {"RoleError", "BalanceError", "DuplicateError", "MalformedError", "WrongMinerError", "PhaseError"}
     assert expected <= seen, f"never reached: {expected - seen}"
+
+
+def test_a_silent_co_tester_is_left_out_only_after_the_timeout(node: Node) -> None:
+    # Prepare: three testers, a 2-block phase timeout, the round at its test phase
+    pair = Pair(node, Params(k=2, test_cases=5, testers=3, phase_timeout=2), participants=12, seed=9)
+    population = LatentPopulation(LatentTrainer(seed=9))
+    while pair.ref.phase != Phase.TEST:
+        pair.apply(population.next_block(pair.ref), "honest")
+    honest = population.next_block(pair.ref)
+    assert isinstance(honest, blocks.TestBlock) and len(honest.co_testers) == 2
+    quiet = dataclasses.replace(honest, co_testers=honest.co_testers[1:])
+    # Execute / Assert: refused by both before the timeout, accepted by both after it
+    assert pair.apply(quiet, "silent co-tester, in time") == ("RoleError", "RoleError")
+    mine(pair.node, 2)
+    assert pair.apply(quiet, "silent co-tester, timed out") == ("ok", "ok")
+    assert not pair.mismatches

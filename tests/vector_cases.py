@@ -174,6 +174,33 @@ def scoring_cases() -> list[Case]:
         ("malformed_digest", state, dataclasses.replace(block, test_cases_digest=b"short")),
         ("wrong_miner", state, dataclasses.replace(block, miner=(block.miner + 1) % 8)),
         *co_tester_cases(),
+        *silent_co_tester_cases(),
+    ]
+
+
+def silent_co_tester_cases() -> list[Case]:
+    """With ``phase_timeout``, a test block may leave out a silent co-tester once the phase
+    has timed out (in role order), never before."""
+    state, block = _at(Phase.TEST, testers=3, phase_timeout=5)
+    assert isinstance(block, TestBlock)
+    start = state.phase_start
+    first, second = block.co_testers
+    return [
+        (
+            "silent_co_tester_left_out_after_timeout",
+            state,
+            dataclasses.replace(block, co_testers=(second,), time=start + 5),
+        ),
+        (
+            "silent_co_tester_left_out_before_timeout",
+            state,
+            dataclasses.replace(block, co_testers=(second,), time=start + 4),
+        ),
+        (
+            "late_reports_out_of_role_order",
+            state,
+            dataclasses.replace(block, co_testers=(second, first), time=start + 5),
+        ),
     ]
 
 

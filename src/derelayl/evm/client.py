@@ -129,16 +129,23 @@ class ContractClient(ChainClient):
         deployer: EvmKey,
         *,
         mix_randomness: bool = True,
+        genesis_model: bytes = bytes(32),
     ) -> ContractClient:
         """Deploy the contract with ``keys`` (32-byte padded addresses) registered; participant
-        0 holds the genesis model."""
+        0 holds the genesis model, whose SHA-256 is ``genesis_model`` (zero for the abstract
+        model)."""
         if len(keys) > MAX_PARTICIPANTS:
             raise ConfigError(f"the contract takes at most {MAX_PARTICIPANTS} participants, got {len(keys)}")
         artifact = load_artifact()
         factory = node.w3.eth.contract(abi=artifact["abi"], bytecode=artifact["bytecode"])
         addresses = [address_of_key(k) for k in keys]
         data = factory.constructor(
-            contract_params(params), seed, addresses, mix_randomness, canonical(params.to_dict()).decode()
+            contract_params(params),
+            seed,
+            addresses,
+            mix_randomness,
+            canonical(params.to_dict()).decode(),
+            genesis_model,
         ).data_in_transaction
         receipt = node.send(deployer, None, data)
         return cls(node, receipt["contractAddress"])

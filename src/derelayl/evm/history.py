@@ -104,6 +104,8 @@ class History:
         except (DerelaylError, ValueError, TypeError) as exc:
             raise ChainIntegrityError(genesis.block, f"genesis: {exc}") from exc
         self.address = address
+        self.genesis_model = bytes(args["genesis_model"])
+        """SHA-256 of the genesis model's bytes (zero for the abstract model)."""
         self.domain = compute_domain(chain_id, address)
         self.genesis_block = genesis.block
         self.cursor = (genesis.block, genesis.index)

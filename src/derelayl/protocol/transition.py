@@ -16,13 +16,10 @@ import numpy as np
 from numpy.typing import NDArray
 
 from derelayl.errors import (
-    BalanceError,
     DuplicateError,
     MalformedError,
-    PhaseError,
     RoleError,
     UnknownParticipantError,
-    WrongMinerError,
 )
 from derelayl.protocol.accounts import (
     compute_mint_room,
@@ -32,9 +29,8 @@ from derelayl.protocol.accounts import (
     register,
 )
 from derelayl.protocol.auction import compute_matching, compute_ranking, is_canonical_bid_order
-from derelayl.protocol.beacon import AUCTION, MAX_RANDOMNESS, SETTLE, compute_keys, compute_mixed_beacon
+from derelayl.protocol.beacon import AUCTION, SETTLE, compute_keys, compute_mixed_beacon
 from derelayl.protocol.blocks import (
-    Bids,
     Block,
     CommitBlock,
     CommitReceipt,
@@ -51,7 +47,15 @@ from derelayl.protocol.blocks import (
 from derelayl.protocol.roles import assign_roles
 from derelayl.protocol.state import Models, Pairs, State
 from derelayl.protocol.types import Phase
-from derelayl.protocol.validate import DIGEST_SIZE, INT64_MAX, validate_new_keys
+from derelayl.protocol.validate import (
+    DIGEST_SIZE,
+    in_order_within,
+    timed_out,
+    validate_new_keys,
+    verify_bids,
+    verify_header,
+    verify_report,
+)
 
 __all__ = [
     "MAX_FHE_KEY",
@@ -72,75 +76,6 @@ MAX_FHE_KEY = 4096
 # ---------------------------------------------------------------- helpers (checks)
 
 
-def _verify_header(state: State, block: Block, phase: Phase) -> None:
-    name = block.kind.name.lower()
-    # Verify the block belongs to the current round and phase
-    if block.round != state.round:
-        raise PhaseError(f"{name} block for round {block.round}, but the chain is in round {state.round}")
-    if state.phase != phase:
-        raise PhaseError(f"{name} block out of phase: round {state.round} expects a {state.phase.name.lower()} block")
-    # Verify the ledger inputs: a time not before the phase began, at most 32 bytes of randomness
-    if not isinstance(block.time, int) or isinstance(block.time, bool) or not 0 <= block.time <= INT64_MAX:
-        raise MalformedError(f"{name} block: time must be a non-negative integer")
-    if block.time < state.phase_start:
-        raise PhaseError(f"{name} block at time {block.time}, before its phase began at {state.phase_start}")
-    if not isinstance(block.randomness, bytes) or len(block.randomness) > MAX_RANDOMNESS:
-        raise MalformedError(f"{name} block: randomness must be at most {MAX_RANDOMNESS} bytes")
-    # Verify the block comes from the miner drawn for it, or from any participant once the
-    # phase has timed out
-    assert state.roles is not None
-    expected = state.roles.block_miners[int(phase)]
-    if block.miner == expected:
-        return
-    timeout = state.params.phase_timeout
-    late = timeout is not None and block.time >= state.phase_start + timeout
-    if not late:
-        raise WrongMinerError(
-            f"{name} block of round {state.round} produced by participant {block.miner}, but participant "
-            f"{expected} was drawn"
-            + ("" if timeout is None else f" (anyone may produce it from time {state.phase_start + timeout})")
-        )
-    if not isinstance(block.miner, int) or not 0 <= block.miner < state.n_participants:
-        raise UnknownParticipantError(f"{name} block produced by unknown participant {block.miner!r}")
-
-
-def _verify_bids(state: State, bids: Bids, eligible: I64, who: str, per: int) -> None:
-    """Bids must come once each from an eligible participant and be covered ``per`` times."""
-    # Verify the arrays are well formed integers
-    if bids.participant.shape != bids.amount.shape or bids.participant.ndim != 1:
-        raise MalformedError(f"{who} bids: participant and amount lists differ in length")
-    if bids.participant.dtype != np.int64 or bids.amount.dtype != np.int64:
-        raise MalformedError(f"{who} bids: participants and amounts must be integers")
-    if bids.participant.size == 0:
-        return
-    # Verify every bidder is registered
-    n = state.n_participants
-    unknown = bids.participant[(bids.participant < 0) | (bids.participant >= n)]
-    if unknown.size:
-        raise UnknownParticipantError(f"{who} bid from unknown participant {int(unknown[0])}")
-    # Verify every bidder holds the role this round
-    has_role = np.zeros(n, dtype=bool)
-    has_role[eligible] = True
-    outside = bids.participant[~has_role[bids.participant]]
-    if outside.size:
-        raise RoleError(f"participant {int(outside[0])} bid as a {who} but is not a {who} in round {state.round}")
-    # Verify nobody bids twice
-    counts = np.bincount(bids.participant, minlength=n)
-    if counts.max() > 1:
-        raise DuplicateError(f"participant {int(np.argmax(counts))} bid twice as a {who}")
-    # Verify amounts are non-negative and covered by the bidder's balance
-    if (bids.amount < 0).any():
-        raise BalanceError(f"{who} bid of a negative amount")
-    # (amount > balance // per  <=>  amount * per > balance, without overflow)
-    short = bids.amount > state.balances[bids.participant] // per
-    if short.any():
-        i = int(np.flatnonzero(short)[0])
-        raise BalanceError(
-            f"{who} {int(bids.participant[i])} bid {int(bids.amount[i])} units (x{per}) above "
-            f"its balance of {int(state.balances[bids.participant[i]])}"
-        )
-
-
 def _mix(state: State, randomness: bytes) -> None:
     state.beacon = compute_mixed_beacon(state.beacon, randomness)
 
@@ -155,12 +90,12 @@ def _end_phase(state: State, block: Block, phase: Phase) -> None:
 
 def process_deposit_block(state: State, block: DepositBlock) -> DepositReceipt:
     """Bids in (in canonical order), auction run, deposits escrowed. New keys register here."""
-    _verify_header(state, block, Phase.DEPOSIT)
+    verify_header(state, block, Phase.DEPOSIT)
     assert state.roles is not None
     roles, k = state.roles, state.params.k
     trainer_bids, mo_bids = block.trainer_bids, block.mo_bids
-    _verify_bids(state, trainer_bids, roles.trainers, "trainer", 1)
-    _verify_bids(state, mo_bids, roles.model_owners, "model owner", k)
+    verify_bids(state, trainer_bids, roles.trainers, "trainer", 1)
+    verify_bids(state, mo_bids, roles.model_owners, "model owner", k)
     # Verify trainer bids are listed highest first, equal bids in the round's auction-key order
     keys = compute_keys(state.beacon, AUCTION, state.n_participants)
     if not is_canonical_bid_order(trainer_bids.amount, keys[trainer_bids.participant]):
@@ -199,7 +134,7 @@ def process_deposit_block(state: State, block: DepositBlock) -> DepositReceipt:
 
 def process_commit_block(state: State, block: CommitBlock) -> CommitReceipt:
     """Matched trainers commit to their new models, in pair order, before any test case is known."""
-    _verify_header(state, block, Phase.COMMIT)
+    verify_header(state, block, Phase.COMMIT)
     trainers = np.asarray(block.trainers)
     # Verify one commitment per listed trainer, each a 32-byte digest, and a bounded FHE key
     if trainers.ndim != 1 or trainers.size != len(block.commitments):
@@ -256,35 +191,24 @@ def process_commit_block(state: State, block: CommitBlock) -> CommitReceipt:
     return CommitReceipt(model_id=model_id, parent_model=parent_model, miner_reward=reward)
 
 
-def _verify_report(state: State, digest: bytes, scores: I64, who: str) -> None:
-    # Verify a digest of the test cases
-    if not isinstance(digest, bytes) or len(digest) != DIGEST_SIZE:
-        raise MalformedError(f"test block: {who}'s test_cases_digest must be a {DIGEST_SIZE}-byte digest")
-    # Verify exactly one integer score per commitment
-    if not isinstance(scores, np.ndarray) or scores.ndim != 1 or scores.size != len(state.commits):
-        size = scores.size if isinstance(scores, np.ndarray) else "no"
-        raise MalformedError(f"test block: {who} gave {size} scores for {len(state.commits)} committed models")
-    if scores.size and scores.dtype != np.int64:
-        raise MalformedError(f"test block: {who}'s scores must be 64-bit integers")
-
-
 def process_test_block(state: State, block: TestBlock) -> TestReceipt:
     """The round's testers publish fresh test cases and score every committed model; a model's
     score is the lower median over testers (with the reference single tester: its score)."""
-    _verify_header(state, block, Phase.TEST)
+    verify_header(state, block, Phase.TEST)
     assert state.roles is not None
     params = state.params
     # Verify the required number of test cases
     if block.n_test_cases != params.test_cases:
         raise MalformedError(f"test block: {block.n_test_cases} test cases, the rules require {params.test_cases}")
-    _verify_report(state, block.test_cases_digest, block.scores, "the testing miner")
-    # Verify one report from each co-tester drawn this round, in role order
+    verify_report(state, block.test_cases_digest, block.scores, "the testing miner")
+    # Verify one report from each co-tester drawn this round, in role order; once the phase
+    # has timed out, a silent co-tester's report may be missing (it forfeits its reward)
     expected = state.roles.testers[1:].tolist()
     given = [report.tester for report in block.co_testers]
-    if given != expected:
+    if given != expected and not (timed_out(state, block) and in_order_within(given, expected)):
         raise RoleError(f"test block: co-tester reports from {given}, but the round's co-testers are {expected}")
     for report in block.co_testers:
-        _verify_report(state, report.test_cases_digest, report.scores, f"co-tester {report.tester}")
+        verify_report(state, report.test_cases_digest, report.scores, f"co-tester {report.tester}")
 
     rows = [block.scores.astype(np.int64), *(r.scores.astype(np.int64) for r in block.co_testers)]
     state.commits.score = np.sort(np.stack(rows), axis=0)[(len(rows) - 1) // 2].copy()
@@ -301,7 +225,7 @@ def process_test_block(state: State, block: TestBlock) -> TestReceipt:
 
 def process_settle_block(state: State, block: SettleBlock) -> SettleReceipt:
     """Rank, select the top fraction, refund winners, burn the rest, pay lineages."""
-    _verify_header(state, block, Phase.SETTLE)
+    verify_header(state, block, Phase.SETTLE)
     params = state.params
     commits, pairs = state.commits, state.pairs
     n_models = len(commits)

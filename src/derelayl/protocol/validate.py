@@ -4,11 +4,36 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from derelayl.errors import DuplicateError, MalformedError
-from derelayl.protocol.state import KEY_SIZE
+import numpy as np
+from numpy.typing import NDArray
 
-__all__ = ["DIGEST_SIZE", "INT64_MAX", "INT64_MIN", "validate_new_keys"]
+from derelayl.errors import (
+    BalanceError,
+    DuplicateError,
+    MalformedError,
+    PhaseError,
+    RoleError,
+    UnknownParticipantError,
+    WrongMinerError,
+)
+from derelayl.protocol.beacon import MAX_RANDOMNESS
+from derelayl.protocol.blocks import Bids, Block
+from derelayl.protocol.state import KEY_SIZE, State
+from derelayl.protocol.types import Phase
 
+__all__ = [
+    "DIGEST_SIZE",
+    "INT64_MAX",
+    "INT64_MIN",
+    "in_order_within",
+    "timed_out",
+    "validate_new_keys",
+    "verify_bids",
+    "verify_header",
+    "verify_report",
+]
+
+I64 = NDArray[np.int64]
 DIGEST_SIZE = 32
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
@@ -24,3 +49,94 @@ def validate_new_keys(key_index: dict[bytes, int], keys: Iterable[bytes]) -> Non
         if key in key_index or key in seen:
             raise DuplicateError(f"registration: key {key.hex()[:16]}… is already registered")
         seen.add(key)
+
+
+def verify_header(state: State, block: Block, phase: Phase) -> None:
+    name = block.kind.name.lower()
+    # Verify the block belongs to the current round and phase
+    if block.round != state.round:
+        raise PhaseError(f"{name} block for round {block.round}, but the chain is in round {state.round}")
+    if state.phase != phase:
+        raise PhaseError(f"{name} block out of phase: round {state.round} expects a {state.phase.name.lower()} block")
+    # Verify the ledger inputs: a time not before the phase began, at most 32 bytes of randomness
+    if not isinstance(block.time, int) or isinstance(block.time, bool) or not 0 <= block.time <= INT64_MAX:
+        raise MalformedError(f"{name} block: time must be a non-negative integer")
+    if block.time < state.phase_start:
+        raise PhaseError(f"{name} block at time {block.time}, before its phase began at {state.phase_start}")
+    if not isinstance(block.randomness, bytes) or len(block.randomness) > MAX_RANDOMNESS:
+        raise MalformedError(f"{name} block: randomness must be at most {MAX_RANDOMNESS} bytes")
+    # Verify the block comes from the miner drawn for it, or from any participant once the
+    # phase has timed out
+    assert state.roles is not None
+    expected = state.roles.block_miners[int(phase)]
+    if block.miner == expected:
+        return
+    timeout = state.params.phase_timeout
+    if not timed_out(state, block):
+        raise WrongMinerError(
+            f"{name} block of round {state.round} produced by participant {block.miner}, but participant "
+            f"{expected} was drawn"
+            + ("" if timeout is None else f" (anyone may produce it from time {state.phase_start + timeout})")
+        )
+    if not isinstance(block.miner, int) or not 0 <= block.miner < state.n_participants:
+        raise UnknownParticipantError(f"{name} block produced by unknown participant {block.miner!r}")
+
+
+def verify_bids(state: State, bids: Bids, eligible: I64, who: str, per: int) -> None:
+    """Bids must come once each from an eligible participant and be covered ``per`` times."""
+    # Verify the arrays are well formed integers
+    if bids.participant.shape != bids.amount.shape or bids.participant.ndim != 1:
+        raise MalformedError(f"{who} bids: participant and amount lists differ in length")
+    if bids.participant.dtype != np.int64 or bids.amount.dtype != np.int64:
+        raise MalformedError(f"{who} bids: participants and amounts must be integers")
+    if bids.participant.size == 0:
+        return
+    # Verify every bidder is registered
+    n = state.n_participants
+    unknown = bids.participant[(bids.participant < 0) | (bids.participant >= n)]
+    if unknown.size:
+        raise UnknownParticipantError(f"{who} bid from unknown participant {int(unknown[0])}")
+    # Verify every bidder holds the role this round
+    has_role = np.zeros(n, dtype=bool)
+    has_role[eligible] = True
+    outside = bids.participant[~has_role[bids.participant]]
+    if outside.size:
+        raise RoleError(f"participant {int(outside[0])} bid as a {who} but is not a {who} in round {state.round}")
+    # Verify nobody bids twice
+    counts = np.bincount(bids.participant, minlength=n)
+    if counts.max() > 1:
+        raise DuplicateError(f"participant {int(np.argmax(counts))} bid twice as a {who}")
+    # Verify amounts are non-negative and covered by the bidder's balance
+    if (bids.amount < 0).any():
+        raise BalanceError(f"{who} bid of a negative amount")
+    # (amount > balance // per  <=>  amount * per > balance, without overflow)
+    short = bids.amount > state.balances[bids.participant] // per
+    if short.any():
+        i = int(np.flatnonzero(short)[0])
+        raise BalanceError(
+            f"{who} {int(bids.participant[i])} bid {int(bids.amount[i])} units (x{per}) above "
+            f"its balance of {int(state.balances[bids.participant[i]])}"
+        )
+
+
+def timed_out(state: State, block: Block) -> bool:
+    timeout = state.params.phase_timeout
+    return timeout is not None and block.time >= state.phase_start + timeout
+
+
+def in_order_within(given: list[int], expected: list[int]) -> bool:
+    """``given`` is ``expected`` with some entries left out, order kept."""
+    rest = iter(expected)
+    return all(any(g == e for e in rest) for g in given)
+
+
+def verify_report(state: State, digest: bytes, scores: I64, who: str) -> None:
+    # Verify a digest of the test cases
+    if not isinstance(digest, bytes) or len(digest) != DIGEST_SIZE:
+        raise MalformedError(f"test block: {who}'s test_cases_digest must be a {DIGEST_SIZE}-byte digest")
+    # Verify exactly one integer score per commitment
+    if not isinstance(scores, np.ndarray) or scores.ndim != 1 or scores.size != len(state.commits):
+        size = scores.size if isinstance(scores, np.ndarray) else "no"
+        raise MalformedError(f"test block: {who} gave {size} scores for {len(state.commits)} committed models")
+    if scores.size and scores.dtype != np.int64:
+        raise MalformedError(f"test block: {who}'s scores must be 64-bit integers")
