@@ -116,9 +116,11 @@ class Agent:
 
     # ---------------------------------------------------------------- as the drawn miner
 
-    def propose(self, state: State, inbox: Sequence[Signed]) -> Proposal:
+    def propose(self, state: State, inbox: Sequence[Signed], now: int | None = None) -> Proposal:
         """The block of the current phase from the messages received (those whose signature
-        verifies and that the rules accept), with their senders' signatures."""
+        verifies and that the rules accept), with their senders' signatures. ``now`` is the
+        ledger's block number: once the phase has timed out, a test block leaves out the
+        co-testers that sent nothing (the rules allow it then, and only then)."""
         me = self.index(state)
         assert me is not None and state.roles is not None
         valid = [s for s in inbox if self._verifies(state, s)]
@@ -127,7 +129,7 @@ class Agent:
         if state.phase == Phase.COMMIT:
             return self._commit(state, me, valid)
         if state.phase == Phase.TEST:
-            return self._test(state, me, valid)
+            return self._test(state, me, valid, now)
         return Proposal(SettleBlock(state.round, me))
 
     def _verifies(self, state: State, signed: Signed) -> bool:
@@ -170,7 +172,7 @@ class Agent:
         signatures = tuple(sigs[(int(t), d)] for t, d in zip(kept, digests, strict=True))
         return Proposal(CommitBlock(state.round, me, kept, digests), signatures)
 
-    def _test(self, state: State, me: int, inbox: list[Signed]) -> Proposal:
+    def _test(self, state: State, me: int, inbox: list[Signed], now: int | None) -> Proposal:
         assert state.roles is not None
         digest, scores = self.brain.score(state, me)
         reports: dict[int, Signed] = {}
@@ -180,7 +182,10 @@ class Agent:
                 reports.setdefault(m.participant, s)
         co_testers = [int(t) for t in state.roles.testers[1:]]
         missing = [t for t in co_testers if t not in reports]
-        if missing:
+        timeout = state.params.phase_timeout
+        if missing and now is not None and timeout is not None and now + 1 >= state.phase_start + timeout:
+            co_testers = [t for t in co_testers if t in reports]  # silent co-testers forfeit
+        elif missing:
             raise DerelaylError(f"test block of round {state.round}: no report from co-tester(s) {missing}")
         chosen = [reports[t] for t in co_testers]
         block_reports = tuple(

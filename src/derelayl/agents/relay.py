@@ -22,7 +22,7 @@ receives every committed model and publishes its test cases.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -32,7 +32,7 @@ from numpy.typing import NDArray
 from derelayl.errors import ModelError
 from derelayl.learning.data import Shard, case_bytes, case_digest
 from derelayl.learning.seeds import derive_seed
-from derelayl.learning.serialization import Weights, param_bytes, weights_from_bytes, weights_to_bytes
+from derelayl.learning.serialization import Weights, model_digest, param_bytes, weights_from_bytes, weights_to_bytes
 from derelayl.learning.setup import LearningSetup
 from derelayl.learning.store import ModelStore
 from derelayl.learning.torch_models import TorchEvaluator, TorchTrainer, TrainConfig, average
@@ -76,8 +76,11 @@ class ModelBook:
     build its own from the blocks it verifies. Decoded weights are cached by digest (bytes
     are re-hashed when first read)."""
 
-    def __init__(self, store: ModelStore, genesis: bytes) -> None:
+    def __init__(self, store: ModelStore, genesis: bytes, fetch: Callable[[bytes], bytes] | None = None) -> None:
         self.store = store
+        self.fetch = fetch
+        """Where a model missing from the store comes from (a node asks the peer that holds it);
+        its bytes are re-hashed before they are stored."""
         self._cache: OrderedDict[bytes, Weights] = OrderedDict()
         self.index: dict[int, bytes] = {0: store.put(genesis)}
         self.model_bytes = param_bytes(self.load(self.index[0]))
@@ -103,6 +106,12 @@ class ModelBook:
     def load(self, digest: bytes) -> Weights:
         cached = self._cache.get(digest)
         if cached is None:
+            if self.fetch is not None and not self.store.has(digest):
+                data = self.fetch(digest)
+                # Verify the bytes are the model the chain names before keeping them
+                if model_digest(data) != digest:
+                    raise ModelError(f"model {digest.hex()[:16]} from a peer hashes to {model_digest(data).hex()[:16]}")
+                self.store.put(data)
             cached, _ = weights_from_bytes(self.store.get(digest), name=f"model {digest.hex()[:16]}")
             self._cache[digest] = cached
             if len(self._cache) > _CACHE:
@@ -127,6 +136,8 @@ class RelayBrain:
     merge_top_k: int = 1
     """Train from the average of the parent and the best ``merge_top_k - 1`` other live models."""
     traffic: Traffic = field(default_factory=Traffic)
+    on_cases: Callable[[NDArray[np.float32], NDArray[np.int64]], None] | None = None
+    """Called with the test cases a score was computed on (a node publishes them)."""
 
     def train(self, state: State, me: int) -> bytes | None:
         pair = int(np.flatnonzero(state.pairs.trainer == me)[0])
@@ -155,6 +166,8 @@ class RelayBrain:
     def score(self, state: State, me: int) -> tuple[bytes, I64]:
         n = state.params.test_cases
         x, y = self.shard.draw_test_cases(me, n, derive_seed(self.seed, "tests", state.round, me))
+        if self.on_cases is not None:
+            self.on_cases(x, y)
         models = [self.models.load(d) for d in state.commitments]
         scores = np.array([self.evaluator.correct(m, x, y) for m in models], dtype=np.int64)
         self.traffic.trainer_to_tester += len(models) * self.models.model_bytes

@@ -1,0 +1,113 @@
+"""A node's HTTP API (FastAPI). Thin: every handler decodes strictly, calls the ``Node``, and
+maps its refusals to a 4xx with one clear reason. Nothing is stored for a refused request.
+
+- ``GET /status`` (anyone): the key it serves, round, phase.
+- ``POST /messages`` (a signed bid, commitment, co-tester scores or join): 202; 400
+  malformed, 403 bad signature, 409 other round or unknown sender, 413 too large, 429 inbox
+  full.
+- ``GET /models/<sha256>`` (a participant the chain entitles now, signed request): the model's
+  bytes; 400 malformed, 403 not entitled / bad signature / replayed, 404 not held, 409 other
+  round.
+- ``GET /cases/<sha256>`` (anyone, once published): the test cases' bytes; 404.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+
+from derelayl.errors import DerelaylError, MalformedError
+from derelayl.node.core import Node
+from derelayl.node.wire import FetchRequest, message_from_json
+
+__all__ = ["MAX_BODY", "make_app"]
+
+MAX_BODY = 64 << 10
+"""Bytes a posted message may have (512 scores as JSON are ~12 KB)."""
+
+
+def _error(status: int, reason: str) -> JSONResponse:
+    return JSONResponse({"error": reason}, status_code=status)
+
+
+def _digest(text: str) -> bytes:
+    if len(text) != 64:
+        raise MalformedError("a digest is 64 hex digits")
+    try:
+        return bytes.fromhex(text)
+    except ValueError:
+        raise MalformedError("a digest is 64 hex digits") from None
+
+
+def make_app(node: Node) -> FastAPI:
+    app = FastAPI(title="derelayl node", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.get("/status")
+    def status() -> dict[str, Any]:
+        view = node.view
+        return {
+            "address": node.signer.address,
+            "key": node.signer.public.hex(),
+            "participant": view.me,
+            "round": view.round,
+            "phase": view.phase.name.lower(),
+            "contract": node.client.address,
+        }
+
+    @app.post("/messages")
+    async def post_message(request: Request) -> Response:
+        declared = request.headers.get("content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY):
+            return _error(413, f"a message is at most {MAX_BODY} bytes")
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_BODY:
+                return _error(413, f"a message is at most {MAX_BODY} bytes")
+        try:
+            signed = message_from_json(json.loads(body))
+        except (ValueError, RecursionError):
+            return _error(400, "the body is not JSON")
+        except MalformedError as exc:
+            return _error(400, str(exc))
+        try:
+            result = node.accept(signed)
+        except PermissionError as exc:
+            return _error(403, str(exc))
+        except OverflowError as exc:
+            return _error(429, str(exc))
+        except DerelaylError as exc:
+            return _error(409, str(exc))
+        return JSONResponse({"result": result}, status_code=202)
+
+    @app.get("/models/{digest}")
+    def get_model(digest: str, request: Request) -> Response:
+        try:
+            fetch = FetchRequest.parse(digest, dict(request.headers))
+            data = node.model_for(fetch)
+        except MalformedError as exc:
+            return _error(400, str(exc))
+        except PermissionError as exc:
+            return _error(403, str(exc))
+        except FileNotFoundError as exc:
+            return _error(404, str(exc))
+        except LookupError as exc:
+            return _error(409, str(exc))
+        except DerelaylError as exc:
+            return _error(500, str(exc))
+        return Response(data, media_type="application/octet-stream")
+
+    @app.get("/cases/{digest}")
+    def get_cases(digest: str) -> Response:
+        try:
+            data = node.cases(_digest(digest))
+        except MalformedError as exc:
+            return _error(400, str(exc))
+        except FileNotFoundError as exc:
+            return _error(404, str(exc))
+        return Response(data, media_type="application/octet-stream")
+
+    return app

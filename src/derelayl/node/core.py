@@ -1,0 +1,338 @@
+"""One participant as a process: follow the contract, act on the round, serve what it holds.
+
+A ``Node`` owns one key, one private shard, one model store and one ``ContractClient`` (its
+state is a verified replay of the contract's logs). Its main loop, every ``poll`` seconds:
+
+1. syncs the chain and publishes a read-only ``View`` for the HTTP handlers;
+2. once per (round, phase), asks its ``Agent`` what to say (bids; after training, the
+   commitment; as co-tester, scores) and posts the signed messages to every peer;
+3. if it is the phase's drawn miner — or, once the phase has timed out on chain, the next
+   volunteer after it — waits until every expected message is in (or its patience ends),
+   assembles the block and sends the phase transaction.
+
+Models move between nodes, never through the chain: a trainer fetches its parent from its
+model owner's node, a tester each committed model from its trainer's node, with a request
+signed by its key (``wire.FetchRequest``) that the holder checks against the chain; the
+bytes are re-hashed against the digest on chain before use. Everything a node needs after a
+restart is on disk (key, model store, published test cases) or on chain.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from derelayl.agents.agent import Agent
+from derelayl.agents.relay import ModelBook, RelayBrain
+from derelayl.errors import DerelaylError, ModelError
+from derelayl.evm.client import ContractClient
+from derelayl.evm.node import Node as EvmNode
+from derelayl.evm.signing import EvmKey, key_of_address
+from derelayl.learning.store import DirModelStore
+from derelayl.ledger.client import ChainEvent
+from derelayl.node.peers import PeerBook
+from derelayl.node.wire import FetchRequest, case_blob
+from derelayl.protocol.blocks import Join, Transfer
+from derelayl.protocol.messages import BidMessage, CommitMessage, JoinMessage, ScoresMessage, Signed
+from derelayl.protocol.state import State
+from derelayl.protocol.types import Phase
+
+__all__ = ["Node", "NodeSettings", "View"]
+
+log = logging.getLogger(__name__)
+_PHASE_OF = {
+    BidMessage: Phase.DEPOSIT,
+    JoinMessage: Phase.DEPOSIT,
+    CommitMessage: Phase.COMMIT,
+    ScoresMessage: Phase.TEST,
+}
+
+
+@dataclass(frozen=True)
+class NodeSettings:
+    poll: float = 0.05
+    """Seconds between chain polls."""
+    patience: tuple[float, float, float, float] = (20.0, 300.0, 300.0, 0.0)
+    """Seconds a miner waits for missing messages, per phase, before producing anyway."""
+    volunteer: bool = True
+    """Produce a phase whose drawn miner is silent, once it has timed out on chain."""
+    max_inbox: int = 4096
+    """Messages kept per round (a flood cannot exhaust memory)."""
+
+
+@dataclass(frozen=True)
+class View:
+    """What the HTTP handlers may read: a snapshot after the last sync."""
+
+    round: int
+    phase: Phase
+    keys: tuple[bytes, ...]
+    me: int | None
+    # digest -> participants entitled to fetch it from us now
+    entitled: dict[bytes, frozenset[int]] = field(default_factory=dict)
+
+
+class Node:
+    def __init__(
+        self,
+        key: EvmKey,
+        home: Path,
+        evm: EvmNode,
+        contract: str,
+        brain_factory: Any,
+        peers: PeerBook,
+        settings: NodeSettings | None = None,
+    ) -> None:
+        self.home = home
+        self.settings = settings or NodeSettings()
+        self.lock = threading.RLock()
+        self.stopped = threading.Event()
+        self.evm = evm
+        self.client = ContractClient(evm, contract, on_event=self._on_block)
+        self.signer = self.client.signer(key)
+        self.peers = peers
+        store = DirModelStore(home / "models")
+        self.models: ModelBook
+        self.brain: RelayBrain = brain_factory(store, self._fetch_model)
+        self.models = self.brain.models
+        self.brain.on_cases = self._publish_cases
+        genesis = self.client.history.genesis_model
+        if genesis != bytes(32) and self.models.index[0] != genesis:
+            ours = self.models.index[0].hex()[:16]
+            raise DerelaylError(
+                f"this node's genesis model {ours} is not the contract's {genesis.hex()[:16]}: other data or seed?"
+            )
+        self.agent = Agent(self.signer, self.brain)
+        self.inbox: dict[int, dict[tuple[type, int, Any], Signed]] = defaultdict(dict)
+        self.acted: set[tuple[int, int]] = set()
+        self.phase_seen_at: dict[tuple[int, int], float] = {}
+        self.used_nonces: dict[int, set[bytes]] = defaultdict(set)
+        (home / "cases").mkdir(parents=True, exist_ok=True)
+        self.view = self._make_view()
+        self.stats: dict[str, float] = defaultdict(float)
+
+    # ------------------------------------------------------------ chain
+
+    def _on_block(self, event: ChainEvent, _tx: bytes, state: State) -> None:
+        if not isinstance(event.operation, Join | Transfer):
+            self.models.follow(state)
+
+    def sync(self) -> State:
+        with self.lock:
+            self.client.sync()
+            state = self.client.state
+            key = (state.round, int(state.phase))
+            self.phase_seen_at.setdefault(key, time.monotonic())
+            self.view = self._make_view()
+            for r in [r for r in self.inbox if r < state.round - 1]:
+                del self.inbox[r]
+                self.used_nonces.pop(r, None)
+            return state
+
+    def _make_view(self) -> View:
+        state = self.client.state
+        me = state.key_index.get(self.signer.public)
+        entitled: dict[bytes, set[int]] = defaultdict(set)
+        if me is not None and state.phase == Phase.COMMIT:
+            # a matched trainer may fetch the parent its pair names (from whoever holds it)
+            for trainer, pos in zip(state.pairs.trainer.tolist(), state.pairs.live_pos.tolist(), strict=True):
+                digest = self.models.index.get(int(state.live.model_id[pos]))
+                if digest is not None:
+                    entitled[digest].add(int(trainer))
+        if me is not None and state.phase == Phase.TEST and state.roles is not None:
+            # after the commit block, the round's testers may fetch every committed model
+            for digest in state.commitments:
+                entitled[digest].update(int(t) for t in state.roles.testers)
+        return View(
+            state.round,
+            state.phase,
+            tuple(state.keys),
+            me,
+            {d: frozenset(who) for d, who in entitled.items()},
+        )
+
+    # ------------------------------------------------------------ messages in
+
+    def accept(self, signed: Signed) -> str:
+        """A message posted by a peer: keep it for the round's miner if it is signed by its
+        sender and new. Returns what happened (for the HTTP answer)."""
+        m = signed.message
+        view = self.view
+        if isinstance(m, JoinMessage):
+            public, round_index = m.key, view.round
+        else:
+            if not view.round - 1 <= m.round <= view.round + 1:
+                raise DerelaylError(f"message for round {m.round}; this node is at round {view.round}")
+            if not 0 <= m.participant < len(view.keys):
+                raise DerelaylError(f"participant {m.participant} is not registered")
+            public, round_index = view.keys[m.participant], m.round
+        if not self.signer.verify(public, m, signed.signature):
+            raise PermissionError("signature does not verify")
+        slot = (type(m), getattr(m, "participant", -1), getattr(m, "role", getattr(m, "key", None)))
+        with self.lock:
+            box = self.inbox[round_index]
+            if slot in box:
+                return "duplicate"
+            if len(box) >= self.settings.max_inbox:
+                raise OverflowError("this round's inbox is full")
+            box[slot] = signed
+        return "accepted"
+
+    def _post(self, messages: list[Signed]) -> None:
+        for signed in messages:
+            self.accept(signed)
+        if messages:
+            self.peers.broadcast(messages)
+
+    # ------------------------------------------------------------ models and cases out
+
+    def model_for(self, request: FetchRequest) -> bytes:
+        """The bytes of a model a peer may fetch now; ``PermissionError`` if it may not."""
+        view = self.view
+        if request.round != view.round:
+            raise LookupError(f"request for round {request.round}; this node is at round {view.round}")
+        signer = request.signer(self.client.history.domain)
+        if signer is None:
+            raise PermissionError("the request's signature does not verify")
+        key = key_of_address(signer)
+        who = view.keys.index(key) if key in view.keys else None
+        if who is None or who not in view.entitled.get(request.digest, frozenset()):
+            raise PermissionError("the chain does not entitle this requester to that model now")
+        with self.lock:
+            if request.nonce in self.used_nonces[request.round]:
+                raise PermissionError("replayed request (nonce already used)")
+            self.used_nonces[request.round].add(request.nonce)
+        if not self.models.store.has(request.digest):
+            raise FileNotFoundError("this node does not hold that model")
+        return self.models.store.get(request.digest)
+
+    def _fetch_model(self, digest: bytes) -> bytes:
+        """Ask the nodes that may hold ``digest`` (its trainer, or its model owner), retrying
+        while the holder has not yet seen the block that entitles us."""
+        state = self.client.state
+        holders = [
+            int(o)
+            for m, o in zip(state.live.model_id, state.live.owner, strict=True)
+            if self.models.index.get(int(m)) == digest
+        ]
+        holders += [int(o) for o, d in zip(state.commits.owner, state.commitments, strict=True) if d == digest]
+        if not holders:
+            raise ModelError(f"no participant holds model {digest.hex()[:16]} this round")
+        deadline = time.monotonic() + 60
+        last: Exception | None = None
+        while time.monotonic() < deadline and not self.stopped.is_set():
+            for holder in holders:
+                request = FetchRequest.make(self.signer, state.round, digest)
+                try:
+                    data = self.peers.fetch(state.keys[holder], request)
+                    self.stats["bytes_in"] += len(data)
+                    return data
+                except (LookupError, OSError, DerelaylError) as exc:
+                    last = exc
+            time.sleep(0.05)
+        raise ModelError(f"model {digest.hex()[:16]} could not be fetched ({last})")
+
+    def _publish_cases(self, x: np.ndarray, y: np.ndarray) -> None:
+        from derelayl.learning.data import case_digest
+
+        path = self.home / "cases" / case_digest(x, y).hex()
+        if not path.exists():
+            tmp = path.with_suffix(f".{threading.get_ident()}.tmp")
+            tmp.write_bytes(case_blob(x, y))
+            tmp.replace(path)
+
+    def cases(self, digest: bytes) -> bytes:
+        path = self.home / "cases" / digest.hex()
+        if not path.is_file():
+            raise FileNotFoundError("no published test cases with that digest")
+        return path.read_bytes()
+
+    # ------------------------------------------------------------ the loop
+
+    def run(self, until_round: int | None = None) -> None:
+        while not self.stopped.is_set():
+            try:
+                state = self.sync()
+                if until_round is not None and state.round >= until_round:
+                    return
+                self.step(state)
+            except DerelaylError as exc:
+                log.warning("round step: %s", exc)
+            self.stopped.wait(self.settings.poll)
+
+    def step(self, state: State) -> None:
+        me = state.key_index.get(self.signer.public)
+        if me is None:
+            self._register()
+            return
+        assert state.roles is not None
+        key = (state.round, int(state.phase))
+        if key not in self.acted:
+            snapshot = state.copy()
+            started = time.monotonic()
+            self._post(self.agent.messages(snapshot))
+            self.stats["acting_seconds"] += time.monotonic() - started
+            self.acted.add(key)
+        if self._my_turn(state, me):
+            self._produce(state)
+
+    def _register(self) -> None:
+        if (-1, -1) in self.acted:
+            return
+        self.acted.add((-1, -1))
+        self.client.send(Join(self.signer.public), self.signer)
+        log.info("registered %s", self.signer.address)
+
+    def _my_turn(self, state: State, me: int) -> bool:
+        assert state.roles is not None
+        drawn = state.roles.block_miners[int(state.phase)]
+        if drawn == me:
+            return True
+        timeout = state.params.phase_timeout
+        if not self.settings.volunteer or timeout is None:
+            return False
+        rank = (me - drawn) % state.n_participants  # volunteers take turns: 2 blocks each
+        return self.evm.block_number() + 1 >= state.phase_start + timeout + 2 * (rank - 1)
+
+    def _ready(self, state: State) -> bool:
+        assert state.roles is not None
+        box = self.inbox.get(state.round, {})
+        waited = time.monotonic() - self.phase_seen_at.get((state.round, int(state.phase)), time.monotonic())
+        if waited >= self.settings.patience[int(state.phase)]:
+            return True
+        if state.phase == Phase.DEPOSIT:
+            have = {(m.participant, m.role) for m in (s.message for s in box.values()) if isinstance(m, BidMessage)}
+            need = {(int(t), "trainer") for t in state.roles.trainers} | {
+                (int(o), "model_owner") for o in state.roles.model_owners
+            }
+            return need <= have
+        if state.phase == Phase.COMMIT:
+            have_c = {m.participant for m in (s.message for s in box.values()) if isinstance(m, CommitMessage)}
+            return set(state.pairs.trainer.tolist()) <= have_c
+        if state.phase == Phase.TEST:
+            have_s = {m.participant for m in (s.message for s in box.values()) if isinstance(m, ScoresMessage)}
+            return {int(t) for t in state.roles.testers[1:]} <= have_s
+        return True
+
+    def _produce(self, state: State) -> None:
+        if not self._ready(state):
+            return
+        inbox = list(self.inbox.get(state.round, {}).values())
+        kinds = {Phase.DEPOSIT: (BidMessage, JoinMessage), Phase.COMMIT: (CommitMessage,), Phase.TEST: (ScoresMessage,)}
+        wanted = kinds.get(state.phase, ())
+        inbox = [s for s in inbox if isinstance(s.message, wanted)]
+        started = time.monotonic()
+        proposal = self.agent.propose(state.copy(), inbox, now=self.evm.block_number())
+        try:
+            self.client.submit(proposal, self.signer)
+        except DerelaylError as exc:
+            # another volunteer was faster, or the phase moved on: nothing to undo
+            log.info("phase %s of round %d not produced: %s", state.phase.name.lower(), state.round, exc)
+        self.stats["producing_seconds"] += time.monotonic() - started

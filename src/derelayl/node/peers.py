@@ -1,0 +1,94 @@
+"""The other nodes a node talks to, over HTTP (httpx).
+
+A ``PeerBook`` starts from a list of URLs (``--peers``); each peer's ``/status`` says which
+participant key it serves, so a model can be asked of the node that holds it. Messages go
+to every peer (a broadcast: the phase's miner, and whoever takes over from a silent one,
+need them); a peer that does not answer is retried on the next call, never waited for.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+
+from derelayl.errors import DerelaylError
+from derelayl.node.wire import FetchRequest, message_to_json
+from derelayl.protocol.messages import Signed
+
+__all__ = ["PeerBook"]
+
+log = logging.getLogger(__name__)
+MAX_MODEL_BYTES = 256 << 20
+
+
+class PeerBook:
+    def __init__(self, urls: list[str], own_url: str | None = None, timeout: float = 5.0) -> None:
+        self.urls = [u.rstrip("/") for u in urls if u.rstrip("/") != (own_url or "").rstrip("/")]
+        self.client = httpx.Client(timeout=timeout, limits=httpx.Limits(max_connections=64))
+        self.by_key: dict[bytes, str] = {}
+        self.lock = threading.Lock()
+        self.pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="peers")
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.client.close()
+
+    def add(self, url: str) -> None:
+        url = url.rstrip("/")
+        with self.lock:
+            if url not in self.urls:
+                self.urls.append(url)
+
+    def resolve(self) -> None:
+        """Ask every peer not yet known which key it serves."""
+        known = set(self.by_key.values())
+        for url in list(self.urls):
+            if url in known:
+                continue
+            try:
+                answer = self.client.get(f"{url}/status", timeout=2.0)
+                key = bytes.fromhex(answer.json()["key"])
+            except (httpx.HTTPError, ValueError, KeyError, TypeError):
+                continue
+            with self.lock:
+                self.by_key[key] = url
+
+    def broadcast(self, messages: list[Signed]) -> None:
+        body = [message_to_json(m) for m in messages]
+        for url in list(self.urls):
+            self.pool.submit(self._post, url, body)
+
+    def _post(self, url: str, body: list[dict[str, object]]) -> None:
+        for item in body:
+            try:
+                self.client.post(f"{url}/messages", json=item)
+            except httpx.HTTPError as exc:
+                log.debug("post to %s failed: %s", url, exc)
+                return
+
+    def fetch(self, key: bytes, request: FetchRequest) -> bytes:
+        """A model from the node serving ``key``. ``LookupError``: not there yet (retry);
+        ``DerelaylError``: refused."""
+        url = self.by_key.get(key)
+        if url is None:
+            self.resolve()
+            url = self.by_key.get(key)
+        if url is None:
+            raise LookupError("no peer serves that participant")
+        try:
+            with self.client.stream("GET", f"{url}/models/{request.digest.hex()}", headers=request.headers()) as answer:
+                if answer.status_code in (404, 409, 425, 503):
+                    raise LookupError(f"{url}: {answer.status_code}")
+                if answer.status_code != 200:
+                    raise DerelaylError(f"{url} refused the model: {answer.status_code} {answer.read()[:200]!r}")
+                data = bytearray()
+                for chunk in answer.iter_bytes():
+                    data += chunk
+                    if len(data) > MAX_MODEL_BYTES:
+                        raise DerelaylError(f"{url} sent more than {MAX_MODEL_BYTES} bytes")
+                return bytes(data)
+        except httpx.HTTPError as exc:
+            raise LookupError(f"{url}: {type(exc).__name__}") from None

@@ -1,0 +1,155 @@
+"""Start one node: its data and brain, its HTTP server (uvicorn, in a thread), its loop.
+
+Data is given as ``digits:I/N``: shard I of the Dirichlet split of scikit-learn's digits over
+N participants (``--split-seed``, ``--alpha``), the same split ``derelayl run --task digits``
+makes; the node keeps only its own shard. The genesis model is built from the same spec and
+init seed as everyone's and must hash to the digest the contract recorded.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import signal
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from derelayl.errors import ConfigError
+from derelayl.evm.tools import open_node
+from derelayl.node.keys import load_key
+from derelayl.node.peers import PeerBook
+
+__all__ = ["DataSpec", "NodeOptions", "digits_genesis", "run_node"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    shard: int
+    of: int
+    split_seed: int = 42
+    alpha: float = 0.5
+
+    @classmethod
+    def parse(cls, text: str, split_seed: int, alpha: float) -> DataSpec:
+        match = re.fullmatch(r"digits:(\d+)/(\d+)", text)
+        if match is None:
+            raise ConfigError(f"--data must look like digits:I/N (shard I of N), got {text!r}")
+        shard, of = int(match[1]), int(match[2])
+        if not 0 <= shard < of or of > 4096:
+            raise ConfigError(f"--data: shard {shard} of {of} is not a shard (0 <= I < N <= 4096)")
+        if not alpha > 0 or alpha != alpha or alpha == float("inf"):
+            raise ConfigError(f"--alpha must be a positive finite number, got {alpha}")
+        return cls(shard, of, split_seed, alpha)
+
+    def setup(self) -> Any:
+        from derelayl.learning.setup import build_setup
+
+        return build_setup(
+            "digits",
+            participants=self.of,
+            partition="dirichlet",
+            split_seed=self.split_seed,
+            init_seed=self.split_seed,
+            partition_options={"alpha": self.alpha},
+        )
+
+
+def digits_genesis(spec: DataSpec) -> bytes:
+    """SHA-256 of the genesis model every node of a digits network starts from."""
+    from derelayl.learning.serialization import model_digest, weights_to_bytes
+
+    setup = spec.setup()
+    meta = {"spec": setup.spec.to_dict(), "task": "digits"}
+    return model_digest(weights_to_bytes(setup.init, {**meta, "round": -1, "trainer": 0, "parent": ""}))
+
+
+@dataclass(frozen=True)
+class NodeOptions:
+    key: Path
+    home: Path
+    rpc: str
+    contract: str
+    data: DataSpec
+    host: str = "127.0.0.1"
+    port: int = 0
+    peers: tuple[str, ...] = ()
+    seed: int = 42
+    rounds: int | None = None
+    public_url: str | None = None
+
+
+def _brain_factory(spec: DataSpec, seed: int) -> Any:
+    def make(store: Any, fetch: Any) -> Any:
+        import torch
+
+        from derelayl.agents.relay import ModelBook, RelayBrain
+
+        torch.set_num_threads(1)
+        setup = spec.setup()
+        meta = {"spec": setup.spec.to_dict(), "task": "digits"}
+        models = ModelBook.of_genesis(store, setup.init, meta)
+        models.fetch = fetch
+        shard = setup.shards()[spec.shard]
+        return RelayBrain(shard, setup.trainer(), setup.evaluator(), models, seed, meta=meta)
+
+    return make
+
+
+def run_node(options: NodeOptions, ready: threading.Event | None = None) -> None:
+    """Serve and take part until stopped (SIGTERM/SIGINT) or ``options.rounds`` have settled."""
+    import uvicorn
+
+    from derelayl.node.api import make_app
+    from derelayl.node.core import Node
+
+    key = load_key(options.key)
+    options.home.mkdir(parents=True, exist_ok=True)
+    url = options.public_url or f"http://{options.host}:{options.port}"
+    peers = PeerBook(list(options.peers), own_url=url)
+    evm = open_node(options.rpc)
+    node = Node(key, options.home, evm, options.contract, _brain_factory(options.data, options.seed), peers)
+    me = node.client.state.key_index.get(node.signer.public)
+    if me is not None:
+        node.brain.shard.owner = me  # this node's data is read by its own participant index
+    server = uvicorn.Server(uvicorn.Config(make_app(node), host=options.host, port=options.port, log_level="warning"))
+    thread = threading.Thread(target=server.run, name="http", daemon=True)
+    thread.start()
+
+    def stop(*_: object) -> None:
+        node.stopped.set()
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        while not server.started:
+            if not thread.is_alive():
+                raise ConfigError(f"the HTTP server could not start on {options.host}:{options.port}")
+            node.stopped.wait(0.02)
+        log.info("node %s serving %s", key.address, url)
+        if ready is not None:
+            ready.set()
+        peers.resolve()
+        _run_registered(node)
+        node.run(options.rounds)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        server.should_exit = True
+        thread.join(timeout=5)
+        peers.close()
+        evm.close()
+
+
+def _run_registered(node: Any) -> None:
+    """A node that joins later registers first; its shard is read by its new index."""
+    while not node.stopped.is_set():
+        state = node.sync()
+        me = state.key_index.get(node.signer.public)
+        if me is not None:
+            node.brain.shard.owner = me
+            return
+        node.step(state)
+        node.stopped.wait(0.2)
