@@ -222,13 +222,14 @@ def _register_extensions() -> None:
     """Commands that live with their packages."""
     from derelayl.evm.cli import deploy
     from derelayl.experiments.cli import experiment
-    from derelayl.node.cli import keys_app, node
+    from derelayl.node.cli import devnet, keys_app, node
     from derelayl.sim.cli import simulate
 
     app.command()(simulate)
     app.command()(experiment)
     app.command()(deploy)
     app.command()(node)
+    app.command()(devnet)
     app.add_typer(keys_app, name="keys")
 
 

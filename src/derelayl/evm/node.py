@@ -204,9 +204,13 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def anvil(state: Path | None = None, port: int | None = None, chain_id: int = 31337) -> Node:
+def anvil(
+    state: Path | None = None, port: int | None = None, chain_id: int = 31337, block_time: float | None = None
+) -> Node:
     """Start anvil on loopback (its binary run directly: the npm wrapper leaves the server
-    running when killed) and wait until it answers."""
+    running when killed) and wait until it answers. ``block_time``: also mine a block every
+    so many seconds (besides one per transaction), so that phase deadlines pass while a
+    network waits for a silent participant."""
     binary = anvil_path()
     if binary is None:
         raise ConfigError("anvil is not installed: run scripts/setup with npm available (npm i @foundry-rs/anvil)")
@@ -230,7 +234,9 @@ def anvil(state: Path | None = None, port: int | None = None, chain_id: int = 31
         "--silent",
     ]
     if state is not None:
-        args += ["--state", str(state)]
+        args += ["--state", str(state), "--state-interval", "1"]  # a kill -9 loses at most a second
+    if block_time is not None:
+        args += ["--block-time", str(block_time), "--mixed-mining"]
     process = subprocess.Popen(
         args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True, preexec_fn=_die_with_parent
     )

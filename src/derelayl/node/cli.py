@@ -74,3 +74,61 @@ def node(
     except DerelaylError as exc:
         raise fail(str(exc)) from exc
     console.print("node stopped")
+
+
+def devnet(
+    nodes: Annotated[int, typer.Option(help="Node processes (participants).")] = 8,
+    rounds: Annotated[int, typer.Option(help="Rounds to settle.")] = 10,
+    task: Annotated[str, typer.Option(help="digits (real PyTorch relay training).")] = "digits",
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for the chain, nodes, logs and results.")] = Path(
+        "runs/devnet"
+    ),
+    seed: Annotated[int, typer.Option(help="Seed of the split, the genesis model and the training draws.")] = 42,
+    base_port: Annotated[int, typer.Option(help="Node i serves on base-port + i.")] = 8700,
+    block_time: Annotated[float, typer.Option(help="Seconds between the chain's empty blocks.")] = 0.5,
+    phase_timeout: Annotated[int, typer.Option(help="Blocks before anyone may produce a silent miner's phase.")] = 40,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress display.")] = False,
+) -> None:
+    """A network of node processes on this machine: chain, contract, one node per participant."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from derelayl.node.devnet import DevnetConfig, run_devnet
+
+    config = DevnetConfig(
+        nodes=nodes,
+        rounds=rounds,
+        seed=seed,
+        task=task,
+        base_port=base_port,
+        block_time=block_time,
+        phase_timeout=phase_timeout,
+    )
+    try:
+        config.validate()
+        with Progress(
+            TextColumn("[bold]round"),
+            MofNCompleteColumn(),
+            BarColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            disable=quiet,
+        ) as progress:
+            bar = progress.add_task("", total=rounds)
+
+            def on_round(state: object, line: str) -> None:
+                done = int(state.round)  # type: ignore[attr-defined]
+                progress.update(bar, completed=done)
+                if not quiet:
+                    progress.console.print(f"[dim]round {done:>4}[/]  {line}", highlight=False)
+
+            summary = run_devnet(config, out_dir, on_round)
+    except KeyboardInterrupt:
+        console.print("stopped: every node and the chain were shut down; rerun on the same --out to resume")
+        raise typer.Exit(130) from None
+    except DerelaylError as exc:
+        raise fail(str(exc)) from exc
+    acc = summary["accuracy_per_round"]
+    out.print(
+        f"settled {summary['rounds']} rounds with {nodes} nodes in {summary['wall_seconds']} s; "
+        f"top model accuracy {acc[-1]:.3f}; contract {summary['contract']}\nresults in {out_dir}/"
+    )

@@ -65,6 +65,9 @@ class NodeSettings:
     """Produce a phase whose drawn miner is silent, once it has timed out on chain."""
     max_inbox: int = 4096
     """Messages kept per round (a flood cannot exhaust memory)."""
+    resend: float = 1.0
+    """Seconds between re-posts of this phase's messages while the phase lasts (a peer that
+    was starting or restarting gets them; receivers keep the first copy)."""
 
 
 @dataclass(frozen=True)
@@ -112,6 +115,7 @@ class Node:
         self.agent = Agent(self.signer, self.brain)
         self.inbox: dict[int, dict[tuple[type, int, Any], Signed]] = defaultdict(dict)
         self.acted: set[tuple[int, int]] = set()
+        self.outbox: tuple[tuple[int, int], list[Signed], float] = ((-1, -1), [], 0.0)
         self.phase_seen_at: dict[tuple[int, int], float] = {}
         self.used_nonces: dict[int, set[bytes]] = defaultdict(set)
         (home / "cases").mkdir(parents=True, exist_ok=True)
@@ -277,9 +281,14 @@ class Node:
         if key not in self.acted:
             snapshot = state.copy()
             started = time.monotonic()
-            self._post(self.agent.messages(snapshot))
+            messages = self.agent.messages(snapshot)
+            self._post(messages)
+            self.outbox = (key, messages, time.monotonic())
             self.stats["acting_seconds"] += time.monotonic() - started
             self.acted.add(key)
+        elif self.outbox[0] == key and self.outbox[1] and time.monotonic() - self.outbox[2] >= self.settings.resend:
+            self.peers.broadcast(self.outbox[1])
+            self.outbox = (key, self.outbox[1], time.monotonic())
         if self._my_turn(state, me):
             self._produce(state)
 

@@ -1,0 +1,351 @@
+"""``derelayl devnet``: a network of node processes on one machine.
+
+Starts the chain (anvil when installed, mining every transaction and every ``block_time``
+seconds so phase deadlines pass; else the embedded py-evm served over JSON-RPC), gives each
+node a fresh key and a Dirichlet shard, deploys the contract with the nodes as founding
+participants, starts one ``derelayl node`` process per participant on loopback, and follows
+the chain itself: progress per round (the accuracy of the protocol's first-ranked model,
+read from its trainer's store for measurement only), then ``summary.json``, per-node logs
+and a figure. Ctrl-C (or the last round) stops every process it started. Rerun on the same
+folder to resume: the chain is kept in ``OUT/anvil-state.json`` and every node's key and
+store in ``OUT/nodes/<i>/``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from derelayl.errors import ConfigError
+from derelayl.evm.client import ContractClient
+from derelayl.evm.node import ANVIL_DEV_KEY, Node, anvil, anvil_path
+from derelayl.evm.signing import EvmKey
+from derelayl.node.keys import load_key, new_key
+from derelayl.node.runner import DataSpec, digits_genesis
+from derelayl.protocol.blocks import SettleBlock
+from derelayl.protocol.params import preset
+from derelayl.protocol.state import State
+from derelayl.protocol.types import UNIT, format_units
+
+__all__ = ["DevnetConfig", "run_devnet"]
+
+log = logging.getLogger(__name__)
+RECORD = "devnet.json"
+
+
+@dataclass(frozen=True)
+class DevnetConfig:
+    nodes: int = 8
+    rounds: int = 10
+    seed: int = 42
+    task: str = "digits"
+    base_port: int = 8700
+    block_time: float = 0.5
+    phase_timeout: int = 40
+    """Blocks; at ``block_time`` 0.5 s, a silent miner is replaced after ~20 s of silence."""
+    chain_randomness: bool = False
+    """Off by default so a devnet equals ``derelayl run`` with the same seed."""
+
+    def validate(self) -> None:
+        if not 2 <= self.nodes <= 256:
+            raise ConfigError(f"--nodes must be in 2..256, got {self.nodes}")
+        if self.rounds < 1:
+            raise ConfigError(f"--rounds must be at least 1, got {self.rounds}")
+        if self.task != "digits":
+            raise ConfigError(f"devnet runs the digits task (got {self.task!r})")
+        if not 1024 <= self.base_port <= 65535 - self.nodes:
+            raise ConfigError(f"--base-port must leave room for {self.nodes} ports below 65536")
+        if not 0 < self.block_time <= 60:
+            raise ConfigError(f"--block-time must be in (0, 60] seconds, got {self.block_time}")
+
+
+class Devnet:
+    def __init__(self, config: DevnetConfig, out: Path) -> None:
+        self.config = config
+        self.out = out
+        self.processes: list[subprocess.Popen[bytes] | None] = []
+        self.chain: Node | None = None
+        self.record: dict[str, Any] = {}
+        self.stopping = threading.Event()
+
+    # ------------------------------------------------------------ start
+
+    def start(self) -> ContractClient:
+        c = self.config
+        record_path = self.out / RECORD
+        previous = json.loads(record_path.read_text()) if record_path.exists() else None
+        if previous is not None and previous.get("config", {}).get("nodes") != c.nodes:
+            raise ConfigError(f"{self.out} holds a devnet of {previous['config']['nodes']} nodes; use another --out")
+        self.chain = self._chain()
+        keys = [self._key(i) for i in range(c.nodes)]
+        if previous is None:
+            self.chain.fund([k.address for k in keys])
+            params = replace(preset("reference"), phase_timeout=c.phase_timeout)
+            genesis = digits_genesis(DataSpec(0, c.nodes, c.seed))
+            client = ContractClient.deploy(
+                self.chain,
+                params,
+                _beacon(c.seed),
+                [k.public for k in keys],
+                EvmKey(ANVIL_DEV_KEY),
+                mix_randomness=c.chain_randomness,
+                genesis_model=genesis,
+            )
+            self.record = {
+                "config": asdict(c),
+                "rpc": self.chain.url,
+                "chain_id": self.chain.chain_id,
+                "contract": client.address,
+                "nodes": [{"address": k.address, "url": self._url(i)} for i, k in enumerate(keys)],
+            }
+            tmp = record_path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(self.record, indent=2) + "\n")
+            os.replace(tmp, record_path)
+        else:
+            self.record = {**previous, "rpc": self.chain.url}
+            client = ContractClient(self.chain, previous["contract"])
+        urls = ",".join(self._url(i) for i in range(c.nodes))
+        for i in range(c.nodes):
+            self.processes.append(self.start_node(i, urls))
+        self.wait_ready()
+        threading.Thread(target=self.tick, name="chain-clock", daemon=True).start()
+        return client
+
+    def _chain(self) -> Node:
+        if anvil_path() is not None:
+            return anvil(state=self.out / "anvil-state.json")
+        from derelayl.evm.rpcserver import serve_embedded
+
+        return serve_embedded()
+
+    def wait_ready(self, timeout: float = 180.0) -> None:
+        """Until every node answers ``/status`` (torch, the data split and the chain replay
+        take a while per process on a small machine)."""
+        import httpx
+
+        pending = set(range(self.config.nodes))
+        deadline = time.monotonic() + timeout
+        with httpx.Client(timeout=1.0) as client:
+            while pending:
+                _check_alive(self)
+                for i in sorted(pending):
+                    try:
+                        if client.get(f"{self._url(i)}/status").status_code == 200:
+                            pending.discard(i)
+                    except httpx.HTTPError:
+                        pass
+                if pending and time.monotonic() > deadline:
+                    raise ConfigError(
+                        f"nodes {sorted(pending)} did not answer within {timeout:.0f} s (see their node.log)"
+                    )
+                time.sleep(0.2)
+
+    def tick(self) -> None:
+        """The chain's clock: an empty block every ``block_time`` seconds (besides one per
+        transaction), started once every node is up, so phase deadlines measure silence and
+        not start-up."""
+        assert self.chain is not None
+        w3 = self.chain.w3
+        while not self.stopping.wait(self.config.block_time):
+            try:
+                w3.provider.make_request("evm_mine", [])
+            except Exception as exc:  # the chain is going away with the devnet
+                log.debug("tick: %s", exc)
+                return
+
+    def _key(self, i: int) -> EvmKey:
+        path = self.out / "nodes" / str(i) / "key.json"
+        return load_key(path) if path.exists() else new_key(path)
+
+    def _url(self, i: int) -> str:
+        return f"http://127.0.0.1:{self.config.base_port + i}"
+
+    def node_args(self, i: int, urls: str) -> list[str]:
+        c = self.config
+        home = self.out / "nodes" / str(i)
+        return [
+            sys.executable,
+            "-m",
+            "derelayl.cli",
+            "node",
+            "--key",
+            str(home / "key.json"),
+            "--rpc",
+            self.record["rpc"],
+            "--contract",
+            self.record["contract"],
+            "--data",
+            f"digits:{i}/{c.nodes}",
+            "--home",
+            str(home),
+            "--port",
+            str(c.base_port + i),
+            "--peers",
+            urls,
+            "--seed",
+            str(c.seed),
+            "--split-seed",
+            str(c.seed),
+        ]
+
+    def start_node(self, i: int, urls: str) -> subprocess.Popen[bytes]:
+        home = self.out / "nodes" / str(i)
+        home.mkdir(parents=True, exist_ok=True)
+        logfile = (home / "node.log").open("ab")
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+        return subprocess.Popen(
+            self.node_args(i, urls), stdout=logfile, stderr=subprocess.STDOUT, start_new_session=True, env=env
+        )
+
+    # ------------------------------------------------------------ stop
+
+    def stop(self) -> None:
+        self.stopping.set()
+        for process in self.processes:
+            if process is not None and process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for process in self.processes:
+            if process is None:
+                continue
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        if self.chain is not None:
+            self.chain.close()
+
+
+def _beacon(seed: int) -> bytes:
+    from derelayl.runtime.local import run_seed
+
+    return run_seed(seed)
+
+
+def _top_accuracy(out: Path, state: State, models: Any, setup: Any, evaluator: Any) -> tuple[int, float]:
+    """The global test accuracy of the protocol's first-ranked model, read from the store of
+    the node that trained it (measurement only: no node ever sees the global test set)."""
+    from derelayl.errors import ModelError
+    from derelayl.learning.serialization import weights_from_bytes
+
+    best = int(state.live.model_id[0])
+    digest = models.index.get(best)
+    if digest is None:
+        return best, float("nan")
+    if models.store.has(digest):
+        return best, setup.test_accuracy(evaluator, models.load(digest))
+    path = out / "nodes" / str(int(state.live.owner[0])) / "models" / f"{digest.hex()}.safetensors"
+    try:
+        weights, _ = weights_from_bytes(path.read_bytes())
+    except (OSError, ModelError):
+        return best, float("nan")
+    return best, setup.test_accuracy(evaluator, weights)
+
+
+def run_devnet(config: DevnetConfig, out: Path, on_round: Callable[[State, str], None] | None = None) -> dict[str, Any]:
+    from derelayl.agents.relay import ModelBook
+    from derelayl.learning.store import MemoryModelStore
+    from derelayl.runtime.records import RoundLog
+
+    config.validate()
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    devnet = Devnet(config, out)
+    spec = DataSpec(0, config.nodes, config.seed)
+    setup = spec.setup()
+    evaluator = setup.evaluator()
+    models = ModelBook.of_genesis(MemoryModelStore(), setup.init, {"spec": setup.spec.to_dict(), "task": "digits"})
+    log_path = out / "rounds.jsonl"
+    records = RoundLog(log_path)
+    round_started: dict[int, float] = {}
+
+    def settled(state: State) -> None:
+        """After a settlement (and at genesis): one record of the round."""
+        measured = _top_accuracy(out, state, models, setup, evaluator)
+        rec = records.record(state, lambda: {"best_model": measured[0], "best_test_accuracy": measured[1]})
+        now = time.perf_counter()
+        if on_round is not None and state.round > 0:
+            on_round(state, _line(state, rec, now - round_started.get(state.round - 1, started)))
+        round_started[state.round] = now
+
+    drawn: dict[str, Any] = {"next": None, "takeovers": []}
+
+    def on_event(event: Any, _tx: bytes, state: State) -> None:
+        models.follow(state)
+        op = event.operation
+        if hasattr(op, "miner") and drawn["next"] is not None and op.miner != drawn["next"]:
+            drawn["takeovers"].append({"round": op.round, "kind": op.kind.name.lower(), "miner": op.miner})
+        drawn["next"] = state.roles.block_miners[int(state.phase)] if state.roles is not None else None
+        if isinstance(op, SettleBlock) and state.round <= config.rounds:
+            settled(state)
+
+    try:
+        client = devnet.start()
+        client.history.on_event = on_event
+        client.sync()
+        if client.state.round == 0:
+            settled(client.state)
+        if client.state.roles is not None:
+            drawn["next"] = client.state.roles.block_miners[int(client.state.phase)]
+        while True:
+            client.sync()
+            state = client.state
+            if state.round >= config.rounds:
+                break
+            _check_alive(devnet)
+            time.sleep(0.2)
+        figure = records.figure(state, out / "devnet.png", "best_test_accuracy", "global test accuracy")
+    finally:
+        devnet.stop()
+    history = records.history(state.round)
+    summary = {
+        "config": asdict(config),
+        "contract": devnet.record.get("contract"),
+        "chain_id": devnet.record.get("chain_id"),
+        "rounds": state.round,
+        "wall_seconds": round(time.perf_counter() - started, 3),
+        "accuracy_per_round": [r["best_test_accuracy"] for r in history],
+        "money": {"minted": format_units(state.minted), "burned": format_units(state.burned)},
+        "balances": [format_units(int(b)) for b in state.balances],
+        "balance_quantiles_coins": dict(
+            zip(
+                ("min", "p50", "max"),
+                (float(q) for q in np.percentile(state.balances / UNIT, [0, 50, 100])),
+                strict=True,
+            )
+        ),
+        "figures": [figure],
+        "takeovers": drawn["takeovers"],
+        "nodes": devnet.record.get("nodes"),
+    }
+    tmp = out / "summary.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=2) + "\n")
+    os.replace(tmp, out / "summary.json")
+    return summary
+
+
+def _line(state: State, rec: dict[str, Any], seconds: float) -> str:
+    return (
+        f"acc {rec['best_test_accuracy']:.3f} (model #{rec['best_model']})  v{state.latest_version} held by "
+        f"{rec['holding_latest']:.0%}  supply {format_units(state.supply)}  {seconds:.1f} s"
+    )
+
+
+def _check_alive(devnet: Devnet) -> None:
+    for i, process in enumerate(devnet.processes):
+        if process is not None and process.poll() is not None:
+            tail = (devnet.out / "nodes" / str(i) / "node.log").read_text(errors="replace").strip().splitlines()[-3:]
+            raise ConfigError(f"node {i} exited ({process.returncode}): {' | '.join(tail)}")
