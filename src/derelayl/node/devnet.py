@@ -1,7 +1,8 @@
 """``derelayl devnet``: a network of node processes on one machine.
 
-Starts the chain (anvil when installed, mining every transaction and every ``block_time``
-seconds so phase deadlines pass; else the embedded py-evm served over JSON-RPC), gives each
+Starts the chain (anvil, from ``scripts/setup``: it mines every transaction, and the devnet
+adds an empty block every ``block_time`` seconds once every node is up, so phase deadlines
+measure silence, not start-up), gives each
 node a fresh key and a Dirichlet shard, deploys the contract with the nodes as founding
 participants, starts one ``derelayl node`` process per participant on loopback, and follows
 the chain itself: progress per round (the accuracy of the protocol's first-ranked model,
@@ -124,11 +125,11 @@ class Devnet:
         return client
 
     def _chain(self) -> Node:
-        if anvil_path() is not None:
-            return anvil(state=self.out / "anvil-state.json")
-        from derelayl.evm.rpcserver import serve_embedded
-
-        return serve_embedded()
+        if anvil_path() is None:
+            raise ConfigError(
+                "devnet needs anvil: run scripts/setup where npm is available (it installs @foundry-rs/anvil)"
+            )
+        return anvil(state=self.out / "anvil-state.json")
 
     def wait_ready(self, timeout: float = 180.0) -> None:
         """Until every node answers ``/status`` (torch, the data split and the chain replay
