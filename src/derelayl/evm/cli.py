@@ -76,9 +76,13 @@ def contract_target(target: Path | None, rpc: str | None, contract: str | None, 
         if rpc is None or contract is None:
             raise ConfigError("reading a contract needs both --rpc URL and --contract ADDRESS")
         return open_node(rpc, chain_id=chain_id), contract
-    if target is None or not (target / RECORD).is_file():
+    devnet = target / "devnet.json" if target is not None else None
+    if devnet is not None and devnet.is_file():
+        record = {**json.loads(devnet.read_text()), "backend": "anvil"}
+    elif target is None or not (target / RECORD).is_file():
         return None
-    record = json.loads((target / RECORD).read_text())
+    else:
+        record = json.loads((target / RECORD).read_text())
     if record.get("backend") == "embedded":
         raise ConfigError(
             f"{target} ran on the embedded EVM, whose chain ended with the run (the run verified it: summary.json)"

@@ -3,8 +3,8 @@ maps its refusals to a 4xx with one clear reason. Nothing is stored for a refuse
 
 - ``GET /status`` (anyone): the key it serves, round, phase.
 - ``POST /messages`` (a signed bid, commitment, co-tester scores or join): 202; 400
-  malformed, 403 bad signature, 409 other round or unknown sender, 413 too large, 429 inbox
-  full.
+  malformed, 403 bad signature, 409 other round, unknown sender or already received (a replay),
+  413 too large, 429 inbox full.
 - ``GET /models/<sha256>`` (a participant the chain entitles now, signed request): the model's
   bytes; 400 malformed, 403 not entitled / bad signature / replayed, 404 not held, 409 other
   round.
@@ -75,6 +75,8 @@ def make_app(node: Node) -> FastAPI:
             return _error(400, str(exc))
         try:
             result = node.accept(signed)
+        except FileExistsError as exc:
+            return _error(409, str(exc))
         except PermissionError as exc:
             return _error(403, str(exc))
         except OverflowError as exc:

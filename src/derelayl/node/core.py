@@ -183,7 +183,7 @@ class Node:
         with self.lock:
             box = self.inbox[round_index]
             if slot in box:
-                return "duplicate"
+                raise FileExistsError("already received (a replay, or a re-post)")
             if len(box) >= self.settings.max_inbox:
                 raise OverflowError("this round's inbox is full")
             box[slot] = signed
@@ -191,7 +191,10 @@ class Node:
 
     def _post(self, messages: list[Signed]) -> None:
         for signed in messages:
-            self.accept(signed)
+            try:
+                self.accept(signed)
+            except FileExistsError:
+                pass  # after a restart: this node had already kept its own message
         if messages:
             self.peers.broadcast(messages)
 

@@ -80,6 +80,7 @@ class Devnet:
         self.chain: Node | None = None
         self.record: dict[str, Any] = {}
         self.stopping = threading.Event()
+        self.restarts: dict[int, int] = {}
 
     # ------------------------------------------------------------ start
 
@@ -199,6 +200,8 @@ class Devnet:
             str(c.seed),
             "--split-seed",
             str(c.seed),
+            "--rounds",
+            str(c.rounds),
         ]
 
     def start_node(self, i: int, urls: str) -> subprocess.Popen[bytes]:
@@ -206,9 +209,24 @@ class Devnet:
         home.mkdir(parents=True, exist_ok=True)
         logfile = (home / "node.log").open("ab")
         env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-        return subprocess.Popen(
+        process = subprocess.Popen(
             self.node_args(i, urls), stdout=logfile, stderr=subprocess.STDOUT, start_new_session=True, env=env
         )
+        (home / "pid").write_text(f"{process.pid}\n")
+        return process
+
+    def supervise(self) -> None:
+        """Restart a node whose process died (a crash, or kill -9): it catches up from the chain
+        and its own store. A node that keeps dying stops the devnet."""
+        urls = ",".join(self._url(i) for i in range(self.config.nodes))
+        for i, process in enumerate(self.processes):
+            if process is None or process.poll() in (None, 0):  # running, or done with its rounds
+                continue
+            self.restarts[i] = self.restarts.get(i, 0) + 1
+            if self.restarts[i] > 10:
+                _check_alive(self)
+            log.warning("node %d exited (%s); restarting", i, process.returncode)
+            self.processes[i] = self.start_node(i, urls)
 
     # ------------------------------------------------------------ stop
 
@@ -306,7 +324,7 @@ def run_devnet(config: DevnetConfig, out: Path, on_round: Callable[[State, str],
             state = client.state
             if state.round >= config.rounds:
                 break
-            _check_alive(devnet)
+            devnet.supervise()
             time.sleep(0.2)
         figure = records.figure(state, out / "devnet.png", "best_test_accuracy", "global test accuracy")
     finally:
@@ -330,6 +348,7 @@ def run_devnet(config: DevnetConfig, out: Path, on_round: Callable[[State, str],
         ),
         "figures": [figure],
         "takeovers": drawn["takeovers"],
+        "restarts": devnet.restarts,
         "nodes": devnet.record.get("nodes"),
     }
     tmp = out / "summary.json.tmp"
