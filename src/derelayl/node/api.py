@@ -9,11 +9,13 @@ maps its refusals to a 4xx with one clear reason. Nothing is stored for a refuse
   bytes; 400 malformed, 403 not entitled / bad signature / replayed, 404 not held, 409 other
   round.
 - ``GET /cases/<sha256>`` (anyone, once published): the test cases' bytes; 404.
+- ``POST /peers`` (anyone): ``{"url": ...}`` announces a node; 400 malformed, 413 too large.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -84,6 +86,20 @@ def make_app(node: Node) -> FastAPI:
         except DerelaylError as exc:
             return _error(409, str(exc))
         return JSONResponse({"result": result}, status_code=202)
+
+    @app.post("/peers")
+    async def post_peer(request: Request) -> Response:
+        body = await request.body()
+        if len(body) > 1024:
+            return _error(413, "an announcement is at most 1024 bytes")
+        try:
+            url = json.loads(body)["url"]
+        except (ValueError, KeyError, TypeError, RecursionError):
+            return _error(400, 'an announcement is {"url": "http://host:port"}')
+        if not isinstance(url, str) or not re.fullmatch(r"https?://[A-Za-z0-9.\-\[\]:]{1,200}", url):
+            return _error(400, "url must be http(s)://host:port")
+        added = node.peers.add(url)
+        return JSONResponse({"result": "added" if added else "known"}, status_code=202)
 
     @app.get("/models/{digest}")
     def get_model(digest: str, request: Request) -> Response:

@@ -26,7 +26,8 @@ MAX_MODEL_BYTES = 256 << 20
 
 class PeerBook:
     def __init__(self, urls: list[str], own_url: str | None = None, timeout: float = 5.0) -> None:
-        self.urls = [u.rstrip("/") for u in urls if u.rstrip("/") != (own_url or "").rstrip("/")]
+        self.own_url = (own_url or "").rstrip("/")
+        self.urls = [u.rstrip("/") for u in urls if u.rstrip("/") != self.own_url]
         self.client = httpx.Client(timeout=timeout, limits=httpx.Limits(max_connections=64))
         self.by_key: dict[bytes, str] = {}
         self.lock = threading.Lock()
@@ -36,11 +37,28 @@ class PeerBook:
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.client.close()
 
-    def add(self, url: str) -> None:
+    MAX_PEERS = 1024
+
+    def add(self, url: str) -> bool:
+        """Add a peer's URL (an announcement, or --peers); False if it was known or the book
+        is full. A URL is only used for models once its /status names a registered key."""
         url = url.rstrip("/")
         with self.lock:
-            if url not in self.urls:
-                self.urls.append(url)
+            if url in self.urls or url == self.own_url or len(self.urls) >= self.MAX_PEERS:
+                return False
+            self.urls.append(url)
+            return True
+
+    def announce(self, own_url: str) -> None:
+        """Tell every peer where this node serves (they add it to their books)."""
+        for url in list(self.urls):
+            self.pool.submit(self._announce, url, own_url)
+
+    def _announce(self, url: str, own_url: str) -> None:
+        try:
+            self.client.post(f"{url}/peers", json={"url": own_url})
+        except httpx.HTTPError as exc:
+            log.debug("announce to %s failed: %s", url, exc)
 
     def resolve(self) -> None:
         """Ask every peer not yet known which key it serves."""

@@ -131,6 +131,7 @@ def run_node(options: NodeOptions, ready: threading.Event | None = None) -> None
         log.info("node %s serving %s", key.address, url)
         if ready is not None:
             ready.set()
+        peers.announce(url)
         peers.resolve()
         _run_registered(node)
         node.run(options.rounds)
