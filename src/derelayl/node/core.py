@@ -212,12 +212,12 @@ class Node:
         who = view.keys.index(key) if key in view.keys else None
         if who is None or who not in view.entitled.get(request.digest, frozenset()):
             raise PermissionError("the chain does not entitle this requester to that model now")
+        if not self.models.store.has(request.digest):
+            raise FileNotFoundError("this node does not hold that model")
         with self.lock:
             if request.nonce in self.used_nonces[request.round]:
                 raise PermissionError("replayed request (nonce already used)")
             self.used_nonces[request.round].add(request.nonce)
-        if not self.models.store.has(request.digest):
-            raise FileNotFoundError("this node does not hold that model")
         return self.models.store.get(request.digest)
 
     def _fetch_model(self, digest: bytes) -> bytes:
@@ -319,6 +319,9 @@ class Node:
         waited = time.monotonic() - self.phase_seen_at.get((state.round, int(state.phase)), time.monotonic())
         if waited >= self.settings.patience[int(state.phase)]:
             return True
+        timeout = state.params.phase_timeout
+        if timeout is not None and self.evm.block_number() + 1 >= state.phase_start + timeout:
+            return True  # the phase has timed out on chain: whoever stayed silent is left out
         if state.phase == Phase.DEPOSIT:
             have = {(m.participant, m.role) for m in (s.message for s in box.values()) if isinstance(m, BidMessage)}
             need = {(int(t), "trainer") for t in state.roles.trainers} | {
