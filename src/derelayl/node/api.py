@@ -39,9 +39,26 @@ def _digest(text: str) -> bytes:
     if len(text) != 64:
         raise MalformedError("a digest is 64 hex digits")
     try:
-        return bytes.fromhex(text)
+        raw = bytes.fromhex(text)
     except ValueError:
         raise MalformedError("a digest is 64 hex digits") from None
+    if len(raw) != 32:  # fromhex skips spaces
+        raise MalformedError("a digest is 64 hex digits")
+    return raw
+
+
+async def _read(request: Request, limit: int) -> bytes | None:
+    """The body, or None as soon as it is declared or read to be over ``limit`` bytes (the
+    rest is never read: a huge body costs no memory and no wait)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        return None
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)
 
 
 def make_app(node: Node) -> FastAPI:
@@ -61,14 +78,9 @@ def make_app(node: Node) -> FastAPI:
 
     @app.post("/messages")
     async def post_message(request: Request) -> Response:
-        declared = request.headers.get("content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY):
+        body = await _read(request, MAX_BODY)
+        if body is None:
             return _error(413, f"a message is at most {MAX_BODY} bytes")
-        body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > MAX_BODY:
-                return _error(413, f"a message is at most {MAX_BODY} bytes")
         try:
             signed = message_from_json(json.loads(body))
         except (ValueError, RecursionError):
@@ -89,8 +101,8 @@ def make_app(node: Node) -> FastAPI:
 
     @app.post("/peers")
     async def post_peer(request: Request) -> Response:
-        body = await request.body()
-        if len(body) > 1024:
+        body = await _read(request, 1024)
+        if body is None:
             return _error(413, "an announcement is at most 1024 bytes")
         try:
             url = json.loads(body)["url"]

@@ -90,9 +90,12 @@ def _hex(data: dict[str, Any], name: str, size: int) -> bytes:
     if not isinstance(value, str) or len(value) != 2 * size:
         raise MalformedError(f"{name} must be {size} bytes of hex")
     try:
-        return bytes.fromhex(value)
+        raw = bytes.fromhex(value)
     except ValueError:
         raise MalformedError(f"{name} is not hex") from None
+    if len(raw) != size:  # fromhex skips spaces: "aa  " is 4 characters but 1 byte
+        raise MalformedError(f"{name} is not hex")
+    return raw
 
 
 _FIELDS = {
@@ -105,7 +108,7 @@ _FIELDS = {
 
 def message_from_json(data: Any) -> Signed:
     """A signed message from its JSON form (the signature is not checked here)."""
-    if not isinstance(data, dict) or data.get("kind") not in _FIELDS:
+    if not isinstance(data, dict) or not isinstance(data.get("kind"), str) or data["kind"] not in _FIELDS:
         raise MalformedError("a message is an object whose kind is bid, commit, scores or join")
     kind = data["kind"]
     if set(data) != _FIELDS[kind]:
@@ -164,7 +167,7 @@ class FetchRequest:
             "signature": headers.get("x-signature", ""),
         }
         raw_round = headers.get("x-round", "")
-        if not raw_round.isdigit() or len(raw_round) > 12:
+        if not (raw_round.isascii() and raw_round.isdigit()) or len(raw_round) > 12:  # not "²"
             raise MalformedError("X-Round must be a round number")
         return cls(int(raw_round), _hex(fields, "digest", 32), _hex(fields, "nonce", 32), _hex(fields, "signature", 65))
 
@@ -189,7 +192,7 @@ def cases_from_blob(blob: bytes) -> tuple[NDArray[np.float32], NDArray[np.int64]
     if len(blob) < 16 or len(blob) > MAX_CASES_BYTES:
         raise MalformedError("test cases: wrong size")
     rows, cols = (int(v) for v in np.frombuffer(blob[:16], dtype="<i8"))
-    if rows < 0 or cols < 0 or 16 + rows * cols * 4 + rows * 8 != len(blob):
+    if not 0 <= cols <= MAX_CASES_BYTES // 4 or rows < 0 or 16 + rows * cols * 4 + rows * 8 != len(blob):
         raise MalformedError("test cases: shape does not match the bytes")
     x = np.frombuffer(blob[16 : 16 + rows * cols * 4], dtype="<f4").reshape(rows, cols).astype(np.float32)
     y = np.frombuffer(blob[16 + rows * cols * 4 :], dtype="<i8").astype(np.int64)
