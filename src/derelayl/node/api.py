@@ -10,6 +10,7 @@ maps its refusals to a 4xx with one clear reason. Nothing is stored for a refuse
   round.
 - ``GET /cases/<sha256>`` (anyone, once published): the test cases' bytes; 404.
 - ``POST /peers`` (anyone): ``{"url": ...}`` announces a node; 400 malformed, 413 too large.
+  ``GET /peers``: the URLs this node knows (peer exchange).
 """
 
 from __future__ import annotations
@@ -113,11 +114,16 @@ def make_app(node: Node) -> FastAPI:
         added = node.peers.add(url)
         return JSONResponse({"result": "added" if added else "known"}, status_code=202)
 
+    @app.get("/peers")
+    def get_peers() -> dict[str, Any]:
+        return {"peers": list(node.peers.urls)}
+
     @app.get("/models/{digest}")
     def get_model(digest: str, request: Request) -> Response:
         try:
             fetch = FetchRequest.parse(digest, dict(request.headers))
-            data = node.model_for(fetch)
+            hint = request.headers.get("x-phase", "")
+            data = node.model_for(fetch, int(hint) if hint in ("0", "1", "2", "3") else None)
         except MalformedError as exc:
             return _error(400, str(exc))
         except PermissionError as exc:

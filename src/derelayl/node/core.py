@@ -116,6 +116,8 @@ class Node:
         self.inbox: dict[int, dict[tuple[type, int, Any], Signed]] = defaultdict(dict)
         self.acted: set[tuple[int, int]] = set()
         self.outbox: tuple[tuple[int, int], list[Signed], float] = ((-1, -1), [], 0.0)
+        self.acting_for: tuple[int, int] = (-1, -1)
+        """(round, phase) the agent is acting for (a fetch stops once it is over)."""
         self.phase_seen_at: dict[tuple[int, int], float] = {}
         self.used_nonces: dict[int, set[bytes]] = defaultdict(set)
         (home / "cases").mkdir(parents=True, exist_ok=True)
@@ -200,11 +202,15 @@ class Node:
 
     # ------------------------------------------------------------ models and cases out
 
-    def model_for(self, request: FetchRequest) -> bytes:
-        """The bytes of a model a peer may fetch now; ``PermissionError`` if it may not."""
+    def model_for(self, request: FetchRequest, phase: int | None = None) -> bytes:
+        """The bytes of a model a peer may fetch now; ``PermissionError`` if it may not,
+        ``LookupError`` if this node has not yet reached the requester's round or ``phase``
+        (an unsigned hint: it only turns a refusal into "try again")."""
         view = self.view
         if request.round != view.round:
             raise LookupError(f"request for round {request.round}; this node is at round {view.round}")
+        if phase is not None and phase > int(view.phase):
+            raise LookupError(f"request for phase {phase}; this node is at phase {int(view.phase)}")
         signer = request.signer(self.client.history.domain)
         if signer is None:
             raise PermissionError("the request's signature does not verify")
@@ -221,29 +227,34 @@ class Node:
         return self.models.store.get(request.digest)
 
     def _fetch_model(self, digest: bytes) -> bytes:
-        """Ask the nodes that may hold ``digest`` (its trainer, or its model owner), retrying
-        while the holder has not yet seen the block that entitles us."""
-        state = self.client.state
-        holders = [
-            int(o)
-            for m, o in zip(state.live.model_id, state.live.owner, strict=True)
-            if self.models.index.get(int(m)) == digest
-        ]
-        holders += [int(o) for o, d in zip(state.commits.owner, state.commitments, strict=True) if d == digest]
-        if not holders:
-            raise ModelError(f"no participant holds model {digest.hex()[:16]} this round")
-        deadline = time.monotonic() + 60
+        """Ask the nodes that may hold ``digest`` (its trainer, or its model owner). While it
+        waits (the holder may not have seen the block that entitles us yet, or may be
+        restarting) it keeps following the chain, and gives up once the phase it acts for is
+        over: the action is moot then."""
+        acting = self.acting_for
+        deadline = time.monotonic() + 120
         last: Exception | None = None
         while time.monotonic() < deadline and not self.stopped.is_set():
+            state = self.sync()
+            if (state.round, int(state.phase)) != acting:
+                raise ModelError(f"model {digest.hex()[:16]}: round {acting[0]} phase {acting[1]} is over")
+            holders = [
+                int(o)
+                for m, o in zip(state.live.model_id, state.live.owner, strict=True)
+                if self.models.index.get(int(m)) == digest
+            ]
+            holders += [int(o) for o, d in zip(state.commits.owner, state.commitments, strict=True) if d == digest]
+            if not holders:
+                raise ModelError(f"no participant holds model {digest.hex()[:16]} this round")
             for holder in holders:
                 request = FetchRequest.make(self.signer, state.round, digest)
                 try:
-                    data = self.peers.fetch(state.keys[holder], request)
+                    data = self.peers.fetch(state.keys[holder], request, phase=int(state.phase))
                     self.stats["bytes_in"] += len(data)
                     return data
                 except (LookupError, OSError, DerelaylError) as exc:
                     last = exc
-            time.sleep(0.05)
+            self.stopped.wait(0.1)
         raise ModelError(f"model {digest.hex()[:16]} could not be fetched ({last})")
 
     def _publish_cases(self, x: np.ndarray, y: np.ndarray) -> None:
@@ -281,6 +292,7 @@ class Node:
             return
         assert state.roles is not None
         key = (state.round, int(state.phase))
+        self.acting_for = key
         if key not in self.acted:
             snapshot = state.copy()
             started = time.monotonic()

@@ -60,6 +60,18 @@ class PeerBook:
         except httpx.HTTPError as exc:
             log.debug("announce to %s failed: %s", url, exc)
 
+    def exchange(self) -> None:
+        """Learn the peers' peers (one level of gossip): a node that joined from elsewhere
+        announced itself to some of them."""
+        for url in list(self.urls):
+            try:
+                answer = self.client.get(f"{url}/peers", timeout=2.0).json()["peers"]
+            except (httpx.HTTPError, ValueError, KeyError, TypeError):
+                continue
+            for other in answer[: self.MAX_PEERS] if isinstance(answer, list) else []:
+                if isinstance(other, str) and other.startswith(("http://", "https://")) and len(other) < 200:
+                    self.add(other)
+
     def resolve(self) -> None:
         """Ask every peer not yet known which key it serves."""
         known = set(self.by_key.values())
@@ -87,7 +99,7 @@ class PeerBook:
                 log.debug("post to %s failed: %s", url, exc)
                 return
 
-    def fetch(self, key: bytes, request: FetchRequest) -> bytes:
+    def fetch(self, key: bytes, request: FetchRequest, phase: int | None = None) -> bytes:
         """A model from the node serving ``key``. ``LookupError``: not there yet (retry);
         ``DerelaylError``: refused."""
         url = self.by_key.get(key)
@@ -95,9 +107,14 @@ class PeerBook:
             self.resolve()
             url = self.by_key.get(key)
         if url is None:
+            self.exchange()
+            self.resolve()
+            url = self.by_key.get(key)
+        if url is None:
             raise LookupError("no peer serves that participant")
         try:
-            with self.client.stream("GET", f"{url}/models/{request.digest.hex()}", headers=request.headers()) as answer:
+            headers = request.headers() | ({} if phase is None else {"X-Phase": str(phase)})
+            with self.client.stream("GET", f"{url}/models/{request.digest.hex()}", headers=headers) as answer:
                 if answer.status_code in (404, 409, 425, 503):
                     raise LookupError(f"{url}: {answer.status_code}")
                 if answer.status_code != 200:
