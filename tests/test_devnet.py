@@ -1,0 +1,202 @@
+"""A real network on this machine: node processes on loopback, anvil as the chain, real
+PyTorch training. Slow (multi-process); CI runs them.
+
+- a devnet of 8 nodes equals ``derelayl run`` with the same seed (same models selected,
+  same balances), and ``verify`` replays its contract;
+- nodes killed with ``kill -9`` at random moments — a model owner, a trainer, the tester and a
+  block miner — are restarted and the network goes on: nothing lost, ``verify`` passes;
+- newcomers on other loopback addresses (127.0.0.2, 127.0.0.3) with keys of their own
+  register, announce themselves and take part.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from derelayl.cli import app
+from derelayl.evm.client import ContractClient
+from derelayl.evm.node import ANVIL_DEV_KEY, anvil_path, connect
+from derelayl.evm.signing import EvmKey, key_of_address
+from derelayl.node.keys import new_key
+from derelayl.protocol.blocks import DepositBlock
+from derelayl.protocol.types import Phase
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(anvil_path() is None, reason="devnet needs anvil (scripts/setup with npm)"),
+]
+runner = CliRunner()
+CLI = [sys.executable, "-m", "derelayl.cli"]
+
+
+def _devnet(out: Path, nodes: int, rounds: int, port: int, *extra: str) -> subprocess.Popen[bytes]:
+    args = [*CLI, "devnet", "--nodes", str(nodes), "--rounds", str(rounds), "--out", str(out), "--quiet"]
+    args += ["--base-port", str(port), *extra]
+    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _wait(process: subprocess.Popen[bytes], timeout: float) -> str:
+    try:
+        output, _ = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGTERM)
+        output, _ = process.communicate(timeout=30)
+        pytest.fail(f"devnet did not finish in {timeout} s:\n{output.decode(errors='replace')[-3000:]}")
+    return output.decode(errors="replace")
+
+
+def _client(out: Path) -> ContractClient:
+    record = json.loads((out / "devnet.json").read_text())
+    return ContractClient(connect(record["rpc"]), record["contract"])
+
+
+def test_a_stopped_devnet_resumes_from_its_saved_chain(tmp_path: Path) -> None:
+    """anvil keeps the chain in the folder (--state): a devnet stopped after 2 rounds and run
+    again to 4 continues from round 2, loses nothing, and verifies."""
+    out = tmp_path / "dev"
+    first = _wait(_devnet(out, 8, 2, 8770), timeout=300)
+    again = _wait(_devnet(out, 8, 4, 8770), timeout=300)
+    checked = runner.invoke(app, ["verify", str(out)])
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["rounds"] == 4, first + again
+    assert checked.exit_code == 0 and "valid: 16 blocks, round 4" in checked.output, checked.output
+
+
+def _stopped_client(out: Path) -> ContractClient:
+    """The contract of a devnet that has stopped: its anvil restarted on the saved chain."""
+    from derelayl.evm.cli import contract_target
+
+    node, address = contract_target(out, None, None, None)
+    return ContractClient(node, address)
+
+
+def test_devnet_equals_the_in_process_run_and_verifies(tmp_path: Path) -> None:
+    # Execute: 8 node processes, 4 rounds; the same network in one process
+    output = _wait(_devnet(tmp_path / "dev", 8, 4, 8710), timeout=300)
+    local = runner.invoke(
+        app,
+        ["run", "--task", "digits", "--participants", "8", "--rounds", "4", "--out", str(tmp_path / "run"), "--quiet"],
+    )
+    checked = runner.invoke(app, ["verify", str(tmp_path / "dev")])
+    # Assert: same models selected (same accuracy curve), same coins, a valid history
+    devnet = json.loads((tmp_path / "dev" / "summary.json").read_text())
+    run = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert local.exit_code == 0, local.output
+    assert devnet["rounds"] == 4, output
+    assert devnet["accuracy_per_round"] == run["accuracy_per_round"]
+    assert devnet["balances"] == run["balances"]
+    assert devnet["takeovers"] == [] and devnet["restarts"] == {}
+    assert checked.exit_code == 0 and "valid: 16 blocks, round 4" in checked.output, checked.output
+    assert (tmp_path / "dev" / "devnet.png").stat().st_size > 0
+    for i in range(8):
+        assert (tmp_path / "dev" / "nodes" / str(i) / "node.log").exists()
+
+
+def _holder(state, role: str) -> int | None:
+    """A participant holding ``role`` in the state's current round and phase."""
+    roles = state.roles
+    if role == "model owner":
+        return int(roles.model_owners[0])
+    if role == "trainer" and state.phase == Phase.COMMIT and len(state.pairs):
+        return int(state.pairs.trainer[0])
+    if role == "tester" and state.phase == Phase.TEST:
+        return int(roles.testers[0])
+    if role == "miner":
+        return int(roles.block_miners[int(state.phase)])
+    return None
+
+
+def test_nodes_killed_at_random_moments_are_restarted_and_nothing_is_lost(tmp_path: Path) -> None:
+    # Prepare: a devnet of 8 nodes for 10 rounds, and a way to read its chain
+    out = tmp_path / "dev"
+    devnet = _devnet(out, 8, 10, 8730)
+    while not (out / "devnet.json").exists():
+        assert devnet.poll() is None, devnet.stdout.read().decode() if devnet.stdout else ""
+        time.sleep(0.2)
+    client = _client(out)
+    rng = random.Random(7)
+    killed: list[tuple[str, int, int, str]] = []
+    # Execute: kill -9 a model owner, a trainer, the tester and a miner, one at a time
+    for role in ("model owner", "trainer", "tester", "miner"):
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            client.sync()
+            state = client.state
+            who = _holder(state, role) if 1 <= state.round <= 6 else None
+            if who is not None and who not in {k[1] for k in killed} and rng.random() < 0.5:
+                pid = int((out / "nodes" / str(who) / "pid").read_text())
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    continue
+                killed.append((role, who, state.round, state.phase.name.lower()))
+                time.sleep(rng.uniform(0.0, 1.0))
+                break
+            time.sleep(0.05)
+    output = _wait(devnet, timeout=600)
+    checked = runner.invoke(app, ["verify", str(out)])
+    # Assert: four kills, four restarts, every round settled, the history valid
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(killed) == 4, killed
+    assert sum(summary["restarts"].values()) == 4, (killed, summary["restarts"], output[-2000:])
+    assert summary["rounds"] == 10
+    assert checked.exit_code == 0 and "round 10" in checked.output, checked.output
+    # nothing lost: every committed model is in its trainer's store, money adds up (verify)
+    client = _stopped_client(out)
+    client.sync()
+    for event in client.history.events:
+        block = event.operation
+        if type(block).__name__ == "CommitBlock":
+            for trainer, digest in zip(block.trainers.tolist(), block.commitments, strict=True):
+                assert (out / "nodes" / str(trainer) / "models" / f"{digest.hex()}.safetensors").exists()
+
+
+def test_newcomers_on_other_addresses_register_and_take_part(tmp_path: Path) -> None:
+    # Prepare: a devnet of 8 nodes; two more nodes with keys of their own on 127.0.0.2/.3
+    out = tmp_path / "dev"
+    devnet = _devnet(out, 8, 8, 8750)
+    while not (out / "devnet.json").exists():
+        assert devnet.poll() is None
+        time.sleep(0.2)
+    record = json.loads((out / "devnet.json").read_text())
+    urls = ",".join(node["url"] for node in record["nodes"])
+    chain = connect(record["rpc"], funder=EvmKey(ANVIL_DEV_KEY))
+    newcomers = []
+    for j, host in enumerate(("127.0.0.2", "127.0.0.3")):
+        home = tmp_path / f"newcomer{j}"
+        key = new_key(home / "key.json")
+        chain.fund([key.address])
+        args = [*CLI, "node", "--key", str(home / "key.json"), "--rpc", record["rpc"], "--contract", record["contract"]]
+        args += ["--data", f"digits:{j}/8", "--home", str(home), "--host", host, "--port", "8799", "--peers", urls]
+        args += ["--rounds", "8"]
+        log = (home / "node.log").open("wb")
+        newcomers.append((key, subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)))
+    # Execute
+    _wait(devnet, timeout=600)
+    for _, process in newcomers:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(timeout=30)
+    # Assert: both registered; their bids made it into deposit blocks
+    client = _stopped_client(out)
+    client.sync()
+    state = client.state
+    indices = [state.key_index.get(key_of_address(k.address)) for k, _ in newcomers]
+    assert None not in indices and min(indices) >= 8, indices  # type: ignore[type-var]
+    bidders = set()
+    for event in client.history.events:
+        if isinstance(event.operation, DepositBlock):
+            bidders |= set(event.operation.trainer_bids.participant.tolist())
+    assert set(indices) & bidders, (indices, sorted(bidders))
+    chain.close()
+    client.close()
