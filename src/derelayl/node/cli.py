@@ -48,6 +48,7 @@ def node(
     alpha: Annotated[float, typer.Option(help="Dirichlet concentration of the label split.")] = 0.5,
     seed: Annotated[int, typer.Option(help="Seed of this node's training and test draws.")] = 42,
     rounds: Annotated[int | None, typer.Option(help="Stop once this many rounds have settled.")] = None,
+    local_epochs: Annotated[int, typer.Option(help="Epochs of local training per model (0: pass the parent on).")] = 1,
     verbose: Annotated[bool, typer.Option("--verbose", help="Log each step.")] = False,
 ) -> None:
     """Run one participant: its key, its data, its model store, an HTTP server and the contract."""
@@ -57,6 +58,8 @@ def node(
     try:
         if not 0 < port < 65536:
             raise DerelaylError(f"--port must be in 1..65535, got {port}")
+        if not 0 <= local_epochs <= 1000:
+            raise DerelaylError(f"--local-epochs must be in 0..1000, got {local_epochs}")
         options = NodeOptions(
             key=key,
             home=home,
@@ -69,6 +72,7 @@ def node(
             seed=seed,
             rounds=rounds,
             public_url=public_url,
+            local_epochs=local_epochs,
         )
         run_node(options)
     except DerelaylError as exc:
@@ -87,6 +91,7 @@ def devnet(
     base_port: Annotated[int, typer.Option(help="Node i serves on base-port + i.")] = 8700,
     block_time: Annotated[float, typer.Option(help="Seconds between the chain's empty blocks.")] = 0.5,
     phase_timeout: Annotated[int, typer.Option(help="Blocks before anyone may produce a silent miner's phase.")] = 40,
+    local_epochs: Annotated[int, typer.Option(help="Epochs of local training per model (0: protocol only).")] = 1,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress display.")] = False,
 ) -> None:
     """A network of node processes on this machine: chain, contract, one node per participant."""
@@ -102,6 +107,7 @@ def devnet(
         base_port=base_port,
         block_time=block_time,
         phase_timeout=phase_timeout,
+        local_epochs=local_epochs,
     )
     try:
         config.validate()

@@ -58,6 +58,8 @@ class DevnetConfig:
     """Blocks; at ``block_time`` 0.5 s, a silent miner is replaced after ~20 s of silence."""
     chain_randomness: bool = False
     """Off by default so a devnet equals ``derelayl run`` with the same seed."""
+    local_epochs: int = 1
+    """Epochs of local training; 0 passes the parent on (measures the protocol alone)."""
 
     def validate(self) -> None:
         if not 2 <= self.nodes <= 256:
@@ -68,6 +70,8 @@ class DevnetConfig:
             raise ConfigError(f"devnet runs the digits task (got {self.task!r})")
         if not 1024 <= self.base_port <= 65535 - self.nodes:
             raise ConfigError(f"--base-port must leave room for {self.nodes} ports below 65536")
+        if not 0 <= self.local_epochs <= 1000:
+            raise ConfigError(f"--local-epochs must be in 0..1000, got {self.local_epochs}")
         if not 0 < self.block_time <= 60:
             raise ConfigError(f"--block-time must be in (0, 60] seconds, got {self.block_time}")
 
@@ -202,6 +206,8 @@ class Devnet:
             str(c.seed),
             "--rounds",
             str(c.rounds),
+            "--local-epochs",
+            str(c.local_epochs),
         ]
 
     def start_node(self, i: int, urls: str) -> subprocess.Popen[bytes]:
@@ -290,14 +296,17 @@ def run_devnet(config: DevnetConfig, out: Path, on_round: Callable[[State, str],
     log_path = out / "rounds.jsonl"
     records = RoundLog(log_path)
     round_started: dict[int, float] = {}
+    round_seconds: dict[int, float] = {}
 
     def settled(state: State) -> None:
         """After a settlement (and at genesis): one record of the round."""
         measured = _top_accuracy(out, state, models, setup, evaluator)
         rec = records.record(state, lambda: {"best_model": measured[0], "best_test_accuracy": measured[1]})
         now = time.perf_counter()
+        if state.round > 0:
+            round_seconds[state.round] = now - round_started.get(state.round - 1, started)
         if on_round is not None and state.round > 0:
-            on_round(state, _line(state, rec, now - round_started.get(state.round - 1, started)))
+            on_round(state, _line(state, rec, round_seconds[state.round]))
         round_started[state.round] = now
 
     drawn: dict[str, Any] = {"next": None, "takeovers": []}
@@ -347,6 +356,7 @@ def run_devnet(config: DevnetConfig, out: Path, on_round: Callable[[State, str],
             )
         ),
         "figures": [figure],
+        "round_seconds": {str(r): round(t, 3) for r, t in sorted(round_seconds.items())},
         "takeovers": drawn["takeovers"],
         "restarts": devnet.restarts,
         "nodes": devnet.record.get("nodes"),

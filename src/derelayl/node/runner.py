@@ -8,6 +8,7 @@ init seed as everyone's and must hash to the digest the contract recorded.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import signal
@@ -80,9 +81,10 @@ class NodeOptions:
     seed: int = 42
     rounds: int | None = None
     public_url: str | None = None
+    local_epochs: int = 1
 
 
-def _brain_factory(spec: DataSpec, seed: int) -> Any:
+def _brain_factory(spec: DataSpec, seed: int, local_epochs: int = 1) -> Any:
     def make(store: Any, fetch: Any) -> Any:
         import torch
 
@@ -94,7 +96,8 @@ def _brain_factory(spec: DataSpec, seed: int) -> Any:
         models = ModelBook.of_genesis(store, setup.init, meta)
         models.fetch = fetch
         shard = setup.shards()[spec.shard]
-        return RelayBrain(shard, setup.trainer(), setup.evaluator(), models, seed, meta=meta)
+        trainer = setup.trainer(dataclasses.replace(setup.train_config, local_epochs=local_epochs))
+        return RelayBrain(shard, trainer, setup.evaluator(), models, seed, meta=meta)
 
     return make
 
@@ -111,7 +114,8 @@ def run_node(options: NodeOptions, ready: threading.Event | None = None) -> None
     url = options.public_url or f"http://{options.host}:{options.port}"
     peers = PeerBook(list(options.peers), own_url=url)
     evm = open_node(options.rpc)
-    node = Node(key, options.home, evm, options.contract, _brain_factory(options.data, options.seed), peers)
+    brains = _brain_factory(options.data, options.seed, options.local_epochs)
+    node = Node(key, options.home, evm, options.contract, brains, peers)
     me = node.client.state.key_index.get(node.signer.public)
     if me is not None:
         node.brain.shard.owner = me  # this node's data is read by its own participant index
