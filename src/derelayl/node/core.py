@@ -65,9 +65,11 @@ class NodeSettings:
     """Produce a phase whose drawn miner is silent, once it has timed out on chain."""
     max_inbox: int = 4096
     """Messages kept per round (a flood cannot exhaust memory)."""
-    resend: float = 1.0
+    resend: float = 2.0
     """Seconds between re-posts of this phase's messages while the phase lasts (a peer that
     was starting or restarting gets them; receivers keep the first copy)."""
+    volunteers: int = 3
+    """Messages go to the phase's drawn miner and this many volunteers after it."""
 
 
 @dataclass(frozen=True)
@@ -191,14 +193,24 @@ class Node:
             box[slot] = signed
         return "accepted"
 
-    def _post(self, messages: list[Signed]) -> None:
+    def _post(self, state: State, messages: list[Signed]) -> None:
+        """Keep our own messages, and post them to the nodes that can use them: the phase's
+        drawn miner and the next volunteers (who produce the phase if the miner is silent)."""
         for signed in messages:
             try:
                 self.accept(signed)
             except FileExistsError:
                 pass  # after a restart: this node had already kept its own message
         if messages:
-            self.peers.broadcast(messages)
+            self.peers.send_to(self._producers(state), messages)
+
+    def _producers(self, state: State) -> list[bytes]:
+        assert state.roles is not None
+        drawn, n = state.roles.block_miners[int(state.phase)], state.n_participants
+        ranks = range(min(1 + self.settings.volunteers, n))
+        return [
+            state.keys[(drawn + r) % n] for r in ranks if (drawn + r) % n != state.key_index.get(self.signer.public)
+        ]
 
     # ------------------------------------------------------------ models and cases out
 
@@ -297,12 +309,12 @@ class Node:
             snapshot = state.copy()
             started = time.monotonic()
             messages = self.agent.messages(snapshot)
-            self._post(messages)
+            self._post(state, messages)
             self.outbox = (key, messages, time.monotonic())
             self.stats["acting_seconds"] += time.monotonic() - started
             self.acted.add(key)
         elif self.outbox[0] == key and self.outbox[1] and time.monotonic() - self.outbox[2] >= self.settings.resend:
-            self.peers.broadcast(self.outbox[1])
+            self.peers.send_to(self._producers(state), self.outbox[1])
             self.outbox = (key, self.outbox[1], time.monotonic())
         if self._my_turn(state, me):
             self._produce(state)

@@ -91,6 +91,20 @@ class PeerBook:
         for url in list(self.urls):
             self.pool.submit(self._post, url, body)
 
+    def send_to(self, keys: list[bytes], messages: list[Signed]) -> None:
+        """Post to the nodes serving ``keys`` (the phase's miner and the volunteers after it);
+        to everyone if one of them is not known yet."""
+        urls = [self.by_key.get(k) for k in keys]
+        if None in urls:
+            self.resolve()
+            urls = [self.by_key.get(k) for k in keys]
+        if None in urls:
+            self.broadcast(messages)
+            return
+        body = [message_to_json(m) for m in messages]
+        for url in dict.fromkeys(u for u in urls if u is not None):
+            self.pool.submit(self._post, url, body)
+
     def _post(self, url: str, body: list[dict[str, object]]) -> None:
         for item in body:
             try:
