@@ -4,12 +4,12 @@ Per-round wall time of ``derelayl devnet`` at 4, 8, 16 and 32 nodes on anvil, me
 devnet from its own replay of the chain, median over the rounds after the first:
 
 - with ``--local-epochs 0`` (a trainer passes its parent on): the protocol alone — the four
-  phase transactions, every message posted to every peer, parents fetched by trainers,
-  committed models fetched by testers, the scoring, the chain replays;
+  phase transactions, each message posted to the phase's miner and its three volunteers,
+  parents fetched by trainers, committed models fetched by testers, the scoring, the chain replays;
 - with one local epoch (the reference): the same plus real training.
 
 The difference is the training's share. Run: python benchmarks/bench_network.py
-[--nodes 4,8,16,32] [--rounds 6]
+[--nodes 4,8,16,32] [--rounds 8]
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def measure(nodes: int, rounds: int, epochs: int, port: int) -> tuple[float, flo
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nodes", default="4,8,16,32")
-    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--rounds", type=int, default=8)
     args = parser.parse_args()
     print("nodes  protocol only (median, max s/round)   with 1 epoch of training   takeovers")
     port = 9000

@@ -1,7 +1,8 @@
 """One network, every ledger: the same agents (one key each, the reference policy, the
 abstract model) run on the core in memory, the signed SQLite chain, and the contract on
 py-evm and on anvil; every client ends each round in the same rule state (balances, escrow,
-roles, live models, beacon). Keys differ by ledger (Ed25519 or Ethereum accounts); the rules
+roles, live models, beacon) — the py-evm contract both in process and served over JSON-RPC
+(`evm/rpc_server.py`, what `devnet --chain embedded` uses). Keys differ by ledger (Ed25519 or Ethereum accounts); the rules
 never read them."""
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import pytest
 from derelayl.agents import Agent, LatentBrain
 from derelayl.evm.client import ContractClient
 from derelayl.evm.compare import contract_snapshot, state_snapshot
-from derelayl.evm.node import anvil, anvil_path, embedded
+from derelayl.evm.node import anvil, anvil_path, embedded, embedded_rpc
 from derelayl.evm.signing import derive_evm_keys
 from derelayl.learning.latent import LatentTrainer
 from derelayl.ledger import Chain, SQLiteLedger, derive_keys
@@ -69,6 +70,7 @@ CLIENTS = {
     "sqlite": _sqlite_client,
     "contract-py-evm": _contract_client(embedded),
     "contract-anvil": _contract_client(anvil),
+    "contract-embedded-rpc": _contract_client(embedded_rpc),
 }
 
 
@@ -98,6 +100,7 @@ def _trajectory(name: str, tmp: Path) -> list[dict]:
         "sqlite",
         "contract-py-evm",
         pytest.param("contract-anvil", marks=pytest.mark.skipif(anvil_path() is None, reason="no anvil")),
+        "contract-embedded-rpc",
     ],
 )
 def test_every_ledger_gives_the_same_rounds(name: str, tmp_path: Path) -> None:

@@ -78,12 +78,12 @@ def contract_target(target: Path | None, rpc: str | None, contract: str | None, 
         return open_node(rpc, chain_id=chain_id), contract
     devnet = target / "devnet.json" if target is not None else None
     if devnet is not None and devnet.is_file():
-        record = {**json.loads(devnet.read_text()), "backend": "anvil"}
+        record = {"backend": "anvil", **json.loads(devnet.read_text())}
     elif target is None or not (target / RECORD).is_file():
         return None
     else:
         record = json.loads((target / RECORD).read_text())
-    if record.get("backend") == "embedded":
+    if record.get("backend") in ("embedded", "embedded-rpc"):
         raise ConfigError(
             f"{target} ran on the embedded EVM, whose chain ended with the run (the run verified it: summary.json)"
         )

@@ -4,6 +4,8 @@
 - ``anvil()``: the anvil binary from the npm package ``@foundry-rs/anvil`` (installed by
   ``scripts/setup`` into ``.tools/``), started on a free loopback port and stopped with us;
   ``--state FILE`` keeps its chain across restarts;
+- ``embedded_rpc()``: the embedded EVM served over JSON-RPC by a process of ours
+  (``evm/rpc_server.py``), for a network of nodes on a machine without anvil;
 - ``connect(url)``: any Ethereum JSON-RPC URL a user gives.
 
 Every failure to reach a node, a wrong chain id or a missing contract is a ``LedgerError``
@@ -18,6 +20,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +29,7 @@ from typing import Any
 from derelayl.errors import ConfigError, LedgerError
 from derelayl.evm.signing import EvmKey
 
-__all__ = ["ANVIL_DEV_KEY", "Node", "anvil", "anvil_path", "connect", "embedded"]
+__all__ = ["ANVIL_DEV_KEY", "Node", "anvil", "anvil_path", "connect", "embedded", "embedded_rpc"]
 
 log = logging.getLogger(__name__)
 
@@ -237,23 +240,40 @@ def anvil(
         args += ["--state", str(state), "--state-interval", "1"]  # a kill -9 loses at most a second
     if block_time is not None:
         args += ["--block-time", str(block_time), "--mixed-mining"]
+    return _start(args, port, "anvil", EvmKey(ANVIL_DEV_KEY))
+
+
+def embedded_rpc(port: int | None = None, fund: list[str] | None = None) -> Node:
+    """Start the embedded EVM (py-evm) as a JSON-RPC server on loopback — for machines without
+    anvil. Its chain lives in memory; ``fund`` addresses get ether (anvil's development account
+    always does, so it can deploy and fund as on anvil)."""
+    port = port or _free_port()
+    fund = [EvmKey(ANVIL_DEV_KEY).address, *(fund or [])]
+    args = [sys.executable, "-m", "derelayl.evm.rpc_server", "--port", str(port)]
+    for address in fund:
+        args += ["--fund", address]
+    return _start(args, port, "embedded-rpc", EvmKey(ANVIL_DEV_KEY))
+
+
+def _start(args: list[str], port: int, kind: str, funder: EvmKey, timeout: float = 60.0) -> Node:
+    """Run a chain server in its own process group (dies with us) and wait until it answers."""
     process = subprocess.Popen(
         args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True, preexec_fn=_die_with_parent
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + timeout
     while True:
         if process.poll() is not None:
             err = process.stderr.read().decode(errors="replace").strip() if process.stderr else ""
-            raise LedgerError(f"anvil exited at start ({err.splitlines()[-1] if err else 'no message'})")
+            raise LedgerError(f"{kind} exited at start ({err.splitlines()[-1] if err else 'no message'})")
         try:
-            node = connect(url, funder=EvmKey(ANVIL_DEV_KEY), kind="anvil")
+            node = connect(url, funder=funder, kind=kind)
             node.process = process
             return node
         except LedgerError:
             if time.monotonic() > deadline:
                 os.killpg(process.pid, signal.SIGKILL)
-                raise LedgerError(f"anvil did not answer on {url} within 30 s") from None
+                raise LedgerError(f"{kind} did not answer on {url} within {timeout:.0f} s") from None
             time.sleep(0.1)
 
 

@@ -92,6 +92,9 @@ def devnet(
     block_time: Annotated[float, typer.Option(help="Seconds between the chain's empty blocks.")] = 0.5,
     phase_timeout: Annotated[int, typer.Option(help="Blocks before anyone may produce a silent miner's phase.")] = 40,
     local_epochs: Annotated[int, typer.Option(help="Epochs of local training per model (0: protocol only).")] = 1,
+    chain: Annotated[
+        str, typer.Option(help="anvil, embedded (py-evm over JSON-RPC, in memory) or auto (anvil if installed).")
+    ] = "auto",
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress display.")] = False,
 ) -> None:
     """A network of node processes on this machine: chain, contract, one node per participant."""
@@ -108,6 +111,7 @@ def devnet(
         block_time=block_time,
         phase_timeout=phase_timeout,
         local_epochs=local_epochs,
+        chain=chain,
     )
     try:
         config.validate()

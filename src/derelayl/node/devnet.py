@@ -1,6 +1,7 @@
 """``derelayl devnet``: a network of node processes on one machine.
 
-Starts the chain (anvil, from ``scripts/setup``: it mines every transaction, and the devnet
+Starts the chain (anvil, from ``scripts/setup``, or without it the embedded py-evm served over
+JSON-RPC, ``evm/rpc_server.py``: both mine every transaction, and the devnet
 adds an empty block every ``block_time`` seconds once every node is up, so phase deadlines
 measure silence, not start-up), gives each
 node a fresh key and a Dirichlet shard, deploys the contract with the nodes as founding
@@ -8,8 +9,8 @@ participants, starts one ``derelayl node`` process per participant on loopback, 
 the chain itself: progress per round (the accuracy of the protocol's first-ranked model,
 read from its trainer's store for measurement only), then ``summary.json``, per-node logs
 and a figure. Ctrl-C (or the last round) stops every process it started. Rerun on the same
-folder to resume: the chain is kept in ``OUT/anvil-state.json`` and every node's key and
-store in ``OUT/nodes/<i>/``.
+folder to resume: anvil's chain is kept in ``OUT/anvil-state.json`` and every node's key and
+store in ``OUT/nodes/<i>/`` (the embedded chain lives in memory: it cannot be resumed).
 """
 
 from __future__ import annotations
@@ -31,8 +32,9 @@ import numpy as np
 
 from derelayl.errors import ConfigError
 from derelayl.evm.client import ContractClient
-from derelayl.evm.node import ANVIL_DEV_KEY, Node, anvil, anvil_path
+from derelayl.evm.node import ANVIL_DEV_KEY, Node, anvil, anvil_path, embedded_rpc
 from derelayl.evm.signing import EvmKey
+from derelayl.evm.tools import verify_contract
 from derelayl.node.keys import load_key, new_key
 from derelayl.node.runner import DataSpec, digits_genesis
 from derelayl.protocol.blocks import SettleBlock
@@ -44,6 +46,7 @@ __all__ = ["DevnetConfig", "run_devnet"]
 
 log = logging.getLogger(__name__)
 RECORD = "devnet.json"
+CHAINS = ("auto", "anvil", "embedded")
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,8 @@ class DevnetConfig:
     """Off by default so a devnet equals ``derelayl run`` with the same seed."""
     local_epochs: int = 1
     """Epochs of local training; 0 passes the parent on (measures the protocol alone)."""
+    chain: str = "auto"
+    """anvil; embedded (py-evm served over JSON-RPC, kept in memory); auto: anvil if installed."""
 
     def validate(self) -> None:
         if not 2 <= self.nodes <= 256:
@@ -72,6 +77,8 @@ class DevnetConfig:
             raise ConfigError(f"--base-port must leave room for {self.nodes} ports below 65536")
         if not 0 <= self.local_epochs <= 1000:
             raise ConfigError(f"--local-epochs must be in 0..1000, got {self.local_epochs}")
+        if self.chain not in CHAINS:
+            raise ConfigError(f"--chain must be one of {', '.join(CHAINS)}, got {self.chain!r}")
         if not 0 < self.block_time <= 60:
             raise ConfigError(f"--block-time must be in (0, 60] seconds, got {self.block_time}")
 
@@ -94,7 +101,7 @@ class Devnet:
         previous = json.loads(record_path.read_text()) if record_path.exists() else None
         if previous is not None and previous.get("config", {}).get("nodes") != c.nodes:
             raise ConfigError(f"{self.out} holds a devnet of {previous['config']['nodes']} nodes; use another --out")
-        self.chain = self._chain()
+        self.chain = self._chain(previous)
         keys = [self._key(i) for i in range(c.nodes)]
         if previous is None:
             self.chain.fund([k.address for k in keys])
@@ -111,6 +118,7 @@ class Devnet:
             )
             self.record = {
                 "config": asdict(c),
+                "backend": self.chain.kind,
                 "rpc": self.chain.url,
                 "chain_id": self.chain.chain_id,
                 "contract": client.address,
@@ -129,10 +137,23 @@ class Devnet:
         threading.Thread(target=self.tick, name="chain-clock", daemon=True).start()
         return client
 
-    def _chain(self) -> Node:
+    def _chain(self, previous: dict[str, Any] | None) -> Node:
+        backend = self.config.chain
+        if backend == "auto":
+            backend = "anvil" if anvil_path() is not None else "embedded"
+        before = None if previous is None else ("embedded" if previous.get("backend") == "embedded-rpc" else "anvil")
+        if before == "embedded":
+            raise ConfigError(
+                f"{self.out} ran on the embedded EVM, whose chain ended when that devnet stopped; use another --out"
+            )
+        if before == "anvil" and backend != "anvil":
+            raise ConfigError(f"{self.out} holds an anvil chain; resuming it needs anvil (--chain anvil)")
+        if backend == "embedded":
+            log.info("chain: the embedded EVM over JSON-RPC (in memory: this devnet cannot be resumed)")
+            return embedded_rpc()
         if anvil_path() is None:
             raise ConfigError(
-                "devnet needs anvil: run scripts/setup where npm is available (it installs @foundry-rs/anvil)"
+                "--chain anvil needs anvil: run scripts/setup where npm is available (it installs @foundry-rs/anvil)"
             )
         return anvil(state=self.out / "anvil-state.json")
 
@@ -310,10 +331,16 @@ def run_devnet(config: DevnetConfig, out: Path, on_round: Callable[[State, str],
         round_started[state.round] = now
 
     drawn: dict[str, Any] = {"next": None, "takeovers": []}
+    phase_seconds: dict[str, list[float]] = {}
+    last_block = [time.perf_counter()]
 
     def on_event(event: Any, _tx: bytes, state: State) -> None:
         models.follow(state)
         op = event.operation
+        if hasattr(op, "miner"):  # seconds since the previous block, seen from here
+            now = time.perf_counter()
+            phase_seconds.setdefault(op.kind.name.lower(), []).append(round(now - last_block[0], 3))
+            last_block[0] = now
         if hasattr(op, "miner") and drawn["next"] is not None and op.miner != drawn["next"]:
             drawn["takeovers"].append({"round": op.round, "kind": op.kind.name.lower(), "miner": op.miner})
         drawn["next"] = state.roles.block_miners[int(state.phase)] if state.roles is not None else None
@@ -336,6 +363,7 @@ def run_devnet(config: DevnetConfig, out: Path, on_round: Callable[[State, str],
             devnet.supervise()
             time.sleep(0.2)
         figure = records.figure(state, out / "devnet.png", "best_test_accuracy", "global test accuracy")
+        verified = verify_contract(client)  # the replay against the contract's storage, before the chain stops
     finally:
         devnet.stop()
     history = records.history(state.round)
@@ -343,6 +371,8 @@ def run_devnet(config: DevnetConfig, out: Path, on_round: Callable[[State, str],
         "config": asdict(config),
         "contract": devnet.record.get("contract"),
         "chain_id": devnet.record.get("chain_id"),
+        "backend": devnet.record.get("backend"),
+        "verified": verified,
         "rounds": state.round,
         "wall_seconds": round(time.perf_counter() - started, 3),
         "accuracy_per_round": [r["best_test_accuracy"] for r in history],
@@ -357,6 +387,7 @@ def run_devnet(config: DevnetConfig, out: Path, on_round: Callable[[State, str],
         ),
         "figures": [figure],
         "round_seconds": {str(r): round(t, 3) for r, t in sorted(round_seconds.items())},
+        "phase_seconds": phase_seconds,
         "takeovers": drawn["takeovers"],
         "restarts": devnet.restarts,
         "nodes": devnet.record.get("nodes"),

@@ -97,7 +97,9 @@ def _brain_factory(spec: DataSpec, seed: int, local_epochs: int = 1) -> Any:
         models.fetch = fetch
         shard = setup.shards()[spec.shard]
         trainer = setup.trainer(dataclasses.replace(setup.train_config, local_epochs=local_epochs))
-        return RelayBrain(shard, trainer, setup.evaluator(), models, seed, meta=meta)
+        brain = RelayBrain(shard, trainer, setup.evaluator(), models, seed, meta=meta)
+        brain.warm_up(spec.shard)
+        return brain
 
     return make
 
