@@ -2,8 +2,8 @@
 abstract model) run on the core in memory, the signed SQLite chain, and the contract on
 py-evm and on anvil; every client ends each round in the same rule state (balances, escrow,
 roles, live models, beacon) — the py-evm contract both in process and served over JSON-RPC
-(`evm/rpc_server.py`, what `devnet --chain embedded` uses). Keys differ by ledger (Ed25519 or Ethereum accounts); the rules
-never read them."""
+(`evm/rpc_server.py`, what `devnet --chain embedded` uses). Keys differ by ledger (Ed25519 or
+Ethereum accounts); the rules never read them."""
 
 from __future__ import annotations
 

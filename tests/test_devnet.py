@@ -6,7 +6,8 @@ PyTorch training. Slow (multi-process); CI runs them.
 - nodes killed with ``kill -9`` at random moments — a model owner, a trainer, the tester and a
   block miner — are restarted and the network goes on: nothing lost, ``verify`` passes;
 - newcomers on other loopback addresses (127.0.0.2, 127.0.0.3) with keys of their own
-  register, announce themselves and take part.
+  register, announce themselves and take part;
+- without anvil, a devnet runs on the embedded py-evm served over JSON-RPC and verifies itself.
 """
 
 from __future__ import annotations
@@ -31,10 +32,8 @@ from derelayl.node.keys import new_key
 from derelayl.protocol.blocks import DepositBlock
 from derelayl.protocol.types import Phase
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(anvil_path() is None, reason="devnet needs anvil (scripts/setup with npm)"),
-]
+pytestmark = pytest.mark.slow
+needs_anvil = pytest.mark.skipif(anvil_path() is None, reason="needs anvil (scripts/setup with npm)")
 runner = CliRunner()
 CLI = [sys.executable, "-m", "derelayl.cli"]
 
@@ -60,6 +59,7 @@ def _client(out: Path) -> ContractClient:
     return ContractClient(connect(record["rpc"]), record["contract"])
 
 
+@needs_anvil
 def test_a_stopped_devnet_resumes_from_its_saved_chain(tmp_path: Path) -> None:
     """anvil keeps the chain in the folder (--state): a devnet stopped after 2 rounds and run
     again to 4 continues from round 2, loses nothing, and verifies."""
@@ -80,6 +80,7 @@ def _stopped_client(out: Path) -> ContractClient:
     return ContractClient(node, address)
 
 
+@needs_anvil
 def test_devnet_equals_the_in_process_run_and_verifies(tmp_path: Path) -> None:
     # Execute: 8 node processes, 4 rounds; the same network in one process
     output = _wait(_devnet(tmp_path / "dev", 8, 4, 8710), timeout=300)
@@ -116,6 +117,7 @@ def _holder(state, role: str) -> int | None:
     return None
 
 
+@needs_anvil
 def test_nodes_killed_at_random_moments_are_restarted_and_nothing_is_lost(tmp_path: Path) -> None:
     # Prepare: a devnet of 8 nodes for 10 rounds, and a way to read its chain
     out = tmp_path / "dev"
@@ -161,6 +163,7 @@ def test_nodes_killed_at_random_moments_are_restarted_and_nothing_is_lost(tmp_pa
                 assert (out / "nodes" / str(trainer) / "models" / f"{digest.hex()}.safetensors").exists()
 
 
+@needs_anvil
 def test_newcomers_on_other_addresses_register_and_take_part(tmp_path: Path) -> None:
     # Prepare: a devnet of 8 nodes; two more nodes with keys of their own on 127.0.0.2/.3
     out = tmp_path / "dev"
@@ -200,3 +203,18 @@ def test_newcomers_on_other_addresses_register_and_take_part(tmp_path: Path) -> 
     assert set(indices) & bidders, (indices, sorted(bidders))
     chain.close()
     client.close()
+
+
+def test_a_devnet_on_the_embedded_chain_verifies_itself_and_refuses_to_resume(tmp_path: Path) -> None:
+    """--chain embedded (what `auto` picks without anvil): the nodes reach py-evm over
+    JSON-RPC; the devnet replays the contract against its storage before the chain stops.
+    The chain lived in memory, so resuming or verifying the folder later is refused, plainly."""
+    out = tmp_path / "dev"
+    output = _wait(_devnet(out, 4, 2, 8790, "--chain", "embedded", "--local-epochs", "0"), timeout=300)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["backend"] == "embedded-rpc" and summary["rounds"] == 2, output
+    assert summary["verified"]["round"] == 2 and summary["verified"]["blocks"] == 8
+    again = runner.invoke(app, ["devnet", "--nodes", "4", "--rounds", "3", "--out", str(out), "--chain", "embedded"])
+    assert again.exit_code == 1 and "ran on the embedded EVM" in again.output, again.output
+    checked = runner.invoke(app, ["verify", str(out)])
+    assert checked.exit_code != 0 and "embedded EVM" in checked.output, checked.output

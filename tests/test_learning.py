@@ -300,3 +300,19 @@ def test_latent_and_torch_models_share_the_interfaces(setup: LearningSetup) -> N
     latent = _relay_step(LatentModelTrainer(), LatentEvaluator(), 0.0, x, y)
     real = _relay_step(setup.trainer(), setup.evaluator(), setup.init, x, y)
     assert 0.0 < latent < 1.0 and 0.0 <= real <= 1.0
+
+
+def test_a_model_from_a_peer_that_is_not_the_one_on_chain_is_refused_and_not_kept(setup: LearningSetup) -> None:
+    """A node that serves wrong bytes is caught by the receiver's hash check (issue 8)."""
+    # Prepare: a book that has to fetch model 5 from a peer, which answers with other bytes
+    book = ModelBook.of_genesis(MemoryModelStore(), setup.init, {"spec": setup.spec.to_dict()})
+    right = weights_to_bytes(setup.init, {"round": 1})
+    wrong = weights_to_bytes(setup.init, {"round": 2})
+    book.index[5] = model_digest(right)
+    book.fetch = lambda digest: wrong
+    # Execute / Assert: refused, nothing stored; the right bytes are accepted
+    with pytest.raises(ModelError, match="from a peer hashes to"):
+        book.weights(5)
+    assert not book.store.has(model_digest(right)) and not book.store.has(model_digest(wrong))
+    book.fetch = lambda digest: right
+    assert set(book.weights(5)) == set(setup.init)

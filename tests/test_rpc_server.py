@@ -56,7 +56,7 @@ def test_the_deployer_is_funded_and_blocks_are_mined_on_request(server: Node) ->
         ({"jsonrpc": "2.0", "id": 1, "method": "eth_sendRawTransaction", "params": ["0x00"]}, -32000),
     ],
 )
-def test_bad_requests_get_a_json_rpc_error_and_the_server_keeps_answering(server: Node, body: object, code: int) -> None:
+def test_bad_requests_get_a_json_rpc_error_and_the_server_answers_on(server: Node, body: object, code: int) -> None:
     response = _post(server, body)
     assert response.status_code == 200
     answers = response.json() if isinstance(response.json(), list) else [response.json()]

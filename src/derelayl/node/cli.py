@@ -119,6 +119,7 @@ def devnet(
             TextColumn("[bold]round"),
             MofNCompleteColumn(),
             BarColumn(),
+            TextColumn("{task.description}"),
             TimeElapsedColumn(),
             console=console,
             disable=quiet,
@@ -131,7 +132,10 @@ def devnet(
                 if not quiet:
                     progress.console.print(f"[dim]round {done:>4}[/]  {line}", highlight=False)
 
-            summary = run_devnet(config, out_dir, on_round)
+            def on_status(text: str) -> None:
+                progress.update(bar, description=text)
+
+            summary = run_devnet(config, out_dir, on_round, on_status)
     except KeyboardInterrupt:
         console.print("stopped: every node and the chain were shut down; rerun on the same --out to resume")
         raise typer.Exit(130) from None

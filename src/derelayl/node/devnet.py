@@ -84,7 +84,8 @@ class DevnetConfig:
 
 
 class Devnet:
-    def __init__(self, config: DevnetConfig, out: Path) -> None:
+    def __init__(self, config: DevnetConfig, out: Path, say: Callable[[str], None]) -> None:
+        self.say = say
         self.config = config
         self.out = out
         self.processes: list[subprocess.Popen[bytes] | None] = []
@@ -101,6 +102,7 @@ class Devnet:
         previous = json.loads(record_path.read_text()) if record_path.exists() else None
         if previous is not None and previous.get("config", {}).get("nodes") != c.nodes:
             raise ConfigError(f"{self.out} holds a devnet of {previous['config']['nodes']} nodes; use another --out")
+        self.say("starting the chain")
         self.chain = self._chain(previous)
         keys = [self._key(i) for i in range(c.nodes)]
         if previous is None:
@@ -131,6 +133,7 @@ class Devnet:
             self.record = {**previous, "rpc": self.chain.url}
             client = ContractClient(self.chain, previous["contract"])
         urls = ",".join(self._url(i) for i in range(c.nodes))
+        self.say(f"starting {c.nodes} nodes")
         for i in range(c.nodes):
             self.processes.append(self.start_node(i, urls))
         self.wait_ready()
@@ -173,6 +176,7 @@ class Devnet:
                             pending.discard(i)
                     except httpx.HTTPError:
                         pass
+                self.say(f"nodes ready {self.config.nodes - len(pending)}/{self.config.nodes}")
                 if pending and time.monotonic() > deadline:
                     raise ConfigError(
                         f"nodes {sorted(pending)} did not answer within {timeout:.0f} s (see their node.log)"
@@ -301,7 +305,14 @@ def _top_accuracy(out: Path, state: State, models: Any, setup: Any, evaluator: A
     return best, setup.test_accuracy(evaluator, weights)
 
 
-def run_devnet(config: DevnetConfig, out: Path, on_round: Callable[[State, str], None] | None = None) -> dict[str, Any]:
+def run_devnet(
+    config: DevnetConfig,
+    out: Path,
+    on_round: Callable[[State, str], None] | None = None,
+    on_status: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Run (or resume) a devnet to ``config.rounds``; ``on_round`` gets each settled round and
+    a line about it, ``on_status`` a few words on what is happening (start-up, then the phase)."""
     from derelayl.agents.relay import ModelBook
     from derelayl.learning.store import MemoryModelStore
     from derelayl.runtime.records import RoundLog
@@ -309,7 +320,7 @@ def run_devnet(config: DevnetConfig, out: Path, on_round: Callable[[State, str],
     config.validate()
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    devnet = Devnet(config, out)
+    devnet = Devnet(config, out, on_status or (lambda _: None))
     spec = DataSpec(0, config.nodes, config.seed)
     setup = spec.setup()
     evaluator = setup.evaluator()
@@ -346,6 +357,8 @@ def run_devnet(config: DevnetConfig, out: Path, on_round: Callable[[State, str],
         drawn["next"] = state.roles.block_miners[int(state.phase)] if state.roles is not None else None
         if isinstance(op, SettleBlock) and state.round <= config.rounds:
             settled(state)
+        if on_status is not None:
+            on_status(f"phase {state.phase.name.lower():<8}")
 
     try:
         client = devnet.start()
@@ -399,9 +412,11 @@ def run_devnet(config: DevnetConfig, out: Path, on_round: Callable[[State, str],
 
 
 def _line(state: State, rec: dict[str, Any], seconds: float) -> str:
+    coins = np.percentile(state.balances / UNIT, [50, 100])
     return (
         f"acc {rec['best_test_accuracy']:.3f} (model #{rec['best_model']})  v{state.latest_version} held by "
-        f"{rec['holding_latest']:.0%}  supply {format_units(state.supply)}  {seconds:.1f} s"
+        f"{rec['holding_latest']:.0%}  supply {format_units(state.supply)}  balance median {coins[0]:.2f} "
+        f"max {coins[1]:.2f}  {seconds:.1f} s"
     )
 
 

@@ -1,9 +1,10 @@
 """The other nodes a node talks to, over HTTP (httpx).
 
 A ``PeerBook`` starts from a list of URLs (``--peers``); each peer's ``/status`` says which
-participant key it serves, so a model can be asked of the node that holds it. Messages go
-to every peer (a broadcast: the phase's miner, and whoever takes over from a silent one,
-need them); a peer that does not answer is retried on the next call, never waited for.
+participant key it serves, so a model can be asked of the node that holds it. A phase's
+messages go to its drawn miner and the volunteers after it (``send_to``: they are who can
+produce the phase), to everyone while a peer's key is not yet known; a peer that does not
+answer is retried on the next call, never waited for.
 """
 
 from __future__ import annotations
