@@ -215,6 +215,6 @@ def test_a_devnet_on_the_embedded_chain_verifies_itself_and_refuses_to_resume(tm
     assert summary["backend"] == "embedded-rpc" and summary["rounds"] == 2, output
     assert summary["verified"]["round"] == 2 and summary["verified"]["blocks"] == 8
     again = runner.invoke(app, ["devnet", "--nodes", "4", "--rounds", "3", "--out", str(out), "--chain", "embedded"])
-    assert again.exit_code == 1 and "ran on the embedded EVM" in again.output, again.output
+    assert again.exit_code != 0 and "ran on the embedded EVM" in again.output, again.output
     checked = runner.invoke(app, ["verify", str(out)])
     assert checked.exit_code != 0 and "embedded EVM" in checked.output, checked.output

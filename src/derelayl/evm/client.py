@@ -166,9 +166,17 @@ class ContractClient(ChainClient):
     def state(self) -> State:
         return self.history.state
 
+    @property
+    def synced_to(self) -> int:
+        """The newest block whose logs are applied."""
+        return self._synced_to
+
     def sync(self) -> list[ChainEvent]:
         """Apply every log up to the node's newest block."""
-        head = self.node.block_number()
+        return self._sync_through(self.node.block_number())
+
+    def _sync_through(self, head: int) -> list[ChainEvent]:
+        """Apply every log up to block ``head`` (the history skips what it has applied)."""
         if head <= self._synced_to:
             return []
         logs = self.node.w3.eth.get_logs({"address": self.address, "fromBlock": self._synced_to, "toBlock": head})
@@ -177,11 +185,13 @@ class ContractClient(ChainClient):
         return applied
 
     def _send(self, sender: EvmSigner, data: bytes) -> Any:
+        """Send, then apply every log up to the receipt's block: others' transactions mined
+        since our last sync come first (applying only our receipt's logs would skip them)."""
         self.sync()
         receipt = self.node.send(sender.key, self.address, data)
         self.last_tx = receipt
-        applied = self.history.apply(decode_logs(self.contract, list(receipt["logs"])))
-        self._synced_to = max(self._synced_to, int(receipt["blockNumber"]))
+        mined = int(receipt["blockNumber"])
+        applied = [e for e in self._sync_through(mined) if e.height == mined]
         return receipt, applied
 
     def submit(self, proposal: Proposal, miner: EvmSigner) -> Any:

@@ -155,9 +155,14 @@ class Node:
                 if digest is not None:
                     entitled[digest].add(int(trainer))
         if me is not None and state.phase == Phase.TEST and state.roles is not None:
-            # after the commit block, the round's testers may fetch every committed model
+            # after the commit block, the round's testers may fetch every committed model;
+            # once the phase has timed out on chain, anyone may (a volunteer produces the
+            # test block of a silent testing miner with scores of its own)
+            timeout = state.params.phase_timeout
+            timed_out = timeout is not None and self.client.synced_to + 1 >= state.phase_start + timeout
+            scorers = range(state.n_participants) if timed_out else state.roles.testers
             for digest in state.commitments:
-                entitled[digest].update(int(t) for t in state.roles.testers)
+                entitled[digest].update(int(t) for t in scorers)
         return View(
             state.round,
             state.phase,
