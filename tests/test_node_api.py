@@ -465,6 +465,27 @@ def test_a_model_the_node_does_not_hold_is_404(net: Net) -> None:
     _assert_serving(net)
 
 
+def test_once_the_test_phase_times_out_anyone_may_fetch_the_committed_models(net: Net) -> None:
+    """A volunteer producing a silent testing miner's block scores the models itself: after
+    the phase deadline on chain, the entitlement extends from the testers to everyone."""
+    # Prepare: a participant that is not a tester asks for a committed model
+    state = net.reach(Phase.TEST)
+    assert state.roles is not None and state.params.phase_timeout is not None
+    outsider = next(i for i in range(1, N) if i not in set(state.roles.testers.tolist()))
+    digest = state.commitments[0]
+    before = _fetch(net, digest.hex(), _request(net, outsider, digest=digest))
+    # Execute: the chain passes the phase's deadline with nobody producing the test block
+    for _ in range(state.phase_start + state.params.phase_timeout - net.chain.block_number()):
+        net.chain.w3.provider.make_request("evm_mine", [])
+    net.node.sync()
+    after = _fetch(net, digest.hex(), _request(net, outsider, digest=digest))
+    # Assert: refused before the deadline; past it the entitlement check passes (this node
+    # does not hold the model, so the answer is 404, not 403)
+    _assert_refused(before, 403, "does not entitle")
+    _assert_refused(after, 404, "does not hold")
+    _assert_serving(net)
+
+
 # ---------------------------------------------------------------- GET /cases/<digest>
 
 
