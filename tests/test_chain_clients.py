@@ -21,6 +21,7 @@ from derelayl.learning.latent import LatentTrainer
 from derelayl.ledger import Chain, SQLiteLedger, derive_keys
 from derelayl.ledger.client import ChainClient, LocalChainClient, StateClient
 from derelayl.protocol import Params, initialize_state
+from derelayl.protocol.blocks import Join
 from derelayl.runtime.driver import RoundDriver
 
 N, ROUNDS, SEED = 10, 6, b"\x0b" * 32
@@ -145,3 +146,30 @@ def test_contract_randomness_replayed_on_a_local_chain_gives_the_same_balances(b
     assert _rules(contract_snapshot(contract.contract)) == _rules(state_snapshot(local.state))
     assert Chain.open(chain.ledger).head_hash == chain.head_hash
     contract.close()
+
+
+@pytest.mark.skipif(anvil_path() is None, reason="no anvil")
+def test_a_contract_client_that_sends_also_applies_what_others_sent_since_its_last_sync() -> None:
+    """Two clients of one contract (two nodes): B's join is still pending when A syncs and
+    sends its own, and both are mined in one block (anvil mining every second). A's view must
+    contain both: it once applied only its own receipt's logs and skipped the rest."""
+    from eth_account import Account
+
+    # Prepare
+    node = anvil()
+    keys = derive_evm_keys(3, N + 2)
+    node.fund([k.address for k in keys])
+    a = ContractClient.deploy(node, PARAMS, SEED, [k.public for k in keys[:N]], keys[0], mix_randomness=False)
+    b = ContractClient(node, a.address)
+    node.w3.provider.make_request("evm_setAutomine", [False])
+    node.w3.provider.make_request("evm_setIntervalMining", [1])
+    tx = {"chainId": node.chain_id, "nonce": 0, "gas": 500_000, "value": 0, "to": a.address, "type": 2}
+    tx |= {"data": b.contract.encode_abi("register", args=[]), **node.fees()}
+    # Execute: B's join is sent (not yet mined); A syncs and sends its own
+    node.w3.eth.send_raw_transaction(Account.sign_transaction(tx, keys[N].secret).raw_transaction)
+    a.send(Join(keys[N + 1].public), a.signer(keys[N + 1]))
+    # Assert
+    b.sync()
+    assert a.state.keys == b.state.keys and len(a.state.keys) == N + 2
+    assert {a.state.key_index[keys[N].public], a.state.key_index[keys[N + 1].public]} == {N, N + 1}
+    node.close()
