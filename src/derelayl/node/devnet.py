@@ -363,9 +363,9 @@ def run_devnet(
     try:
         client = devnet.start()
         client.history.on_event = on_event
-        client.sync()
-        if client.state.round == 0:
+        if not client.history.events:  # genesis, recorded before the nodes' first round can settle
             settled(client.state)
+        client.sync()
         if client.state.roles is not None:
             drawn["next"] = client.state.roles.block_miners[int(client.state.phase)]
         while True:
