@@ -190,9 +190,10 @@ def anvil_path() -> Path | None:
     return Path(found) if found else None
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """In the child: ask Linux to send SIGTERM when the process that started it dies (even by
-    kill -9), so anvil writes its --state file and exits instead of lingering."""
+    kill -9), so anvil writes its --state file and exits (and a devnet's nodes stop) instead of
+    lingering."""
     try:
         import ctypes
 
@@ -258,7 +259,7 @@ def embedded_rpc(port: int | None = None, fund: list[str] | None = None) -> Node
 def _start(args: list[str], port: int, kind: str, funder: EvmKey, timeout: float = 60.0) -> Node:
     """Run a chain server in its own process group (dies with us) and wait until it answers."""
     process = subprocess.Popen(
-        args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True, preexec_fn=_die_with_parent
+        args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True, preexec_fn=die_with_parent
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout

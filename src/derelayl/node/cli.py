@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 from pathlib import Path
 from typing import Annotated
 
@@ -113,6 +114,11 @@ def devnet(
         local_epochs=local_epochs,
         chain=chain,
     )
+
+    def interrupted(*_: object) -> None:
+        raise KeyboardInterrupt  # SIGTERM stops the devnet as Ctrl-C does: every process, cleanly
+
+    previous = signal.signal(signal.SIGTERM, interrupted)
     try:
         config.validate()
         with Progress(
@@ -141,6 +147,8 @@ def devnet(
         raise typer.Exit(130) from None
     except DerelaylError as exc:
         raise fail(str(exc)) from exc
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     acc = summary["accuracy_per_round"]
     out.print(
         f"settled {summary['rounds']} rounds with {nodes} nodes in {summary['wall_seconds']} s; "

@@ -32,7 +32,7 @@ import numpy as np
 
 from derelayl.errors import ConfigError
 from derelayl.evm.client import ContractClient
-from derelayl.evm.node import ANVIL_DEV_KEY, Node, anvil, anvil_path, embedded_rpc
+from derelayl.evm.node import ANVIL_DEV_KEY, Node, anvil, anvil_path, die_with_parent, embedded_rpc
 from derelayl.evm.signing import EvmKey
 from derelayl.evm.tools import verify_contract
 from derelayl.node.keys import load_key, new_key
@@ -241,7 +241,12 @@ class Devnet:
         logfile = (home / "node.log").open("ab")
         env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
         process = subprocess.Popen(
-            self.node_args(i, urls), stdout=logfile, stderr=subprocess.STDOUT, start_new_session=True, env=env
+            self.node_args(i, urls),
+            stdout=logfile,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=env,
+            preexec_fn=die_with_parent,  # a devnet killed with -9 does not leave its nodes running
         )
         (home / "pid").write_text(f"{process.pid}\n")
         return process
