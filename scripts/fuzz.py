@@ -89,8 +89,12 @@ def encode(value: Any) -> bytes:
     return data.replace(json.dumps(DEEP).encode(), b"[" * 100_000 + b"0" + b"]" * 100_000)
 
 
+LAST: list[str] = [""]
+"""What the last mutation did (printed for accepted inputs with --show-accepted)."""
+
+
 def mutate_json(value: Any, rng: random.Random) -> Any:
-    """One random structural change somewhere inside ``value`` (a copy)."""
+    """One random structural change somewhere inside ``value`` (a copy); ``LAST`` says what."""
     value = copy.deepcopy(value)
     paths: list[tuple[Any, Any]] = []
 
@@ -106,9 +110,11 @@ def mutate_json(value: Any, rng: random.Random) -> Any:
 
     walk(value)
     if not paths:
+        LAST[0] = "replaced whole"
         return rng.choice(EXTREMES)
     parent, key = rng.choice(paths)
     action = rng.randrange(5)
+    LAST[0] = f"{['set', 'delete', 'add key beside', 'nest', 'shift'][action]} {key!r}"
     if action == 0:
         parent[key] = rng.choice(EXTREMES)
     elif action == 1 and isinstance(parent, dict):
@@ -175,6 +181,7 @@ class ChainTarget:
         blocks = list(self.blocks[: i + 1])
         if rng.random() < 0.2:  # raw bytes: the hashes catch it
             field = rng.choice(["header", "body", "signature"])
+            LAST[0] = f"flipped a bit of the {field}"
             data = bytearray(getattr(stored, field))
             if data:
                 data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
@@ -246,7 +253,9 @@ class ConfigTarget:
 # ---------------------------------------------------------------- main
 
 
-def run(name: str, make: Callable[[random.Random], Callable[[], None]], count: int, rng: random.Random) -> Counter:
+def run(
+    name: str, make: Callable[[random.Random], Callable[[], None]], count: int, rng: random.Random, show: int = 0
+) -> Counter:
     outcomes: Counter = Counter()
     shown = 0
     started = time.perf_counter()
@@ -255,6 +264,8 @@ def run(name: str, make: Callable[[random.Random], Callable[[], None]], count: i
         try:
             call()
             outcomes["accepted"] += 1
+            if outcomes["accepted"] <= show:
+                print(f"  accepted ({name}): {LAST[0]}", file=sys.stderr)
         except DerelaylError as exc:
             outcomes[type(exc).__name__] += 1
         except Exception:
@@ -272,6 +283,7 @@ def main() -> int:
     parser.add_argument("--count", type=int, default=100_000, help="inputs per target")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--targets", default="blocks,genesis,wire,config")
+    parser.add_argument("--show-accepted", type=int, default=0, help="print what this many accepted inputs changed")
     args = parser.parse_args()
     rng = random.Random(args.seed)
     chain = ChainTarget()
@@ -283,7 +295,7 @@ def main() -> int:
     }
     bad = 0
     for name in args.targets.split(","):
-        outcomes = run(name, makers[name], args.count, rng)
+        outcomes = run(name, makers[name], args.count, rng, args.show_accepted)
         bad += sum(v for k, v in outcomes.items() if k.startswith("UNEXPECTED"))
         print(f"{name}: {args.count} inputs — " + ", ".join(f"{k} {v}" for k, v in outcomes.most_common()))
     print("every input accepted or refused with a derelayl error" if not bad else f"{bad} UNEXPECTED exceptions")
