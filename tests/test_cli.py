@@ -97,7 +97,7 @@ def test_verify_missing_file(tmp_path: Path) -> None:
 
 def test_bad_options_give_clear_errors(tmp_path: Path) -> None:
     result = runner.invoke(app, ["run", "--participants", "1", "--out", str(tmp_path / "x"), "--quiet"])
-    assert result.exit_code == 2 and "at least 2" in result.output
+    assert result.exit_code == 2 and "in 2..100000" in result.output
     result = runner.invoke(app, ["run", "--task", "chess", "--out", str(tmp_path / "x"), "--quiet"])
     assert result.exit_code == 2 and "unknown task 'chess'" in result.output
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -236,9 +237,30 @@ def _register_extensions() -> None:
 _register_extensions()
 
 
-def main() -> None:  # pragma: no cover - entry point
+def main() -> None:
+    """The ``derelayl`` entry point: every failure ends in one ``error:`` line, never a
+    traceback. Exit codes: 0 done, 1 a chain or contract failed verification, 2 bad input or
+    environment (options, config, files, storage), 3 an internal error (a bug: please report
+    it with the command), 130 interrupted."""
     logging.basicConfig(level=logging.WARNING)
-    app()
+    try:
+        app(standalone_mode=True)
+    except DerelaylError as exc:
+        raise SystemExit(fail(str(exc)).exit_code) from None
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        raise SystemExit(fail(f"{where}{exc.strerror or exc}").exit_code) from None
+    except MemoryError:
+        raise SystemExit(fail("out of memory: reduce the size of the run").exit_code) from None
+    except Exception as exc:  # a bug: one line, and how to see more
+        console.print(
+            f"[bold red]error:[/] internal error ({type(exc).__name__}: {str(exc)[:200]}); "
+            "please report it with the command (DERELAYL_DEBUG=1 shows the traceback)",
+            highlight=False,
+        )
+        if os.environ.get("DERELAYL_DEBUG"):
+            raise
+        raise SystemExit(3) from None
 
 
 if __name__ == "__main__":  # pragma: no cover

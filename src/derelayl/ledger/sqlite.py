@@ -38,20 +38,63 @@ def _blob(value: object, height: int) -> bytes:
     raise StorageError(f"block {height}: a column holds no data")
 
 
+APPLICATION_ID = 0x44524C59
+"""``PRAGMA application_id`` of a derelayl chain ("DRLY"): marks the files we created."""
+_COLUMNS = [("height", "INTEGER"), ("hash", "BLOB"), ("header", "BLOB"), ("body", "BLOB"), ("signature", "BLOB")]
+
+
 class SQLiteLedger(Ledger):
+    """``create=True``: the writer (creates the file, or opens one of ours); ``create=False``:
+    a reader — the file is opened read-only and nothing in it or beside it is created.
+    Either way a SQLite file that is not a derelayl chain is refused untouched."""
+
     def __init__(self, path: str | Path, *, create: bool = True) -> None:
         self.path = Path(path)
-        if not create and not self.path.exists():
+        if not create and not self.path.is_file():
             raise StorageError(f"{self.path}: no such chain file")
+        if create and self.path.exists() and not self.path.is_file():
+            raise StorageError(f"{self.path}: exists and is not a file")
         try:
-            self._db = sqlite3.connect(self.path, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=DELETE")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute(_SCHEMA)
+            if create:
+                self._db = sqlite3.connect(self.path, isolation_level=None)
+            else:
+                self._db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None)
+            self._check_ours(create)
+            if create:
+                self._db.execute("PRAGMA journal_mode=DELETE")
+                self._db.execute("PRAGMA synchronous=FULL")
+                if not self._tables():
+                    self._db.execute(_SCHEMA)
+                    self._db.execute(f"PRAGMA application_id={APPLICATION_ID}")
             self._db.execute("PRAGMA quick_check").fetchone()
             (self._height,) = self._db.execute("SELECT COUNT(*) FROM blocks").fetchone()
         except sqlite3.DatabaseError as exc:
+            self._close_quietly()
             raise StorageError(f"{self.path}: not a readable chain file ({exc})") from exc
+        except StorageError:
+            self._close_quietly()
+            raise
+
+    def _tables(self) -> list[str]:
+        rows = self._db.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'view')").fetchall()
+        return sorted(str(r[0]) for r in rows)
+
+    def _check_ours(self, create: bool) -> None:
+        """Refuse, before anything is written, a database some other program made."""
+        (app_id,) = self._db.execute("PRAGMA application_id").fetchone()
+        tables = self._tables()
+        if not tables:
+            if create and app_id in (0, APPLICATION_ID):
+                return  # a new (or empty) file: it becomes ours
+            raise StorageError(f"{self.path}: not a derelayl chain (an empty database)")
+        columns = [(str(r[1]), str(r[2]).upper()) for r in self._db.execute("PRAGMA table_info(blocks)").fetchall()]
+        if app_id not in (0, APPLICATION_ID) or tables != ["blocks"] or columns != _COLUMNS:
+            raise StorageError(f"{self.path}: not a derelayl chain (tables: {', '.join(tables)[:80]}); left untouched")
+
+    def _close_quietly(self) -> None:
+        db = getattr(self, "_db", None)
+        if db is not None:
+            db.close()
 
     def append(self, block: StoredBlock) -> None:
         if block.height != self._height:

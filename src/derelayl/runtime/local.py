@@ -60,6 +60,10 @@ class Task(Protocol):
 
 
 LEDGERS = ("sqlite", "evm")
+SEED_MAX = 2**32 - 1
+"""Seeds reach numpy and scikit-learn, which take 32-bit seeds."""
+MAX_PARTICIPANTS = 100_000
+MAX_ROUNDS = 10_000_000
 
 
 @dataclass(frozen=True)
@@ -80,6 +84,16 @@ class RunConfig:
         return preset(self.preset)
 
     def validate(self) -> None:
+        from derelayl.runtime.tasks import TASKS
+
+        if self.task not in TASKS:
+            raise ConfigError(f"--task must be one of {', '.join(TASKS)}, got {self.task!r}")
+        if not 0 <= self.seed <= SEED_MAX:
+            raise ConfigError(f"--seed must be in 0..{SEED_MAX}, got {self.seed}")
+        if not 2 <= self.participants <= MAX_PARTICIPANTS:
+            raise ConfigError(f"--participants must be in 2..{MAX_PARTICIPANTS}, got {self.participants}")
+        if not 0 <= self.rounds <= MAX_ROUNDS:
+            raise ConfigError(f"--rounds must be in 0..{MAX_ROUNDS}, got {self.rounds}")
         if self.participants < 2:
             raise ConfigError(f"--participants must be at least 2, got {self.participants}")
         if self.rounds < 0:
@@ -137,6 +151,7 @@ def run_network(
         return _run_on_contract(config, out_dir, task_factory, on_round, funder, start)
     keys = derive_keys(config.seed, config.participants)
     path = out_dir / "chain.sqlite"
+    fresh = not path.exists()
     ledger = SQLiteLedger(path)
     if ledger.height():
         _check_resumable(ledger, config, [k.public for k in keys], path)
@@ -145,6 +160,8 @@ def run_network(
         chain = _open_chain(ledger, config, keys, task)
     except BaseException:
         ledger.close()
+        if fresh and ledger.height() == 0:
+            path.unlink()  # nothing of ours in it: a corrected command starts clean
         raise
     resumed_at = chain.height
     client = LocalChainClient(chain)
