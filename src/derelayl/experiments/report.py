@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from derelayl.folders import write_atomic
+
 __all__ = ["render_report", "write_report"]
 
 
@@ -116,4 +118,4 @@ def render_report(results: dict[str, Any]) -> str:
 
 
 def write_report(results: dict[str, Any], out_dir: Path) -> None:
-    (out_dir / "report.md").write_text(render_report(results))
+    write_atomic(out_dir / "report.md", render_report(results))

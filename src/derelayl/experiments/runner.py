@@ -16,6 +16,7 @@ import torch
 from derelayl.baselines import Curve, run_centralized, run_fedavg, run_gossip, run_local_only
 from derelayl.experiments.config import ExperimentConfig, VariantConfig
 from derelayl.experiments.relay import run_derelayl
+from derelayl.folders import FolderLock, write_atomic
 from derelayl.learning.setup import LearningSetup, build_setup
 from derelayl.learning.torch_models import TrainConfig
 from derelayl.protocol.params import Params, preset
@@ -69,13 +70,18 @@ def _variant_train(base: TrainConfig, v: VariantConfig) -> TrainConfig:
 
 
 def run_experiment(config: ExperimentConfig, out_dir: Path, progress: Progress | None = None) -> dict[str, Any]:
+    with FolderLock(out_dir, "derelayl experiment"):
+        return _run_locked(config, out_dir, progress)
+
+
+def _run_locked(config: ExperimentConfig, out_dir: Path, progress: Progress | None) -> dict[str, Any]:
     torch.set_num_threads(1)  # deterministic results and a fair share of a shared machine
     say = progress or (lambda _: None)
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     setup = build_experiment_setup(config)
     setup.split.save(out_dir / "split.json")
-    (out_dir / "config.resolved.json").write_text(json.dumps(config.resolved(), indent=2) + "\n")
+    write_atomic(out_dir / "config.resolved.json", json.dumps(config.resolved(), indent=2) + "\n")
     seed, methods = config.seed, config.methods
     curves: dict[str, Curve] = {}
     wall: dict[str, float] = {}
@@ -111,13 +117,13 @@ def run_experiment(config: ExperimentConfig, out_dir: Path, progress: Progress |
     for v in config.variants:
         timed(v.name, lambda v=v: _run_variant(config, setup, v, curves))  # type: ignore[misc]
     results = _results(config, setup, curves, wall, time.perf_counter() - started)
-    (out_dir / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    write_atomic(out_dir / "results.json", json.dumps(results, indent=1) + "\n")
     from derelayl.experiments.figures import write_figures
     from derelayl.experiments.report import write_report
 
     results["figures"] = write_figures(results, out_dir)
     write_report(results, out_dir)
-    (out_dir / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    write_atomic(out_dir / "results.json", json.dumps(results, indent=1) + "\n")
     return results
 
 

@@ -17,6 +17,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from derelayl.errors import ConfigError
+from derelayl.folders import write_atomic
 from derelayl.learning.data import Dataset
 
 __all__ = ["PARTITIONS", "Split", "make_split", "split_test"]
@@ -44,7 +45,7 @@ class Split:
         }
 
     def save(self, path: Path) -> None:
-        path.write_text(json.dumps(self.to_json()) + "\n")
+        write_atomic(path, json.dumps(self.to_json()) + "\n")
 
     @classmethod
     def load(cls, path: Path) -> Split:

@@ -6,11 +6,11 @@ Which ledger model id a digest belongs to is public chain data (the commit block
 
 from __future__ import annotations
 
-import os
 from abc import ABC, abstractmethod
 from pathlib import Path
 
 from derelayl.errors import ModelError
+from derelayl.folders import write_atomic
 from derelayl.learning.serialization import model_digest
 
 __all__ = ["DirModelStore", "MemoryModelStore", "ModelStore"]
@@ -71,9 +71,7 @@ class DirModelStore(ModelStore):
         return self.path(digest).exists()
 
     def _atomic(self, path: Path, data: bytes) -> None:
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
+        write_atomic(path, data)
 
     def _write(self, digest: bytes, data: bytes) -> None:
         self._atomic(self.path(digest), data)

@@ -35,6 +35,7 @@ from derelayl.errors import DerelaylError, ModelError
 from derelayl.evm.client import ContractClient
 from derelayl.evm.node import Node as EvmNode
 from derelayl.evm.signing import EvmKey, key_of_address
+from derelayl.folders import write_atomic
 from derelayl.learning.store import DirModelStore
 from derelayl.ledger.client import ChainEvent
 from derelayl.node.peers import PeerBook
@@ -279,9 +280,7 @@ class Node:
 
         path = self.home / "cases" / case_digest(x, y).hex()
         if not path.exists():
-            tmp = path.with_suffix(f".{threading.get_ident()}.tmp")
-            tmp.write_bytes(case_blob(x, y))
-            tmp.replace(path)
+            write_atomic(path, case_blob(x, y))
 
     def cases(self, digest: bytes) -> bytes:
         path = self.home / "cases" / digest.hex()

@@ -35,6 +35,7 @@ from derelayl.evm.client import ContractClient
 from derelayl.evm.node import ANVIL_DEV_KEY, Node, anvil, anvil_path, die_with_parent, embedded_rpc
 from derelayl.evm.signing import EvmKey
 from derelayl.evm.tools import verify_contract
+from derelayl.folders import FolderLock, write_atomic
 from derelayl.node.keys import load_key, new_key
 from derelayl.node.runner import DataSpec, digits_genesis
 from derelayl.protocol.blocks import SettleBlock
@@ -126,9 +127,7 @@ class Devnet:
                 "contract": client.address,
                 "nodes": [{"address": k.address, "url": self._url(i)} for i, k in enumerate(keys)],
             }
-            tmp = record_path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(self.record, indent=2) + "\n")
-            os.replace(tmp, record_path)
+            write_atomic(record_path, json.dumps(self.record, indent=2) + "\n")
         else:
             self.record = {**previous, "rpc": self.chain.url}
             client = ContractClient(self.chain, previous["contract"])
@@ -317,13 +316,23 @@ def run_devnet(
     on_status: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) a devnet to ``config.rounds``; ``on_round`` gets each settled round and
-    a line about it, ``on_status`` a few words on what is happening (start-up, then the phase)."""
+    a line about it, ``on_status`` a few words on what is happening (start-up, then the phase).
+    The folder is locked while the devnet runs."""
+    config.validate()
+    with FolderLock(out, "derelayl devnet"):
+        return _run_locked(config, out, on_round, on_status)
+
+
+def _run_locked(
+    config: DevnetConfig,
+    out: Path,
+    on_round: Callable[[State, str], None] | None,
+    on_status: Callable[[str], None] | None,
+) -> dict[str, Any]:
     from derelayl.agents.relay import ModelBook
     from derelayl.learning.store import MemoryModelStore
     from derelayl.runtime.records import RoundLog
 
-    config.validate()
-    out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     devnet = Devnet(config, out, on_status or (lambda _: None))
     spec = DataSpec(0, config.nodes, config.seed)
@@ -410,9 +419,7 @@ def run_devnet(
         "restarts": devnet.restarts,
         "nodes": devnet.record.get("nodes"),
     }
-    tmp = out / "summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2) + "\n")
-    os.replace(tmp, out / "summary.json")
+    write_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from derelayl.errors import ConfigError
 from derelayl.evm.tools import open_node
+from derelayl.folders import FolderLock
 from derelayl.node.keys import load_key
 from derelayl.node.peers import PeerBook
 
@@ -105,14 +106,19 @@ def _brain_factory(spec: DataSpec, seed: int, local_epochs: int = 1) -> Any:
 
 
 def run_node(options: NodeOptions, ready: threading.Event | None = None) -> None:
-    """Serve and take part until stopped (SIGTERM/SIGINT) or ``options.rounds`` have settled."""
+    """Serve and take part until stopped (SIGTERM/SIGINT) or ``options.rounds`` have settled;
+    the node's home folder is locked meanwhile (one node per home)."""
+    with FolderLock(options.home, "derelayl node"):
+        _run_locked(options, ready)
+
+
+def _run_locked(options: NodeOptions, ready: threading.Event | None) -> None:
     import uvicorn
 
     from derelayl.node.api import make_app
     from derelayl.node.core import Node
 
     key = load_key(options.key)
-    options.home.mkdir(parents=True, exist_ok=True)
     url = options.public_url or f"http://{options.host}:{options.port}"
     peers = PeerBook(list(options.peers), own_url=url)
     evm = open_node(options.rpc)

@@ -12,7 +12,6 @@ for real funds) and signs only its own messages.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from derelayl.evm.client import ContractClient
 from derelayl.evm.node import ANVIL_DEV_KEY, Node
 from derelayl.evm.signing import EvmKey, EvmSigner, derive_evm_keys
 from derelayl.evm.tools import open_node, verify_contract
+from derelayl.folders import write_atomic
 from derelayl.ledger.client import ChainEvent
 from derelayl.protocol.blocks import Join, Transfer
 from derelayl.protocol.digest import compute_state_root
@@ -56,9 +56,7 @@ class EvmLedger:
 
 
 def _write_record(path: Path, record: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(record, indent=2) + "\n")
 
 
 def open_evm_ledger(

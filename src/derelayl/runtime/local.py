@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -24,6 +23,7 @@ import numpy as np
 
 from derelayl.agents.agent import Agent, Brain
 from derelayl.errors import ConfigError, DerelaylError
+from derelayl.folders import FolderLock, write_atomic
 from derelayl.ledger.chain import Chain
 from derelayl.ledger.client import ChainClient, LocalChainClient
 from derelayl.ledger.crypto import KeyPair, derive_keys, sha256
@@ -142,10 +142,21 @@ def run_network(
     funder: Any = None,
 ) -> dict[str, Any]:
     """Run (or resume) until ``config.rounds`` rounds have settled; write summary.json.
-    ``funder`` (an ``EvmKey``) pays the participants' gas on an external EVM node."""
+    ``funder`` (an ``EvmKey``) pays the participants' gas on an external EVM node. The folder
+    is locked while the run writes to it."""
     config.validate()
     config.params()  # an unknown preset stops here, before any folder or file is made
-    out_dir.mkdir(parents=True, exist_ok=True)
+    with FolderLock(out_dir, "derelayl run"):
+        return _run_locked(config, out_dir, task_factory, on_round, funder)
+
+
+def _run_locked(
+    config: RunConfig,
+    out_dir: Path,
+    task_factory: Callable[[RunConfig, Path], Task],
+    on_round: Callable[[State, str], None] | None,
+    funder: Any,
+) -> dict[str, Any]:
     start = time.perf_counter()
     if config.ledger == "evm":
         return _run_on_contract(config, out_dir, task_factory, on_round, funder, start)
@@ -249,8 +260,6 @@ def _finish(config: RunConfig, state: State, out_dir: Path, start: float, extra:
         ),
         **extra,
     }
-    tmp = out_dir / "summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2) + "\n")
-    os.replace(tmp, out_dir / "summary.json")
+    write_atomic(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     log.info("run finished at round %d, head %s", state.round, str(summary.get("head_hash", ""))[:16])
     return summary

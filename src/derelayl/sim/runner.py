@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from derelayl.folders import write_atomic
 from derelayl.protocol.types import UNIT
 from derelayl.sim.config import SimConfig
 from derelayl.sim.engine import RunResult, run_one
@@ -89,9 +90,9 @@ def run_all(
 
             summary["figures"] = write_figures(by_scheme, out_dir, config.version_rounds)
         summary["wall_seconds"] = round(time.perf_counter() - start, 3)
-        (out_dir / "summary.json").write_text(json.dumps(summary, indent=1, allow_nan=False) + "\n")
+        write_atomic(out_dir / "summary.json", json.dumps(summary, indent=1, allow_nan=False) + "\n")
         if len(by_scheme) > 1:
-            (out_dir / "compare-schemes.md").write_text(compare_markdown(summary["comparison"]))
+            write_atomic(out_dir / "compare-schemes.md", compare_markdown(summary["comparison"]))
     return summary, by_scheme
 
 
