@@ -177,7 +177,7 @@ def test_capped_scheme_respects_its_cap() -> None:
         (["--cap", "300"], "cap (300) is above the number of participants (256)"),
         (["-s", "0"], "select_fraction must be in (0, 1]"),
         (["-s", "1.5"], "select_fraction must be in (0, 1]"),
-        (["--rounds", "0"], "rounds must be at least 1"),
+        (["--rounds", "0"], "rounds must be in 1..10,000,000"),
         (["--lineage-reward", "-1"], "lineage_reward must be non-negative"),
         (["--scheme", "capped"], "needs a supply cap"),
         (["--scheme", "lineage,bogus"], "scheme must be one of"),

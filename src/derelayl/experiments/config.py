@@ -20,6 +20,7 @@ Layout (see ``experiments/digits_dirichlet.toml``)::
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -45,6 +46,8 @@ def _take(section: dict[str, Any], where: str, spec: Spec) -> dict[str, Any]:
         value = section.get(key, default)
         if (value is not None and not isinstance(value, kind)) or (isinstance(value, bool) and kind is not bool):
             raise ConfigError(f"[{where}] {key} = {value!r}: expected {_name(kind)}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"[{where}] {key} = {value!r}: must be a finite number")
         out[key] = float(value) if kind == (int, float) and value is not None else value
     return out
 

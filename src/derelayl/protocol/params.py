@@ -31,6 +31,10 @@ LineagePayee = Literal["model_owner", "trainer"]
 LINEAGE_PAYEES: tuple[LineagePayee, ...] = ("model_owner", "trainer")
 _INT_FIELDS = ("k", "test_cases", "testers")
 MAX_TESTERS = 16
+MAX_AMOUNT = 2**62
+"""Largest amount a parameter may name, in units (sums of a round's amounts stay in int64)."""
+MAX_COUNT = 1_000_000
+"""Largest count a parameter may name (trainers per owner, test cases, cap, timeout blocks)."""
 """Testers per round are bounded so that every backend (the EVM contract) can take a median."""
 AMOUNT_FIELDS = (
     "mo_budget",
@@ -135,18 +139,22 @@ class Params:
             raise ConfigError(f"cap_fraction must be in (0, 1), got {self.cap_fraction}")
         if self.cap is not None and self.cap < 1:
             raise ConfigError(f"cap must be at least 1, got {self.cap}")
-        if self.k < 1:
-            raise ConfigError(f"k (trainers per model owner) must be at least 1, got {self.k}")
-        if self.test_cases < 1:
-            raise ConfigError(f"test_cases must be at least 1, got {self.test_cases}")
+        if not 1 <= self.k <= MAX_COUNT:
+            raise ConfigError(f"k (trainers per model owner) must be in 1..{MAX_COUNT}, got {self.k}")
+        if not 1 <= self.test_cases <= MAX_COUNT:
+            raise ConfigError(f"test_cases must be in 1..{MAX_COUNT}, got {self.test_cases}")
+        if self.cap is not None and self.cap > MAX_COUNT:
+            raise ConfigError(f"cap must be at most {MAX_COUNT}, got {self.cap}")
+        if self.phase_timeout is not None and self.phase_timeout > MAX_COUNT:
+            raise ConfigError(f"phase_timeout must be at most {MAX_COUNT} blocks, got {self.phase_timeout}")
         if not 1 <= self.testers <= MAX_TESTERS:
             raise ConfigError(f"testers must be between 1 and {MAX_TESTERS}, got {self.testers}")
         for name in AMOUNT_FIELDS:
             value = getattr(self, name)
             if value is None and name == "supply_cap":
                 continue
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ConfigError(f"{name} must be a non-negative integer of units, got {value!r}")
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_AMOUNT:
+                raise ConfigError(f"{name} must be an integer of units in 0..{MAX_AMOUNT}, got {value!r}")
         if self.reward_scheme not in REWARD_SCHEMES:
             raise ConfigError(f"reward_scheme must be lineage, decay or capped, got {self.reward_scheme!r}")
         if not (0 <= self.royalty_decay < 1):
