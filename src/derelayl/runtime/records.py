@@ -8,35 +8,65 @@ are appended once per settled round and reloaded on resume, so a killed run lose
 from __future__ import annotations
 
 import json
+import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from derelayl.folders import write_atomic
+from derelayl.protocol.digest import compute_state_root
 from derelayl.protocol.state import State
 from derelayl.protocol.types import UNIT
 from derelayl.stats import gini
 
 __all__ = ["RecordingTask", "RoundLog"]
 
+log = logging.getLogger(__name__)
+
 
 class RoundLog:
+    """``rounds.jsonl``: one record per settled round, derived from the chain and checked
+    against it. Each record carries the state root of the round it describes: a record whose
+    root differs from the chain's at that round belongs to another chain (the chain file was
+    replaced), so the log is started again rather than mixed. A torn or garbage line (a crash
+    mid-write, an edit) ends what is read; the file is rewritten without it."""
+
     def __init__(self, path: Path) -> None:
         self.path = path
         self.records: dict[int, dict[str, Any]] = {}
-        if path.exists():
-            for line in path.read_text().splitlines():
-                if line.strip():
-                    rec = json.loads(line)
-                    self.records[int(rec["round"])] = rec
+        if not path.exists():
+            return
+        lines = path.read_bytes().splitlines()
+        for line in lines:
+            try:
+                rec = json.loads(line)
+                round_ = rec["round"]
+                if not isinstance(round_, int) or isinstance(round_, bool) or round_ < 0 or "state" not in rec:
+                    raise ValueError("not a round record")
+            except (ValueError, TypeError, KeyError, RecursionError, UnicodeDecodeError):
+                log.warning("%s: unreadable record after round %d; dropped", path, max(self.records, default=-1))
+                break
+            self.records[round_] = rec
+        if len(self.records) != len(lines):
+            self._rewrite()
+
+    def _rewrite(self) -> None:
+        write_atomic(self.path, "".join(json.dumps(self.records[r]) + "\n" for r in sorted(self.records)))
 
     def record(self, state: State, quality: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         """The record of the round that just settled (``state.round`` rounds done); computed
-        and appended once, read back afterwards."""
+        and appended once, read back afterwards if it describes this very state."""
+        root = compute_state_root(state).hex()
         rec = self.records.get(state.round)
-        if rec is not None:
+        if rec is not None and rec.get("state") == root:
             return rec
+        if rec is not None:
+            log.warning("%s describes another chain; started again from round %d", self.path, state.round)
+            self.records.clear()
+            self._rewrite()
         held = state.held_version
         rec = {
             "round": state.round,
@@ -47,10 +77,13 @@ class RoundLog:
             "versions_behind": [int(state.latest_version - v) if v >= 0 else -1 for v in held.tolist()],
             "supply_coins": state.supply / UNIT,
             "gini": gini(state.balances),
+            "state": root,
         }
         self.records[state.round] = rec
         with self.path.open("a") as fh:
             fh.write(json.dumps(rec) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
         return rec
 
     def history(self, upto: int) -> list[dict[str, Any]]:
