@@ -49,6 +49,9 @@ OnBlock = Callable[[StoredBlock, Block | None, Receipt, State], None]
 PROTOCOL_ID = "derelayl/2"
 
 
+GENESIS_HEADER = {"height", "prev", "round", "kind", "miner", "body", "state_root"}
+
+
 @dataclass
 class Chain:
     ledger: Ledger
@@ -96,6 +99,8 @@ class Chain:
         header = _check_envelope(stored, 0, ZERO_HASH)
         if header.get("kind") != "genesis":
             raise MalformedError("block 0 is not a genesis block")
+        if set(header) != GENESIS_HEADER or any(type(header[f]) is not int or header[f] for f in ("round", "miner")):
+            raise MalformedError(f"genesis header must have exactly the fields {', '.join(sorted(GENESIS_HEADER))}")
         try:
             body = json.loads(stored.body)
         except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
@@ -106,6 +111,8 @@ class Chain:
             raise MalformedError(f"genesis: protocol {str(body['protocol'])[:40]!r}, this software reads {PROTOCOL_ID}")
         if not isinstance(body["params"], dict) or not isinstance(body["keys"], list):
             raise MalformedError("genesis: params must be an object and keys a list")
+        if set(body["params"]) != set(Params().to_dict()):
+            raise MalformedError("genesis: params must name every protocol parameter, and nothing else")
         if not all(isinstance(k, str) for k in body["keys"]) or not isinstance(body["seed"], str):
             raise MalformedError("genesis: keys and seed must be hex strings")
         keys = [bytes.fromhex(k) for k in body["keys"]]
@@ -208,7 +215,7 @@ def _check_envelope(stored: StoredBlock, height: int, prev: bytes) -> dict[str, 
     if sha256(stored.header) != stored.hash:
         raise ChainIntegrityError(stored.height, "tampered bytes: header does not hash to the block hash")
     header = parse_header(stored)
-    if header.get("height") != stored.height or stored.height != height:
+    if type(header.get("height")) is not int or header["height"] != stored.height or stored.height != height:
         raise ChainIntegrityError(stored.height, f"broken link: expected height {height}")
     if header.get("prev") != prev.hex():
         raise ChainIntegrityError(stored.height, "broken link: prev does not name the previous block's hash")
@@ -219,7 +226,7 @@ def _check_envelope(stored: StoredBlock, height: int, prev: bytes) -> dict[str, 
 
 def _check_signature(stored: StoredBlock, key: bytes) -> None:
     if not verify_signature(key, stored.signature, stored.hash):
-        raise SignatureError("bad signature: block not signed by its miner")
+        raise SignatureError("block not signed by its miner")
 
 
 def _check_root(header: dict[str, Any], state: State) -> None:
