@@ -241,7 +241,13 @@ class WireTarget:
 
 class ConfigTarget:
     def __init__(self) -> None:
-        self.base = {"participants": 20, "rounds": 10, "params": {"k": 2, "test_cases": 10}}
+        self.base = {
+            "participants": 20,
+            "rounds": 10,
+            "seeds": "1-3",
+            "join_rate": 0.1,
+            "protocol": {"k": 2, "test_cases": 10, "mo_budget": 1},
+        }
 
     def case(self, rng: random.Random) -> Callable[[], None]:
         from derelayl.sim.config import resolve_config

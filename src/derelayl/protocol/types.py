@@ -62,6 +62,8 @@ def coins_to_units(value: str | int | Decimal) -> Units:
         dec = Decimal(value)
     except InvalidOperation as exc:
         raise ConfigError(f"not a coin amount: {value!r}") from exc
+    if not dec.is_finite():
+        raise ConfigError(f"coin amount {value!r} is not a finite number")
     units = dec * UNIT
     if units != units.to_integral_value():
         raise ConfigError(f"coin amount {value!r} is finer than the smallest unit 1/{UNIT}")

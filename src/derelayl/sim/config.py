@@ -241,13 +241,17 @@ def load_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} not found") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path}: {exc}") from exc
-    unknown = sorted(set(data) - _TOP_KEYS)
-    if unknown:
-        raise ConfigError(f"{path}: unknown key(s): {', '.join(unknown)}; known: {', '.join(sorted(_TOP_KEYS))}")
-    protocol = data.get("protocol", {})
-    if not isinstance(protocol, dict):
-        raise ConfigError(f"{path}: [protocol] must be a table")
+    check_keys(data, str(path))
     return data
+
+
+def check_keys(data: dict[str, Any], where: str) -> None:
+    """Unknown keys and a [protocol] that is not a table are errors."""
+    unknown = sorted(str(k) for k in set(data) - _TOP_KEYS)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s): {', '.join(unknown)}; known: {', '.join(sorted(_TOP_KEYS))}")
+    if not isinstance(data.get("protocol", {}), dict):
+        raise ConfigError(f"{where}: [protocol] must be a table")
 
 
 def resolve_config(
@@ -257,6 +261,7 @@ def resolve_config(
 ) -> SimConfig:
     """preset <- file <- flags. ``flag_*`` hold only the flags the user actually gave."""
     file_values = dict(file_values or {})
+    check_keys(file_values, "config")
     flag_values = {k: v for k, v in (flag_values or {}).items() if v is not None}
     flag_protocol = {k: v for k, v in (flag_protocol or {}).items() if v is not None}
     merged: dict[str, Any] = {**{k: v for k, v in file_values.items() if k != "protocol"}, **flag_values}
@@ -277,8 +282,10 @@ def resolve_config(
             raise ConfigError(f"{key} must be an integer, got {merged[key]!r}")
     for key in ("success_rate", "gain_mean", "gain_std", "join_rate"):
         if key in merged:
+            if isinstance(merged[key], bool):
+                raise ConfigError(f"{key} must be a number, got {merged[key]!r}")
             try:
                 merged[key] = float(merged[key])
-            except (TypeError, ValueError) as exc:
-                raise ConfigError(f"{key} must be a number, got {merged[key]!r}") from exc
+            except (TypeError, ValueError, OverflowError) as exc:
+                raise ConfigError(f"{key} must be a number, got {str(merged[key])[:40]}") from exc
     return SimConfig(params=params, preset=name, schemes=schemes, seeds=seeds, **merged)
