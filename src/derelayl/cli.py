@@ -168,9 +168,9 @@ def inspect(
     chain: Annotated[
         Path | None, typer.Argument(help="A chain.sqlite file, or the folder of a run on an EVM node.")
     ] = None,
-    blocks: Annotated[int, typer.Option(help="Show the last N blocks.")] = 8,
-    model: Annotated[int | None, typer.Option(help="Show the lineage of this model id.")] = None,
-    top: Annotated[int, typer.Option(help="Show the N richest participants.")] = 10,
+    blocks: Annotated[int, typer.Option(min=0, max=100_000, help="Show the last N blocks.")] = 8,
+    model: Annotated[int | None, typer.Option(min=0, help="Show the lineage of this model id.")] = None,
+    top: Annotated[int, typer.Option(min=0, max=100_000, help="Show the N richest participants.")] = 10,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
     rpc: Annotated[str | None, typer.Option(help="JSON-RPC URL of the node holding the contract.")] = None,
     contract: Annotated[str | None, typer.Option(help="Address of the DeRelayL contract.")] = None,
