@@ -27,7 +27,12 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 
 def _snapshot(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    """Every file's bytes (the lock file, which names its last holder, aside)."""
+    return {
+        str(p.relative_to(folder)): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != ".lock"
+    }
 
 
 def _assert_one_error(result: subprocess.CompletedProcess[str], *words: str) -> None:
@@ -219,3 +224,23 @@ def test_fuzzed_blocks_configs_and_wire_inputs_only_raise_derelayl_errors() -> N
         unexpected = {k: v for k, v in outcomes.items() if k.startswith("UNEXPECTED")}
         assert not unexpected, (name, unexpected)
         assert sum(outcomes.values()) == 300
+
+
+@pytest.mark.parametrize("command", ["simulate", "experiment"])
+def test_a_config_that_is_a_folder_or_binary_is_one_error_line(tmp_path: Path, command: str) -> None:
+    (tmp_path / "folder.toml").mkdir()
+    (tmp_path / "binary.toml").write_bytes(bytes(range(256)))
+    for config in ("folder.toml", "binary.toml"):
+        args = ["--config", config] if command == "simulate" else [config]
+        result = _cli(command, *args, "--out", "o", cwd=tmp_path)
+        _assert_one_error(result, config)
+        assert not (tmp_path / "o").exists()
+
+
+def test_resuming_with_other_participants_is_refused_before_anything_changes(tmp_path: Path) -> None:
+    run = ["run", "--task", "latent", "--out", "r", "--quiet"]
+    assert _cli(*run, "--participants", "10", "--rounds", "2", cwd=tmp_path).returncode == 0
+    before = _snapshot(tmp_path / "r")
+    result = _cli(*run, "--participants", "6", "--rounds", "3", cwd=tmp_path)
+    _assert_one_error(result, "holds a run with other participants")
+    assert _snapshot(tmp_path / "r") == before

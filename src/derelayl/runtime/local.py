@@ -116,7 +116,7 @@ def _check_resumable(ledger: SQLiteLedger, config: RunConfig, publics: list[byte
     try:
         genesis = json.loads(ledger.get(0).body)
         keys = [bytes.fromhex(k) for k in genesis["keys"]]
-        same = keys[: config.participants] == publics and Params.from_dict(genesis["params"]) == config.params()
+        same = keys == publics and Params.from_dict(genesis["params"]) == config.params()
     except (ValueError, TypeError, KeyError, DerelaylError):
         return
     if not same:

@@ -239,6 +239,10 @@ def load_toml(path: Path) -> dict[str, Any]:
         data = tomllib.loads(Path(path).read_text())
     except FileNotFoundError as exc:
         raise ConfigError(f"config file {path} not found") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte {exc.start})") from exc
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: {exc.strerror}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path}: {exc}") from exc
     check_keys(data, str(path))
