@@ -244,3 +244,19 @@ def test_resuming_with_other_participants_is_refused_before_anything_changes(tmp
     result = _cli(*run, "--participants", "6", "--rounds", "3", cwd=tmp_path)
     _assert_one_error(result, "holds a run with other participants")
     assert _snapshot(tmp_path / "r") == before
+
+
+def test_verify_names_a_corrupted_model_file_even_one_no_longer_needed(tmp_path: Path) -> None:
+    # Prepare: a digits run (models stored by hash), one model file's bytes changed
+    made = _cli("run", "--task", "digits", "--participants", "4", "--rounds", "2", "--out", "r", cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    assert _cli("verify", "r", cwd=tmp_path).returncode == 0
+    victim = sorted((tmp_path / "r" / "models").glob("*.safetensors"))[0]
+    data = bytearray(victim.read_bytes())
+    data[-1] ^= 1
+    victim.write_bytes(bytes(data))
+    # Execute
+    result = _cli("verify", "r", cwd=tmp_path)
+    # Assert
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "do not hash to their name" in result.stdout and victim.name in result.stdout, result.stdout

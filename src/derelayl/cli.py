@@ -132,6 +132,8 @@ def verify(
         return
     if chain is None:
         raise fail("give a chain.sqlite file, a run folder, or --rpc URL --contract ADDRESS")
+    if chain.is_dir() and (chain / "chain.sqlite").is_file():
+        chain = chain / "chain.sqlite"  # a run folder
     try:
         ledger = SQLiteLedger(chain, create=False)
         result = Chain.open(ledger)
@@ -141,7 +143,24 @@ def verify(
     except DerelaylError as exc:
         out.print(f"INVALID: {exc}")
         raise typer.Exit(1) from exc
+    bad = _bad_model_files(chain.parent / "models")
+    if bad:
+        out.print(f"INVALID: {len(bad)} model file(s) do not hash to their name, e.g. models/{bad[0]}")
+        raise typer.Exit(1)
     out.print(f"valid: {result.height} blocks, round {result.state.round}, head {result.head_hash.hex()}")
+
+
+def _bad_model_files(folder: Path) -> list[str]:
+    """Model files beside a chain (``<sha256>.safetensors``) whose bytes hash to another name."""
+    import hashlib
+
+    if not folder.is_dir():
+        return []
+    return [
+        p.name
+        for p in sorted(folder.glob("*.safetensors"))
+        if hashlib.sha256(p.read_bytes()).hexdigest() != p.name.removesuffix(".safetensors")
+    ]
 
 
 def _verify_contract(node: object, address: str) -> None:
