@@ -260,3 +260,33 @@ def test_verify_names_a_corrupted_model_file_even_one_no_longer_needed(tmp_path:
     # Assert
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "do not hash to their name" in result.stdout and victim.name in result.stdout, result.stdout
+
+
+def test_a_deeply_nested_block_is_refused_even_after_py_evm_raised_the_recursion_limit(tmp_path: Path) -> None:
+    """py-evm sets Python's recursion limit to 100,000; json.loads of a header nested that
+    deep then overflowed the C stack (a segfault, found by the fuzzer in the full suite).
+    Run in a subprocess so that a crash fails this test instead of killing pytest."""
+    script = """
+import sys
+from eth_tester import PyEVMBackend
+PyEVMBackend()
+assert sys.getrecursionlimit() >= 100_000
+from derelayl.errors import DerelaylError
+from derelayl.ledger import Chain, derive_keys
+from derelayl.ledger.base import MemoryLedger, StoredBlock
+from derelayl.ledger.crypto import sha256
+from derelayl.protocol import Params
+keys = derive_keys("deep", 3)
+ledger = MemoryLedger()
+Chain.create(ledger, Params(), b"\\x01" * 32, [k.public for k in keys], keys[0])
+raw = b"[" * 200_000 + b"]" * 200_000
+crafted = MemoryLedger()
+crafted.append(StoredBlock(0, sha256(raw), raw, ledger.get(0).body, keys[0].sign(sha256(raw))))
+try:
+    Chain.open(crafted)
+except DerelaylError as exc:
+    print("refused:", type(exc).__name__, exc)
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "refused: ChainIntegrityError block 0" in result.stdout, result.stdout

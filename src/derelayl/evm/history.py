@@ -11,13 +11,13 @@ the block. The contract is trusted for nothing: a client's state is this replay.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from derelayl import jsonsafe
 from derelayl.errors import ChainIntegrityError, DerelaylError, MalformedError, SignatureError
 from derelayl.evm.signing import compute_domain, key_of_address, message_hash, recover
 from derelayl.ledger.client import ChainEvent
@@ -98,7 +98,7 @@ class History:
     def __init__(self, genesis: LogEntry, address: str, chain_id: int) -> None:
         args = genesis.args
         try:
-            params = Params.from_dict(json.loads(args["params_json"]))
+            params = Params.from_dict(jsonsafe.loads(args["params_json"]))
             keys = [key_of_address(a) for a in args["participants"]]
             self.state: State = initialize_state(params, bytes(args["seed"]), keys)
         except (DerelaylError, ValueError, TypeError) as exc:

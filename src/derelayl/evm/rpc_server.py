@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import threading
 from typing import Any
+
+from derelayl import jsonsafe
 
 MAX_BODY = 4 * 1024 * 1024
 """Largest request accepted (a deployment of the contract is ~50 KB)."""
@@ -30,15 +31,6 @@ MAX_BATCH = 100
 MAX_DEPTH = 32
 """Deepest JSON nesting accepted. py-evm raises Python's recursion limit to 100,000, so a
 deeply nested body would overflow the C stack in ``json.loads``: it is measured first."""
-
-
-def nesting(body: bytes) -> int:
-    """How deeply brackets nest in ``body``, strings left out (an upper bound on JSON depth)."""
-    depth = deepest = 0
-    for bracket in re.findall(rb"[\[\]{}]", re.sub(rb'"(?:[^"\\]|\\.)*"', b"", body)):
-        depth += 1 if bracket in (b"[", b"{") else -1
-        deepest = max(deepest, depth)
-    return deepest
 
 
 def to_rpc(value: Any, key: str = "") -> Any:
@@ -134,7 +126,7 @@ def app(rpc: EmbeddedRpc) -> Any:
         body = await request.body()
         if len(body) > MAX_BODY:
             return JSONResponse(_error(None, -32600, f"request larger than {MAX_BODY} bytes"), status_code=413)
-        if nesting(body) > MAX_DEPTH:
+        if jsonsafe.nesting(body) > MAX_DEPTH:
             return JSONResponse(_error(None, -32600, f"JSON nested deeper than {MAX_DEPTH}"), status_code=400)
         try:
             payload = json.loads(body)

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from derelayl import jsonsafe
 from derelayl.errors import ConfigError
 from derelayl.folders import write_atomic
 from derelayl.learning.data import Dataset
@@ -50,7 +51,7 @@ class Split:
     @classmethod
     def load(cls, path: Path) -> Split:
         try:
-            data = json.loads(path.read_text())
+            data = jsonsafe.loads(path.read_text())
             return cls(
                 str(data["dataset"]),
                 int(data["seed"]),

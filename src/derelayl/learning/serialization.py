@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from derelayl import jsonsafe
 from derelayl.errors import ModelError
 
 __all__ = ["Weights", "model_digest", "param_bytes", "weights_from_bytes", "weights_to_bytes"]
@@ -36,8 +37,8 @@ def weights_from_bytes(data: bytes, name: str = "model") -> tuple[Weights, dict[
     try:
         weights = load(data)
         header_len = int.from_bytes(data[:8], "little")
-        header = json.loads(data[8 : 8 + header_len])
-        meta = json.loads(header.get("__metadata__", {}).get(_META_KEY, "{}"))
+        header = jsonsafe.loads(data[8 : 8 + header_len])
+        meta = jsonsafe.loads(header.get("__metadata__", {}).get(_META_KEY, "{}"))
     except Exception as exc:  # safetensors raises its own error types and ValueError/OSError
         raise ModelError(f"{name}: not a readable model file ({type(exc).__name__}: {exc})") from exc
     return weights, meta

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from derelayl import jsonsafe
 from derelayl.errors import (
     ChainIntegrityError,
     DerelaylError,
@@ -102,7 +103,7 @@ class Chain:
         if set(header) != GENESIS_HEADER or any(type(header[f]) is not int or header[f] for f in ("round", "miner")):
             raise MalformedError(f"genesis header must have exactly the fields {', '.join(sorted(GENESIS_HEADER))}")
         try:
-            body = json.loads(stored.body)
+            body = jsonsafe.loads(stored.body)
         except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
             raise MalformedError(f"genesis body is not JSON ({type(exc).__name__})") from exc
         if not isinstance(body, dict) or set(body) != {"protocol", "params", "seed", "keys"}:
@@ -155,7 +156,7 @@ class Chain:
         header = decode_header(raw, state.n_participants)
         _check_signature(stored, state.keys[header["miner"]])
         try:
-            body = json.loads(stored.body)
+            body = jsonsafe.loads(stored.body)
         except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
             raise MalformedError(f"body is not JSON ({type(exc).__name__})") from exc
         block = decode_block(header, body, self.chain_id, state.keys)

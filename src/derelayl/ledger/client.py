@@ -17,12 +17,12 @@ code runs on every ledger.
 from __future__ import annotations
 
 import dataclasses
-import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from derelayl import jsonsafe
 from derelayl.errors import SignatureError
 from derelayl.ledger.chain import Chain
 from derelayl.ledger.codec import decode_block, decode_header, message_bytes, parse_header
@@ -165,7 +165,7 @@ class LocalChainClient(ChainClient):
         # blocks are re-decoded from storage; receipts are not kept (replay gives them)
         for stored in self.chain.ledger.blocks(max(start, 1)):
             header = decode_header(parse_header(stored), self.chain.state.n_participants)
-            block = decode_block(header, json.loads(stored.body), self.chain.chain_id, self.chain.state.keys)
+            block = decode_block(header, jsonsafe.loads(stored.body), self.chain.chain_id, self.chain.state.keys)
             yield ChainEvent(stored.height, block, None)
 
     def head(self) -> tuple[int, bytes]:

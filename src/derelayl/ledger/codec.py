@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from derelayl import jsonsafe
 from derelayl.errors import MalformedError, SignatureError, UnknownParticipantError
 from derelayl.ledger.base import StoredBlock
 from derelayl.ledger.crypto import KeyPair, canonical, sha256, verify_signature
@@ -144,7 +145,7 @@ def seal(
 
 def parse_header(stored: StoredBlock) -> dict[str, Any]:
     try:
-        header = json.loads(stored.header)
+        header = jsonsafe.loads(stored.header)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise MalformedError(f"header is not canonical JSON ({type(exc).__name__})") from exc
     if not isinstance(header, dict):

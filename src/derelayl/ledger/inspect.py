@@ -8,11 +8,11 @@ report needs while a replay runs; ``inspect_chain`` drives it over a local chain
 
 from __future__ import annotations
 
-import json
 from collections import deque
 from pathlib import Path
 from typing import Any
 
+from derelayl import jsonsafe
 from derelayl.errors import ConfigError
 from derelayl.ledger.base import StoredBlock
 from derelayl.ledger.chain import Chain
@@ -98,7 +98,7 @@ def inspect_chain(path: Path, *, last_blocks: int = 8, model: int | None = None,
 
     def on_block(stored: StoredBlock, block: Block | None, receipt: Any, state: State) -> None:
         if block is None:
-            header = json.loads(stored.header)
+            header = jsonsafe.loads(stored.header)
             genesis.update(height=stored.height, round=header["round"], kind="genesis", miner=header["miner"])
             genesis.update(items=len(state.keys), hash=stored.hash.hex())
             inspector.recent.append(dict(genesis))

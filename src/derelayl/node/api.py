@@ -15,13 +15,13 @@ maps its refusals to a 4xx with one clear reason. Nothing is stored for a refuse
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
+from derelayl import jsonsafe
 from derelayl.errors import DerelaylError, MalformedError
 from derelayl.node.core import Node
 from derelayl.node.wire import FetchRequest, message_from_json
@@ -83,7 +83,7 @@ def make_app(node: Node) -> FastAPI:
         if body is None:
             return _error(413, f"a message is at most {MAX_BODY} bytes")
         try:
-            signed = message_from_json(json.loads(body))
+            signed = message_from_json(jsonsafe.loads(body))
         except (ValueError, RecursionError):
             return _error(400, "the body is not JSON")
         except MalformedError as exc:
@@ -106,7 +106,7 @@ def make_app(node: Node) -> FastAPI:
         if body is None:
             return _error(413, "an announcement is at most 1024 bytes")
         try:
-            url = json.loads(body)["url"]
+            url = jsonsafe.loads(body)["url"]
         except (ValueError, KeyError, TypeError, RecursionError):
             return _error(400, 'an announcement is {"url": "http://host:port"}')
         if not isinstance(url, str) or not re.fullmatch(r"https?://[A-Za-z0-9.\-\[\]:]{1,200}", url):

@@ -9,6 +9,7 @@ import os
 import secrets
 from pathlib import Path
 
+from derelayl import jsonsafe
 from derelayl.errors import ConfigError
 from derelayl.evm.signing import EvmKey
 
@@ -41,7 +42,7 @@ def new_key(path: Path) -> EvmKey:
 def load_key(path: Path) -> EvmKey:
     """The key in ``path``; a missing, unreadable or malformed file is a ``ConfigError``."""
     try:
-        data = json.loads(path.read_text())
+        data = jsonsafe.loads(path.read_text())
         key = EvmKey(bytes.fromhex(data["secret"]))
     except FileNotFoundError:
         raise ConfigError(f"no key file at {path} (create one with: derelayl keys new {path})") from None

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from derelayl import jsonsafe
 from derelayl.agents.agent import Agent, Brain
 from derelayl.errors import ConfigError, DerelaylError
 from derelayl.folders import FolderLock, write_atomic
@@ -114,7 +115,7 @@ def _check_resumable(ledger: SQLiteLedger, config: RunConfig, publics: list[byte
     """Refuse a stored chain of another run before anything is replayed or written. (A
     malformed genesis passes here; ``Chain.open`` then names the problem.)"""
     try:
-        genesis = json.loads(ledger.get(0).body)
+        genesis = jsonsafe.loads(ledger.get(0).body)
         keys = [bytes.fromhex(k) for k in genesis["keys"]]
         same = keys == publics and Params.from_dict(genesis["params"]) == config.params()
     except (ValueError, TypeError, KeyError, DerelaylError):

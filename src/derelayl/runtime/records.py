@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from derelayl import jsonsafe
 from derelayl.folders import write_atomic
 from derelayl.protocol.digest import compute_state_root
 from derelayl.protocol.state import State
@@ -42,7 +43,7 @@ class RoundLog:
         lines = path.read_bytes().splitlines()
         for line in lines:
             try:
-                rec = json.loads(line)
+                rec = jsonsafe.loads(line)
                 round_ = rec["round"]
                 if not isinstance(round_, int) or isinstance(round_, bool) or round_ < 0 or "state" not in rec:
                     raise ValueError("not a round record")
