@@ -290,3 +290,17 @@ except DerelaylError as exc:
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "refused: ChainIntegrityError block 0" in result.stdout, result.stdout
+
+
+@pytest.mark.parametrize(
+    "command", [["simulate", "--rounds", "3"], ["experiment", "experiments/digits_dirichlet.toml"]]
+)
+def test_simulate_and_experiment_refuse_a_folder_another_command_holds(tmp_path: Path, command: list[str]) -> None:
+    import os
+
+    from derelayl.folders import FolderLock
+
+    with FolderLock(tmp_path / "o", "a test"):
+        result = _cli(*command, "--out", str(tmp_path / "o"), cwd=ROOT)
+    _assert_one_error(result, "is in use by another command", f"pid {os.getpid()}")
+    assert [p.name for p in (tmp_path / "o").iterdir()] == [".lock"]

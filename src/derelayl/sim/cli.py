@@ -6,6 +6,7 @@ overridden by a flag the user actually typed (preset <- TOML <- flags).
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -15,6 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from derelayl.errors import DerelaylError
+from derelayl.folders import FolderLock
 from derelayl.terminal import console, fail
 
 __all__ = ["simulate"]
@@ -215,7 +217,10 @@ def simulate(
             def on_progress(done: int, total: int) -> None:
                 progress.update(bar, completed=done)
 
-            summary, _ = run_all(cfg, out_dir, ledger, None if quiet else on_progress)
+            with contextlib.ExitStack() as held:
+                if out_dir is not None:  # one command per output folder
+                    held.enter_context(FolderLock(out_dir, "derelayl simulate"))
+                summary, _ = run_all(cfg, out_dir, ledger, None if quiet else on_progress)
     except DerelaylError as exc:
         raise fail(str(exc)) from exc
     if not quiet:
