@@ -175,7 +175,25 @@ class ChainTarget:
         key = self.keys[miner] if isinstance(miner, int) and 0 <= miner < len(self.keys) else self.keys[0]
         return StoredBlock(stored.height, block_hash, header_bytes, body_bytes, key.sign(block_hash))
 
+    def append_case(self, rng: random.Random) -> Callable[[], None]:
+        """A mutated block offered to ``Chain.append`` on the chain up to its parent (what
+        a node does with a block made elsewhere)."""
+        from derelayl.ledger import Chain
+        from derelayl.ledger.base import MemoryLedger
+
+        blocks = self.mutated(rng, genesis=False)
+        ledger = MemoryLedger()
+        for b in blocks[:-1]:
+            ledger.append(b)
+        chain = Chain.open(ledger)
+        return lambda: chain.append(blocks[-1])
+
     def case(self, rng: random.Random, genesis: bool) -> Callable[[], None]:
+        blocks = self.mutated(rng, genesis)
+        return lambda: self.replay(blocks)
+
+    def mutated(self, rng: random.Random, genesis: bool) -> list[Any]:
+        """The chain up to a random block (the genesis if ``genesis``), that block mutated."""
         i = 0 if genesis else rng.randrange(1, len(self.blocks))
         stored = self.blocks[i]
         blocks = list(self.blocks[: i + 1])
@@ -195,7 +213,7 @@ class ChainTarget:
             else:
                 header = mutate_json(header, rng)
             blocks[i] = self.reseal(stored, header, body)
-        return lambda: self.replay(blocks)
+        return blocks
 
 
 # ---------------------------------------------------------------- wire and config
@@ -288,7 +306,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=100_000, help="inputs per target")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--targets", default="blocks,genesis,wire,config")
+    parser.add_argument("--targets", default="blocks,genesis,append,wire,config")
     parser.add_argument("--show-accepted", type=int, default=0, help="print what this many accepted inputs changed")
     args = parser.parse_args()
     rng = random.Random(args.seed)
@@ -296,6 +314,7 @@ def main() -> int:
     makers: dict[str, Callable[[random.Random], Callable[[], None]]] = {
         "blocks": lambda r: chain.case(r, genesis=False),
         "genesis": lambda r: chain.case(r, genesis=True),
+        "append": chain.append_case,
         "wire": WireTarget().case,
         "config": ConfigTarget().case,
     }

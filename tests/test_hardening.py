@@ -216,6 +216,7 @@ def test_fuzzed_blocks_configs_and_wire_inputs_only_raise_derelayl_errors() -> N
     makers = {
         "blocks": lambda r: chain.case(r, genesis=False),
         "genesis": lambda r: chain.case(r, genesis=True),
+        "append": chain.append_case,
         "wire": fuzz.WireTarget().case,
         "config": fuzz.ConfigTarget().case,
     }

@@ -172,7 +172,10 @@ class Chain:
     def append(self, stored: StoredBlock) -> Receipt:
         """Check a block made elsewhere and store it. Invalid: raises, nothing changes."""
         candidate = self.state.copy()
-        _, receipt = self._apply(candidate, stored, self.ledger.height())
+        try:
+            _, receipt = self._apply(candidate, stored, self.ledger.height())
+        except (ValueError, KeyError, TypeError, RecursionError, OverflowError) as exc:
+            raise MalformedError(f"block {self.ledger.height()}: {type(exc).__name__}: {str(exc)[:120]}") from exc
         self.ledger.append(stored)
         self.state, self.head_hash = candidate, stored.hash
         return receipt
