@@ -305,3 +305,18 @@ def test_simulate_and_experiment_refuse_a_folder_another_command_holds(tmp_path:
         result = _cli(*command, "--out", str(tmp_path / "o"), cwd=ROOT)
     _assert_one_error(result, "is in use by another command", f"pid {os.getpid()}")
     assert [p.name for p in (tmp_path / "o").iterdir()] == [".lock"]
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["devnet", "--chain", "ganache", "--out", "d"], ["--chain must be one of auto, anvil, embedded"]),
+        (["inspect", "c.sqlite", "--top", "-2"], ["--top"]),
+        (["inspect", "c.sqlite", "--blocks", "-1"], ["--blocks"]),
+    ],
+)
+def test_new_options_refuse_a_bad_value_before_any_work(tmp_path: Path, args: list[str], words: list[str]) -> None:
+    result = _cli(*args, cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stdout + result.stderr, result.stderr
+    assert all(w in " ".join((result.stdout + result.stderr).split()) for w in words), result.stderr
+    assert list(tmp_path.iterdir()) == []

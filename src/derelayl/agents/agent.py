@@ -40,6 +40,7 @@ from derelayl.protocol.messages import (
 from derelayl.protocol.producer import compute_includable_bids, compute_includable_commitments
 from derelayl.protocol.state import State
 from derelayl.protocol.types import Phase
+from derelayl.protocol.validate import phase_timed_out
 
 __all__ = ["Agent", "Brain", "Signer"]
 
@@ -182,8 +183,7 @@ class Agent:
                 reports.setdefault(m.participant, s)
         co_testers = [int(t) for t in state.roles.testers[1:]]
         missing = [t for t in co_testers if t not in reports]
-        timeout = state.params.phase_timeout
-        if missing and now is not None and timeout is not None and now + 1 >= state.phase_start + timeout:
+        if missing and now is not None and phase_timed_out(state, now + 1):
             co_testers = [t for t in co_testers if t in reports]  # silent co-testers forfeit
         elif missing:
             raise DerelaylError(f"test block of round {state.round}: no report from co-tester(s) {missing}")

@@ -29,8 +29,7 @@ MAX_BODY = 4 * 1024 * 1024
 """Largest request accepted (a deployment of the contract is ~50 KB)."""
 MAX_BATCH = 100
 MAX_DEPTH = 32
-"""Deepest JSON nesting accepted. py-evm raises Python's recursion limit to 100,000, so a
-deeply nested body would overflow the C stack in ``json.loads``: it is measured first."""
+"""Deepest JSON nesting accepted, measured before parsing (why: ``derelayl/jsonsafe.py``)."""
 
 
 def to_rpc(value: Any, key: str = "") -> Any:

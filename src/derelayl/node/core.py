@@ -44,6 +44,7 @@ from derelayl.protocol.blocks import Join, Transfer
 from derelayl.protocol.messages import BidMessage, CommitMessage, JoinMessage, ScoresMessage, Signed
 from derelayl.protocol.state import State
 from derelayl.protocol.types import Phase
+from derelayl.protocol.validate import phase_timed_out
 
 __all__ = ["Node", "NodeSettings", "View"]
 
@@ -159,8 +160,7 @@ class Node:
             # after the commit block, the round's testers may fetch every committed model;
             # once the phase has timed out on chain, anyone may (a volunteer produces the
             # test block of a silent testing miner with scores of its own)
-            timeout = state.params.phase_timeout
-            timed_out = timeout is not None and self.client.synced_to + 1 >= state.phase_start + timeout
+            timed_out = phase_timed_out(state, self.client.synced_to + 1)
             scorers = range(state.n_participants) if timed_out else state.roles.testers
             for digest in state.commitments:
                 entitled[digest].update(int(t) for t in scorers)
@@ -335,11 +335,10 @@ class Node:
         drawn = state.roles.block_miners[int(state.phase)]
         if drawn == me:
             return True
-        timeout = state.params.phase_timeout
-        if not self.settings.volunteer or timeout is None:
+        if not self.settings.volunteer:
             return False
         rank = (me - drawn) % state.n_participants  # volunteers take turns: 2 blocks each
-        return self.evm.block_number() + 1 >= state.phase_start + timeout + 2 * (rank - 1)
+        return phase_timed_out(state, self.evm.block_number() + 1 - 2 * (rank - 1))
 
     def _ready(self, state: State) -> bool:
         assert state.roles is not None
@@ -347,8 +346,7 @@ class Node:
         waited = time.monotonic() - self.phase_seen_at.get((state.round, int(state.phase)), time.monotonic())
         if waited >= self.settings.patience[int(state.phase)]:
             return True
-        timeout = state.params.phase_timeout
-        if timeout is not None and self.evm.block_number() + 1 >= state.phase_start + timeout:
+        if phase_timed_out(state, self.evm.block_number() + 1):
             return True  # the phase has timed out on chain: whoever stayed silent is left out
         if state.phase == Phase.DEPOSIT:
             have = {(m.participant, m.role) for m in (s.message for s in box.values()) if isinstance(m, BidMessage)}

@@ -362,12 +362,12 @@ def _run_locked(
     def on_event(event: Any, _tx: bytes, state: State) -> None:
         models.follow(state)
         op = event.operation
-        if hasattr(op, "miner"):  # seconds since the previous block, seen from here
-            now = time.perf_counter()
+        if hasattr(op, "miner"):  # a block (not a join or transfer)
+            now = time.perf_counter()  # seconds since the previous block, seen from here
             phase_seconds.setdefault(op.kind.name.lower(), []).append(round(now - last_block[0], 3))
             last_block[0] = now
-        if hasattr(op, "miner") and drawn["next"] is not None and op.miner != drawn["next"]:
-            drawn["takeovers"].append({"round": op.round, "kind": op.kind.name.lower(), "miner": op.miner})
+            if drawn["next"] is not None and op.miner != drawn["next"]:
+                drawn["takeovers"].append({"round": op.round, "kind": op.kind.name.lower(), "miner": op.miner})
         drawn["next"] = state.roles.block_miners[int(state.phase)] if state.roles is not None else None
         if isinstance(op, SettleBlock) and state.round <= config.rounds:
             settled(state)

@@ -26,6 +26,7 @@ __all__ = [
     "INT64_MAX",
     "INT64_MIN",
     "in_order_within",
+    "phase_timed_out",
     "timed_out",
     "validate_new_keys",
     "verify_bids",
@@ -120,8 +121,14 @@ def verify_bids(state: State, bids: Bids, eligible: I64, who: str, per: int) -> 
 
 
 def timed_out(state: State, block: Block) -> bool:
+    return phase_timed_out(state, block.time)
+
+
+def phase_timed_out(state: State, time: int) -> bool:
+    """A block stamped ``time`` comes after the current phase's deadline: anyone may produce
+    the phase, and silent co-testers may be left out."""
     timeout = state.params.phase_timeout
-    return timeout is not None and block.time >= state.phase_start + timeout
+    return timeout is not None and time >= state.phase_start + timeout
 
 
 def in_order_within(given: list[int], expected: list[int]) -> bool:
