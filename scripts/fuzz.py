@@ -274,6 +274,27 @@ class ConfigTarget:
         return lambda: resolve_config(data)  # type: ignore[arg-type]
 
 
+class ExperimentConfigTarget:
+    """Mutated ``derelayl experiment`` configs (parsed, not run)."""
+
+    def __init__(self) -> None:
+        self.base = {
+            "name": "fuzz",
+            "seed": 0,
+            "data": {"dataset": "synthetic", "participants": 10, "alpha": 0.5, "options": {"users": 10}},
+            "model": {"hidden": [32, 16]},
+            "train": {"lr": 0.05, "local_epochs": 1},
+            "methods": {"fedavg": {"rounds": 3}, "derelayl": {"budget": "fedavg", "params": {"k": 2}}},
+            "variants": [{"name": "v", "local_epochs": 2, "merge_top_k": 2}],
+        }
+
+    def case(self, rng: random.Random) -> Callable[[], None]:
+        from derelayl.experiments.config import parse_config
+
+        data = materialize(mutate_json(self.base, rng))
+        return lambda: parse_config(data)  # type: ignore[arg-type]
+
+
 # ---------------------------------------------------------------- main
 
 
@@ -306,7 +327,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=100_000, help="inputs per target")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--targets", default="blocks,genesis,append,wire,config")
+    parser.add_argument("--targets", default="blocks,genesis,append,wire,config,experiment")
     parser.add_argument("--show-accepted", type=int, default=0, help="print what this many accepted inputs changed")
     args = parser.parse_args()
     rng = random.Random(args.seed)
@@ -317,6 +338,7 @@ def main() -> int:
         "append": chain.append_case,
         "wire": WireTarget().case,
         "config": ConfigTarget().case,
+        "experiment": ExperimentConfigTarget().case,
     }
     bad = 0
     for name in args.targets.split(","):

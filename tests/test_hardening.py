@@ -219,12 +219,13 @@ def test_fuzzed_blocks_configs_and_wire_inputs_only_raise_derelayl_errors() -> N
         "append": chain.append_case,
         "wire": fuzz.WireTarget().case,
         "config": fuzz.ConfigTarget().case,
+        "experiment": fuzz.ExperimentConfigTarget().case,
     }
     for name, make in makers.items():
-        outcomes = fuzz.run(name, make, 300, rng)
+        outcomes = fuzz.run(name, make, 300 if name != "experiment" else 2000, rng)
         unexpected = {k: v for k, v in outcomes.items() if k.startswith("UNEXPECTED")}
         assert not unexpected, (name, unexpected)
-        assert sum(outcomes.values()) == 300
+        assert sum(outcomes.values()) == (300 if name != "experiment" else 2000)
 
 
 @pytest.mark.parametrize("command", ["simulate", "experiment"])

@@ -92,6 +92,10 @@ def decode_logs(contract: Any, logs: list[Any]) -> list[LogEntry]:
     return out
 
 
+def _show(value: Any) -> str:
+    return "0x" + value.hex() if isinstance(value, bytes) else repr(value)
+
+
 class History:
     """A verified replay of one contract's logs."""
 
@@ -154,7 +158,7 @@ class History:
         theirs = (args["round"], args["phase"], args["minted"], args["burned"], args["escrow"], bytes(args["beacon"]))
         if ours != theirs:
             names = ("round", "phase", "minted", "burned", "escrow", "beacon")
-            diff = [f"{n} {o!r} vs {t!r}" for n, o, t in zip(names, ours, theirs, strict=True) if o != t]
+            diff = [f"{n} {_show(o)} vs {_show(t)}" for n, o, t in zip(names, ours, theirs, strict=True) if o != t]
             raise MalformedError(f"the contract's state differs from the rules' ({'; '.join(diff)})")
         supply, held = total_money(s)
         if supply != held:

@@ -67,7 +67,13 @@ def deploy_contract(
 def verify_contract(client: ContractClient) -> dict[str, Any]:
     """Replay the whole history; raises ``ChainIntegrityError`` at the first bad block."""
     client.sync()
-    diff = differences(state_snapshot(client.state), contract_snapshot(client.contract))
+    try:
+        theirs = contract_snapshot(client.contract)
+    except Exception as exc:  # web3 raises its own types when a view reverts or answers garbage
+        raise ChainIntegrityError(
+            client.node.block_number(), f"the contract does not answer DeRelayL's views ({type(exc).__name__})"
+        ) from exc
+    diff = differences(state_snapshot(client.state), theirs)
     if diff:
         raise ChainIntegrityError(
             client.node.block_number(), "the contract's storage differs from the replay: " + "; ".join(diff)

@@ -20,6 +20,7 @@ Layout (see ``experiments/digits_dirichlet.toml``)::
 
 from __future__ import annotations
 
+import itertools
 import math
 import tomllib
 from dataclasses import asdict, dataclass, field
@@ -28,8 +29,9 @@ from typing import Any
 
 from derelayl.errors import ConfigError
 from derelayl.protocol.params import Params, preset
+from derelayl.sim.config import usable_memory
 
-__all__ = ["ExperimentConfig", "VariantConfig", "load_config", "parse_config"]
+__all__ = ["ExperimentConfig", "VariantConfig", "load_config", "memory_estimate", "parse_config"]
 
 
 Spec = dict[str, tuple[Any, Any]]
@@ -38,16 +40,21 @@ Spec = dict[str, tuple[Any, Any]]
 
 def _take(section: dict[str, Any], where: str, spec: Spec) -> dict[str, Any]:
     """Check keys and types of one TOML table against ``spec`` (name -> (type, default))."""
-    unknown = sorted(set(section) - set(spec))
+    if not isinstance(section, dict):
+        raise ConfigError(f"[{where}] must be a table of key = value, got {type(section).__name__}")
+    unknown = sorted(str(k) for k in set(section) - set(spec))
     if unknown:
         raise ConfigError(f"[{where}]: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(spec))}")
     out: dict[str, Any] = {}
     for key, (kind, default) in spec.items():
-        value = section.get(key, default)
+        value = section.get(key)
+        value = default if value is None else value  # TOML has no null: None means "not given"
         if (value is not None and not isinstance(value, kind)) or (isinstance(value, bool) and kind is not bool):
             raise ConfigError(f"[{where}] {key} = {value!r}: expected {_name(kind)}")
         if isinstance(value, float) and not math.isfinite(value):
             raise ConfigError(f"[{where}] {key} = {value!r}: must be a finite number")
+        if isinstance(value, int) and abs(value) > 2**63:
+            raise ConfigError(f"[{where}] {key} = {value!r}: out of range")
         out[key] = float(value) if kind == (int, float) and value is not None else value
     return out
 
@@ -63,6 +70,65 @@ def _positive(where: str, **values: Any) -> None:
 
 
 NUM = (int, float)
+
+MAX_PARTICIPANTS = 10_000
+MAX_ROUNDS = 1_000_000
+MAX_WIDTH, MAX_LAYERS = 65_536, 16
+_OPTIONS: dict[str, Spec] = {
+    "digits": {},
+    "breast_cancer": {},
+    "synthetic": {
+        "alpha": (NUM, 1.0),
+        "beta": (NUM, 1.0),
+        "users": (int, 20),
+        "features": (int, 60),
+        "classes": (int, 10),
+        "seed": (int, 0),
+    },
+}
+_OPTION_RANGES = {"users": (1, 100_000), "features": (1, 100_000), "classes": (2, 10_000), "seed": (0, 2**32 - 1)}
+"""Inclusive bounds of the synthetic generator's integer options (``alpha``, ``beta``: >= 0)."""
+_SAMPLES = {"digits": (1797, 64, 10), "breast_cancer": (569, 30, 2)}
+"""Samples, features and classes of the bundled datasets (for the memory estimate)."""
+
+
+def _in_range(where: str, key: str, value: Any, low: int, high: int) -> None:
+    if value is not None and not low <= value <= high:
+        raise ConfigError(f"[{where}] {key} = {value!r}: must be in {low:,}..{high:,}")
+
+
+def _options(data: dict[str, Any]) -> dict[str, Any]:
+    """The dataset generator's options, checked against what that dataset takes."""
+    name = data["dataset"]
+    if name not in _OPTIONS:
+        raise ConfigError(f"[data] dataset = {name!r}: choose from {', '.join(_OPTIONS)}")
+    raw = data["options"] or {}
+    if raw and not _OPTIONS[name]:
+        raise ConfigError(f"[data.options]: dataset {name!r} takes no options, got {', '.join(sorted(raw))}")
+    options = _take(raw, "data.options", _OPTIONS[name])
+    for key, (low, high) in _OPTION_RANGES.items():
+        if key in options:
+            _in_range("data.options", key, options[key], low, high)
+    for key in ("alpha", "beta"):
+        if key in options and options[key] < 0:
+            raise ConfigError(f"[data.options] {key} = {options[key]!r}: must be >= 0")
+    return {k: v for k, v in options.items() if k in raw and v is not None}
+
+
+def memory_estimate(config: ExperimentConfig) -> int:
+    """Bytes an experiment needs at its peak, from its sizes (an upper estimate): ~550 MB of
+    interpreter, PyTorch and scikit-learn; the dataset (float64 while preprocessed, float32
+    copies for the split and the shards); and, per model a method keeps (gossip keeps one per
+    participant, the relay one per live model and trainer, FedAvg two per
+    participant at most) 8 bytes per parameter (weights and a flat copy), and 16 for the few being
+    trained at once (weights, gradient, optimizer state, update). Measured: 20 x MLP 64-64-10 peaked
+    at 534 MiB (estimate 555), 60 x MLP 64-1024-1024-10 at 1,478 MiB (estimate 1,790)."""
+    data, sizes = config.data, config.sizes()
+    samples, features, classes = sizes
+    widths = [features, *config.model["hidden"], classes]
+    parameters = sum(a * b + b for a, b in itertools.pairwise(widths))
+    models = 2 * data["participants"] + 16
+    return 550 * 2**20 + 24 * samples * features + 8 * parameters * models + 16 * parameters * 4
 
 
 @dataclass(frozen=True)
@@ -90,6 +156,13 @@ class ExperimentConfig:
     train: dict[str, Any]
     methods: dict[str, dict[str, Any]]
     variants: tuple[VariantConfig, ...]
+
+    def sizes(self) -> tuple[int, int, int]:
+        """Samples (at most), features and classes of the configured dataset."""
+        if self.data["dataset"] in _SAMPLES:
+            return _SAMPLES[self.data["dataset"]]
+        o = {**{k: d for k, (_, d) in _OPTIONS["synthetic"].items()}, **(self.data["options"] or {})}
+        return o["users"] * 440, o["features"], o["classes"]
 
     def resolved(self) -> dict[str, Any]:
         return {
@@ -166,6 +239,8 @@ def _budgeted(method: dict[str, Any], where: str) -> None:
 
 
 def parse_config(raw: dict[str, Any]) -> ExperimentConfig:
+    if not isinstance(raw, dict):
+        raise ConfigError("an experiment config is a TOML document of tables")
     top = _take(
         {k: v for k, v in raw.items() if not isinstance(v, (dict, list))},
         "top level",
@@ -177,13 +252,21 @@ def parse_config(raw: dict[str, Any]) -> ExperimentConfig:
         raise ConfigError(f"unknown table(s) {', '.join(unknown)}; allowed: data, model, train, methods, variants")
     data = _take(raw.get("data", {}), "data", _DATA)
     _positive("data", test_fraction=data["test_fraction"], participants=data["participants"], alpha=data["alpha"])
+    _in_range("data", "participants", data["participants"], 1, MAX_PARTICIPANTS)
+    _in_range("data", "split_seed", data["split_seed"], 0, 2**32 - 1)
+    data["options"] = _options(data) or None
     if data["test_fraction"] >= 1:
         raise ConfigError(f"[data] test_fraction must be below 1, got {data['test_fraction']}")
     model = _take(raw.get("model", {}), "model", _MODEL)
-    if not model["hidden"] or not all(isinstance(h, int) and h > 0 for h in model["hidden"]):
-        raise ConfigError(f"[model] hidden must be a non-empty list of positive integers, got {model['hidden']!r}")
+    hidden = model["hidden"]
+    if not hidden or len(hidden) > MAX_LAYERS or not all(_is_int(h) and 0 < h <= MAX_WIDTH for h in hidden):
+        raise ConfigError(
+            f"[model] hidden must list 1..{MAX_LAYERS} layer widths, each in 1..{MAX_WIDTH:,}, got {hidden!r}"
+        )
     train = _take(raw.get("train", {}), "train", _TRAIN)
     _positive("train", lr=train["lr"], batch_size=train["batch_size"], local_epochs=train["local_epochs"])
+    _in_range("train", "local_epochs", train["local_epochs"], 1, 10_000)
+    _in_range("train", "batch_size", train["batch_size"], 1, 1_000_000)
     methods_raw = raw.get("methods", {})
     if not isinstance(methods_raw, dict) or not methods_raw:
         raise ConfigError(f"[methods] must list at least one of {', '.join(_METHODS)}")
@@ -196,12 +279,16 @@ def parse_config(raw: dict[str, Any]) -> ExperimentConfig:
             _budgeted(methods[name], f"methods.{name}")
         else:
             _positive(f"methods.{name}", **methods[name])
+        for key in ("rounds", "epochs", "max_rounds"):
+            _in_range(f"methods.{name}", key, methods[name].get(key), 1, MAX_ROUNDS)
     needs_fedavg = [n for n, m in methods.items() if m.get("budget") == "fedavg"]
     if needs_fedavg and "fedavg" not in methods:
         raise ConfigError(f'budget = "fedavg" in {", ".join(needs_fedavg)} needs [methods.fedavg]')
     if "derelayl" in methods:
         _check_params(methods["derelayl"]["preset"], methods["derelayl"]["params"] or {}, "methods.derelayl")
     variants = []
+    if not isinstance(raw.get("variants", []), list):
+        raise ConfigError("[[variants]] must be an array of tables")
     for i, section in enumerate(raw.get("variants", [])):
         if not isinstance(section, dict):
             raise ConfigError(f"[[variants]] #{i + 1} must be a table")
@@ -215,6 +302,8 @@ def parse_config(raw: dict[str, Any]) -> ExperimentConfig:
         if v["method"] != "derelayl" and (v["merge_top_k"] != 1 or v["preset"] != "reference" or v["params"]):
             raise ConfigError(f"[variants {v['name']}] merge_top_k, preset and params apply to derelayl only")
         _positive(f"variants {v['name']}", merge_top_k=v["merge_top_k"], local_epochs=v["local_epochs"], lr=v["lr"])
+        _in_range(f"variants {v['name']}", "local_epochs", v["local_epochs"], 1, 10_000)
+        _in_range(f"variants {v['name']}", "merge_top_k", v["merge_top_k"], 1, MAX_PARTICIPANTS)
         if v["prox_mu"] < 0:
             raise ConfigError(f"[variants {v['name']}] prox_mu must be >= 0")
         _check_params(v["preset"], v["params"] or {}, f"variants {v['name']}")
@@ -222,7 +311,19 @@ def parse_config(raw: dict[str, Any]) -> ExperimentConfig:
     names = [v.name for v in variants]
     if len(set(names)) != len(names) or set(names) & set(methods):
         raise ConfigError("variant names must be unique and differ from method names")
-    return ExperimentConfig(top["name"], top["seed"], data, model, train, methods, tuple(variants))
+    _in_range("top level", "seed", top["seed"], 0, 2**32 - 1)
+    config = ExperimentConfig(top["name"], top["seed"], data, model, train, methods, tuple(variants))
+    need, have = memory_estimate(config), usable_memory()
+    if need > have:
+        raise ConfigError(
+            f"this experiment needs about {need / 2**30:.1f} GiB (participants, model and dataset sizes); "
+            f"this machine has {have / 2**30:.1f} GiB to spare: make it smaller"
+        )
+    return config
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _check_params(preset_name: str, params: dict[str, Any], where: str) -> None:

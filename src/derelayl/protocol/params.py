@@ -183,6 +183,8 @@ class Params:
     @classmethod
     def from_dict(cls, data: dict[str, Any], base: Params | None = None) -> Params:
         """Build from a plain mapping (e.g. TOML); unknown keys are errors."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"params must be a table of name = value, got {type(data).__name__}")
         names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
         known = {key: value for key, value in data.items() if key in names}
         unknown = {key: value for key, value in data.items() if key not in names}
