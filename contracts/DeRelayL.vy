@@ -67,6 +67,7 @@ struct Params:
     supply_cap: uint256
     payee_is_trainer: bool       # lineage_payee: false = model_owner (reference)
     phase_timeout: uint256       # 0: none
+    min_improvement: uint256     # 0: off (the improvement rule's margin)
     multipliers: DynArray[uint256, MAX_MULTIPLIERS]
 
 struct Bid:
@@ -433,14 +434,18 @@ def commit(round: uint256, commitments: DynArray[Commitment, MAX_ITEMS], fhe_pub
 
 @external
 def test(round: uint256, n_test_cases: uint256, test_cases_digest: bytes32, scores: DynArray[int64, MAX_ITEMS], co_testers: DynArray[CoTester, MAX_TESTERS], co_scores: DynArray[int64, MAX_CO_SCORES]):
-    """The round's testers score every committed model; a model's score is the lower median.
-    Co-testers' scores come flat, tester after tester (``n`` each)."""
+    """The round's testers score every committed model (and, with the improvement rule, every
+    live model after them); a model's score is the lower median. Co-testers' scores come flat,
+    tester after tester (``m`` each)."""
     miner: uint256 = self._verify_header(round, TEST)
     n: uint256 = len(self.commits)
+    m: uint256 = n
+    if self.params.min_improvement > 0:
+        m = n + len(self.live)
     # Verify the required number of test cases
     assert n_test_cases == self.params.test_cases, "MalformedError: wrong number of test cases"
-    # Verify one score per commitment
-    assert len(scores) == n, "MalformedError: one score per committed model"
+    # Verify one score per commitment (and per live model)
+    assert len(scores) == m, "MalformedError: one score per committed model"
     # Verify one report from each co-tester drawn this round, in role order; once the phase has
     # timed out, a silent co-tester's report may be missing (it forfeits its reward)
     timed: bool = self._timed_out()
@@ -459,23 +464,24 @@ def test(round: uint256, n_test_cases: uint256, test_cases_digest: bytes32, scor
             assert timed, "RoleError: co-tester reports do not match the round's co-testers"
             at += 1
         assert found, "RoleError: co-tester reports do not match the round's co-testers"
-    assert len(co_scores) == n * len(co_testers), "MalformedError: co-tester gave the wrong number of scores"
+    assert len(co_scores) == m * len(co_testers), "MalformedError: co-tester gave the wrong number of scores"
     log ScoresLogged(round=round, tester=miner, n_test_cases=n_test_cases, digest=test_cases_digest, scores=scores, v=0, r=empty(bytes32), s=empty(bytes32))
     for i: uint256 in range(len(co_testers), bound=MAX_TESTERS):
         c: CoTester = co_testers[i]
         own: DynArray[int64, MAX_ITEMS] = []
-        for j: uint256 in range(n, bound=MAX_ITEMS):
-            own.append(co_scores[i * n + j])
+        for j: uint256 in range(m, bound=MAX_ITEMS):
+            own.append(co_scores[i * m + j])
         message: bytes32 = keccak256(abi_encode(self.domain, TAG_SCORES, round, c.digest, keccak256(abi_encode(own))))
         assert self._signer(message, c.v, c.r, c.s) == self.key_of[c.tester], "SignatureError: co-tester scores not signed by the co-tester"
         log ScoresLogged(round=round, tester=c.tester, n_test_cases=n_test_cases, digest=c.digest, scores=own, v=c.v, r=c.r, s=c.s)
 
     t: uint256 = len(co_testers) + 1
-    for i: uint256 in range(n, bound=MAX_ITEMS):
+    medians: DynArray[int64, MAX_ITEMS] = []
+    for i: uint256 in range(m, bound=MAX_ITEMS):
         column: DynArray[int64, MAX_TESTERS] = [scores[i]]
         for c: uint256 in range(len(co_testers), bound=MAX_TESTERS):
             # insertion sort: testers are few
-            column.append(co_scores[c * n + i])
+            column.append(co_scores[c * m + i])
             j: uint256 = len(column) - 1
             for _: uint256 in range(MAX_TESTERS):
                 if j == 0 or column[j - 1] <= column[j]:
@@ -484,8 +490,17 @@ def test(round: uint256, n_test_cases: uint256, test_cases_digest: bytes32, scor
                 column[j] = column[j - 1]
                 column[j - 1] = tmp
                 j -= 1
-        median: int64 = column[(t - 1) // 2]
-        self.commits[i] = (self.commits[i] & M64) | (convert(convert(median, int256) + BIAS, uint256) << 64)
+        medians.append(column[(t - 1) // 2])
+    margin: int256 = convert(self.params.min_improvement, int256)
+    for i: uint256 in range(n, bound=MAX_ITEMS):
+        word: uint256 = (self.commits[i] & M64) | (convert(convert(medians[i], int256) + BIAS, uint256) << 64)
+        # The improvement rule: a child below its parent's median + the margin is flagged (bit
+        # 128) and never selected (= derelayl.protocol.transition.compute_eligible)
+        if margin > 0:
+            parent: uint256 = self.pairs[(word >> 32) & M32] & M32
+            if convert(medians[i], int256) < convert(medians[n + parent], int256) + margin:
+                word = word | (1 << 128)
+        self.commits[i] = word
     amount: uint256 = self.params.reward_per_test_case * self.params.test_cases + self.params.reward_per_tested_model * n
     self._pay_miner(miner, amount)
     for c: uint256 in range(len(co_testers), bound=MAX_TESTERS):
@@ -531,7 +546,7 @@ def settle(round: uint256):
         new_live: DynArray[uint256, MAX_ITEMS] = []
         for c: uint256 in selected:
             commit: uint256 = self.commits[c]
-            new_live.append((base_id + c) | ((commit & M32) << 64) | ((round + 1) << 96) | ((commit >> 64) << 160))
+            new_live.append((base_id + c) | ((commit & M32) << 64) | ((round + 1) << 96) | (((commit >> 64) & M64) << 160))
         self.live = new_live
     log Selected(round=round, models=selected_ids)
     log Block(round=round, kind=SETTLE, miner=miner, time=block.number, randomness=randomness, mixed=mixed)
@@ -800,16 +815,17 @@ def _draw_roles():
 
 @internal
 def _rank(n: uint256, take: uint256) -> DynArray[uint256, MAX_ITEMS]:
-    """The first ``take`` commitments by score (highest first), equal scores by settle key:
-    heapsort over (2**64 - 1 - biased score) << 64 | key, smallest first."""
+    """The first ``take`` commitments by score (highest first), equal scores by settle key,
+    leaving out those the improvement rule flagged: heapsort over flag << 192 | (2**64 - 1 -
+    biased score) << 64 | key, smallest first (flagged ones sort last)."""
     values: DynArray[uint256, MAX_ITEMS] = []
     h: uint256 = 0
     for i: uint256 in range(n, bound=MAX_ITEMS):
         if i % 8 == 0:
             h = self._word(SETTLE_KEY, i // 8)
         key: uint256 = (((h >> (32 * (7 - i % 8))) & M32) << 32) | i
-        biased: uint256 = self.commits[i] >> 64
-        values.append(((M64 - biased) << 64) | key)
+        biased: uint256 = (self.commits[i] >> 64) & M64
+        values.append((((self.commits[i] >> 128) & 1) << 192) | ((M64 - biased) << 64) | key)
     # build a max-heap (sift down from the last parent), then move the maximum to the end
     # repeatedly: values end in ascending order
     for step: uint256 in range(2 * n, bound=2 * MAX_ITEMS):
@@ -839,7 +855,8 @@ def _rank(n: uint256, take: uint256) -> DynArray[uint256, MAX_ITEMS]:
             c = big
     out: DynArray[uint256, MAX_ITEMS] = []
     for i: uint256 in range(take, bound=MAX_ITEMS):
-        out.append(values[i] & M32)
+        if values[i] >> 192 == 0:
+            out.append(values[i] & M32)
     return out
 
 

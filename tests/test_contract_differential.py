@@ -33,7 +33,10 @@ SCHEMES: list[dict[str, object]] = [
     {"phase_timeout": 2, "k": 2},
     {"phase_timeout": 2, "testers": 3},
     {"select_fraction": "3/4", "k": 3, "cap_fraction": "2/3"},
+    {"min_improvement": 1},
+    {"min_improvement": 500_000_000, "testers": 3},
 ]
+IMPROVEMENT = [s for s in SCHEMES if "min_improvement" in s]
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
@@ -241,6 +244,20 @@ def test_core_and_contract_agree_on_random_sequences(node: Node, scheme, seed, d
     assert pair.ref.round >= 6
 
 
+@settings(max_examples=4, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@given(scheme=st.sampled_from(IMPROVEMENT), seed=st.integers(1, 2**16), data=st.data())
+def test_core_and_contract_agree_on_the_improvement_rule(node: Node, scheme, seed, data) -> None:
+    """Testers also score the live models; a child below its parent + the margin is never
+    selected (honest latent children, gain ~ N(1, 1), miss a margin of half a unit about 30%
+    of the time; chosen scores make any pattern)."""
+    params = Params(**{"k": 2, "test_cases": 5, **scheme})
+    pair = Pair(node, params, participants=data.draw(st.integers(6, 14), label="participants"), seed=seed)
+    play(pair, data, phases=28)
+    assert not pair.mismatches
+    assert pair.replay_matches() == []
+    assert pair.ref.round >= 6
+
+
 @pytest.fixture(scope="module")
 def fastest_node() -> Iterator[Node]:
     made = anvil() if anvil_path() is not None else embedded()
@@ -301,3 +318,42 @@ def test_a_silent_co_tester_is_left_out_only_after_the_timeout(node: Node) -> No
     mine(pair.node, 2)
     assert pair.apply(quiet, "silent co-tester, timed out") == ("ok", "ok")
     assert not pair.mismatches
+
+
+def test_a_child_that_does_not_beat_its_parent_is_never_selected_by_either(node: Node) -> None:
+    # Prepare: the improvement rule with a margin of 1, at a test phase whose children have
+    # at least two different parents
+    pair = Pair(node, Params(k=4, test_cases=5, min_improvement=1), participants=16, seed=4)
+    population = LatentPopulation(LatentTrainer(seed=4))
+
+    def parents() -> set[int]:
+        s = pair.ref
+        return set(s.pairs.live_pos[s.commit_pair].tolist()) if len(s.commits) else set()
+
+    while pair.ref.phase != Phase.TEST or len(parents()) < 2:
+        pair.apply(population.next_block(pair.ref), "honest")
+    honest = population.next_block(pair.ref)
+    assert isinstance(honest, blocks.TestBlock)
+    s = pair.ref
+    n, live = len(s.commits), len(s.live)
+    parent_of = s.pairs.live_pos[s.commit_pair]
+    assert honest.scores.size == n + live
+    # Execute: the first child only equals its strong parent (a free-rider) and tops the
+    # round; every other child beats its weak parent
+    scores = np.full(n + live, 3, dtype=np.int64)
+    scores[:n] = 10
+    scores[n + parent_of[0]] = 100
+    scores[[i for i in range(n) if parent_of[i] == parent_of[0]]] = 100
+    free_rider = dataclasses.replace(honest, scores=scores)
+    assert pair.apply(dataclasses.replace(honest, scores=scores[:n]), "scores without the parents") == (
+        "MalformedError",
+        "MalformedError",
+    )
+    assert pair.apply(free_rider, "children equal to their parent") == ("ok", "ok")
+    riders = {int(s.commits.owner[i]) for i in range(n) if parent_of[i] == parent_of[0]}
+    eligible = n - len(riders)
+    settled = pair.apply(population.next_block(pair.ref), "settle")
+    # Assert: both agree; no free-rider is among the new live models, though they scored best
+    assert settled == ("ok", "ok") and not pair.mismatches and pair.replay_matches() == []
+    assert not riders & set(pair.ref.live.owner.tolist())
+    assert len(pair.ref.live) == min(Params().n_selected(n), eligible) > 0

@@ -121,6 +121,9 @@ def test_relay_accuracy_is_that_of_the_protocols_first_ranked_model(small_run: P
         ({"data": {"dataset": "imagenet"}}, "choose from digits"),
         ({"methods": {"fedavg": {"rounds": 10**9}}}, "rounds = 1000000000: must be in"),
         ({"seed": -1}, "seed = -1: must be in"),
+        ({"adversaries": {"sleeper": 0.1}}, "unknown key"),
+        ({"adversaries": {"free_rider": 1.5}}, "a share of participants, in 0..1"),
+        ({"adversaries": {"free_rider": 0.6, "copier": 0.6}}, "shares add up to"),
         (
             {"data": {"participants": 10_000}, "model": {"hidden": [65_536, 65_536]}},
             "GiB .*make it smaller",

@@ -241,12 +241,13 @@ def inspect(
 def _register_extensions() -> None:
     """Commands that live with their packages."""
     from derelayl.evm.cli import deploy
-    from derelayl.experiments.cli import experiment
+    from derelayl.experiments.cli import attacks, experiment
     from derelayl.node.cli import devnet, keys_app, node
     from derelayl.sim.cli import simulate
 
     app.command()(simulate)
     app.command()(experiment)
+    app.command()(attacks)
     app.command()(deploy)
     app.command()(node)
     app.command()(devnet)

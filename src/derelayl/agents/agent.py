@@ -40,7 +40,7 @@ from derelayl.protocol.messages import (
 from derelayl.protocol.producer import compute_includable_bids, compute_includable_commitments
 from derelayl.protocol.state import State
 from derelayl.protocol.types import Phase
-from derelayl.protocol.validate import phase_timed_out
+from derelayl.protocol.validate import phase_timed_out, scores_expected
 
 __all__ = ["Agent", "Brain", "Signer"]
 
@@ -179,7 +179,7 @@ class Agent:
         reports: dict[int, Signed] = {}
         for s in inbox:
             m = s.message
-            if isinstance(m, ScoresMessage) and m.scores.size == len(state.commits):
+            if isinstance(m, ScoresMessage) and m.scores.size == scores_expected(state):
                 reports.setdefault(m.participant, s)
         co_testers = [int(t) for t in state.roles.testers[1:]]
         missing = [t for t in co_testers if t not in reports]

@@ -35,6 +35,15 @@ def latent_test_digest(seed: int, round_index: int, tester: int) -> bytes:
     return hashlib.sha256(f"latent-tests/{seed}/{round_index}/{tester}".encode()).digest()
 
 
+def latent_round_scores(state: State) -> I64:
+    """What a latent tester reports: the committed models' scores, then (improvement rule) the
+    live models' (a latent model is its score)."""
+    scores = latent_scores(state.commitments)
+    if state.params.min_improvement is None:
+        return scores
+    return np.concatenate([scores, state.live.score]).astype(np.int64)
+
+
 def _train_pairs(trainer: LatentTrainer, state: State, pairs: I64) -> tuple[NDArray[np.bool_], I64]:
     """(success, child score) of the given pair positions: parent score + the trainer's draw."""
     parent = state.live.score[state.pairs.live_pos[pairs]]
@@ -53,7 +62,7 @@ class LatentBrain:
         return latent_commitments(state.round, np.array([me], dtype=np.int64), score)[0]
 
     def score(self, state: State, me: int) -> tuple[bytes, I64]:
-        return latent_test_digest(self.trainer.seed, state.round, me), latent_scores(state.commitments)
+        return latent_test_digest(self.trainer.seed, state.round, me), latent_round_scores(state)
 
 
 @dataclass
@@ -84,7 +93,7 @@ class LatentPopulation:
             trainers = state.pairs.trainer[ok]
             return CommitBlock(state.round, miner, trainers, latent_commitments(state.round, trainers, score[ok]))
         if state.phase == Phase.TEST:
-            scores = latent_scores(state.commitments)
+            scores = latent_round_scores(state)
             seed = self.trainer.seed
             reports = tuple(
                 TesterReport(t, latent_test_digest(seed, state.round, t), scores) for t in roles.testers[1:].tolist()

@@ -142,16 +142,26 @@ class RelayBrain:
     def train(self, state: State, me: int) -> bytes | None:
         pair = int(np.flatnonzero(state.pairs.trainer == me)[0])
         start, parent, received = self._start_weights(state, int(state.pairs.live_pos[pair]))
-        x, y = self.shard.read(me)
+        x, y = self.training_data(me)
         child = self.trainer.train(start, x, y, seed=derive_seed(self.seed, "train", state.round, me))
+        epochs = self.trainer.config.local_epochs
+        self.traffic.local_epochs += epochs
+        self.traffic.samples += epochs * len(y)
+        return self.commit_child(state, me, child, parent, received)
+
+    def training_data(self, me: int) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+        """What this participant trains on: its own shard."""
+        return self.shard.read(me)
+
+    def commit_child(self, state: State, me: int, child: Weights, parent: bytes, received: int) -> bytes:
+        """Store the child (its metadata names round, trainer and parent) and count the bytes
+        moved for it; returns the digest to commit."""
         meta = {**self.meta, "round": state.round, "trainer": me, "parent": parent.hex()}
         digest = self.models.store.put(weights_to_bytes(child, meta))
-        size, epochs = self.models.model_bytes, self.trainer.config.local_epochs
+        size = self.models.model_bytes
         self.traffic.owner_to_trainer += received * size
         if state.params.encryption_miner_holds_models:
             self.traffic.commit_miner_copies += size
-        self.traffic.local_epochs += epochs
-        self.traffic.samples += epochs * len(y)
         return digest
 
     def warm_up(self, me: int = 0) -> None:
@@ -178,7 +188,11 @@ class RelayBrain:
         x, y = self.shard.draw_test_cases(me, n, derive_seed(self.seed, "tests", state.round, me))
         if self.on_cases is not None:
             self.on_cases(x, y)
-        models = [self.models.load(d) for d in state.commitments]
+        # the committed models, then (improvement rule) the live ones: the round's parents
+        digests = list(state.commitments)
+        if state.params.min_improvement is not None:
+            digests += [self.models.digest_of(int(m)) for m in state.live.model_id.tolist()]
+        models = [self.models.load(d) for d in digests]
         scores = np.array([self.evaluator.correct(m, x, y) for m in models], dtype=np.int64)
         self.traffic.trainer_to_tester += len(models) * self.models.model_bytes
         self.traffic.test_cases += case_bytes(x, y)

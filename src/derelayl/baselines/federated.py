@@ -8,15 +8,19 @@ participant per round, local-only none.
 
 from __future__ import annotations
 
-import numpy as np
+from collections.abc import Callable
 
+import numpy as np
+import torch
+
+from derelayl.agents.adversaries import HONEST, poison
 from derelayl.baselines.curve import Curve, Point
 from derelayl.learning.seeds import derive_seed
 from derelayl.learning.serialization import Weights, param_bytes
 from derelayl.learning.setup import LearningSetup
 from derelayl.learning.torch_models import average
 
-__all__ = ["run_fedavg", "run_gossip", "run_local_only"]
+__all__ = ["run_fedavg", "run_gossip", "run_local_only", "trimmed_mean"]
 
 
 def _mean_accuracy(setup: LearningSetup, evaluator: object, models: list[Weights]) -> tuple[float, dict[str, float]]:
@@ -24,26 +28,56 @@ def _mean_accuracy(setup: LearningSetup, evaluator: object, models: list[Weights
     return float(accs.mean()), {"min": float(accs.min()), "max": float(accs.max())}
 
 
-def run_fedavg(setup: LearningSetup, rounds: int, seed: int) -> Curve:
-    """Every participant trains the global model every round; sample-weighted average."""
+def run_fedavg(
+    setup: LearningSetup,
+    rounds: int,
+    seed: int,
+    *,
+    kinds: list[str] | None = None,
+    trim: float = 0.0,
+    measure: Callable[[Weights], dict[str, float]] | None = None,
+) -> Curve:
+    """Every participant trains the global model every round; sample-weighted average, or with
+    ``trim`` > 0 the coordinate-wise trimmed mean (Yin et al. 2018: drop the ``trim`` share of
+    largest and of smallest values of each parameter, average the rest, unweighted), the
+    standard robust aggregation. ``kinds``: each participant's behaviour
+    (``derelayl.agents.adversaries``); ``measure``: extra figures of each round's model."""
     shards, trainer, evaluator = setup.shards(), setup.trainer(), setup.evaluator()
     size = param_bytes(setup.init)
     epochs = setup.train_config.local_epochs
-    curve = Curve("fedavg", info={"model_bytes": size})
+    curve = Curve("fedavg" if not trim else "fedavg-trimmed", info={"model_bytes": size, "trim": trim})
     weights, moved, done, samples = setup.init, 0, 0, 0
-    curve.add(Point(0, setup.test_accuracy(evaluator, weights), 0, 0, 0))
+    extra = measure or (lambda _: {})
+    curve.add(Point(0, setup.test_accuracy(evaluator, weights), 0, 0, 0, extra(weights)))
     for r in range(1, rounds + 1):
         children, counts = [], []
         for p, shard in enumerate(shards):
             x, y = shard.read(p)
-            children.append(trainer.train(weights, x, y, seed=derive_seed(seed, "fedavg", r, p)))
+            kind = kinds[p] if kinds else HONEST
+            if kind in ("free_rider", "copier"):  # uploads the global model unchanged
+                children.append(weights)
+            else:
+                x, y = poison(kind, x, y, setup.dataset.n_classes, derive_seed(seed, "poison", p))
+                children.append(trainer.train(weights, x, y, seed=derive_seed(seed, "fedavg", r, p)))
+                samples += epochs * len(y)
             counts.append(len(y))
-            samples += epochs * len(y)
-        weights = average(children, counts)
+        weights = trimmed_mean(children, trim) if trim else average(children, counts)
         moved += 2 * len(shards) * size
         done += epochs * len(shards)
-        curve.add(Point(r, setup.test_accuracy(evaluator, weights), moved, done, samples))
+        curve.add(Point(r, setup.test_accuracy(evaluator, weights), moved, done, samples, extra(weights)))
     return curve
+
+
+def trimmed_mean(models: list[Weights], trim: float) -> Weights:
+    """Coordinate-wise: sort each parameter's values over the models, drop ``floor(trim * n)``
+    at each end, average the rest."""
+    n = len(models)
+    cut = min(int(trim * n), (n - 1) // 2)
+    out = {}
+    for name in models[0]:
+        stacked = torch.stack([m[name] for m in models]).sort(dim=0).values
+        out[name] = stacked[cut : n - cut].mean(dim=0)
+    return out
 
 
 def run_local_only(setup: LearningSetup, rounds: int, seed: int) -> Curve:

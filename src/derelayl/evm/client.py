@@ -60,6 +60,7 @@ def contract_params(params: Params) -> tuple[Any, ...]:
         params.supply_cap or 0,
         params.lineage_payee == "trainer",
         params.phase_timeout or 0,
+        params.min_improvement or 0,
         list(multipliers),
     )
 

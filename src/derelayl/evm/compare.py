@@ -50,6 +50,7 @@ def contract_snapshot(contract: Any, block: int | str = "latest") -> dict[str, A
         "pairs": [(p & M32, (p >> 32) & M32, (p >> 64) & M32, (p >> 96) & M64, (p >> 160) & M64) for p in pairs],
         "commits": [(c & M32, (c >> 32) & M32) for c in commits],
         "scores": [((c >> 64) & M64) - BIAS if phase == 3 else 0 for c in commits],
+        "eligible": [not (c >> 128) & 1 for c in commits] if phase == 3 else [],
         "digests": [bytes(d) for d in digests],
     }
 
@@ -84,6 +85,7 @@ def state_snapshot(state: State) -> dict[str, Any]:
         ],
         "commits": [(int(t), int(q)) for t, q in zip(c.owner, state.commit_pair, strict=True)],
         "scores": [int(s) for s in c.score] if tested else [0] * len(c),
+        "eligible": [bool(e) for e in state.commit_eligible] if tested else [],
         "digests": list(state.commitments),
     }
 

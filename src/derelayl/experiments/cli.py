@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from derelayl.errors import DerelaylError
+from derelayl.errors import ConfigError, DerelaylError
 from derelayl.terminal import console, fail
 
-__all__ = ["experiment"]
+__all__ = ["attacks", "experiment"]
 
 
 def experiment(
@@ -29,3 +30,44 @@ def experiment(
     except DerelaylError as exc:
         raise fail(str(exc)) from exc
     typer.echo(f"{len(results['summary'])} methods in {results['wall_seconds']:.1f} s; report in {out_dir}/report.md")
+
+
+def attacks(
+    config: Annotated[
+        Path, typer.Argument(help="Experiment config (TOML): data, model, training, rounds of FedAvg.")
+    ] = Path("experiments/digits_dirichlet.toml"),
+    out_dir: Annotated[Path, typer.Option("--out", help="Results folder.")] = Path("runs/attacks"),
+    share: Annotated[float, typer.Option(help="Share of participants dishonest, one kind at a time.")] = 0.3,
+    seeds: Annotated[str, typer.Option(help='Seeds of split and training: "0-4", "1,3,5".')] = "0-2",
+    kinds: Annotated[
+        str,
+        typer.Option(help="Kinds, comma-separated: free_rider, copier, label_flip, backdoor, lying_tester, or all."),
+    ] = "all",
+    rounds: Annotated[int, typer.Option(help="Relay rounds per run.")] = 50,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress lines.")] = False,
+) -> None:
+    """Each kind of dishonest participant against the relay (faithful and defended) and FedAvg
+    (plain and trimmed mean), over seeds: accuracy lost, rewards taken, models caught, backdoor
+    success; writes results.json, report.md and attacks.png."""
+    from derelayl.agents.kinds import KINDS
+    from derelayl.experiments.attacks import run_attacks
+    from derelayl.experiments.config import load_config
+    from derelayl.sim.config import parse_seeds
+
+    try:
+        if not math.isfinite(share):
+            raise ConfigError(f"--share must be a finite number, got {share}")
+        cfg = load_config(config)
+        chosen = KINDS if kinds == "all" else tuple(k.strip() for k in kinds.split(",") if k.strip())
+        results = run_attacks(
+            cfg,
+            out_dir,
+            share=share,
+            seeds=parse_seeds(seeds),
+            kinds=chosen,
+            rounds=rounds,
+            progress=None if quiet else lambda line: console.print(line),
+        )
+    except DerelaylError as exc:
+        raise fail(str(exc)) from exc
+    typer.echo(f"{len(results['runs'])} runs in {results['wall_seconds']:.1f} s; report in {out_dir}/report.md")

@@ -14,6 +14,8 @@ Layout (see ``experiments/digits_dirichlet.toml``)::
     [methods.derelayl] preset, rounds | budget, max_rounds, [methods.derelayl.params]
     [[variants]] name, method (derelayl | fedavg | gossip), prox_mu, local_epochs, lr, momentum;
                  DeRelayL only: merge_top_k, preset, [params]
+    [adversaries] share of participants of each dishonest kind (free_rider, copier, label_flip,
+                 backdoor, lying_tester): they act so in DeRelayL and FedAvg runs
 
 ``budget = "fedavg"`` runs a method until it has moved as many bytes as FedAvg in total.
 """
@@ -27,6 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from derelayl.agents.kinds import KINDS
 from derelayl.errors import ConfigError
 from derelayl.protocol.params import Params, preset
 from derelayl.sim.config import usable_memory
@@ -156,6 +159,7 @@ class ExperimentConfig:
     train: dict[str, Any]
     methods: dict[str, dict[str, Any]]
     variants: tuple[VariantConfig, ...]
+    adversaries: dict[str, float] = field(default_factory=dict)
 
     def sizes(self) -> tuple[int, int, int]:
         """Samples (at most), features and classes of the configured dataset."""
@@ -173,6 +177,7 @@ class ExperimentConfig:
             "train": self.train,
             "methods": self.methods,
             "variants": [asdict(v) for v in self.variants],
+            "adversaries": self.adversaries,
         }
 
 
@@ -247,9 +252,11 @@ def parse_config(raw: dict[str, Any]) -> ExperimentConfig:
         {"name": (str, "experiment"), "seed": (int, 0)},
     )
     tables = {k for k, v in raw.items() if isinstance(v, (dict, list))}
-    unknown = sorted(tables - {"data", "model", "train", "methods", "variants"})
+    unknown = sorted(tables - {"data", "model", "train", "methods", "variants", "adversaries"})
     if unknown:
-        raise ConfigError(f"unknown table(s) {', '.join(unknown)}; allowed: data, model, train, methods, variants")
+        raise ConfigError(
+            f"unknown table(s) {', '.join(unknown)}; allowed: data, model, train, methods, variants, adversaries"
+        )
     data = _take(raw.get("data", {}), "data", _DATA)
     _positive("data", test_fraction=data["test_fraction"], participants=data["participants"], alpha=data["alpha"])
     _in_range("data", "participants", data["participants"], 1, MAX_PARTICIPANTS)
@@ -312,7 +319,14 @@ def parse_config(raw: dict[str, Any]) -> ExperimentConfig:
     if len(set(names)) != len(names) or set(names) & set(methods):
         raise ConfigError("variant names must be unique and differ from method names")
     _in_range("top level", "seed", top["seed"], 0, 2**32 - 1)
-    config = ExperimentConfig(top["name"], top["seed"], data, model, train, methods, tuple(variants))
+    adversaries = _take(raw.get("adversaries", {}), "adversaries", {k: (NUM, None) for k in KINDS})
+    adversaries = {k: v for k, v in adversaries.items() if v is not None}
+    for kind, share in adversaries.items():
+        if not 0 <= share <= 1:
+            raise ConfigError(f"[adversaries] {kind} = {share!r}: a share of participants, in 0..1")
+    if sum(adversaries.values()) > 1:
+        raise ConfigError(f"[adversaries]: shares add up to {sum(adversaries.values())}, above 1")
+    config = ExperimentConfig(top["name"], top["seed"], data, model, train, methods, tuple(variants), adversaries)
     need, have = memory_estimate(config), usable_memory()
     if need > have:
         raise ConfigError(

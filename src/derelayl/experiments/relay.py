@@ -11,10 +11,13 @@ test set, which no participant ever sees.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+from typing import Any
 
 import numpy as np
 
+from derelayl.agents.adversaries import HONEST, KINDS, Adversary, assign, backdoor_success
 from derelayl.agents.agent import Agent
 from derelayl.agents.relay import ModelBook, RelayBrain, Traffic, relay_brains
 from derelayl.baselines.curve import Curve, Point
@@ -42,14 +45,23 @@ def run_derelayl(
     rounds: int | None = None,
     byte_budget: int | None = None,
     max_rounds: int = 1000,
+    adversaries: dict[str, float] | None = None,
+    measure_backdoor: bool = False,
 ) -> Curve:
-    """Rounds until ``rounds`` have settled or ``byte_budget`` bytes have moved."""
+    """Rounds until ``rounds`` have settled or ``byte_budget`` bytes have moved. With
+    ``adversaries`` (kind -> share of participants, ``derelayl.agents.adversaries``), those
+    participants behave dishonestly; the curve's info then reports each group's rewards. The
+    backdoor's success on the first-ranked model is measured each round when a backdoor
+    poisoner takes part or ``measure_backdoor``."""
     n = len(setup.split.participants)
     keys = [hashlib.sha256(f"derelayl-experiment/{seed}/{i}".encode()).digest() for i in range(n)]
     genesis_seed = hashlib.sha256(f"derelayl-experiment/{seed}".encode()).digest()
     client = StateClient(initialize_state(params, genesis_seed, keys))
     models = ModelBook.of_genesis(MemoryModelStore(), setup.init, {"spec": setup.spec.to_dict()})
     brains = relay_brains(setup, models, seed, train_config=train_config, merge_top_k=merge_top_k)
+    kinds = assign(n, adversaries or {}, seed)
+    brains = [_behaving(b, kind, kinds, setup.dataset.n_classes) for b, kind in zip(brains, kinds, strict=True)]
+    backdoor = measure_backdoor or "backdoor" in kinds
     driver = RoundDriver(client, [Agent(client.signer(k), b) for k, b in zip(keys, brains, strict=True)])
     state = client.state
     evaluator = setup.evaluator()
@@ -68,7 +80,10 @@ def run_derelayl(
             "shard_sizes": [len(b.shard) for b in brains],
         },
     )
-    curve.add(Point(0, accuracy[0], 0, 0, 0, {"supply_coins": 0.0, "gini": 0.0, "within_2pp": 1 / n}))
+    start = {"supply_coins": 0.0, "gini": 0.0, "within_2pp": 1 / n}
+    if backdoor:
+        start["backdoor_success"] = backdoor_success(evaluator, setup.init, setup.x_test, setup.y_test)
+    curve.add(Point(0, accuracy[0], 0, 0, 0, start))
     limit = rounds if rounds is not None else max_rounds
     while state.round < limit and (byte_budget is None or _traffic(brains).total_bytes < byte_budget):
         deposit = driver.step()
@@ -93,6 +108,9 @@ def run_derelayl(
         np.add.at(selected, settle.selected_owner, 1)
         top = int(state.live.model_id[0])  # the protocol's first-ranked model (live is in rank order)
         t = _traffic(brains)
+        extra = {}
+        if backdoor:
+            extra["backdoor_success"] = backdoor_success(evaluator, models.weights(top), setup.x_test, setup.y_test)
         curve.add(
             Point(
                 state.round,
@@ -109,6 +127,7 @@ def run_derelayl(
                     "best_committed": max(accuracy[m] for m in commit.model_id.tolist())
                     if commit.model_id.size
                     else None,
+                    **extra,
                 },
             )
         )
@@ -127,7 +146,37 @@ def run_derelayl(
             "shard_reads_by_others": sum(sum(r != b.shard.owner for r in b.shard.reads) for b in brains),
         }
     )
+    if adversaries:
+        curve.info["groups"] = group_report(kinds, state.balances, trained, selected)
     return curve
+
+
+def _behaving(brain: RelayBrain, kind: str, kinds: list[str], n_classes: int) -> RelayBrain:
+    """``brain``, or an ``Adversary`` of ``kind`` with the same shard, trainer and store."""
+    if kind == HONEST:
+        return brain
+    group = frozenset(p for p, k in enumerate(kinds) if k == kind)
+    fields = {f.name: getattr(brain, f.name) for f in dataclasses.fields(RelayBrain)}
+    return Adversary(**fields, kind=kind, group=group, n_classes=n_classes)
+
+
+def group_report(kinds: list[str], balances: np.ndarray, trained: np.ndarray, selected: np.ndarray) -> dict[str, Any]:
+    """Per group (honest and each adversary kind): members, share of all coins held at the end
+    (every coin is a reward: balances start at 0), models committed and selected, and the share
+    of its committed models that the rules turned away ("caught")."""
+    total = int(balances.sum())
+    out: dict[str, Any] = {}
+    for kind in [HONEST, *(k for k in KINDS if k in kinds)]:
+        members = [p for p, k in enumerate(kinds) if k == kind]
+        committed, chosen = int(trained[members].sum()), int(selected[members].sum())
+        out[kind] = {
+            "participants": len(members),
+            "reward_share": int(balances[members].sum()) / total if total else 0.0,
+            "models_committed": committed,
+            "models_selected": chosen,
+            "turned_away": 1 - chosen / committed if committed else None,
+        }
+    return out
 
 
 def _traffic(brains: list[RelayBrain]) -> Traffic:

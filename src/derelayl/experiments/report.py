@@ -75,6 +75,29 @@ def _reading(results: dict[str, Any]) -> list[str]:
     return out
 
 
+def _adversaries(results: dict[str, Any]) -> list[str]:
+    shares = results["config"].get("adversaries") or {}
+    if not shares:
+        return []
+    lines = [
+        "## Dishonest participants",
+        "",
+        "Shares: " + ", ".join(f"{k} {v:.0%}" for k, v in shares.items()) + " (they act so in DeRelayL and FedAvg "
+        "runs; `derelayl attacks` measures each kind against an honest run over several seeds).",
+        "",
+        "| method | group | participants | share of rewards | models committed | selected | turned away |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, row in results["summary"].items():
+        for group, g in row.get("groups", {}).items():
+            away = "–" if g["turned_away"] is None else f"{g['turned_away']:.0%}"
+            lines.append(
+                f"| {name} | {group} | {g['participants']} | {g['reward_share']:.1%} | {g['models_committed']} | "
+                f"{g['models_selected']} | {away} |"
+            )
+    return [*lines, ""]
+
+
 def render_report(results: dict[str, Any]) -> str:
     cfg, ds = results["config"], results["dataset"]
     d, t = cfg["data"], cfg["train"]
@@ -100,6 +123,7 @@ def render_report(results: dict[str, Any]) -> str:
         "",
         *_reading(results),
         "",
+        *_adversaries(results),
         "## How things are counted",
         "",
         "- Bytes are model parameters as float32 (the same unit for every method), counted once per transfer. "

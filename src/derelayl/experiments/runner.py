@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from derelayl.agents.adversaries import assign
 from derelayl.baselines import Curve, run_centralized, run_fedavg, run_gossip, run_local_only
 from derelayl.experiments.config import ExperimentConfig, VariantConfig
 from derelayl.experiments.relay import run_derelayl
@@ -96,8 +97,10 @@ def _run_locked(config: ExperimentConfig, out_dir: Path, progress: Progress | No
             f"{wall[name]:.1f} s"
         )
 
+    adversaries = config.adversaries or None
+    kinds = assign(len(setup.split.participants), config.adversaries, seed) if adversaries else None
     if "fedavg" in methods:
-        timed("fedavg", lambda: run_fedavg(setup, methods["fedavg"]["rounds"], seed))
+        timed("fedavg", lambda: run_fedavg(setup, methods["fedavg"]["rounds"], seed, kinds=kinds))
     if "centralized" in methods:
         timed("centralized", lambda: run_centralized(setup, methods["centralized"]["epochs"], seed))
     if "local_only" in methods:
@@ -111,7 +114,13 @@ def _run_locked(config: ExperimentConfig, out_dir: Path, progress: Progress | No
         timed(
             "derelayl",
             lambda: run_derelayl(
-                setup, params, seed, rounds=r["rounds"], byte_budget=_budget(r, curves), max_rounds=r["max_rounds"]
+                setup,
+                params,
+                seed,
+                rounds=r["rounds"],
+                byte_budget=_budget(r, curves),
+                max_rounds=r["max_rounds"],
+                adversaries=adversaries,
             ),
         )
     for v in config.variants:
@@ -142,10 +151,12 @@ def _run_variant(config: ExperimentConfig, setup: LearningSetup, v: VariantConfi
             rounds=method["rounds"],
             byte_budget=_budget(method, curves),
             max_rounds=method["max_rounds"],
+            adversaries=config.adversaries or None,
         )
     varied = dataclasses.replace(setup, train_config=train)
     if v.method == "fedavg":
-        curve = run_fedavg(varied, method["rounds"], seed)
+        kinds = assign(len(setup.split.participants), config.adversaries, seed) if config.adversaries else None
+        curve = run_fedavg(varied, method["rounds"], seed, kinds=kinds)
     else:
         curve = run_gossip(varied, seed, method["rounds"], _budget(method, curves), method["max_rounds"])
     curve.method = v.name
@@ -167,6 +178,8 @@ def _results(
             "samples": final.samples,
             "wall_seconds": wall[name],
         }
+        if "groups" in curve.info:
+            row["groups"] = curve.info["groups"]
         if budget is not None and final.bytes > budget:
             at = curve.at_bytes(budget)
             row["at_fedavg_bytes"] = {"round": at.round, "accuracy": at.accuracy, "bytes": at.bytes}

@@ -112,12 +112,13 @@ class Chain:
             raise MalformedError(f"genesis: protocol {str(body['protocol'])[:40]!r}, this software reads {PROTOCOL_ID}")
         if not isinstance(body["params"], dict) or not isinstance(body["keys"], list):
             raise MalformedError("genesis: params must be an object and keys a list")
-        if set(body["params"]) != set(Params().to_dict()):
+        params = Params.from_dict(body["params"])
+        if set(body["params"]) != set(params.to_dict()):
             raise MalformedError("genesis: params must name every protocol parameter, and nothing else")
         if not all(isinstance(k, str) for k in body["keys"]) or not isinstance(body["seed"], str):
             raise MalformedError("genesis: keys and seed must be hex strings")
         keys = [bytes.fromhex(k) for k in body["keys"]]
-        state = initialize_state(Params.from_dict(body["params"]), bytes.fromhex(body["seed"]), keys)
+        state = initialize_state(params, bytes.fromhex(body["seed"]), keys)
         _check_signature(stored, keys[0])
         _check_root(header, state)
         return state

@@ -34,6 +34,8 @@ def compute_state_root(state: State) -> bytes:
     pairs = state.pairs
     add(pairs.live_pos, pairs.model_owner, pairs.mo_deposit, pairs.trainer, pairs.trainer_deposit)
     add(state.commit_pair, *state.commitments)
+    if state.params.min_improvement is not None:  # (absent from roots of chains without the rule)
+        add(state.commit_eligible)
     add(state.lineage.trunk, *state.lineage.multipliers)
     for level in state.lineage.levels:
         add(level.owner, level.parent)

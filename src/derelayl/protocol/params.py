@@ -30,6 +30,8 @@ REWARD_SCHEMES: tuple[RewardScheme, ...] = ("lineage", "decay", "capped")
 LineagePayee = Literal["model_owner", "trainer"]
 LINEAGE_PAYEES: tuple[LineagePayee, ...] = ("model_owner", "trainer")
 _INT_FIELDS = ("k", "test_cases", "testers")
+_OPTIONAL = ("min_improvement",)
+"""Parameters added after chains existed: left out of ``to_dict`` while unset."""
 MAX_TESTERS = 16
 MAX_AMOUNT = 2**62
 """Largest amount a parameter may name, in units (sums of a round's amounts stay in int64)."""
@@ -104,6 +106,12 @@ class Params:
     """Statistic only. Reference (False): a matched trainer holds the parent only through the
     child it commits; one whose training fails holds nothing new. True: the parent it was handed
     counts as held from the deposit on."""
+    min_improvement: int | None = None
+    """The improvement rule (against free-riders): testers also score each live model (the
+    round's parents) on their cases, and a child is selected only if its median score is at
+    least its parent's + this margin (in score units: correct test cases for real models). The
+    top fraction is then taken among those. None (reference): off, and testers score only the
+    committed models."""
     phase_timeout: int | None = None
     """Blocks (of the ledger's clock) after which any registered participant may produce a phase
     the drawn miner has not produced, and is paid its item rewards. None (reference): only the
@@ -145,6 +153,14 @@ class Params:
             raise ConfigError(f"test_cases must be in 1..{MAX_COUNT}, got {self.test_cases}")
         if self.cap is not None and self.cap > MAX_COUNT:
             raise ConfigError(f"cap must be at most {MAX_COUNT}, got {self.cap}")
+        if self.min_improvement is not None and (
+            not isinstance(self.min_improvement, int)
+            or isinstance(self.min_improvement, bool)
+            or not 1 <= self.min_improvement <= MAX_AMOUNT
+        ):
+            raise ConfigError(
+                f"min_improvement must be an integer in 1..{MAX_AMOUNT} or absent, got {self.min_improvement!r}"
+            )
         if self.phase_timeout is not None and self.phase_timeout > MAX_COUNT:
             raise ConfigError(f"phase_timeout must be at most {MAX_COUNT} blocks, got {self.phase_timeout}")
         if not 1 <= self.testers <= MAX_TESTERS:
@@ -171,10 +187,17 @@ class Params:
         """floor(s * n_models), exact."""
         return int(self.select_fraction * n_models)
 
+    def scored_models(self, n_commits: int, n_live: int) -> int:
+        """Scores each tester reports: one per committed model, then (with the improvement
+        rule) one per live model, in live order."""
+        return n_commits + (n_live if self.min_improvement is not None else 0)
+
     def to_dict(self) -> dict[str, Any]:
+        """Every parameter by name; ``min_improvement`` only when set (chains made before it
+        existed name every other parameter, and stay valid)."""
         out: dict[str, Any] = {}
         for f in dataclasses.fields(self):
-            if f.name == "extra":
+            if f.name == "extra" or (f.name in _OPTIONAL and getattr(self, f.name) is None):
                 continue
             value = getattr(self, f.name)
             out[f.name] = str(value) if isinstance(value, Fraction) else value

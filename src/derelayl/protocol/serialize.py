@@ -53,7 +53,7 @@ def _models_from(d: dict[str, Any]) -> Models:
 
 def state_to_dict(state: State) -> dict[str, Any]:
     roles = state.roles
-    return {
+    out = {
         "params": state.params.to_dict(),
         "beacon": state.beacon.hex(),
         "keys": [k.hex() for k in state.keys],
@@ -88,6 +88,9 @@ def state_to_dict(state: State) -> dict[str, Any]:
             "levels": [{"owner": _ints(lv.owner), "parent": _ints(lv.parent)} for lv in state.lineage.levels],
         },
     }
+    if state.params.min_improvement is not None:  # (states without the rule keep their old form)
+        out["commit_eligible"] = [bool(e) for e in state.commit_eligible]
+    return out
 
 
 def state_from_dict(d: dict[str, Any]) -> State:
@@ -123,6 +126,7 @@ def state_from_dict(d: dict[str, Any]) -> State:
         pairs=Pairs(**{name: _i64(values) for name, values in d["pairs"].items()}),
         commits=_models_from(d["commits"]),
         commit_pair=_i64(d["commit_pair"]),
+        commit_eligible=np.array(d.get("commit_eligible", [True] * len(d["commit_pair"])), dtype=bool),
         commitments=[bytes.fromhex(c) for c in d["commitments"]],
         lineage=LineageTree(
             multipliers=tuple(lineage["multipliers"]),

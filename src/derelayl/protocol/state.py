@@ -102,6 +102,9 @@ class State:
     commits: Models = field(default_factory=Models)
     commit_pair: I64 = field(default_factory=empty_i64)
     """For each commitment: its position in ``pairs``."""
+    commit_eligible: NDArray[np.bool_] = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    """For each commitment, after the test block: may it be selected (with the improvement rule,
+    its median score is at least its parent's + ``min_improvement``; without it, always)."""
     commitments: list[bytes] = field(default_factory=list)
     lineage: LineageTree = field(default_factory=lambda: LineageTree(multipliers=(0,)))
 

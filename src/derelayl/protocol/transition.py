@@ -211,8 +211,10 @@ def process_test_block(state: State, block: TestBlock) -> TestReceipt:
         verify_report(state, report.test_cases_digest, report.scores, f"co-tester {report.tester}")
 
     rows = [block.scores.astype(np.int64), *(r.scores.astype(np.int64) for r in block.co_testers)]
-    state.commits.score = np.sort(np.stack(rows), axis=0)[(len(rows) - 1) // 2].copy()
+    medians = np.sort(np.stack(rows), axis=0)[(len(rows) - 1) // 2]
     n = len(state.commits)
+    state.commits.score = medians[:n].copy()
+    state.commit_eligible = compute_eligible(state, medians)
     amount = params.reward_per_test_case * params.test_cases + params.reward_per_tested_model * n
     reward = pay_miner(state, block.miner, amount)
     co_reward = 0
@@ -221,6 +223,19 @@ def process_test_block(state: State, block: TestBlock) -> TestReceipt:
     _mix(state, block.randomness)
     _end_phase(state, block, Phase.SETTLE)
     return TestReceipt(miner_reward=reward, co_tester_reward=co_reward)
+
+
+def compute_eligible(state: State, medians: I64) -> NDArray[np.bool_]:
+    """Which committed models may be selected. ``medians``: the round's median scores, one per
+    committed model, then (with the improvement rule) one per live model. A child passes if it
+    scores at least its parent (the live model its pair's owner held) + ``min_improvement``."""
+    n = len(state.commits)
+    margin = state.params.min_improvement
+    if margin is None:
+        return np.ones(n, dtype=bool)
+    parent = medians[n + state.pairs.live_pos[state.commit_pair]]
+    # (Python integers: a score near the int64 limits + the margin must not wrap around)
+    return np.array([int(c) >= int(p) + margin for c, p in zip(medians[:n], parent, strict=True)], dtype=bool)
 
 
 def process_settle_block(state: State, block: SettleBlock) -> SettleReceipt:
@@ -232,6 +247,8 @@ def process_settle_block(state: State, block: SettleBlock) -> SettleReceipt:
 
     _mix(state, block.randomness)
     rank = compute_ranking(commits.score, compute_keys(state.beacon, SETTLE, n_models))
+    # the top fraction of all models, taken among those the improvement rule lets through
+    rank = rank[state.commit_eligible[rank]]
     chosen = rank[: params.n_selected(n_models)]
     chosen_pairs = state.commit_pair[chosen]
     won = np.zeros(len(pairs), dtype=bool)
@@ -288,6 +305,7 @@ def _next_round(state: State, block: SettleBlock) -> None:
     state.pairs = Pairs()
     state.commits = Models()
     state.commit_pair = np.zeros(0, dtype=np.int64)
+    state.commit_eligible = np.zeros(0, dtype=bool)
     state.commitments = []
     state.roles = assign_roles(state)
 

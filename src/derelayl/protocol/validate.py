@@ -27,6 +27,7 @@ __all__ = [
     "INT64_MIN",
     "in_order_within",
     "phase_timed_out",
+    "scores_expected",
     "timed_out",
     "validate_new_keys",
     "verify_bids",
@@ -137,13 +138,22 @@ def in_order_within(given: list[int], expected: list[int]) -> bool:
     return all(any(g == e for e in rest) for g in given)
 
 
+def scores_expected(state: State) -> int:
+    """How many scores each tester reports this round (``Params.scored_models``)."""
+    return state.params.scored_models(len(state.commits), len(state.live))
+
+
 def verify_report(state: State, digest: bytes, scores: I64, who: str) -> None:
     # Verify a digest of the test cases
     if not isinstance(digest, bytes) or len(digest) != DIGEST_SIZE:
         raise MalformedError(f"test block: {who}'s test_cases_digest must be a {DIGEST_SIZE}-byte digest")
-    # Verify exactly one integer score per commitment
-    if not isinstance(scores, np.ndarray) or scores.ndim != 1 or scores.size != len(state.commits):
+    # Verify exactly one integer score per commitment (and, with the improvement rule, per live model)
+    want = scores_expected(state)
+    if not isinstance(scores, np.ndarray) or scores.ndim != 1 or scores.size != want:
         size = scores.size if isinstance(scores, np.ndarray) else "no"
-        raise MalformedError(f"test block: {who} gave {size} scores for {len(state.commits)} committed models")
+        what = f"{len(state.commits)} committed models" + (
+            f" and {len(state.live)} live models" if want != len(state.commits) else ""
+        )
+        raise MalformedError(f"test block: {who} gave {size} scores for {what}")
     if scores.size and scores.dtype != np.int64:
         raise MalformedError(f"test block: {who}'s scores must be 64-bit integers")

@@ -98,6 +98,14 @@ def simulate(
             rich_help_panel=_P,
         ),
     ] = None,
+    min_improvement: Annotated[
+        int | None,
+        typer.Option(
+            help="Improvement rule: a child must beat its parent's score by this (score units) to be selected "
+            "(default: off).",
+            rich_help_panel=_P,
+        ),
+    ] = None,
     mo_budget: Annotated[str | None, typer.Option(help="Model-owner budget [0.001].", rich_help_panel=_M)] = None,
     lineage_reward: Annotated[
         str | None, typer.Option(help="Coins minted per lineage member per selected model [1].", rich_help_panel=_M)
@@ -187,6 +195,7 @@ def simulate(
         trainer_holds_parent=trainer_holds_parent,
         lineage_payee=lineage_payee,
         phase_timeout=phase_timeout,
+        min_improvement=min_improvement,
         mo_budget=mo_budget,
         lineage_reward=lineage_reward,
         supply_cap=supply_cap,

@@ -1,0 +1,142 @@
+"""Dishonest participants, for measuring what the rules let them get away with.
+
+Each kind is one participant's behaviour, written once and used by the relay (an
+``Adversary`` brain in place of a ``RelayBrain``) and by the federated baselines
+(``fl_update``), so an attack means the same thing in every method:
+
+- ``free_rider``: trains nothing; commits its parent's weights unchanged (re-serialized, so
+  the digest differs: a digest check alone cannot catch it). In FedAvg: uploads the global
+  model it received.
+- ``copier``: trains nothing; commits a copy of the best live model other than its parent,
+  which it got from that model's owner (collusion) or as a past commit miner. In FedAvg: as a
+  free-rider (there is one global model to copy).
+- ``label_flip``: trains on its own data with every label shifted by one class (a poisoner).
+- ``backdoor``: trains on its own data with half its samples stamped with a trigger (the last
+  four features set to ``TRIGGER_VALUE``) and labelled ``TARGET``; measured by the share of
+  stamped test inputs of other classes that the model puts in ``TARGET``.
+- ``lying_tester``: trains honestly, but when it tests, it reports the best possible score for
+  every model trained by a member of its own group and 0 for all others (a colluding
+  tester+trainer group). In FedAvg there are no testers: it behaves honestly.
+
+Who is dishonest is drawn from the seed (``assign``); participant 0 (the genesis owner)
+stays honest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import NDArray
+
+from derelayl.agents.kinds import HONEST, KINDS
+from derelayl.agents.relay import RelayBrain
+from derelayl.errors import ConfigError
+from derelayl.learning.seeds import derive_seed
+from derelayl.learning.serialization import Weights
+from derelayl.learning.torch_models import TorchEvaluator
+from derelayl.protocol.state import State
+
+__all__ = [
+    "HONEST",
+    "KINDS",
+    "TARGET",
+    "TRIGGER_VALUE",
+    "Adversary",
+    "assign",
+    "backdoor_success",
+    "poison",
+    "stamp",
+]
+
+TARGET = 0
+"""The class a backdoor trigger asks for."""
+TRIGGER_VALUE = 4.0
+"""The trigger: the last four features set to this (4 standard deviations after standardizing)."""
+BACKDOOR_SHARE = 0.5
+"""Share of a backdoor poisoner's samples that carry the trigger."""
+
+F32 = NDArray[np.float32]
+I64 = NDArray[np.int64]
+
+
+def assign(n: int, shares: dict[str, float], seed: int) -> list[str]:
+    """The kind of each of ``n`` participants: ``round(share * n)`` of each kind, drawn from
+    the seed among participants 1..n-1; the rest honest."""
+    unknown = sorted(set(shares) - set(KINDS))
+    if unknown:
+        raise ConfigError(f"unknown adversary kind(s) {', '.join(unknown)}; choose from {', '.join(KINDS)}")
+    counts = {k: round(v * n) for k, v in shares.items()}
+    if sum(counts.values()) > n - 1:
+        raise ConfigError(f"adversary shares {shares} take more than the {n - 1} participants besides genesis's owner")
+    order = 1 + np.random.default_rng(derive_seed(seed, "adversaries")).permutation(n - 1)
+    kinds = [HONEST] * n
+    at = 0
+    for kind in KINDS:
+        for p in order[at : at + counts.get(kind, 0)].tolist():
+            kinds[p] = kind
+        at += counts.get(kind, 0)
+    return kinds
+
+
+def stamp(x: F32) -> F32:
+    """``x`` with the backdoor trigger."""
+    out = np.array(x, dtype=np.float32, copy=True)
+    out[:, -4:] = TRIGGER_VALUE
+    return out
+
+
+def poison(kind: str, x: F32, y: I64, n_classes: int, seed: int) -> tuple[F32, I64]:
+    """The training data a poisoner of ``kind`` uses instead of its own (others: unchanged)."""
+    if kind == "label_flip":
+        return x, ((y + 1) % n_classes).astype(np.int64)
+    if kind == "backdoor":
+        pick = np.random.default_rng(seed).random(len(y)) < BACKDOOR_SHARE
+        x, y = np.array(x, copy=True), np.array(y, copy=True)
+        x[pick], y[pick] = stamp(x[pick]), TARGET
+        return x, y
+    return x, y
+
+
+def backdoor_success(evaluator: TorchEvaluator, weights: Weights, x: F32, y: I64) -> float:
+    """Share of test inputs not of class ``TARGET`` that, stamped, the model puts in ``TARGET``."""
+    other = y != TARGET
+    if not other.any():
+        return 0.0
+    stamped = stamp(x[other])
+    return evaluator.correct(weights, stamped, np.full(int(other.sum()), TARGET, dtype=np.int64)) / int(other.sum())
+
+
+@dataclass
+class Adversary(RelayBrain):
+    """A ``RelayBrain`` that behaves as ``kind`` (see the module's docstring)."""
+
+    kind: str = HONEST
+    group: frozenset[int] = field(default_factory=frozenset)
+    """Participants of the same kind (a lying tester favours their models)."""
+    n_classes: int = 2
+
+    def training_data(self, me: int) -> tuple[F32, I64]:
+        x, y = super().training_data(me)
+        return poison(self.kind, x, y, self.n_classes, derive_seed(self.seed, "poison", me))
+
+    def train(self, state: State, me: int) -> bytes | None:
+        if self.kind not in ("free_rider", "copier"):
+            return super().train(state, me)
+        pair = int(np.flatnonzero(state.pairs.trainer == me)[0])
+        live_pos = int(state.pairs.live_pos[pair])
+        parent = self.models.digest_of(int(state.live.model_id[live_pos]))
+        source = parent
+        if self.kind == "copier":
+            others = [int(m) for i, m in enumerate(state.live.model_id.tolist()) if i != live_pos]
+            if others:  # live models are in rank order: the best one that is not its parent
+                source = self.models.digest_of(others[0])
+        return self.commit_child(state, me, self.models.load(source), parent, 1 + (source != parent))
+
+    def score(self, state: State, me: int) -> tuple[bytes, I64]:
+        digest, scores = super().score(state, me)
+        if self.kind != "lying_tester":
+            return digest, scores
+        owners = state.commits.owner.tolist()
+        ours = [o in self.group for o in owners] + [False] * (scores.size - len(owners))
+        return digest, np.where(ours, state.params.test_cases, 0).astype(np.int64)

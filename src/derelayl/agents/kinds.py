@@ -1,0 +1,7 @@
+"""The kinds of dishonest participant (behaviours in ``derelayl.agents.adversaries``), named
+apart from their PyTorch code so that configs can be checked without loading it."""
+
+HONEST = "honest"
+KINDS = ("free_rider", "copier", "label_flip", "backdoor", "lying_tester")
+
+__all__ = ["HONEST", "KINDS"]

@@ -1,0 +1,293 @@
+"""``derelayl attacks``: each kind of dishonest participant at a given share, against the relay
+(with the faithful rules and with the defences on) and against FedAvg (plain and with the
+trimmed mean, the standard robust aggregation), over several seeds, in one table.
+
+Every run is paired with the same method, seed and split with nobody dishonest; what the
+table reports per (attack, method), as mean and 95% interval over seeds:
+
+- ``acc`` and ``loss pp``: accuracy of the model the method puts forward (the relay: the
+  protocol's first-ranked model; FedAvg: the global model), averaged over the last
+  ``LAST`` rounds to take out round-to-round noise, and its loss against the honest pair;
+- ``share``: the dishonest group's share of all coins at the end (relay only: every coin is a
+  reward, balances start at 0);
+- ``turned away``: the share of the dishonest group's committed models that the rules did
+  not select (the honest group's share is given beside it: selection turns half away anyway);
+- ``backdoor``: the share of stamped test inputs of other classes that the model puts in
+  the backdoor's target class (the honest pair gives the base rate).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from derelayl.agents.adversaries import HONEST, KINDS, assign, backdoor_success
+from derelayl.baselines import Curve, run_fedavg
+from derelayl.errors import ConfigError
+from derelayl.experiments.config import ExperimentConfig
+from derelayl.experiments.relay import run_derelayl
+from derelayl.folders import FolderLock, write_atomic
+from derelayl.protocol.params import Params, preset
+
+__all__ = ["DEFENCES", "LAST", "run_attacks"]
+
+LAST = 10
+"""Rounds averaged for a run's accuracy."""
+DEFENCES: dict[str, dict[str, Any]] = {
+    "relay (faithful)": {},
+    "relay (improvement rule)": {"min_improvement": 1},
+    "relay (improvement rule, 3 testers)": {"min_improvement": 1, "testers": 3},
+}
+"""Protocol parameters of each relay arm, on top of the config's: a child must beat its parent
+by one test case (the improvement rule); and three testers score each model (median)."""
+FEDAVG = ("fedavg", "fedavg (trimmed mean)")
+Progress = Callable[[str], None]
+
+
+def run_attacks(
+    config: ExperimentConfig,
+    out_dir: Path,
+    *,
+    share: float = 0.3,
+    seeds: tuple[int, ...] = (0, 1, 2),
+    kinds: tuple[str, ...] = KINDS,
+    rounds: int = 50,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    if not 0 < share <= 0.5:
+        raise ConfigError(f"--share must be in (0, 0.5], got {share}")
+    if not 1 <= rounds <= 10_000:
+        raise ConfigError(f"--rounds must be in 1..10000, got {rounds}")
+    unknown = sorted(set(kinds) - set(KINDS))
+    if unknown or not kinds:
+        raise ConfigError(f"--kinds: unknown {', '.join(unknown) or 'none given'}; choose from {', '.join(KINDS)}")
+    with FolderLock(out_dir, "derelayl attacks"):
+        return _run(config, out_dir, share, seeds, kinds, rounds, progress or (lambda _: None))
+
+
+def _run(
+    config: ExperimentConfig,
+    out_dir: Path,
+    share: float,
+    seeds: tuple[int, ...],
+    kinds: tuple[str, ...],
+    rounds: int,
+    say: Progress,
+) -> dict[str, Any]:
+    from derelayl.experiments.runner import build_experiment_setup
+
+    torch.set_num_threads(1)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    relay = config.methods.get("derelayl", {"preset": "reference", "params": None})
+    base = Params.from_dict(relay["params"] or {}, base=preset(relay["preset"]))
+    fed_rounds = config.methods.get("fedavg", {"rounds": 30})["rounds"]
+    runs: list[dict[str, Any]] = []
+    for seed in seeds:
+        seeded = dataclasses.replace(config, seed=seed, data={**config.data, "split_seed": seed})
+        setup = build_experiment_setup(seeded)
+        backdoor = functools.partial(_backdoor, setup.evaluator(), setup.x_test, setup.y_test)
+        n = len(setup.split.participants)
+        for kind in ("none", *kinds):
+            shares = {} if kind == "none" else {kind: share}
+            group = assign(n, shares, seed)
+            for method, extra in DEFENCES.items():
+                params = Params.from_dict({**base.to_dict(), **extra})
+                curve = run_derelayl(setup, params, seed, rounds=rounds, adversaries=shares, measure_backdoor=True)
+                runs.append(_summary(curve, method, kind, seed, group))
+            for method in FEDAVG:
+                trim = share if method != "fedavg" else 0.0
+                curve = run_fedavg(setup, fed_rounds, seed, kinds=group, trim=trim, measure=backdoor)
+                runs.append(_summary(curve, method, kind, seed, group))
+            say(f"seed {seed}, {kind}: " + ", ".join(f"{r['method']} {r['accuracy']:.3f}" for r in runs[-4:]))
+    table = _table(runs, kinds)
+    results = {
+        "config": config.resolved(),
+        "share": share,
+        "seeds": list(seeds),
+        "relay_rounds": rounds,
+        "fedavg_rounds": fed_rounds,
+        "defences": DEFENCES,
+        "last_rounds_averaged": LAST,
+        "table": table,
+        "runs": runs,
+        "wall_seconds": round(time.perf_counter() - started, 1),
+    }
+    write_atomic(out_dir / "results.json", json.dumps(results, indent=1) + "\n")
+    _figure(table, share, out_dir / "attacks.png")
+    write_atomic(out_dir / "report.md", render(results))
+    return results
+
+
+def _backdoor(evaluator: Any, x: Any, y: Any, weights: Any) -> dict[str, float]:
+    return {"backdoor_success": backdoor_success(evaluator, weights, x, y)}
+
+
+def _summary(curve: Curve, method: str, kind: str, seed: int, group: list[str]) -> dict[str, Any]:
+    last = curve.points[-LAST:]
+    groups = curve.info.get("groups", {})
+    bad = groups.get(kind, {})
+    balances = curve.info.get("balances_coins")
+    return {
+        "method": method,
+        "attack": kind,
+        "seed": seed,
+        "rounds": curve.final.round,
+        "accuracy": float(np.mean([p.accuracy for p in last])),
+        "final_accuracy": curve.final.accuracy,
+        "backdoor_success": float(np.mean([p.extra["backdoor_success"] for p in last])),
+        "reward_share": bad.get("reward_share"),
+        "turned_away": bad.get("turned_away"),
+        "honest_turned_away": groups.get(HONEST, {}).get("turned_away"),
+        "groups": groups,
+        "balances": balances,
+        "dishonest": [p for p, k in enumerate(group) if k != HONEST],
+    }
+
+
+def _share(balances: list[float], members: list[int]) -> float:
+    total = sum(balances)
+    return sum(balances[p] for p in members) / total if total else 0.0
+
+
+def interval(values: list[float]) -> tuple[float, float]:
+    """Mean and half-width of the 95% t-interval (0 for a single value)."""
+    from scipy.stats import t
+
+    a = np.asarray(values, dtype=float)
+    if a.size < 2:
+        return float(a.mean()), 0.0
+    return float(a.mean()), float(t.ppf(0.975, a.size - 1) * a.std(ddof=1) / math.sqrt(a.size))
+
+
+def _table(runs: list[dict[str, Any]], kinds: tuple[str, ...]) -> list[dict[str, Any]]:
+    """One row per (attack, method): means and intervals over seeds, losses against the honest
+    run of the same method and seed."""
+    honest = {(r["method"], r["seed"]): r for r in runs if r["attack"] == "none"}
+    rows = []
+    for kind in ("none", *kinds):
+        for method in (*DEFENCES, *FEDAVG):
+            mine = [r for r in runs if r["attack"] == kind and r["method"] == method]
+            row: dict[str, Any] = {"attack": kind, "method": method, "seeds": len(mine)}
+            row["accuracy"] = interval([r["accuracy"] for r in mine])
+            row["loss_pp"] = interval([100 * (honest[(method, r["seed"])]["accuracy"] - r["accuracy"]) for r in mine])
+            row["backdoor_success"] = interval([r["backdoor_success"] for r in mine])
+            if kind != "none" and mine[0]["reward_share"] is not None:
+                row["reward_share"] = interval([r["reward_share"] for r in mine])
+                # the same participants' share when everybody is honest
+                row["fair_share"] = interval(
+                    [_share(honest[(method, r["seed"])]["balances"], r["dishonest"]) for r in mine]
+                )
+                row["turned_away"] = interval([r["turned_away"] or 0.0 for r in mine])
+                row["honest_turned_away"] = interval([r["honest_turned_away"] or 0.0 for r in mine])
+            rows.append(row)
+    return rows
+
+
+def _pm(value: tuple[float, float], scale: float = 1.0, digits: int = 1) -> str:
+    mean, half = value
+    return f"{mean * scale:.{digits}f} ± {half * scale:.{digits}f}"
+
+
+def render(results: dict[str, Any]) -> str:
+    share, seeds = results["share"], results["seeds"]
+    lines = [
+        f"# Attacks: {share:.0%} of participants dishonest, one kind at a time",
+        "",
+        f"Seeds {seeds} (split and training); relay {results['relay_rounds']} rounds, FedAvg "
+        f"{results['fedavg_rounds']} rounds; accuracy is the mean of the last {results['last_rounds_averaged']} "
+        "rounds; mean ± 95% interval over seeds. Loss is against the same method and seed with nobody "
+        "dishonest. Relay arms: "
+        + "; ".join(
+            f"{m}: " + (", ".join(f"{k} = {v}" for k, v in p.items()) or "reference") for m, p in DEFENCES.items()
+        )
+        + ".",
+        "",
+        "| attack | method | accuracy % | loss pp | dishonest share of rewards % (same people, all honest) | "
+        "their models turned away % (honest %) | backdoor success % |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for row in results["table"]:
+        share_text = (
+            f"{_pm(row['reward_share'], 100)} ({_pm(row['fair_share'], 100)})" if "reward_share" in row else "–"
+        )
+        away = (
+            f"{_pm(row['turned_away'], 100, 0)} ({_pm(row['honest_turned_away'], 100, 0)})"
+            if "turned_away" in row
+            else "–"
+        )
+        lines.append(
+            f"| {row['attack']} | {row['method']} | {_pm(row['accuracy'], 100)} | {_pm(row['loss_pp'])} | "
+            f"{share_text} | {away} | {_pm(row['backdoor_success'], 100)} |"
+        )
+    lines += ["", "Targets (issue 10): loss within 1 pp and dishonest share below 5%.", ""]
+    for row in results["table"]:
+        if row["attack"] == "none" or not row["method"].startswith("relay"):
+            continue
+        loss, share_v = row["loss_pp"][0], row.get("reward_share", (0.0, 0.0))[0]
+        ok = loss <= 1.0 and share_v < 0.05
+        lines.append(
+            f"- {row['attack']}, {row['method']}: {'meets' if ok else 'misses'} "
+            f"(loss {loss:.1f} pp, share {100 * share_v:.1f}%)"
+        )
+    lines += ["", "![attacks](attacks.png)", "", f"Wall time {results['wall_seconds']} s.", ""]
+    return "\n".join(lines)
+
+
+def _figure(table: list[dict[str, Any]], share: float, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    attacks = [k for k in dict.fromkeys(r["attack"] for r in table) if k != "none"]
+    methods = list(dict.fromkeys(r["method"] for r in table))
+    fig, axes = plt.subplots(1, 3, figsize=(17, 4.5))
+    width = 0.8 / len(methods)
+    x = np.arange(len(attacks))
+    panels = [
+        ("reward_share", 100, "dishonest share of rewards (%)", 5.0),
+        ("loss_pp", 1, "accuracy loss vs honest (pp)", 1.0),
+        ("backdoor_success", 100, "backdoor success (%)", None),
+    ]
+    for ax, (key, scale, label, target) in zip(axes, panels, strict=True):
+        for i, method in enumerate(methods):
+            rows = [next(r for r in table if r["attack"] == a and r["method"] == method) for a in attacks]
+            if key not in rows[0]:
+                continue
+            mean = [r[key][0] * scale for r in rows]
+            half = [r[key][1] * scale for r in rows]
+            at = x + (i - (len(methods) - 1) / 2) * width
+            ax.bar(at, mean, width, yerr=half, capsize=3, label=method)
+            if key == "reward_share":  # what the same participants earn when everybody is honest
+                fair = [r["fair_share"][0] * scale for r in rows]
+                ax.scatter(
+                    at,
+                    fair,
+                    marker="_",
+                    s=120,
+                    color="k",
+                    zorder=3,
+                    label="same people, all honest" if i == 0 else None,
+                )
+        if target is not None:
+            ax.axhline(target, color="k", ls="--", lw=1, label="target")
+        ax.set_xticks(x, attacks, rotation=20)
+        ax.set_ylabel(label)
+    axes[0].legend(fontsize=8)
+    axes[1].legend(fontsize=8)
+    fig.suptitle(f"{share:.0%} dishonest participants of one kind, mean ± 95% interval over seeds")
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)

@@ -1,0 +1,192 @@
+"""Dishonest participants (``derelayl.agents.adversaries``) with real training, the trimmed-mean
+FedAvg baseline, and ``derelayl attacks``."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from derelayl.agents.adversaries import HONEST, KINDS, TARGET, Adversary, assign, poison, stamp
+from derelayl.agents.agent import Agent
+from derelayl.agents.relay import ModelBook, relay_brains
+from derelayl.baselines.federated import trimmed_mean
+from derelayl.cli import app
+from derelayl.errors import ConfigError
+from derelayl.experiments.config import parse_config
+from derelayl.experiments.relay import run_derelayl
+from derelayl.experiments.runner import build_experiment_setup
+from derelayl.learning.serialization import weights_from_bytes
+from derelayl.learning.store import MemoryModelStore
+from derelayl.ledger.client import StateClient
+from derelayl.protocol.genesis import initialize_state
+from derelayl.protocol.params import Params, preset
+from derelayl.runtime.driver import RoundDriver
+
+SMALL_TOML = """
+seed = 1
+[data]
+dataset = "digits"
+participants = 12
+alpha = 0.5
+[model]
+hidden = [16]
+[methods.fedavg]
+rounds = 3
+[methods.derelayl]
+preset = "minimal"
+rounds = 8
+"""
+SMALL = tomllib.loads(SMALL_TOML)
+
+
+@pytest.fixture(scope="module")
+def setup():  # type: ignore[no-untyped-def]
+    return build_experiment_setup(parse_config(SMALL))
+
+
+def test_assignment_is_seeded_spares_the_genesis_owner_and_counts_exactly() -> None:
+    kinds = assign(20, {"free_rider": 0.3, "lying_tester": 0.1}, seed=4)
+    assert kinds == assign(20, {"free_rider": 0.3, "lying_tester": 0.1}, seed=4)
+    assert kinds != assign(20, {"free_rider": 0.3, "lying_tester": 0.1}, seed=5)
+    assert kinds[0] == HONEST and kinds.count("free_rider") == 6 and kinds.count("lying_tester") == 2
+    with pytest.raises(ConfigError, match="unknown adversary kind"):
+        assign(20, {"sleeper": 0.1}, seed=1)
+    with pytest.raises(ConfigError, match="take more than"):
+        assign(10, {"free_rider": 0.5, "copier": 0.5}, seed=1)
+
+
+def test_poisoners_change_only_what_they_say() -> None:
+    x = np.random.default_rng(0).normal(size=(40, 8)).astype(np.float32)
+    y = np.arange(40, dtype=np.int64) % 5
+    fx, fy = poison("label_flip", x, y, 5, seed=1)
+    assert (fx == x).all() and (fy == (y + 1) % 5).all()
+    bx, by = poison("backdoor", x, y, 5, seed=1)
+    stamped = (bx[:, -4:] == 4.0).all(axis=1)
+    assert 0 < stamped.sum() < 40 and (by[stamped] == TARGET).all() and (by[~stamped] == y[~stamped]).all()
+    assert (bx[~stamped] == x[~stamped]).all() and (stamp(x)[:, :-4] == x[:, :-4]).all()
+    same = poison("free_rider", x, y, 5, seed=1)
+    assert same[0] is x and same[1] is y
+
+
+def test_trimmed_mean_ignores_the_extremes_of_each_coordinate() -> None:
+    models = [{"w": torch.tensor([float(v), -float(v)])} for v in (1, 2, 3, 100, -50)]
+    out = trimmed_mean(models, 0.2)  # drops one value at each end of each coordinate
+    assert torch.allclose(out["w"], torch.tensor([2.0, -2.0]))
+
+
+def test_a_free_rider_commits_its_parents_weights_under_another_digest(setup) -> None:  # type: ignore[no-untyped-def]
+    params = preset("minimal")
+    curve = run_derelayl(setup, params, 3, rounds=6, adversaries={"free_rider": 0.5})
+    groups = curve.info["groups"]
+    assert groups["free_rider"]["participants"] == 6 and groups["honest"]["participants"] == 6
+    assert groups["free_rider"]["models_committed"] > 0
+    assert sum(g["reward_share"] for g in groups.values()) == pytest.approx(1.0)
+
+
+def test_the_improvement_rule_turns_every_free_rider_away(setup) -> None:  # type: ignore[no-untyped-def]
+    # Execute: the same network and free-riders, without and with the rule
+    plain = run_derelayl(setup, preset("minimal"), 3, rounds=8, adversaries={"free_rider": 0.4})
+    ruled = Params.from_dict({"min_improvement": 1}, base=preset("minimal"))
+    guarded = run_derelayl(setup, ruled, 3, rounds=8, adversaries={"free_rider": 0.4})
+    # Assert: without it some free-riders' copies are selected; with it none is
+    assert plain.info["groups"]["free_rider"]["models_selected"] > 0
+    assert guarded.info["groups"]["free_rider"]["models_committed"] > 0
+    assert guarded.info["groups"]["free_rider"]["models_selected"] == 0
+    assert guarded.info["groups"]["free_rider"]["turned_away"] == 1.0
+
+
+def test_adversaries_leave_honest_data_private(setup) -> None:  # type: ignore[no-untyped-def]
+    curve = run_derelayl(setup, preset("minimal"), 2, rounds=4, adversaries={k: 0.08 for k in KINDS})
+    assert curve.info["shard_reads_by_others"] == 0
+    assert set(curve.info["groups"]) == {HONEST, *KINDS}
+
+
+def test_a_backdoor_poisoner_plants_its_trigger(setup) -> None:  # type: ignore[no-untyped-def]
+    # the measurement itself: the honest run's rate is the base rate the table compares with
+    honest = run_derelayl(setup, preset("minimal"), 1, rounds=8, measure_backdoor=True)
+    attacked = run_derelayl(setup, preset("minimal"), 1, rounds=8, adversaries={"backdoor": 0.5})
+    rate = [p.extra["backdoor_success"] for p in attacked.points[-3:]]
+    base = [p.extra["backdoor_success"] for p in honest.points[-3:]]
+    assert np.mean(rate) > np.mean(base) + 0.2
+
+
+def test_attacks_command_writes_the_table(tmp_path: Path) -> None:
+    (tmp_path / "c.toml").write_text(SMALL_TOML)
+    args = ["attacks", str(tmp_path / "c.toml"), "--out", str(tmp_path / "a"), "--seeds", "0-1"]
+    result = CliRunner().invoke(app, [*args, "--kinds", "free_rider,lying_tester", "--rounds", "5", "--quiet"])
+    assert result.exit_code == 0, result.output
+    results = json.loads((tmp_path / "a" / "results.json").read_text())
+    rows = {(r["attack"], r["method"]) for r in results["table"]}
+    assert ("free_rider", "relay (improvement rule)") in rows and ("lying_tester", "fedavg (trimmed mean)") in rows
+    assert len(results["runs"]) == 2 * 3 * 5  # seeds x (none + 2 kinds) x methods
+    free = next(r for r in results["table"] if r["attack"] == "free_rider" and r["method"] == "relay (faithful)")
+    assert 0 <= free["reward_share"][0] <= 1 and free["seeds"] == 2
+    report = (tmp_path / "a" / "report.md").read_text()
+    assert "| free_rider | relay (improvement rule) |" in report and (tmp_path / "a" / "attacks.png").stat().st_size
+
+
+@pytest.mark.parametrize(
+    ("extra", "words"),
+    [
+        (["--share", "0.9"], "--share must be in (0, 0.5]"),
+        (["--share", "nan"], "--share must be a finite number"),
+        (["--kinds", "sleeper"], "--kinds: unknown sleeper"),
+        (["--rounds", "0"], "--rounds must be in"),
+        (["--seeds", "x"], "seeds"),
+    ],
+)
+def test_bad_attack_options_are_one_error_line(tmp_path: Path, extra: list[str], words: str) -> None:
+    result = CliRunner().invoke(app, ["attacks", "--out", str(tmp_path / "a"), *extra])
+    assert result.exit_code == 2 and result.output.startswith("error:") and words in result.output, result.output
+    assert not (tmp_path / "a").exists()
+
+
+def test_a_copier_commits_the_best_other_live_model(setup) -> None:  # type: ignore[no-untyped-def]
+    """Every committed model of a copier holds the weights of a live model other than its parent."""
+    n = len(setup.split.participants)
+    keys = [hashlib.sha256(f"c{i}".encode()).digest() for i in range(n)]
+    client = StateClient(initialize_state(preset("minimal"), b"\x01" * 32, keys))
+    book = ModelBook.of_genesis(MemoryModelStore(), setup.init, {})
+    brains = relay_brains(setup, book, 1)
+    fields = {f.name: getattr(brains[5], f.name) for f in dataclasses.fields(brains[5])}
+    brains[5] = Adversary(**fields, kind="copier")
+    driver = RoundDriver(client, [Agent(client.signer(k), b) for k, b in zip(keys, brains, strict=True)])
+    state = client.state
+    copies = 0
+    for _ in range(12):
+        live = {int(m): book.weights(int(m)) for m in state.live.model_id.tolist()}
+        parents = state.live.model_id.copy()
+        for _ in range(2):
+            driver.step()  # deposit, commit
+        book.follow(state)
+        if 5 in state.commits.owner.tolist():
+            i = state.commits.owner.tolist().index(5)
+            pair = state.commit_pair[i]
+            parent = int(parents[state.pairs.live_pos[pair]])
+            child, _ = weights_from_bytes(book.store.get(state.commitments[i]))
+            same = [m for m, w in live.items() if all(torch.equal(w[k], child[k]) for k in w)]
+            assert same and (same != [parent] or len(live) == 1)
+            copies += 1
+        driver.step()
+        driver.step()
+    assert copies > 0
+
+
+def test_an_experiment_with_adversaries_reports_each_group(tmp_path: Path) -> None:
+    text = SMALL_TOML + "[adversaries]\nfree_rider = 0.25\n"
+    (tmp_path / "c.toml").write_text(text.replace("rounds = 8", "rounds = 6\nparams = { min_improvement = 1 }"))
+    result = CliRunner().invoke(app, ["experiment", str(tmp_path / "c.toml"), "--out", str(tmp_path / "e"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    results = json.loads((tmp_path / "e" / "results.json").read_text())
+    groups = results["summary"]["derelayl"]["groups"]
+    assert groups["free_rider"]["participants"] == 3 and groups["free_rider"]["models_selected"] == 0
+    assert results["config"]["adversaries"] == {"free_rider": 0.25}
+    assert "| derelayl | free_rider | 3 |" in (tmp_path / "e" / "report.md").read_text()
