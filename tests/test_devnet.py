@@ -103,6 +103,22 @@ def test_devnet_equals_the_in_process_run_and_verifies(tmp_path: Path) -> None:
         assert (tmp_path / "dev" / "nodes" / str(i) / "node.log").exists()
 
 
+@needs_anvil
+def test_the_improvement_rule_runs_on_the_network_as_in_process(tmp_path: Path) -> None:
+    """Testers fetch the live models (the parents) too, over HTTP, entitled by the chain."""
+    output = _wait(_devnet(tmp_path / "dev", 6, 3, 8760, "--min-improvement", "1"), timeout=300)
+    local = runner.invoke(
+        app,
+        ["run", "--participants", "6", "--rounds", "3", "--min-improvement", "1", "--out", str(tmp_path / "run")],
+    )
+    devnet = json.loads((tmp_path / "dev" / "summary.json").read_text())
+    run = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert local.exit_code == 0, local.output
+    assert devnet["rounds"] == 3 and devnet["verified"]["round"] == 3, output
+    assert devnet["config"]["min_improvement"] == 1
+    assert devnet["accuracy_per_round"] == run["accuracy_per_round"] and devnet["balances"] == run["balances"]
+
+
 def _holder(state, role: str) -> int | None:
     """A participant holding ``role`` in the state's current round and phase."""
     roles = state.roles

@@ -314,6 +314,9 @@ def test_simulate_and_experiment_refuse_a_folder_another_command_holds(tmp_path:
         (["devnet", "--chain", "ganache", "--out", "d"], ["--chain must be one of auto, anvil, embedded"]),
         (["inspect", "c.sqlite", "--top", "-2"], ["--top"]),
         (["inspect", "c.sqlite", "--blocks", "-1"], ["--blocks"]),
+        (["run", "--min-improvement", "0", "--out", "r"], ["min_improvement must be an integer in 1.."]),
+        (["devnet", "--min-improvement", "-3", "--out", "d"], ["min_improvement must be an integer in 1.."]),
+        (["attacks", "--share", "0.9", "--out", "a"], ["--share must be in (0, 0.5]"]),
     ],
 )
 def test_new_options_refuse_a_bad_value_before_any_work(tmp_path: Path, args: list[str], words: list[str]) -> None:

@@ -51,6 +51,10 @@ def run(
     chain_randomness: Annotated[
         bool, typer.Option(help="With --ledger evm: mix the chain's prevrandao into the beacon.")
     ] = True,
+    min_improvement: Annotated[
+        int | None,
+        typer.Option(help="Improvement rule: score units (test cases) a child must gain over its parent (off)."),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress display.")] = False,
 ) -> None:
     """Run a DeRelayL network (one agent per key) on a signed SQLite chain or on the contract;
@@ -69,6 +73,7 @@ def run(
             ledger=ledger,
             rpc=rpc,
             chain_randomness=chain_randomness,
+            min_improvement=min_improvement,
         )
         config.validate()  # bad options stop here, before the progress display or any file
         config.params()

@@ -96,6 +96,10 @@ def devnet(
     chain: Annotated[
         str, typer.Option(help="anvil, embedded (py-evm over JSON-RPC, in memory) or auto (anvil if installed).")
     ] = "auto",
+    min_improvement: Annotated[
+        int | None,
+        typer.Option(help="Improvement rule: test cases a child must gain over its parent to be selected (off)."),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress display.")] = False,
 ) -> None:
     """A network of node processes on this machine: chain, contract, one node per participant."""
@@ -113,6 +117,7 @@ def devnet(
         phase_timeout=phase_timeout,
         local_epochs=local_epochs,
         chain=chain,
+        min_improvement=min_improvement,
     )
 
     def interrupted(*_: object) -> None:

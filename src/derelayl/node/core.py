@@ -164,6 +164,11 @@ class Node:
             scorers = range(state.n_participants) if timed_out else state.roles.testers
             for digest in state.commitments:
                 entitled[digest].update(int(t) for t in scorers)
+            if state.params.min_improvement is not None:  # the improvement rule scores the parents too
+                for model in state.live.model_id.tolist():
+                    digest = self.models.index.get(int(model))
+                    if digest is not None:
+                        entitled[digest].update(int(t) for t in scorers)
         return View(
             state.round,
             state.phase,

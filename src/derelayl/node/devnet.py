@@ -66,6 +66,8 @@ class DevnetConfig:
     """Epochs of local training; 0 passes the parent on (measures the protocol alone)."""
     chain: str = "auto"
     """anvil; embedded (py-evm served over JSON-RPC, kept in memory); auto: anvil if installed."""
+    min_improvement: int | None = None
+    """The improvement rule's margin (correct test cases a child must gain over its parent)."""
 
     def validate(self) -> None:
         if not 2 <= self.nodes <= 256:
@@ -80,6 +82,8 @@ class DevnetConfig:
             raise ConfigError(f"--local-epochs must be in 0..1000, got {self.local_epochs}")
         if self.chain not in CHAINS:
             raise ConfigError(f"--chain must be one of {', '.join(CHAINS)}, got {self.chain!r}")
+        if self.min_improvement is not None:
+            replace(preset("reference"), min_improvement=self.min_improvement)  # the rules' own check
         if not 0 < self.block_time <= 60:
             raise ConfigError(f"--block-time must be in (0, 60] seconds, got {self.block_time}")
 
@@ -108,7 +112,7 @@ class Devnet:
         keys = [self._key(i) for i in range(c.nodes)]
         if previous is None:
             self.chain.fund([k.address for k in keys])
-            params = replace(preset("reference"), phase_timeout=c.phase_timeout)
+            params = replace(preset("reference"), phase_timeout=c.phase_timeout, min_improvement=c.min_improvement)
             genesis = digits_genesis(DataSpec(0, c.nodes, c.seed))
             client = ContractClient.deploy(
                 self.chain,

@@ -80,9 +80,14 @@ class RunConfig:
     """With ``evm``: None = embedded py-evm, ``anvil`` = our own anvil, or a JSON-RPC URL."""
     chain_randomness: bool = True
     """With ``evm``: mix the chain's ``prevrandao`` into the beacon."""
+    min_improvement: int | None = None
+    """The improvement rule's margin on top of the preset (None: the preset's)."""
 
     def params(self) -> Params:
-        return preset(self.preset)
+        base = preset(self.preset)
+        if self.min_improvement is None:
+            return base
+        return Params.from_dict({**base.to_dict(), "min_improvement": self.min_improvement})
 
     def validate(self) -> None:
         from derelayl.runtime.tasks import TASKS
