@@ -137,7 +137,7 @@ def test_attacks_command_writes_the_table(tmp_path: Path) -> None:
     ("extra", "words"),
     [
         (["--share", "0.9"], "--share must be in (0, 0.5]"),
-        (["--share", "nan"], "--share must be a finite number"),
+        (["--share", "nan"], "--share must be in (0, 0.5], got nan"),
         (["--kinds", "sleeper"], "--kinds: unknown sleeper"),
         (["--rounds", "0"], "--rounds must be in"),
         (["--seeds", "x"], "seeds"),

@@ -38,7 +38,7 @@ from derelayl.experiments.relay import run_derelayl
 from derelayl.folders import FolderLock, write_atomic
 from derelayl.protocol.params import Params, preset
 
-__all__ = ["DEFENCES", "LAST", "run_attacks"]
+__all__ = ["DEFENCES", "LAST", "check_options", "run_attacks"]
 
 LAST = 10
 """Rounds averaged for a run's accuracy."""
@@ -63,15 +63,19 @@ def run_attacks(
     rounds: int = 50,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
-    if not 0 < share <= 0.5:
+    check_options(share, kinds, rounds)
+    with FolderLock(out_dir, "derelayl attacks"):
+        return _run(config, out_dir, share, seeds, kinds, rounds, progress or (lambda _: None))
+
+
+def check_options(share: float, kinds: tuple[str, ...], rounds: int) -> None:
+    if not (math.isfinite(share) and 0 < share <= 0.5):
         raise ConfigError(f"--share must be in (0, 0.5], got {share}")
     if not 1 <= rounds <= 10_000:
         raise ConfigError(f"--rounds must be in 1..10000, got {rounds}")
     unknown = sorted(set(kinds) - set(KINDS))
     if unknown or not kinds:
         raise ConfigError(f"--kinds: unknown {', '.join(unknown) or 'none given'}; choose from {', '.join(KINDS)}")
-    with FolderLock(out_dir, "derelayl attacks"):
-        return _run(config, out_dir, share, seeds, kinds, rounds, progress or (lambda _: None))
 
 
 def _run(

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from derelayl.errors import ConfigError, DerelaylError
+from derelayl.errors import DerelaylError
 from derelayl.terminal import console, fail
 
 __all__ = ["attacks", "experiment"]
@@ -50,20 +49,20 @@ def attacks(
     (plain and trimmed mean), over seeds: accuracy lost, rewards taken, models caught, backdoor
     success; writes results.json, report.md and attacks.png."""
     from derelayl.agents.kinds import KINDS
-    from derelayl.experiments.attacks import run_attacks
+    from derelayl.experiments.attacks import check_options, run_attacks
     from derelayl.experiments.config import load_config
     from derelayl.sim.config import parse_seeds
 
     try:
-        if not math.isfinite(share):
-            raise ConfigError(f"--share must be a finite number, got {share}")
-        cfg = load_config(config)
         chosen = KINDS if kinds == "all" else tuple(k.strip() for k in kinds.split(",") if k.strip())
+        check_options(share, chosen, rounds)
+        chosen_seeds = parse_seeds(seeds)
+        cfg = load_config(config)
         results = run_attacks(
             cfg,
             out_dir,
             share=share,
-            seeds=parse_seeds(seeds),
+            seeds=chosen_seeds,
             kinds=chosen,
             rounds=rounds,
             progress=None if quiet else lambda line: console.print(line),
