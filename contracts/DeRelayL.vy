@@ -68,6 +68,7 @@ struct Params:
     payee_is_trainer: bool       # lineage_payee: false = model_owner (reference)
     phase_timeout: uint256       # 0: none
     min_improvement: uint256     # 0: off (the improvement rule's margin)
+    pooled_cases: bool           # testers score on the pool; one off the median is not paid
     multipliers: DynArray[uint256, MAX_MULTIPLIERS]
 
 struct Bid:
@@ -502,9 +503,24 @@ def test(round: uint256, n_test_cases: uint256, test_cases_digest: bytes32, scor
                 word = word | (1 << 128)
         self.commits[i] = word
     amount: uint256 = self.params.reward_per_test_case * self.params.test_cases + self.params.reward_per_tested_model * n
-    self._pay_miner(miner, amount)
-    for c: uint256 in range(len(co_testers), bound=MAX_TESTERS):
-        self._pay_miner(co_testers[c].tester, amount)
+    # with pooled cases, honest testers agree: one whose scores are not the medians is not paid
+    pooled: bool = self.params.pooled_cases
+    for c: uint256 in range(len(co_testers) + 1, bound=MAX_TESTERS):
+        ok: bool = True
+        for i: uint256 in range(m, bound=MAX_ITEMS):
+            if not pooled:
+                break
+            given: int64 = scores[i]
+            if c > 0:
+                given = co_scores[(c - 1) * m + i]
+            if given != medians[i]:
+                ok = False
+                break
+        if ok:
+            if c == 0:
+                self._pay_miner(miner, amount)
+            else:
+                self._pay_miner(co_testers[c - 1].tester, amount)
     self._end_block(round, TEST, miner)
 
 

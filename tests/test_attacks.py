@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from derelayl.agents.adversaries import HONEST, KINDS, TARGET, Adversary, assign, poison, stamp
 from derelayl.agents.agent import Agent
-from derelayl.agents.relay import ModelBook, relay_brains
+from derelayl.agents.relay import ModelBook, relay_brains, share_cases
 from derelayl.baselines.federated import trimmed_mean
 from derelayl.cli import app
 from derelayl.errors import ConfigError
@@ -26,6 +26,7 @@ from derelayl.experiments.runner import build_experiment_setup
 from derelayl.learning.serialization import weights_from_bytes
 from derelayl.learning.store import MemoryModelStore
 from derelayl.ledger.client import StateClient
+from derelayl.protocol import Phase
 from derelayl.protocol.genesis import initialize_state
 from derelayl.protocol.params import Params, preset
 from derelayl.runtime.driver import RoundDriver
@@ -126,7 +127,7 @@ def test_attacks_command_writes_the_table(tmp_path: Path) -> None:
     results = json.loads((tmp_path / "a" / "results.json").read_text())
     rows = {(r["attack"], r["method"]) for r in results["table"]}
     assert ("free_rider", "relay (improvement rule)") in rows and ("lying_tester", "fedavg (trimmed mean)") in rows
-    assert len(results["runs"]) == 2 * 3 * 5  # seeds x (none + 2 kinds) x methods
+    assert len(results["runs"]) == 2 * 3 * 6  # seeds x (none + 2 kinds) x methods
     free = next(r for r in results["table"] if r["attack"] == "free_rider" and r["method"] == "relay (faithful)")
     assert 0 <= free["reward_share"][0] <= 1 and free["seeds"] == 2
     report = (tmp_path / "a" / "report.md").read_text()
@@ -190,3 +191,33 @@ def test_an_experiment_with_adversaries_reports_each_group(tmp_path: Path) -> No
     assert groups["free_rider"]["participants"] == 3 and groups["free_rider"]["models_selected"] == 0
     assert results["config"]["adversaries"] == {"free_rider": 0.25}
     assert "| derelayl | free_rider | 3 |" in (tmp_path / "e" / "report.md").read_text()
+
+
+@pytest.mark.parametrize("pooled", [False, True])
+def test_with_pooled_cases_honest_testers_report_the_same_scores(setup, pooled: bool) -> None:  # type: ignore[no-untyped-def]
+    # Prepare: a network with three testers, driven to a test phase with several commitments
+    params = Params.from_dict({"testers": 3, "pooled_cases": pooled}, base=preset("minimal"))
+    n = len(setup.split.participants)
+    keys = [hashlib.sha256(f"p{i}".encode()).digest() for i in range(n)]
+    client = StateClient(initialize_state(params, b"\x02" * 32, keys))
+    book = ModelBook.of_genesis(MemoryModelStore(), setup.init, {})
+    brains = relay_brains(setup, book, 1)
+    share_cases(brains)
+    driver = RoundDriver(client, [Agent(client.signer(k), b) for k, b in zip(keys, brains, strict=True)])
+    state = client.state
+    while state.phase != Phase.TEST or len(state.commits) < 2:
+        assert state.round < 20
+        driver.step()
+        book.follow(state)
+    # Execute: every tester scores
+    testers = state.roles.testers.tolist()
+    reports = [brains[t].score(state, t) for t in testers]
+    # Assert: pooled, every report is the same (on 3 x test_cases cases); else they differ
+    same = all((r[1] == reports[0][1]).all() for r in reports)
+    assert same is pooled
+    assert len({r[0] for r in reports}) == 3  # each still names its own published cases
+    if pooled:  # scored on the pool: every tester's published cases, in tester order
+        cases = [brains[t].own_cases(state, t) for t in testers]
+        x, y = np.concatenate([c[0] for c in cases]), np.concatenate([c[1] for c in cases])
+        expected = [brains[0].evaluator.correct(book.load(d), x, y) for d in state.commitments]
+        assert reports[0][1].tolist() == expected

@@ -35,8 +35,10 @@ SCHEMES: list[dict[str, object]] = [
     {"select_fraction": "3/4", "k": 3, "cap_fraction": "2/3"},
     {"min_improvement": 1},
     {"min_improvement": 500_000_000, "testers": 3},
+    {"pooled_cases": True, "testers": 3},
+    {"pooled_cases": True, "testers": 4, "min_improvement": 1},
 ]
-IMPROVEMENT = [s for s in SCHEMES if "min_improvement" in s]
+IMPROVEMENT = [s for s in SCHEMES if "min_improvement" in s or "pooled_cases" in s]
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
@@ -244,12 +246,13 @@ def test_core_and_contract_agree_on_random_sequences(node: Node, scheme, seed, d
     assert pair.ref.round >= 6
 
 
-@settings(max_examples=4, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@settings(max_examples=6, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 @given(scheme=st.sampled_from(IMPROVEMENT), seed=st.integers(1, 2**16), data=st.data())
 def test_core_and_contract_agree_on_the_improvement_rule(node: Node, scheme, seed, data) -> None:
     """Testers also score the live models; a child below its parent + the margin is never
     selected (honest latent children, gain ~ N(1, 1), miss a margin of half a unit about 30%
-    of the time; chosen scores make any pattern)."""
+    of the time; chosen scores make any pattern). With pooled cases, a tester off the medians
+    (a lying co-tester, chosen scores) is not paid."""
     params = Params(**{"k": 2, "test_cases": 5, **scheme})
     pair = Pair(node, params, participants=data.draw(st.integers(6, 14), label="participants"), seed=seed)
     play(pair, data, phases=28)
@@ -357,3 +360,22 @@ def test_a_child_that_does_not_beat_its_parent_is_never_selected_by_either(node:
     assert settled == ("ok", "ok") and not pair.mismatches and pair.replay_matches() == []
     assert not riders & set(pair.ref.live.owner.tolist())
     assert len(pair.ref.live) == min(Params().n_selected(n), eligible) > 0
+
+
+def test_with_pooled_cases_a_tester_off_the_medians_is_paid_by_neither(node: Node) -> None:
+    # Prepare: three testers scoring a pool; the round at its test phase
+    pair = Pair(node, Params(k=2, test_cases=5, testers=3, pooled_cases=True), participants=12, seed=9)
+    population = LatentPopulation(LatentTrainer(seed=9))
+    while pair.ref.phase != Phase.TEST or len(pair.ref.commits) == 0:
+        pair.apply(population.next_block(pair.ref), "honest")
+    honest = population.next_block(pair.ref)
+    assert isinstance(honest, blocks.TestBlock) and len(honest.co_testers) == 2
+    liar = honest.co_testers[0].tester
+    lying = dataclasses.replace(honest.co_testers[0], scores=honest.co_testers[0].scores + 1)
+    before = pair.ref.balances.copy()
+    # Execute
+    outcome = pair.apply(dataclasses.replace(honest, co_testers=(lying, *honest.co_testers[1:])), "a lying co-tester")
+    # Assert: accepted by both; the honest testers are paid, the liar is not; states agree
+    assert outcome == ("ok", "ok") and not pair.mismatches and pair.replay_matches() == []
+    paid = pair.ref.balances - before
+    assert paid[liar] == 0 and paid[honest.co_testers[1].tester] > 0 and paid[honest.miner] > 0

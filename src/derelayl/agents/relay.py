@@ -38,7 +38,7 @@ from derelayl.learning.store import ModelStore
 from derelayl.learning.torch_models import TorchEvaluator, TorchTrainer, TrainConfig, average
 from derelayl.protocol.state import State
 
-__all__ = ["ModelBook", "RelayBrain", "Traffic", "relay_brains"]
+__all__ = ["ModelBook", "RelayBrain", "Traffic", "relay_brains", "share_cases"]
 
 I64 = NDArray[np.int64]
 _CACHE = 64
@@ -137,7 +137,10 @@ class RelayBrain:
     """Train from the average of the parent and the best ``merge_top_k - 1`` other live models."""
     traffic: Traffic = field(default_factory=Traffic)
     on_cases: Callable[[NDArray[np.float32], NDArray[np.int64]], None] | None = None
-    """Called with the test cases a score was computed on (a node publishes them)."""
+    """Called with the test cases this tester drew (a node publishes them)."""
+    peer_cases: Callable[[State, int], tuple[NDArray[np.float32], NDArray[np.int64]]] | None = None
+    """Where another tester's published cases come from (pooled cases): in one process, that
+    tester's ``own_cases``."""
 
     def train(self, state: State, me: int) -> bytes | None:
         pair = int(np.flatnonzero(state.pairs.trainer == me)[0])
@@ -183,11 +186,18 @@ class RelayBrain:
         models = [self.models.load(parent), *(self.models.weights(m) for m in others[: self.merge_top_k - 1])]
         return average(models), parent, len(models)
 
-    def score(self, state: State, me: int) -> tuple[bytes, I64]:
+    def own_cases(self, state: State, me: int) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+        """The test cases this participant publishes as a tester this round (from its own data)."""
         n = state.params.test_cases
-        x, y = self.shard.draw_test_cases(me, n, derive_seed(self.seed, "tests", state.round, me))
+        return self.shard.draw_test_cases(me, n, derive_seed(self.seed, "tests", state.round, me))
+
+    def score(self, state: State, me: int) -> tuple[bytes, I64]:
+        x, y = self.own_cases(state, me)
         if self.on_cases is not None:
             self.on_cases(x, y)
+        digest = case_digest(x, y)
+        if state.params.pooled_cases:
+            x, y = self._pool(state, me, x, y)
         # the committed models, then (improvement rule) the live ones: the round's parents
         digests = list(state.commitments)
         if state.params.min_improvement is not None:
@@ -196,7 +206,24 @@ class RelayBrain:
         scores = np.array([self.evaluator.correct(m, x, y) for m in models], dtype=np.int64)
         self.traffic.trainer_to_tester += len(models) * self.models.model_bytes
         self.traffic.test_cases += case_bytes(x, y)
-        return case_digest(x, y), scores
+        return digest, scores
+
+    def _pool(
+        self, state: State, me: int, x: NDArray[np.float32], y: NDArray[np.int64]
+    ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+        """Every tester's published cases, in tester order (pooled cases)."""
+        if self.peer_cases is None:
+            raise ModelError("pooled test cases need the other testers' cases (no peer_cases source)")
+        assert state.roles is not None
+        parts = [(x, y) if t == me else self.peer_cases(state, t) for t in state.roles.testers.tolist()]
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def share_cases(brains: list[RelayBrain]) -> None:
+    """In one process, each brain reads another tester's published cases from that tester's
+    own brain (what a network would fetch from its node)."""
+    for brain in brains:
+        brain.peer_cases = lambda state, t: brains[t].own_cases(state, t)
 
 
 def relay_brains(

@@ -61,6 +61,7 @@ def contract_params(params: Params) -> tuple[Any, ...]:
         params.lineage_payee == "trainer",
         params.phase_timeout or 0,
         params.min_improvement or 0,
+        params.pooled_cases,
         list(multipliers),
     )
 

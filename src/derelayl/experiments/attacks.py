@@ -46,9 +46,12 @@ DEFENCES: dict[str, dict[str, Any]] = {
     "relay (faithful)": {},
     "relay (improvement rule)": {"min_improvement": 1},
     "relay (improvement rule, 3 testers)": {"min_improvement": 1, "testers": 3},
+    "relay (improvement rule, 5 testers, pooled cases)": {"min_improvement": 1, "testers": 5, "pooled_cases": True},
 }
 """Protocol parameters of each relay arm, on top of the config's: a child must beat its parent
-by one test case (the improvement rule); and three testers score each model (median)."""
+by one test case (the improvement rule); several testers score each model (median); with
+pooled cases every tester scores on all testers' cases, so honest ones agree exactly, and a
+tester off the medians is not paid."""
 FEDAVG = ("fedavg", "fedavg (trimmed mean)")
 Progress = Callable[[str], None]
 

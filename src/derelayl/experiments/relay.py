@@ -19,7 +19,7 @@ import numpy as np
 
 from derelayl.agents.adversaries import HONEST, KINDS, Adversary, assign, backdoor_success
 from derelayl.agents.agent import Agent
-from derelayl.agents.relay import ModelBook, RelayBrain, Traffic, relay_brains
+from derelayl.agents.relay import ModelBook, RelayBrain, Traffic, relay_brains, share_cases
 from derelayl.baselines.curve import Curve, Point
 from derelayl.learning.setup import LearningSetup
 from derelayl.learning.store import MemoryModelStore
@@ -61,6 +61,7 @@ def run_derelayl(
     brains = relay_brains(setup, models, seed, train_config=train_config, merge_top_k=merge_top_k)
     kinds = assign(n, adversaries or {}, seed)
     brains = [_behaving(b, kind, kinds, setup.dataset.n_classes) for b, kind in zip(brains, kinds, strict=True)]
+    share_cases(brains)
     backdoor = measure_backdoor or "backdoor" in kinds
     driver = RoundDriver(client, [Agent(client.signer(k), b) for k, b in zip(keys, brains, strict=True)])
     state = client.state

@@ -30,8 +30,8 @@ REWARD_SCHEMES: tuple[RewardScheme, ...] = ("lineage", "decay", "capped")
 LineagePayee = Literal["model_owner", "trainer"]
 LINEAGE_PAYEES: tuple[LineagePayee, ...] = ("model_owner", "trainer")
 _INT_FIELDS = ("k", "test_cases", "testers")
-_OPTIONAL = ("min_improvement",)
-"""Parameters added after chains existed: left out of ``to_dict`` while unset."""
+_OPTIONAL = {"min_improvement": None, "pooled_cases": False}
+"""Parameters added after chains existed: left out of ``to_dict`` while at these defaults."""
 MAX_TESTERS = 16
 MAX_AMOUNT = 2**62
 """Largest amount a parameter may name, in units (sums of a round's amounts stay in int64)."""
@@ -112,6 +112,11 @@ class Params:
     least its parent's + this margin (in score units: correct test cases for real models). The
     top fraction is then taken among those. None (reference): off, and testers score only the
     committed models."""
+    pooled_cases: bool = False
+    """Testers score every model on the pool of all the round's testers' test cases (in tester
+    order, the testing miner's first), so honest testers report the same scores; a tester
+    whose scores differ from the median scores is not paid for the test phase. False
+    (reference): each tester scores on its own cases, and every tester is paid."""
     phase_timeout: int | None = None
     """Blocks (of the ledger's clock) after which any registered participant may produce a phase
     the drawn miner has not produced, and is paid its item rewards. None (reference): only the
@@ -130,7 +135,7 @@ class Params:
                 raise ConfigError(f"{name} must be an integer, got {value!r}")
         if self.cap is not None and (not isinstance(self.cap, int) or isinstance(self.cap, bool)):
             raise ConfigError(f"cap must be an integer, got {self.cap!r}")
-        for name in ("encryption_miner_holds_models", "trainer_holds_parent"):
+        for name in ("encryption_miner_holds_models", "trainer_holds_parent", "pooled_cases"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if self.phase_timeout is not None and (
@@ -193,11 +198,11 @@ class Params:
         return n_commits + (n_live if self.min_improvement is not None else 0)
 
     def to_dict(self) -> dict[str, Any]:
-        """Every parameter by name; ``min_improvement`` only when set (chains made before it
-        existed name every other parameter, and stay valid)."""
+        """Every parameter by name; ``min_improvement`` and ``pooled_cases`` only when set
+        (chains made before they existed name every other parameter, and stay valid)."""
         out: dict[str, Any] = {}
         for f in dataclasses.fields(self):
-            if f.name == "extra" or (f.name in _OPTIONAL and getattr(self, f.name) is None):
+            if f.name == "extra" or (f.name in _OPTIONAL and getattr(self, f.name) == _OPTIONAL[f.name]):
                 continue
             value = getattr(self, f.name)
             out[f.name] = str(value) if isinstance(value, Fraction) else value

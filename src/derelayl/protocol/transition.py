@@ -193,7 +193,8 @@ def process_commit_block(state: State, block: CommitBlock) -> CommitReceipt:
 
 def process_test_block(state: State, block: TestBlock) -> TestReceipt:
     """The round's testers publish fresh test cases and score every committed model; a model's
-    score is the lower median over testers (with the reference single tester: its score)."""
+    score is the lower median over testers (with the reference single tester: its score). With
+    pooled cases, a tester whose scores are not the medians is not paid."""
     verify_header(state, block, Phase.TEST)
     assert state.roles is not None
     params = state.params
@@ -216,10 +217,12 @@ def process_test_block(state: State, block: TestBlock) -> TestReceipt:
     state.commits.score = medians[:n].copy()
     state.commit_eligible = compute_eligible(state, medians)
     amount = params.reward_per_test_case * params.test_cases + params.reward_per_tested_model * n
-    reward = pay_miner(state, block.miner, amount)
+    # with pooled cases, honest testers agree: one whose scores are not the median is not paid
+    paid = [not params.pooled_cases or bool((row == medians).all()) for row in rows]
+    reward = pay_miner(state, block.miner, amount) if paid[0] else 0
     co_reward = 0
-    for report in block.co_testers:
-        co_reward += pay_miner(state, report.tester, amount)
+    for report, ok in zip(block.co_testers, paid[1:], strict=True):
+        co_reward += pay_miner(state, report.tester, amount) if ok else 0
     _mix(state, block.randomness)
     _end_phase(state, block, Phase.SETTLE)
     return TestReceipt(miner_reward=reward, co_tester_reward=co_reward)

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from derelayl.agents.agent import Brain
-from derelayl.agents.relay import ModelBook, relay_brains
+from derelayl.agents.relay import ModelBook, relay_brains, share_cases
 from derelayl.learning.setup import build_setup
 from derelayl.learning.store import DirModelStore
 from derelayl.protocol.state import State
@@ -50,6 +50,7 @@ class TorchTask(RecordingTask):
         meta = {"spec": self.setup.spec.to_dict(), "task": "digits"}
         self.models = ModelBook.of_genesis(DirModelStore(out_dir / "models"), self.setup.init, meta)
         self.brains = relay_brains(self.setup, self.models, config.seed, meta=meta)
+        share_cases(self.brains)
         self.setup.split.save(out_dir / "split.json")
         self.log = RoundLog(out_dir / "rounds.jsonl")
 

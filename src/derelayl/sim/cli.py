@@ -98,6 +98,14 @@ def simulate(
             rich_help_panel=_P,
         ),
     ] = None,
+    pooled_cases: Annotated[
+        bool | None,
+        typer.Option(
+            "--pooled-cases/--no-pooled-cases",
+            help="Testers score on all testers' cases; one off the median is not paid (default: off).",
+            rich_help_panel=_P,
+        ),
+    ] = None,
     min_improvement: Annotated[
         int | None,
         typer.Option(
@@ -196,6 +204,7 @@ def simulate(
         lineage_payee=lineage_payee,
         phase_timeout=phase_timeout,
         min_improvement=min_improvement,
+        pooled_cases=pooled_cases,
         mo_budget=mo_budget,
         lineage_reward=lineage_reward,
         supply_cap=supply_cap,
