@@ -69,6 +69,7 @@ struct Params:
     phase_timeout: uint256       # 0: none
     min_improvement: uint256     # 0: off (the improvement rule's margin)
     pooled_cases: bool           # testers score on the pool; one off the median is not paid
+    min_trainer_bid: uint256     # the least deposit a trainer may bid (0: none)
     multipliers: DynArray[uint256, MAX_MULTIPLIERS]
 
 struct Bid:
@@ -617,6 +618,7 @@ def _check_bid(b: Bid, seen: uint256[WORDS], per: uint256, owner: bool, round: u
     out[word] = seen[word] | bit
     # Verify the amount is covered by the bidder's balance (per times for model owners)
     assert b.amount <= self._balance(b.participant) // per, "BalanceError: bid above balance"
+    assert owner or b.amount >= self.params.min_trainer_bid, "BalanceError: trainer bid below the minimum deposit"
     message: bytes32 = keccak256(abi_encode(self.domain, TAG_BID, round, role, b.amount))
     assert self._signer(message, b.v, b.r, b.s) == self.key_of[b.participant], "SignatureError: bid not signed by its bidder"
     return out

@@ -23,12 +23,15 @@ def _keys(n: int) -> list[bytes]:
     return [(i + 1).to_bytes(32, "big") for i in range(n)]
 
 
-@pytest.mark.parametrize("basis", ["trained", "held"])
-def test_agents_and_population_make_identical_blocks(basis) -> None:
+DEFENDED = Params(k=3, test_cases=5, testers=3, min_improvement=1, pooled_cases=True, min_trainer_bid=1000)
+
+
+@pytest.mark.parametrize(("basis", "params"), [("trained", PARAMS), ("held", PARAMS), ("trained", DEFENDED)])
+def test_agents_and_population_make_identical_blocks(basis, params) -> None:
     # Prepare: the same genesis twice; 24 agents on one side, the population on the other
     trainer = LatentTrainer(seed=5)
-    fast = initialize_state(PARAMS, b"\x05" * 32, _keys(24))
-    client = StateClient(initialize_state(PARAMS, b"\x05" * 32, _keys(24)))
+    fast = initialize_state(params, b"\x05" * 32, _keys(24))
+    client = StateClient(initialize_state(params, b"\x05" * 32, _keys(24)))
     agents = [Agent(client.signer(key), LatentBrain(trainer), basis=basis) for key in _keys(24)]
     driver = RoundDriver(client, agents)
     population = LatentPopulation(trainer, basis=basis)

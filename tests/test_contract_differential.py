@@ -37,8 +37,9 @@ SCHEMES: list[dict[str, object]] = [
     {"min_improvement": 500_000_000, "testers": 3},
     {"pooled_cases": True, "testers": 3},
     {"pooled_cases": True, "testers": 4, "min_improvement": 1},
+    {"min_trainer_bid": 1000},
 ]
-IMPROVEMENT = [s for s in SCHEMES if "min_improvement" in s or "pooled_cases" in s]
+DEFENCES = [s for s in SCHEMES if {"min_improvement", "pooled_cases", "min_trainer_bid"} & set(s)]
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
@@ -80,6 +81,12 @@ def deposit_variants(pair: Pair, block: DepositBlock) -> list[tuple[str, Block]]
             ("duplicate trainer bid", dataclasses.replace(block, trainer_bids=_add(tb, top, 0))),
             ("negative bid", dataclasses.replace(block, trainer_bids=Bids(tb.participant[:1], np.array([-1])))),
         ]
+        if s.params.min_trainer_bid > 0:
+            low = tb.amount.copy()
+            low[-1] = s.params.min_trainer_bid - 1
+            out.append(
+                ("trainer bid below the minimum", dataclasses.replace(block, trainer_bids=Bids(tb.participant, low)))
+            )
         if len(tb) > 1 and (tb.amount[0] != tb.amount[-1] or True):
             out.append(("trainer bids reversed", dataclasses.replace(block, trainer_bids=_r(tb))))
     miner = int(s.roles.miners[0])
@@ -235,6 +242,10 @@ def play(pair: Pair, data: st.DataObject, phases: int) -> None:
 @settings(max_examples=4, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 @given(scheme=st.sampled_from(SCHEMES), seed=st.integers(1, 2**16), data=st.data())
 def test_core_and_contract_agree_on_random_sequences(node: Node, scheme, seed, data) -> None:
+    _agree_on_a_random_sequence(node, scheme, seed, data)
+
+
+def _agree_on_a_random_sequence(node: Node, scheme: dict[str, object], seed: int, data: st.DataObject) -> None:
     # Prepare
     params = Params(**{"k": 2, "test_cases": 5, **scheme})
     pair = Pair(node, params, participants=data.draw(st.integers(6, 14), label="participants"), seed=seed)
@@ -247,18 +258,13 @@ def test_core_and_contract_agree_on_random_sequences(node: Node, scheme, seed, d
 
 
 @settings(max_examples=6, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
-@given(scheme=st.sampled_from(IMPROVEMENT), seed=st.integers(1, 2**16), data=st.data())
-def test_core_and_contract_agree_on_the_improvement_rule(node: Node, scheme, seed, data) -> None:
+@given(scheme=st.sampled_from(DEFENCES), seed=st.integers(1, 2**16), data=st.data())
+def test_core_and_contract_agree_on_the_defences(node: Node, scheme, seed, data) -> None:
     """Testers also score the live models; a child below its parent + the margin is never
     selected (honest latent children, gain ~ N(1, 1), miss a margin of half a unit about 30%
     of the time; chosen scores make any pattern). With pooled cases, a tester off the medians
-    (a lying co-tester, chosen scores) is not paid."""
-    params = Params(**{"k": 2, "test_cases": 5, **scheme})
-    pair = Pair(node, params, participants=data.draw(st.integers(6, 14), label="participants"), seed=seed)
-    play(pair, data, phases=28)
-    assert not pair.mismatches
-    assert pair.replay_matches() == []
-    assert pair.ref.round >= 6
+    (a lying co-tester, chosen scores) is not paid; a bid below the minimum deposit is refused."""
+    _agree_on_a_random_sequence(node, scheme, seed, data)
 
 
 @pytest.fixture(scope="module")
@@ -379,3 +385,20 @@ def test_with_pooled_cases_a_tester_off_the_medians_is_paid_by_neither(node: Nod
     assert outcome == ("ok", "ok") and not pair.mismatches and pair.replay_matches() == []
     paid = pair.ref.balances - before
     assert paid[liar] == 0 and paid[honest.co_testers[1].tester] > 0 and paid[honest.miner] > 0
+
+
+def test_a_trainer_bid_below_the_minimum_deposit_is_refused_by_both(node: Node) -> None:
+    # Prepare: a minimum deposit of 0.001 coin; rounds until trainers can afford it
+    pair = Pair(node, Params(k=2, test_cases=5, min_trainer_bid=1000), participants=10, seed=6)
+    population = LatentPopulation(LatentTrainer(seed=6))
+    while pair.ref.phase != Phase.DEPOSIT or len(population.next_block(pair.ref).trainer_bids) == 0:
+        assert pair.ref.round < 30
+        pair.apply(population.next_block(pair.ref), "honest")
+    honest = population.next_block(pair.ref)
+    assert isinstance(honest, DepositBlock) and (honest.trainer_bids.amount >= 1000).all()
+    low = honest.trainer_bids.amount.copy()
+    low[-1] = 999
+    # Execute / Assert: refused by both, the honest block accepted by both
+    below = dataclasses.replace(honest, trainer_bids=Bids(honest.trainer_bids.participant, low))
+    assert pair.apply(below, "a bid below the minimum") == ("BalanceError", "BalanceError")
+    assert pair.apply(honest, "honest") == ("ok", "ok") and not pair.mismatches

@@ -105,3 +105,30 @@ def test_the_margin_is_a_positive_integer(value: object) -> None:
 def test_params_without_the_rule_do_not_name_it() -> None:
     assert "min_improvement" not in Params().to_dict()
     assert Params.from_dict(Params(min_improvement=3).to_dict()).min_improvement == 3
+
+
+@pytest.mark.parametrize("value", [-1, True, 2.5, 2**63])
+def test_the_minimum_deposit_is_an_amount(value: object) -> None:
+    with pytest.raises(ConfigError, match="min_trainer_bid must be an integer of units"):
+        Params(min_trainer_bid=value)  # type: ignore[arg-type]
+
+
+def test_new_defences_are_named_only_when_set() -> None:
+    names = set(Params().to_dict())
+    assert not names & {"min_improvement", "pooled_cases", "min_trainer_bid"}
+    on = Params(min_improvement=1, pooled_cases=True, min_trainer_bid=5)
+    assert Params.from_dict(on.to_dict()) == on
+
+
+def test_a_trainer_who_cannot_afford_the_minimum_deposit_does_not_bid() -> None:
+    keys = [hashlib.sha256(f"m{i}".encode()).digest() for i in range(12)]
+    state = initialize_state(Params(k=2, test_cases=5, min_trainer_bid=1000), b"\x01" * 32, keys)
+    population = LatentPopulation(LatentTrainer(seed=1))
+    first = population.next_block(state)  # round 0: nobody has coins yet
+    assert isinstance(first, blocks.DepositBlock) and len(first.trainer_bids) == 0
+    while state.round < 6:
+        block = population.next_block(state)
+        if isinstance(block, blocks.DepositBlock):
+            assert (block.trainer_bids.amount >= 1000).all()
+        process_block(state, block)
+    assert state.latest_version > 0  # testers' and miners' rewards let trainers in later

@@ -79,9 +79,11 @@ class LatentPopulation:
         miner = roles.block_miners[int(state.phase)]
         if state.phase == Phase.DEPOSIT:
             trainers, owners = roles.trainers, roles.model_owners
+            bids = taker_bid(state, trainers, self.basis)
+            afford = bids >= state.params.min_trainer_bid  # (below the minimum deposit: no bid)
             trainer_bids, mo_bids = order_bids(
                 state,
-                Bids(trainers, taker_bid(state, trainers, self.basis)),
+                Bids(trainers[afford], bids[afford]),
                 Bids(owners, mo_bid(state, owners)),
             )
             return DepositBlock(state.round, miner, trainer_bids, mo_bids, joins)

@@ -62,6 +62,7 @@ def contract_params(params: Params) -> tuple[Any, ...]:
         params.phase_timeout or 0,
         params.min_improvement or 0,
         params.pooled_cases,
+        params.min_trainer_bid,
         list(multipliers),
     )
 

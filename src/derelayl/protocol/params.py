@@ -30,7 +30,7 @@ REWARD_SCHEMES: tuple[RewardScheme, ...] = ("lineage", "decay", "capped")
 LineagePayee = Literal["model_owner", "trainer"]
 LINEAGE_PAYEES: tuple[LineagePayee, ...] = ("model_owner", "trainer")
 _INT_FIELDS = ("k", "test_cases", "testers")
-_OPTIONAL = {"min_improvement": None, "pooled_cases": False}
+_OPTIONAL = {"min_improvement": None, "pooled_cases": False, "min_trainer_bid": 0}
 """Parameters added after chains existed: left out of ``to_dict`` while at these defaults."""
 MAX_TESTERS = 16
 MAX_AMOUNT = 2**62
@@ -48,6 +48,7 @@ AMOUNT_FIELDS = (
     "reward_per_model_case",
     "lineage_reward",
     "supply_cap",
+    "min_trainer_bid",
 )
 """Fields that are amounts of money, in units (``supply_cap`` may be None)."""
 _MILLI = UNIT // 1000
@@ -112,6 +113,10 @@ class Params:
     least its parent's + this margin (in score units: correct test cases for real models). The
     top fraction is then taken among those. None (reference): off, and testers score only the
     committed models."""
+    min_trainer_bid: int = 0
+    """The least deposit (units) a trainer must bid to be matched (against Sybils: every key
+    that takes a training slot risks this much). 0 (reference): no entry barrier, a newcomer
+    with no coins bids 0 and can still be matched."""
     pooled_cases: bool = False
     """Testers score every model on the pool of all the round's testers' test cases (in tester
     order, the testing miner's first), so honest testers report the same scores; a tester
@@ -198,7 +203,7 @@ class Params:
         return n_commits + (n_live if self.min_improvement is not None else 0)
 
     def to_dict(self) -> dict[str, Any]:
-        """Every parameter by name; ``min_improvement`` and ``pooled_cases`` only when set
+        """Every parameter by name; ``min_improvement``, ``pooled_cases`` and ``min_trainer_bid`` only when set
         (chains made before they existed name every other parameter, and stay valid)."""
         out: dict[str, Any] = {}
         for f in dataclasses.fields(self):

@@ -55,6 +55,7 @@ def compute_includable_bids(state: State, trainer_bids: Bids, mo_bids: Bids) -> 
     """The bids a deposit miner may include from those it received, in canonical order."""
     assert state.roles is not None
     t = _first_valid(state, trainer_bids, state.roles.trainers, 1)
+    t = t[trainer_bids.amount[t] >= state.params.min_trainer_bid]
     m = _first_valid(state, mo_bids, state.roles.model_owners, state.params.k)
     return order_bids(
         state,

@@ -54,6 +54,7 @@ from derelayl.protocol.validate import (
     validate_new_keys,
     verify_bids,
     verify_header,
+    verify_minimum_bids,
     verify_report,
 )
 
@@ -95,6 +96,7 @@ def process_deposit_block(state: State, block: DepositBlock) -> DepositReceipt:
     roles, k = state.roles, state.params.k
     trainer_bids, mo_bids = block.trainer_bids, block.mo_bids
     verify_bids(state, trainer_bids, roles.trainers, "trainer", 1)
+    verify_minimum_bids(state, trainer_bids)
     verify_bids(state, mo_bids, roles.model_owners, "model owner", k)
     # Verify trainer bids are listed highest first, equal bids in the round's auction-key order
     keys = compute_keys(state.beacon, AUCTION, state.n_participants)

@@ -32,6 +32,7 @@ __all__ = [
     "validate_new_keys",
     "verify_bids",
     "verify_header",
+    "verify_minimum_bids",
     "verify_report",
 ]
 
@@ -118,6 +119,17 @@ def verify_bids(state: State, bids: Bids, eligible: I64, who: str, per: int) -> 
         raise BalanceError(
             f"{who} {int(bids.participant[i])} bid {int(bids.amount[i])} units (x{per}) above "
             f"its balance of {int(state.balances[bids.participant[i]])}"
+        )
+
+
+def verify_minimum_bids(state: State, bids: Bids) -> None:
+    """Trainer bids must reach the minimum deposit (``min_trainer_bid``)."""
+    low = np.flatnonzero(bids.amount < state.params.min_trainer_bid)
+    if low.size:
+        i = int(low[0])
+        raise BalanceError(
+            f"trainer {int(bids.participant[i])} bid {int(bids.amount[i])} units, below the minimum deposit of "
+            f"{state.params.min_trainer_bid}"
         )
 
 

@@ -119,6 +119,9 @@ def simulate(
         str | None, typer.Option(help="Coins minted per lineage member per selected model [1].", rich_help_panel=_M)
     ] = None,
     supply_cap: Annotated[str | None, typer.Option(help="Supply cap of the capped scheme.", rich_help_panel=_M)] = None,
+    min_trainer_bid: Annotated[
+        str | None, typer.Option(help="Least deposit a trainer must bid to be matched [0].", rich_help_panel=_M)
+    ] = None,
     reward_per_deposit: Annotated[
         str | None, typer.Option(help="Miner reward per deposit [0.001].", rich_help_panel=_M)
     ] = None,
@@ -208,6 +211,7 @@ def simulate(
         mo_budget=mo_budget,
         lineage_reward=lineage_reward,
         supply_cap=supply_cap,
+        min_trainer_bid=min_trainer_bid,
         reward_per_deposit=reward_per_deposit,
         reward_per_commitment=reward_per_commitment,
         reward_per_test_case=reward_per_test_case,
