@@ -259,12 +259,13 @@ def _agree_on_a_random_sequence(node: Node, scheme: dict[str, object], seed: int
 
 @settings(max_examples=6, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 @given(scheme=st.sampled_from(DEFENCES), seed=st.integers(1, 2**16), data=st.data())
-def test_core_and_contract_agree_on_the_defences(node: Node, scheme, seed, data) -> None:
-    """Testers also score the live models; a child below its parent + the margin is never
+def test_core_and_contract_agree_on_the_defences(fastest_node: Node, scheme, seed, data) -> None:
+    """On the fastest node here (anvil; py-evm slows down as one module's chain grows).
+    Testers also score the live models; a child below its parent + the margin is never
     selected (honest latent children, gain ~ N(1, 1), miss a margin of half a unit about 30%
     of the time; chosen scores make any pattern). With pooled cases, a tester off the medians
     (a lying co-tester, chosen scores) is not paid; a bid below the minimum deposit is refused."""
-    _agree_on_a_random_sequence(node, scheme, seed, data)
+    _agree_on_a_random_sequence(fastest_node, scheme, seed, data)
 
 
 @pytest.fixture(scope="module")
@@ -329,10 +330,10 @@ def test_a_silent_co_tester_is_left_out_only_after_the_timeout(node: Node) -> No
     assert not pair.mismatches
 
 
-def test_a_child_that_does_not_beat_its_parent_is_never_selected_by_either(node: Node) -> None:
+def test_a_child_that_does_not_beat_its_parent_is_never_selected_by_either(fastest_node: Node) -> None:
     # Prepare: the improvement rule with a margin of 1, at a test phase whose children have
     # at least two different parents
-    pair = Pair(node, Params(k=4, test_cases=5, min_improvement=1), participants=16, seed=4)
+    pair = Pair(fastest_node, Params(k=4, test_cases=5, min_improvement=1), participants=16, seed=4)
     population = LatentPopulation(LatentTrainer(seed=4))
 
     def parents() -> set[int]:
@@ -368,9 +369,9 @@ def test_a_child_that_does_not_beat_its_parent_is_never_selected_by_either(node:
     assert len(pair.ref.live) == min(Params().n_selected(n), eligible) > 0
 
 
-def test_with_pooled_cases_a_tester_off_the_medians_is_paid_by_neither(node: Node) -> None:
+def test_with_pooled_cases_a_tester_off_the_medians_is_paid_by_neither(fastest_node: Node) -> None:
     # Prepare: three testers scoring a pool; the round at its test phase
-    pair = Pair(node, Params(k=2, test_cases=5, testers=3, pooled_cases=True), participants=12, seed=9)
+    pair = Pair(fastest_node, Params(k=2, test_cases=5, testers=3, pooled_cases=True), participants=12, seed=9)
     population = LatentPopulation(LatentTrainer(seed=9))
     while pair.ref.phase != Phase.TEST or len(pair.ref.commits) == 0:
         pair.apply(population.next_block(pair.ref), "honest")
@@ -387,9 +388,9 @@ def test_with_pooled_cases_a_tester_off_the_medians_is_paid_by_neither(node: Nod
     assert paid[liar] == 0 and paid[honest.co_testers[1].tester] > 0 and paid[honest.miner] > 0
 
 
-def test_a_trainer_bid_below_the_minimum_deposit_is_refused_by_both(node: Node) -> None:
+def test_a_trainer_bid_below_the_minimum_deposit_is_refused_by_both(fastest_node: Node) -> None:
     # Prepare: a minimum deposit of 0.001 coin; rounds until trainers can afford it
-    pair = Pair(node, Params(k=2, test_cases=5, min_trainer_bid=1000), participants=10, seed=6)
+    pair = Pair(fastest_node, Params(k=2, test_cases=5, min_trainer_bid=1000), participants=10, seed=6)
     population = LatentPopulation(LatentTrainer(seed=6))
     while pair.ref.phase != Phase.DEPOSIT or len(population.next_block(pair.ref).trainer_bids) == 0:
         assert pair.ref.round < 30
