@@ -183,6 +183,8 @@ def test_capped_scheme_respects_its_cap() -> None:
         (["--scheme", "lineage,bogus"], "scheme must be one of"),
         (["--seeds", "9-0"], "empty range"),
         (["--royalty-decay", "1"], "royalty_decay must be in [0, 1)"),
+        (["--sybil-share", "1"], "sybil_share must be in [0, 1)"),
+        (["--sybil-share", "nan"], "sybil_share must be a finite number"),
     ],
 )
 def test_invalid_flags_fail_clearly_before_work(tmp_path: Path, args: list[str], message: str) -> None:
@@ -380,3 +382,16 @@ def test_sustainability_values_a_slot_against_the_version_trained() -> None:
     rec.flush()
     # Assert: the reference taker bid is 1 coin for participant 0, 5 coins for participant 1
     assert rec.out["covers_bid"][0] == 0.5
+
+
+def test_a_sybil_operator_takes_slots_but_no_coins_from_free_riding(tmp_path: Path) -> None:
+    # Execute: 30% of 64 keys run by one operator that bids the least allowed and free-rides
+    args = ["--participants", "64", "--rounds", "150", "--sybil-share", "0.3", "--no-figures", "--quiet"]
+    result = runner.invoke(app, ["simulate", *args, "--out", str(tmp_path / "s")])
+    plain = runner.invoke(app, ["simulate", *args[:4], "--no-figures", "--quiet", "--out", str(tmp_path / "p")])
+    # Assert: it takes training slots (bidding 0 is never refused), earns next to nothing
+    assert result.exit_code == 0 and plain.exit_code == 0, result.output
+    final = json.loads((tmp_path / "s" / "summary.json").read_text())["final"]
+    assert final["sybil_keys"] == 19 and 0.05 < final["sybil_slot_share"] < 0.5
+    assert final["sybil_coin_share"] < 0.01
+    assert "sybil_slot_share" not in json.loads((tmp_path / "p" / "summary.json").read_text())["final"]

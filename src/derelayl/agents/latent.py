@@ -72,6 +72,15 @@ class LatentPopulation:
 
     trainer: LatentTrainer
     basis: OwnVersion = "trained"
+    sybil: NDArray[np.bool_] | None = None
+    """Participants run by one Sybil operator (newcomers beyond the mask are honest): as
+    trainers they bid the least the rules allow (0, or ``min_trainer_bid`` if they can afford
+    it) and free-ride, committing their parent's score unchanged."""
+
+    def _sybils(self, who: I64) -> NDArray[np.bool_]:
+        if self.sybil is None:
+            return np.zeros(who.size, dtype=bool)
+        return (who < self.sybil.size) & self.sybil[np.minimum(who, self.sybil.size - 1)]
 
     def next_block(self, state: State, joins: tuple[bytes, ...] = ()) -> Block:
         assert state.roles is not None
@@ -80,6 +89,8 @@ class LatentPopulation:
         if state.phase == Phase.DEPOSIT:
             trainers, owners = roles.trainers, roles.model_owners
             bids = taker_bid(state, trainers, self.basis)
+            least = np.minimum(state.balances[trainers], state.params.min_trainer_bid)
+            bids = np.where(self._sybils(trainers), least, bids)
             afford = bids >= state.params.min_trainer_bid  # (below the minimum deposit: no bid)
             trainer_bids, mo_bids = order_bids(
                 state,
@@ -92,6 +103,9 @@ class LatentPopulation:
             # are distinct by construction: they encode the trainer)
             pairs = np.arange(len(state.pairs), dtype=np.int64)
             ok, score = _train_pairs(self.trainer, state, pairs)
+            rider = self._sybils(state.pairs.trainer)
+            ok = ok | rider
+            score = np.where(rider, state.live.score[state.pairs.live_pos], score)
             trainers = state.pairs.trainer[ok]
             return CommitBlock(state.round, miner, trainers, latent_commitments(state.round, trainers, score[ok]))
         if state.phase == Phase.TEST:

@@ -151,6 +151,13 @@ def simulate(
         float | None,
         typer.Option(help="New participants per round (0.5 = one every 2 rounds) [0].", rich_help_panel=_R),
     ] = None,
+    sybil_share: Annotated[
+        float | None,
+        typer.Option(
+            help="Share of participants run by one Sybil operator: they bid the least allowed and free-ride [0].",
+            rich_help_panel=_R,
+        ),
+    ] = None,
     workers: Annotated[int | None, typer.Option(help="Processes for several runs [2].", rich_help_panel=_R)] = None,
     out_dir: Annotated[
         Path | None, typer.Option("--out", help="Results folder: summary.json, figures.", rich_help_panel=_O)
@@ -189,6 +196,7 @@ def simulate(
         gain_mean=gain_mean,
         gain_std=gain_std,
         join_rate=join_rate,
+        sybil_share=sybil_share,
         workers=workers,
         traces=traces,
         figures=figures,

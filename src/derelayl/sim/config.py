@@ -72,6 +72,9 @@ class SimConfig:
     gain_mean: float = 1.0
     gain_std: float = 1.0
     join_rate: float = 0.0
+    sybil_share: float = 0.0
+    """Share of the initial participants run by one Sybil operator: as trainers they bid the
+    least the rules allow and free-ride (``LatentPopulation.sybil``)."""
     """New participants per round (fractions accumulate: 0.5 = one every two rounds)."""
     version_rounds: int = 100
     """Rounds shown in the version-distribution figure (the paper shows 100)."""
@@ -85,7 +88,7 @@ class SimConfig:
         self.validate()
 
     def validate(self) -> None:
-        for key in ("success_rate", "gain_mean", "gain_std", "join_rate"):
+        for key in ("success_rate", "gain_mean", "gain_std", "join_rate", "sybil_share"):
             if not math.isfinite(getattr(self, key)):
                 raise ConfigError(f"{key} must be a finite number, got {getattr(self, key)}")
         if not 2 <= self.participants <= MAX_PARTICIPANTS:
@@ -118,6 +121,8 @@ class SimConfig:
             raise ConfigError(f"success_rate must be in [0, 1], got {self.success_rate}")
         if self.gain_std < 0:
             raise ConfigError(f"gain_std must be non-negative, got {self.gain_std}")
+        if not 0 <= self.sybil_share < 1:
+            raise ConfigError(f"sybil_share must be in [0, 1), got {self.sybil_share}")
         if self.join_rate < 0:
             raise ConfigError(f"join_rate must be non-negative, got {self.join_rate}")
         cap = self.params.cap
@@ -284,7 +289,7 @@ def resolve_config(
     for key in ("participants", "rounds", "version_rounds", "sample_lines", "workers"):
         if key in merged and (not isinstance(merged[key], int) or isinstance(merged[key], bool)):
             raise ConfigError(f"{key} must be an integer, got {merged[key]!r}")
-    for key in ("success_rate", "gain_mean", "gain_std", "join_rate"):
+    for key in ("success_rate", "gain_mean", "gain_std", "join_rate", "sybil_share"):
         if key in merged:
             if isinstance(merged[key], bool):
                 raise ConfigError(f"{key} must be a number, got {merged[key]!r}")

@@ -22,7 +22,7 @@ from numpy.typing import NDArray
 from derelayl.agents.latent import LatentPopulation
 from derelayl.errors import ConfigError
 from derelayl.learning.latent import SCALE, LatentTrainer
-from derelayl.protocol.blocks import Block, CommitReceipt, SettleReceipt
+from derelayl.protocol.blocks import Block, CommitReceipt, DepositReceipt, SettleReceipt
 from derelayl.protocol.genesis import initialize_state
 from derelayl.protocol.transition import process_block
 from derelayl.protocol.types import UNIT, Phase
@@ -63,6 +63,10 @@ class RunResult:
     join_row: I64
     initial: int
     head_hash: str | None = None
+    sybil: NDArray[np.bool_] | None = None
+    """Initial participants run by the Sybil operator."""
+    slots: I64 | None = None
+    """Training slots taken over the run: by honest participants, by Sybils."""
 
 
 class _Applier:
@@ -130,7 +134,9 @@ def run_one(
     """Simulate ``config.rounds`` rounds of one (scheme, seed)."""
     start = time.perf_counter()
     applier = _Applier(config, scheme, seed, ledger_dir)
-    net = LatentPopulation(LatentTrainer(seed, config.success_rate, config.gain_mean, config.gain_std))
+    sybil = sybil_mask(config.participants, config.sybil_share, seed)
+    net = LatentPopulation(LatentTrainer(seed, config.success_rate, config.gain_mean, config.gain_std), sybil=sybil)
+    slots = np.zeros(2, dtype=np.int64)  # training slots taken by honest participants, by Sybils
     width, rounds = config.width, config.rounds
     sample = np.unique(
         np.linspace(0, config.participants - 1, min(config.sample_lines, config.participants)).astype(np.int64)
@@ -158,7 +164,11 @@ def run_one(
                 state = applier.state
                 block = net.next_block(state, joins) if state.phase == Phase.DEPOSIT else net.next_block(state)
                 receipt = applier.apply(block)
-                if isinstance(receipt, CommitReceipt):
+                if isinstance(receipt, DepositReceipt):
+                    trainers = receipt.pairs.trainer
+                    rider = int(sybil[trainers[trainers < sybil.size]].sum())
+                    slots += (trainers.size - rider, rider)
+                elif isinstance(receipt, CommitReceipt):
                     commit = receipt
                 elif isinstance(receipt, SettleReceipt):
                     settle = receipt
@@ -212,7 +222,20 @@ def run_one(
         join_row=rec.join_row,
         initial=config.participants,
         head_hash=head,
+        sybil=sybil,
+        slots=slots,
     )
+
+
+def sybil_mask(participants: int, share: float, seed: int) -> NDArray[np.bool_]:
+    """``round(share * participants)`` of participants 1.. (the genesis owner stays honest),
+    drawn from the seed."""
+    mask = np.zeros(participants, dtype=bool)
+    count = min(round(share * participants), participants - 1)
+    if count:
+        rng = np.random.default_rng([seed, 0x5B1])
+        mask[1 + rng.permutation(participants - 1)[:count]] = True
+    return mask
 
 
 def winning_lineage_counts(generations: list[tuple[I64, I64, NDArray[np.int32]]], live: I64, width: int) -> I64:

@@ -164,6 +164,20 @@ def final_measures(run: RunResult) -> dict[str, Any]:
         "newcomers_served": int(served.sum()),
         "newcomer_wait_rounds_mean": float(waits.mean()) if waits.size else None,
         "newcomer_wait_rounds_p90": float(np.percentile(waits, 90)) if waits.size else None,
+        **_sybil_measures(run),
+    }
+
+
+def _sybil_measures(run: RunResult) -> dict[str, Any]:
+    """With a Sybil operator: its share of training slots and of all coins at the end."""
+    if run.sybil is None or not run.sybil.any() or run.slots is None:
+        return {}
+    total = int(run.final_balances.sum())
+    held = int(run.final_balances[: run.sybil.size][run.sybil].sum())
+    return {
+        "sybil_keys": int(run.sybil.sum()),
+        "sybil_slot_share": float(run.slots[1] / max(int(run.slots.sum()), 1)),
+        "sybil_coin_share": held / total if total else 0.0,
     }
 
 
