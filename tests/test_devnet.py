@@ -104,18 +104,23 @@ def test_devnet_equals_the_in_process_run_and_verifies(tmp_path: Path) -> None:
 
 
 @needs_anvil
-def test_the_improvement_rule_runs_on_the_network_as_in_process(tmp_path: Path) -> None:
-    """Testers fetch the live models (the parents) too, over HTTP, entitled by the chain."""
-    output = _wait(_devnet(tmp_path / "dev", 6, 3, 8760, "--min-improvement", "1"), timeout=300)
+@pytest.mark.parametrize(
+    "options",
+    [["--min-improvement", "1"], ["--testers", "3", "--pooled-cases"]],
+    ids=["improvement-rule", "pooled-cases"],
+)
+def test_the_defences_run_on_the_network_as_in_process(tmp_path: Path, options: list[str]) -> None:
+    """Improvement rule: testers fetch the live models (the parents) too, entitled by the
+    chain. Pooled cases: each tester fetches the others' cases from their nodes after the
+    commit block, and honest testers agree (all are paid, as in one process)."""
+    output = _wait(_devnet(tmp_path / "dev", 6, 3, 8760, *options), timeout=300)
     local = runner.invoke(
-        app,
-        ["run", "--participants", "6", "--rounds", "3", "--min-improvement", "1", "--out", str(tmp_path / "run")],
+        app, ["run", "--participants", "6", "--rounds", "3", *options, "--out", str(tmp_path / "run"), "--quiet"]
     )
     devnet = json.loads((tmp_path / "dev" / "summary.json").read_text())
     run = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert local.exit_code == 0, local.output
-    assert devnet["rounds"] == 3 and devnet["verified"]["round"] == 3, output
-    assert devnet["config"]["min_improvement"] == 1
+    assert devnet["rounds"] == 3 and devnet["verified"]["round"] == 3 and devnet["takeovers"] == [], output
     assert devnet["accuracy_per_round"] == run["accuracy_per_round"] and devnet["balances"] == run["balances"]
 
 

@@ -518,6 +518,24 @@ def test_unpublished_cases_are_404_and_published_ones_are_their_bytes(net: Net) 
     assert np.array_equal(got_x, x) and np.array_equal(got_y, y)
 
 
+@pytest.mark.parametrize("round_", ["abc", "-1", "1.5", "99999999999", "%20"])
+def test_a_malformed_cases_round_is_400(net: Net, round_: str) -> None:
+    _assert_refused(net.http.get(f"/cases/round/{round_}"), 400, "round")
+    _assert_serving(net)
+
+
+def test_a_rounds_cases_are_not_served_before_its_commit_block(net: Net) -> None:
+    # Execute: this round (the node is before its test phase) and a later one
+    view = net.node.view
+    assert view.phase < Phase.TEST
+    now = net.http.get(f"/cases/round/{view.round}")
+    later = net.http.get(f"/cases/round/{view.round + 5}")
+    # Assert: "try again" (425), nothing published yet
+    _assert_refused(now, 425, "after its commit block")
+    _assert_refused(later, 425, "after its commit block")
+    assert not list((net.node.home / "cases").glob("round-*"))
+
+
 # ---------------------------------------------------------------- POST /peers
 
 

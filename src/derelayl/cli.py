@@ -55,6 +55,10 @@ def run(
         int | None,
         typer.Option(help="Improvement rule: score units (test cases) a child must gain over its parent (off)."),
     ] = None,
+    testers: Annotated[int | None, typer.Option(help="Testers per round (the preset's: 1).")] = None,
+    pooled_cases: Annotated[
+        bool | None, typer.Option("--pooled-cases/--no-pooled-cases", help="Testers score on all testers' cases.")
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress display.")] = False,
 ) -> None:
     """Run a DeRelayL network (one agent per key) on a signed SQLite chain or on the contract;
@@ -74,6 +78,8 @@ def run(
             rpc=rpc,
             chain_randomness=chain_randomness,
             min_improvement=min_improvement,
+            testers=testers,
+            pooled_cases=pooled_cases,
         )
         config.validate()  # bad options stop here, before the progress display or any file
         config.params()

@@ -188,8 +188,10 @@ class RelayBrain:
 
     def own_cases(self, state: State, me: int) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
         """The test cases this participant publishes as a tester this round (from its own data)."""
-        n = state.params.test_cases
-        return self.shard.draw_test_cases(me, n, derive_seed(self.seed, "tests", state.round, me))
+        return self.cases_for(state.round, me, state.params.test_cases)
+
+    def cases_for(self, round_: int, me: int, n: int) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+        return self.shard.draw_test_cases(me, n, derive_seed(self.seed, "tests", round_, me))
 
     def score(self, state: State, me: int) -> tuple[bytes, I64]:
         x, y = self.own_cases(state, me)

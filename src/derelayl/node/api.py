@@ -136,6 +136,18 @@ def make_app(node: Node) -> FastAPI:
             return _error(500, str(exc))
         return Response(data, media_type="application/octet-stream")
 
+    @app.get("/cases/round/{round_}")
+    def get_round_cases(round_: str) -> Response:
+        if not round_.isdigit() or len(round_) > 10:
+            return _error(400, "a round is a non-negative integer")
+        try:
+            data = node.case_exchange.serve(int(round_))
+        except LookupError as exc:
+            return _error(425, str(exc))
+        except FileNotFoundError as exc:
+            return _error(404, str(exc))
+        return Response(data, media_type="application/octet-stream")
+
     @app.get("/cases/{digest}")
     def get_cases(digest: str) -> Response:
         try:

@@ -100,6 +100,10 @@ def devnet(
         int | None,
         typer.Option(help="Improvement rule: test cases a child must gain over its parent to be selected (off)."),
     ] = None,
+    testers: Annotated[int, typer.Option(help="Testers per round; models are ranked by their median.")] = 1,
+    pooled_cases: Annotated[
+        bool, typer.Option(help="Testers score on all testers' cases (fetched from their nodes).")
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress display.")] = False,
 ) -> None:
     """A network of node processes on this machine: chain, contract, one node per participant."""
@@ -118,6 +122,8 @@ def devnet(
         local_epochs=local_epochs,
         chain=chain,
         min_improvement=min_improvement,
+        testers=testers,
+        pooled_cases=pooled_cases,
     )
 
     def interrupted(*_: object) -> None:

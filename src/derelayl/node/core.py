@@ -38,6 +38,7 @@ from derelayl.evm.signing import EvmKey, key_of_address
 from derelayl.folders import write_atomic
 from derelayl.learning.store import DirModelStore
 from derelayl.ledger.client import ChainEvent
+from derelayl.node.cases import CaseExchange
 from derelayl.node.peers import PeerBook
 from derelayl.node.wire import FetchRequest, case_blob
 from derelayl.protocol.blocks import Join, Transfer
@@ -84,6 +85,8 @@ class View:
     me: int | None
     # digest -> participants entitled to fetch it from us now
     entitled: dict[bytes, frozenset[int]] = field(default_factory=dict)
+    testers: frozenset[int] = frozenset()
+    """This round's testers."""
 
 
 class Node:
@@ -110,6 +113,8 @@ class Node:
         self.brain: RelayBrain = brain_factory(store, self._fetch_model)
         self.models = self.brain.models
         self.brain.on_cases = self._publish_cases
+        self.case_exchange = CaseExchange(self)
+        self.brain.peer_cases = self.case_exchange.fetch
         genesis = self.client.history.genesis_model
         if genesis != bytes(32) and self.models.index[0] != genesis:
             ours = self.models.index[0].hex()[:16]
@@ -175,6 +180,7 @@ class Node:
             tuple(state.keys),
             me,
             {d: frozenset(who) for d, who in entitled.items()},
+            frozenset(state.roles.testers.tolist()) if state.roles is not None else frozenset(),
         )
 
     # ------------------------------------------------------------ messages in

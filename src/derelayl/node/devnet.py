@@ -39,7 +39,7 @@ from derelayl.folders import FolderLock, write_atomic
 from derelayl.node.keys import load_key, new_key
 from derelayl.node.runner import DataSpec, digits_genesis
 from derelayl.protocol.blocks import SettleBlock
-from derelayl.protocol.params import preset
+from derelayl.protocol.params import Params, preset
 from derelayl.protocol.state import State
 from derelayl.protocol.types import UNIT, format_units
 
@@ -68,6 +68,18 @@ class DevnetConfig:
     """anvil; embedded (py-evm served over JSON-RPC, kept in memory); auto: anvil if installed."""
     min_improvement: int | None = None
     """The improvement rule's margin (correct test cases a child must gain over its parent)."""
+    testers: int = 1
+    pooled_cases: bool = False
+    """Testers score on all testers' cases, fetched from their nodes."""
+
+    def params(self) -> Params:
+        return replace(
+            preset("reference"),
+            phase_timeout=self.phase_timeout,
+            min_improvement=self.min_improvement,
+            testers=self.testers,
+            pooled_cases=self.pooled_cases,
+        )
 
     def validate(self) -> None:
         if not 2 <= self.nodes <= 256:
@@ -82,8 +94,7 @@ class DevnetConfig:
             raise ConfigError(f"--local-epochs must be in 0..1000, got {self.local_epochs}")
         if self.chain not in CHAINS:
             raise ConfigError(f"--chain must be one of {', '.join(CHAINS)}, got {self.chain!r}")
-        if self.min_improvement is not None:
-            replace(preset("reference"), min_improvement=self.min_improvement)  # the rules' own check
+        self.params()  # the rules' own checks of the protocol options
         if not 0 < self.block_time <= 60:
             raise ConfigError(f"--block-time must be in (0, 60] seconds, got {self.block_time}")
 
@@ -112,7 +123,7 @@ class Devnet:
         keys = [self._key(i) for i in range(c.nodes)]
         if previous is None:
             self.chain.fund([k.address for k in keys])
-            params = replace(preset("reference"), phase_timeout=c.phase_timeout, min_improvement=c.min_improvement)
+            params = c.params()
             genesis = digits_genesis(DataSpec(0, c.nodes, c.seed))
             client = ContractClient.deploy(
                 self.chain,

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 
 from derelayl.errors import DerelaylError
-from derelayl.node.wire import FetchRequest, message_to_json
+from derelayl.node.wire import MAX_CASES_BYTES, FetchRequest, message_to_json
 from derelayl.protocol.messages import Signed
 
 __all__ = ["PeerBook"]
@@ -114,9 +114,21 @@ class PeerBook:
                 log.debug("post to %s failed: %s", url, exc)
                 return
 
-    def fetch(self, key: bytes, request: FetchRequest, phase: int | None = None) -> bytes:
-        """A model from the node serving ``key``. ``LookupError``: not there yet (retry);
-        ``DerelaylError``: refused."""
+    def fetch_cases(self, key: bytes, round_: int) -> bytes:
+        """A tester's published cases of ``round_`` from its node. ``LookupError``: not there
+        yet (retry)."""
+        url = self._url_of(key)
+        try:
+            answer = self.client.get(f"{url}/cases/round/{round_}")
+        except httpx.HTTPError as exc:
+            raise LookupError(f"{url}: {type(exc).__name__}") from None
+        if answer.status_code != 200:
+            raise LookupError(f"{url}: {answer.status_code}")
+        if len(answer.content) > MAX_CASES_BYTES:
+            raise DerelaylError(f"{url} sent more than {MAX_CASES_BYTES} bytes of cases")
+        return answer.content
+
+    def _url_of(self, key: bytes) -> str:
         url = self.by_key.get(key)
         if url is None:
             self.resolve()
@@ -127,6 +139,12 @@ class PeerBook:
             url = self.by_key.get(key)
         if url is None:
             raise LookupError("no peer serves that participant")
+        return url
+
+    def fetch(self, key: bytes, request: FetchRequest, phase: int | None = None) -> bytes:
+        """A model from the node serving ``key``. ``LookupError``: not there yet (retry);
+        ``DerelaylError``: refused."""
+        url = self._url_of(key)
         try:
             headers = request.headers() | ({} if phase is None else {"X-Phase": str(phase)})
             with self.client.stream("GET", f"{url}/models/{request.digest.hex()}", headers=headers) as answer:

@@ -82,12 +82,15 @@ class RunConfig:
     """With ``evm``: mix the chain's ``prevrandao`` into the beacon."""
     min_improvement: int | None = None
     """The improvement rule's margin on top of the preset (None: the preset's)."""
+    testers: int | None = None
+    pooled_cases: bool | None = None
 
     def params(self) -> Params:
+        """The preset, with the options given on top of it."""
+        given = {"min_improvement": self.min_improvement, "testers": self.testers, "pooled_cases": self.pooled_cases}
+        changed = {k: v for k, v in given.items() if v is not None}
         base = preset(self.preset)
-        if self.min_improvement is None:
-            return base
-        return Params.from_dict({**base.to_dict(), "min_improvement": self.min_improvement})
+        return Params.from_dict({**base.to_dict(), **changed}) if changed else base
 
     def validate(self) -> None:
         from derelayl.runtime.tasks import TASKS
