@@ -115,7 +115,8 @@ def _run(
                 trim = share if method != "fedavg" else 0.0
                 curve = run_fedavg(setup, fed_rounds, seed, kinds=group, trim=trim, measure=backdoor)
                 runs.append(_summary(curve, method, kind, seed, group))
-            say(f"seed {seed}, {kind}: " + ", ".join(f"{r['method']} {r['accuracy']:.3f}" for r in runs[-4:]))
+            arms = runs[-(len(DEFENCES) + len(FEDAVG)) :]
+            say(f"seed {seed}, {kind}: " + ", ".join(f"{r['method']} {r['accuracy']:.3f}" for r in arms))
     table = _table(runs, kinds)
     results = {
         "config": config.resolved(),
