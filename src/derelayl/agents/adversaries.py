@@ -2,7 +2,7 @@
 
 Each kind is one participant's behaviour, written once and used by the relay (an
 ``Adversary`` brain in place of a ``RelayBrain``) and by the federated baselines
-(``fl_update``), so an attack means the same thing in every method:
+(``run_fedavg(kinds=...)``), so an attack means the same thing in every method:
 
 - ``free_rider``: trains nothing; commits its parent's weights unchanged (re-serialized, so
   the digest differs: a digest check alone cannot catch it). In FedAvg: uploads the global
@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
-from derelayl.agents.kinds import HONEST, KINDS
+from derelayl.agents.kinds import HONEST, KINDS, UNTRAINED
 from derelayl.agents.relay import RelayBrain
 from derelayl.errors import ConfigError
 from derelayl.learning.seeds import derive_seed
@@ -121,7 +121,7 @@ class Adversary(RelayBrain):
         return poison(self.kind, x, y, self.n_classes, derive_seed(self.seed, "poison", me))
 
     def train(self, state: State, me: int) -> bytes | None:
-        if self.kind not in ("free_rider", "copier"):
+        if self.kind not in UNTRAINED:
             return super().train(state, me)
         pair = int(np.flatnonzero(state.pairs.trainer == me)[0])
         live_pos = int(state.pairs.live_pos[pair])

@@ -99,9 +99,10 @@ class Agent:
         assert state.roles is not None
         roles, out = state.roles, []
         if state.phase == Phase.DEPOSIT:
-            bid = int(taker_bid(state, me, self.basis))
-            if _has(roles.trainers, me) and bid >= state.params.min_trainer_bid:  # (below it: cannot afford)
-                out.append(BidMessage(state.round, me, "trainer", bid))
+            if _has(roles.trainers, me):
+                bid = int(taker_bid(state, me, self.basis))
+                if bid >= state.params.min_trainer_bid:  # (below the minimum deposit: cannot afford it)
+                    out.append(BidMessage(state.round, me, "trainer", bid))
             if _has(roles.model_owners, me):
                 out.append(BidMessage(state.round, me, "model_owner", int(mo_bid(state, me))))
         elif state.phase == Phase.COMMIT and me in state.pairs.trainer.tolist():

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from derelayl.agents.adversaries import HONEST, poison
+from derelayl.agents.kinds import UNTRAINED
 from derelayl.baselines.curve import Curve, Point
 from derelayl.learning.seeds import derive_seed
 from derelayl.learning.serialization import Weights, param_bytes
@@ -54,7 +55,7 @@ def run_fedavg(
         for p, shard in enumerate(shards):
             x, y = shard.read(p)
             kind = kinds[p] if kinds else HONEST
-            if kind in ("free_rider", "copier"):  # uploads the global model unchanged
+            if kind in UNTRAINED:  # uploads the global model unchanged
                 children.append(weights)
             else:
                 x, y = poison(kind, x, y, setup.dataset.n_classes, derive_seed(seed, "poison", p))

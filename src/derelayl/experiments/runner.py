@@ -98,7 +98,7 @@ def _run_locked(config: ExperimentConfig, out_dir: Path, progress: Progress | No
         )
 
     adversaries = config.adversaries or None
-    kinds = assign(len(setup.split.participants), config.adversaries, seed) if adversaries else None
+    kinds = _kinds(config, setup)
     if "fedavg" in methods:
         timed("fedavg", lambda: run_fedavg(setup, methods["fedavg"]["rounds"], seed, kinds=kinds))
     if "centralized" in methods:
@@ -136,6 +136,11 @@ def _run_locked(config: ExperimentConfig, out_dir: Path, progress: Progress | No
     return results
 
 
+def _kinds(config: ExperimentConfig, setup: LearningSetup) -> list[str] | None:
+    """Each participant's behaviour under ``[adversaries]`` (None: all honest)."""
+    return assign(len(setup.split.participants), config.adversaries, config.seed) if config.adversaries else None
+
+
 def _run_variant(config: ExperimentConfig, setup: LearningSetup, v: VariantConfig, curves: dict[str, Curve]) -> Curve:
     """A method with changed training (and, for DeRelayL, protocol) settings, same budget."""
     train = _variant_train(setup.train_config, v)
@@ -155,8 +160,7 @@ def _run_variant(config: ExperimentConfig, setup: LearningSetup, v: VariantConfi
         )
     varied = dataclasses.replace(setup, train_config=train)
     if v.method == "fedavg":
-        kinds = assign(len(setup.split.participants), config.adversaries, seed) if config.adversaries else None
-        curve = run_fedavg(varied, method["rounds"], seed, kinds=kinds)
+        curve = run_fedavg(varied, method["rounds"], seed, kinds=_kinds(config, setup))
     else:
         curve = run_gossip(varied, seed, method["rounds"], _budget(method, curves), method["max_rounds"])
     curve.method = v.name

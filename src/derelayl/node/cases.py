@@ -9,7 +9,6 @@ restarted serves the very same bytes; they are kept under ``HOME/cases/round-<r>
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -54,17 +53,12 @@ class CaseExchange:
         """Another tester's cases of this round, from its node; waits while it has not reached
         the test phase, gives up once the phase this node acts for is over."""
         node = self.node
-        acting, deadline = node.acting_for, time.monotonic() + 120
         last: Exception | None = None
-        while time.monotonic() < deadline and not node.stopped.is_set():
-            now = node.sync()
-            if (now.round, int(now.phase)) != acting:
-                raise ModelError(f"cases of tester {tester}: round {acting[0]} phase {acting[1]} is over")
+        for _ in node.while_acting(f"cases of tester {tester}"):
             try:
                 blob = node.peers.fetch_cases(state.keys[tester], state.round)
                 node.stats["bytes_in"] += len(blob)
                 return cases_from_blob(blob)
             except (LookupError, OSError, DerelaylError) as exc:
                 last = exc
-            node.stopped.wait(0.1)
         raise ModelError(f"the test cases of tester {tester} could not be fetched ({last})")

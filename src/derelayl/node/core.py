@@ -23,6 +23,7 @@ import logging
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -260,13 +261,8 @@ class Node:
         waits (the holder may not have seen the block that entitles us yet, or may be
         restarting) it keeps following the chain, and gives up once the phase it acts for is
         over: the action is moot then."""
-        acting = self.acting_for
-        deadline = time.monotonic() + 120
         last: Exception | None = None
-        while time.monotonic() < deadline and not self.stopped.is_set():
-            state = self.sync()
-            if (state.round, int(state.phase)) != acting:
-                raise ModelError(f"model {digest.hex()[:16]}: round {acting[0]} phase {acting[1]} is over")
+        for state in self.while_acting(f"model {digest.hex()[:16]}"):
             holders = [
                 int(o)
                 for m, o in zip(state.live.model_id, state.live.owner, strict=True)
@@ -283,8 +279,20 @@ class Node:
                     return data
                 except (LookupError, OSError, DerelaylError) as exc:
                     last = exc
-            self.stopped.wait(0.1)
         raise ModelError(f"model {digest.hex()[:16]} could not be fetched ({last})")
+
+    def while_acting(self, what: str, seconds: float = 120) -> Iterator[State]:
+        """The chain state, synced afresh for each try, while the phase this node acts for
+        lasts (up to ``seconds``; a short pause between tries). A peer may not have seen the
+        block that lets it answer yet, or may be restarting; once the phase is over the action
+        is moot: ``ModelError`` naming ``what``. Ends (the caller gives up) at the deadline."""
+        acting, deadline = self.acting_for, time.monotonic() + seconds
+        while time.monotonic() < deadline and not self.stopped.is_set():
+            state = self.sync()
+            if (state.round, int(state.phase)) != acting:
+                raise ModelError(f"{what}: round {acting[0]} phase {acting[1]} is over")
+            yield state
+            self.stopped.wait(0.1)
 
     def _publish_cases(self, x: np.ndarray, y: np.ndarray) -> None:
         from derelayl.learning.data import case_digest
