@@ -317,6 +317,9 @@ def test_simulate_and_experiment_refuse_a_folder_another_command_holds(tmp_path:
         (["run", "--min-improvement", "0", "--out", "r"], ["min_improvement must be an integer in 1.."]),
         (["devnet", "--min-improvement", "-3", "--out", "d"], ["min_improvement must be an integer in 1.."]),
         (["attacks", "--share", "0.9", "--out", "a"], ["--share must be in (0, 0.5]"]),
+        (["run", "--testers", "0", "--out", "r"], ["testers must be between 1 and 16"]),
+        (["devnet", "--testers", "99", "--out", "d"], ["testers must be between 1 and 16"]),
+        (["simulate", "--sybil-share", "-0.5", "--out", "s"], ["sybil_share must be in [0, 1)"]),
     ],
 )
 def test_new_options_refuse_a_bad_value_before_any_work(tmp_path: Path, args: list[str], words: list[str]) -> None:

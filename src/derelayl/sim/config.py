@@ -220,7 +220,8 @@ def _protocol_overrides(data: dict[str, Any], where: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in data.items():
         if key in AMOUNT_FIELDS and value is not None:
-            out[key] = _coins(value, f"{where}{key}")
+            # named as the user wrote it: --supply-cap on the command line, protocol.supply_cap in a file
+            out[key] = _coins(value, f"--{key.replace('_', '-')}" if where == "--" else f"{where}{key}")
         elif key in ("select_fraction", "cap_fraction", "royalty_decay"):
             out[key] = Decimal(str(value)) if isinstance(value, float) else value
         else:
