@@ -252,13 +252,14 @@ def inspect(
 def _register_extensions() -> None:
     """Commands that live with their packages."""
     from derelayl.evm.cli import deploy
-    from derelayl.experiments.cli import attacks, experiment
+    from derelayl.experiments.cli import attacks, compare, experiment
     from derelayl.node.cli import devnet, keys_app, node
     from derelayl.sim.cli import simulate
 
     app.command()(simulate)
     app.command()(experiment)
     app.command()(attacks)
+    app.command()(compare)
     app.command()(deploy)
     app.command()(node)
     app.command()(devnet)

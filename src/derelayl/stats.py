@@ -1,11 +1,14 @@
-"""Inequality measures shared by the simulator, the local network and experiments."""
+"""Inequality measures shared by the simulator, the local network and experiments, and the
+confidence interval every table over seeds uses."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-__all__ = ["gini", "gini_rows"]
+__all__ = ["gini", "gini_rows", "interval"]
 
 F64 = NDArray[np.float64]
 
@@ -27,3 +30,13 @@ def gini_rows(values: F64) -> F64:
 def gini(values: ArrayLike) -> float:
     """Gini coefficient of one set of balances (0: equal; towards 1: one holds everything)."""
     return float(gini_rows(np.asarray(values, dtype=np.float64)[None, :])[0])
+
+
+def interval(values: list[float]) -> tuple[float, float]:
+    """Mean and half-width of the 95% t-interval (0 for a single value)."""
+    from scipy.stats import t
+
+    a = np.asarray(values, dtype=float)
+    if a.size < 2:
+        return float(a.mean()), 0.0
+    return float(a.mean()), float(t.ppf(0.975, a.size - 1) * a.std(ddof=1) / math.sqrt(a.size))

@@ -2,8 +2,8 @@
 
 Each participant's data is read only inside that participant's own step (``shard.read(p)``).
 Bytes count model parameters (float32) sent plus received once per transfer:
-FedAvg 2 x participants x model per round (download + upload), gossip one model per
-participant per round, local-only none.
+FedAvg 2 x (sampled) clients x model per round (download + upload), gossip ``fanout`` models
+per participant per round, local-only none. Every method stops by a ``Budget``.
 """
 
 from __future__ import annotations
@@ -15,18 +15,32 @@ import torch
 
 from derelayl.agents.adversaries import HONEST, poison
 from derelayl.agents.kinds import UNTRAINED
-from derelayl.baselines.curve import Curve, Point
+from derelayl.baselines.curve import Budget, Curve, Point
 from derelayl.learning.seeds import derive_seed
 from derelayl.learning.serialization import Weights, param_bytes
 from derelayl.learning.setup import LearningSetup
 from derelayl.learning.torch_models import average
 
-__all__ = ["run_fedavg", "run_gossip", "run_local_only", "trimmed_mean"]
+__all__ = ["clients_per_round", "run_fedavg", "run_gossip", "run_local_only", "sample_clients", "trimmed_mean"]
 
 
 def _mean_accuracy(setup: LearningSetup, evaluator: object, models: list[Weights]) -> tuple[float, dict[str, float]]:
     accs = np.array([setup.test_accuracy(evaluator, m) for m in models])  # type: ignore[arg-type]
     return float(accs.mean()), {"min": float(accs.min()), "max": float(accs.max())}
+
+
+def clients_per_round(fraction: float, n: int) -> int:
+    """McMahan et al.'s C: ``max(1, round(C * n))`` clients train each round."""
+    return max(1, min(n, round(fraction * n)))
+
+
+def sample_clients(n: int, fraction: float, seed: int, r: int) -> list[int]:
+    """The clients of round ``r``: all of them at ``fraction = 1``, else a seeded sample."""
+    m = clients_per_round(fraction, n)
+    if m == n:
+        return list(range(n))
+    rng = np.random.default_rng(derive_seed(seed, "clients", r))
+    return sorted(int(p) for p in rng.choice(n, size=m, replace=False))
 
 
 def run_fedavg(
@@ -37,23 +51,32 @@ def run_fedavg(
     kinds: list[str] | None = None,
     trim: float = 0.0,
     measure: Callable[[Weights], dict[str, float]] | None = None,
+    fraction: float = 1.0,
+    stop: Budget | None = None,
 ) -> Curve:
-    """Every participant trains the global model every round; sample-weighted average, or with
-    ``trim`` > 0 the coordinate-wise trimmed mean (Yin et al. 2018: drop the ``trim`` share of
-    largest and of smallest values of each parameter, average the rest, unweighted), the
-    standard robust aggregation. ``kinds``: each participant's behaviour
-    (``derelayl.agents.adversaries``); ``measure``: extra figures of each round's model."""
+    """FedAvg (McMahan et al. 2017): each round a share ``fraction`` of the participants
+    (all of them at 1) trains the global model; sample-weighted average, or with ``trim`` > 0
+    the coordinate-wise trimmed mean (Yin et al. 2018: drop the ``trim`` share of largest and
+    of smallest values of each parameter, average the rest, unweighted), the standard robust
+    aggregation. FedProx (Li et al. 2020) is this with ``train_config.prox_mu > 0``.
+    ``kinds``: each participant's behaviour (``derelayl.agents.adversaries``); ``measure``:
+    extra figures of each round's model. Runs ``rounds`` rounds unless ``stop`` is given."""
     shards, trainer, evaluator = setup.shards(), setup.trainer(), setup.evaluator()
     size = param_bytes(setup.init)
     epochs = setup.train_config.local_epochs
-    curve = Curve("fedavg" if not trim else "fedavg-trimmed", info={"model_bytes": size, "trim": trim})
+    name = "fedavg" if not trim else "fedavg-trimmed"
+    curve = Curve(name, info={"model_bytes": size, "trim": trim, "fraction": fraction})
     weights, moved, done, samples = setup.init, 0, 0, 0
     extra = measure or (lambda _: {})
+    budget = stop or Budget(rounds=rounds)
     curve.add(Point(0, setup.test_accuracy(evaluator, weights), 0, 0, 0, extra(weights)))
-    for r in range(1, rounds + 1):
+    r = 0
+    while budget.more(curve.final):
+        r += 1
         children, counts = [], []
-        for p, shard in enumerate(shards):
-            x, y = shard.read(p)
+        chosen = sample_clients(len(shards), fraction, seed, r)
+        for p in chosen:
+            x, y = shards[p].read(p)
             kind = kinds[p] if kinds else HONEST
             if kind in UNTRAINED:  # uploads the global model unchanged
                 children.append(weights)
@@ -63,8 +86,8 @@ def run_fedavg(
                 samples += epochs * len(y)
             counts.append(len(y))
         weights = trimmed_mean(children, trim) if trim else average(children, counts)
-        moved += 2 * len(shards) * size
-        done += epochs * len(shards)
+        moved += 2 * len(chosen) * size
+        done += epochs * len(chosen)
         curve.add(Point(r, setup.test_accuracy(evaluator, weights), moved, done, samples, extra(weights)))
     return curve
 
@@ -102,30 +125,38 @@ def run_local_only(setup: LearningSetup, rounds: int, seed: int) -> Curve:
 
 
 def run_gossip(
-    setup: LearningSetup, seed: int, rounds: int | None = None, byte_budget: int | None = None, max_rounds: int = 10_000
+    setup: LearningSetup,
+    seed: int,
+    rounds: int | None = None,
+    byte_budget: int | None = None,
+    max_rounds: int = 10_000,
+    *,
+    fanout: int = 1,
+    stop: Budget | None = None,
 ) -> Curve:
-    """Each round every participant sends its model to one peer drawn at random; each
+    """Each round every participant sends its model to ``fanout`` peers drawn at random; each
     averages its model with those it received, then trains on its own data. Runs ``rounds``
-    rounds, or until ``byte_budget`` is reached."""
+    rounds, or until ``byte_budget`` is reached (or as ``stop`` says)."""
     shards, trainer, evaluator = setup.shards(), setup.trainer(), setup.evaluator()
     n, size = len(shards), param_bytes(setup.init)
+    fanout = max(1, min(fanout, n - 1))
     epochs = setup.train_config.local_epochs
     models = [setup.init for _ in shards]
-    curve = Curve("gossip", info={"model_bytes": size})
+    curve = Curve("gossip", info={"model_bytes": size, "fanout": fanout})
     acc, spread = _mean_accuracy(setup, evaluator, models)
     curve.add(Point(0, acc, 0, 0, 0, spread))
     moved = done = samples = 0
     rng = np.random.default_rng(derive_seed(seed, "gossip"))
+    budget = stop or Budget(rounds=rounds, bytes=byte_budget, max_rounds=max_rounds)
     r = 0
-    while r < (rounds if rounds is not None else max_rounds):
-        if byte_budget is not None and moved >= byte_budget:
-            break
+    while budget.more(curve.final):
         r += 1
         inbox: list[list[Weights]] = [[] for _ in range(n)]
         for p in range(n):
-            peer = int(rng.integers(n - 1))
-            inbox[peer + (peer >= p)].append(models[p])
-        moved += n * size
+            peers = [rng.integers(n - 1)] if fanout == 1 else rng.choice(n - 1, size=fanout, replace=False)
+            for peer in peers:
+                inbox[int(peer) + (peer >= p)].append(models[p])
+        moved += n * fanout * size
         merged = [average([models[p], *inbox[p]]) for p in range(n)]
         for p, shard in enumerate(shards):
             x, y = shard.read(p)

@@ -37,6 +37,7 @@ from derelayl.experiments.config import ExperimentConfig
 from derelayl.experiments.relay import run_derelayl
 from derelayl.folders import FolderLock, write_atomic
 from derelayl.protocol.params import Params, preset
+from derelayl.stats import interval
 
 __all__ = ["DEFENCES", "LAST", "check_options", "run_attacks"]
 
@@ -165,16 +166,6 @@ def _summary(curve: Curve, method: str, kind: str, seed: int, group: list[str]) 
 def _share(balances: list[float], members: list[int]) -> float:
     total = sum(balances)
     return sum(balances[p] for p in members) / total if total else 0.0
-
-
-def interval(values: list[float]) -> tuple[float, float]:
-    """Mean and half-width of the 95% t-interval (0 for a single value)."""
-    from scipy.stats import t
-
-    a = np.asarray(values, dtype=float)
-    if a.size < 2:
-        return float(a.mean()), 0.0
-    return float(a.mean()), float(t.ppf(0.975, a.size - 1) * a.std(ddof=1) / math.sqrt(a.size))
 
 
 def _table(runs: list[dict[str, Any]], kinds: tuple[str, ...]) -> list[dict[str, Any]]:

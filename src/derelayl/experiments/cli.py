@@ -7,10 +7,10 @@ from typing import Annotated
 
 import typer
 
-from derelayl.errors import DerelaylError
+from derelayl.errors import ConfigError, DerelaylError
 from derelayl.terminal import console, fail
 
-__all__ = ["attacks", "experiment"]
+__all__ = ["attacks", "compare", "experiment"]
 
 
 def experiment(
@@ -70,3 +70,50 @@ def attacks(
     except DerelaylError as exc:
         raise fail(str(exc)) from exc
     typer.echo(f"{len(results['runs'])} runs in {results['wall_seconds']:.1f} s; report in {out_dir}/report.md")
+
+
+def compare(
+    config: Annotated[
+        Path, typer.Argument(help="Experiment config (TOML): the setting (data, model, training, FedAvg rounds).")
+    ] = Path("experiments/digits_dirichlet.toml"),
+    out_dir: Annotated[Path, typer.Option("--out", help="Results folder.")] = Path("runs/compare"),
+    seeds: Annotated[str, typer.Option(help='Reported seeds (split and training): "0-4", "1,3,5".')] = "0-4",
+    tune_seeds: Annotated[str, typer.Option(help="Seeds the grid is tuned on (must differ from --seeds).")] = "100,101",
+    methods: Annotated[
+        str, typer.Option(help="Comma-separated: derelayl, fedavg, fedprox, scaffold, gossip, or all.")
+    ] = "all",
+    workers: Annotated[int, typer.Option(help="Processes (default: one per core).")] = 0,
+    grid: Annotated[str, typer.Option(help="full (the fair tuning) or quick (2 values per axis: a try-out).")] = "full",
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress lines.")] = False,
+) -> None:
+    """DeRelayL against FedAvg (client sampling), FedProx, SCAFFOLD and gossip, each tuned on
+    the same grid, at equal bytes and at equal compute, over seeds; writes results.json,
+    report.md and compare.png."""
+    import os
+
+    from derelayl.experiments.compare import METHODS, check_options, run_compare
+    from derelayl.experiments.config import load_config
+    from derelayl.sim.config import parse_seeds
+
+    try:
+        chosen = METHODS if methods == "all" else tuple(m.strip() for m in methods.split(",") if m.strip())
+        reported, tuning = parse_seeds(seeds), parse_seeds(tune_seeds)
+        if workers < 0:
+            raise ConfigError(f"--workers must be in 1..64 (0: one per core), got {workers}")
+        count = workers or os.cpu_count() or 1
+        check_options(reported, tuning, count, chosen, grid)
+        cfg = load_config(config)
+        results = run_compare(
+            cfg,
+            out_dir,
+            seeds=reported,
+            tune_seeds=tuning,
+            methods=chosen,
+            workers=count,
+            size=grid,
+            progress=None if quiet else lambda line: console.print(line),
+        )
+    except DerelaylError as exc:
+        raise fail(str(exc)) from exc
+    runs = len(results["runs"]) + len(results["tuning"])
+    typer.echo(f"{runs} runs in {results['wall_seconds']:.1f} s; report in {out_dir}/report.md")

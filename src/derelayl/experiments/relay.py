@@ -20,12 +20,14 @@ import numpy as np
 from derelayl.agents.adversaries import HONEST, KINDS, Adversary, assign, backdoor_success
 from derelayl.agents.agent import Agent
 from derelayl.agents.relay import ModelBook, RelayBrain, Traffic, relay_brains, share_cases
-from derelayl.baselines.curve import Curve, Point
+from derelayl.baselines.curve import Budget, Curve, Point
 from derelayl.learning.setup import LearningSetup
 from derelayl.learning.store import MemoryModelStore
 from derelayl.learning.torch_models import TrainConfig
 from derelayl.ledger.client import StateClient
+from derelayl.ledger.codec import wire_size
 from derelayl.protocol import CommitReceipt, DepositReceipt, Params, SettleReceipt
+from derelayl.protocol.blocks import Block
 from derelayl.protocol.genesis import initialize_state
 from derelayl.protocol.types import UNIT
 from derelayl.runtime.driver import RoundDriver
@@ -47,8 +49,11 @@ def run_derelayl(
     max_rounds: int = 1000,
     adversaries: dict[str, float] | None = None,
     measure_backdoor: bool = False,
+    stop: Budget | None = None,
 ) -> Curve:
-    """Rounds until ``rounds`` have settled or ``byte_budget`` bytes have moved. With
+    """Rounds until ``rounds`` have settled or ``byte_budget`` bytes have moved (or as
+    ``stop`` says). Bytes count every model and test-case transfer and every block sent to
+    every other node (``wire_size``: the block as a node sends it). With
     ``adversaries`` (kind -> share of participants, ``derelayl.agents.adversaries``), those
     participants behave dishonestly; the curve's info then reports each group's rewards. The
     backdoor's success on the first-ranked model is measured each round when a backdoor
@@ -85,8 +90,9 @@ def run_derelayl(
     if backdoor:
         start["backdoor_success"] = backdoor_success(evaluator, setup.init, setup.x_test, setup.y_test)
     curve.add(Point(0, accuracy[0], 0, 0, 0, start))
-    limit = rounds if rounds is not None else max_rounds
-    while state.round < limit and (byte_budget is None or _traffic(brains).total_bytes < byte_budget):
+    budget = stop or Budget(rounds=rounds, bytes=byte_budget, max_rounds=max_rounds)
+    blocks = _Broadcast(client, n)
+    while budget.more(curve.final):
         deposit = driver.step()
         assert isinstance(deposit, DepositReceipt)
         if params.trainer_holds_parent:
@@ -109,6 +115,7 @@ def run_derelayl(
         np.add.at(selected, settle.selected_owner, 1)
         top = int(state.live.model_id[0])  # the protocol's first-ranked model (live is in rank order)
         t = _traffic(brains)
+        blocks.follow()
         extra = {}
         if backdoor:
             extra["backdoor_success"] = backdoor_success(evaluator, models.weights(top), setup.x_test, setup.y_test)
@@ -116,7 +123,7 @@ def run_derelayl(
             Point(
                 state.round,
                 accuracy[top],
-                t.total_bytes,
+                t.total_bytes + blocks.bytes,
                 t.local_epochs,
                 t.samples,
                 {
@@ -140,6 +147,7 @@ def run_derelayl(
                 "trainer_to_tester": t.trainer_to_tester,
                 "commit_miner_copies": t.commit_miner_copies,
                 "test_cases": t.test_cases,
+                "blocks": blocks.bytes,
             },
             "balances_coins": (state.balances / UNIT).tolist(),
             "models_trained": trained.tolist(),
@@ -182,6 +190,19 @@ def group_report(kinds: list[str], balances: np.ndarray, trained: np.ndarray, se
 
 def _traffic(brains: list[RelayBrain]) -> Traffic:
     return Traffic.total(b.traffic for b in brains)
+
+
+class _Broadcast:
+    """Bytes of every block applied so far, each sent to the ``n - 1`` other nodes."""
+
+    def __init__(self, client: StateClient, n: int) -> None:
+        self.client, self.receivers, self.seen, self.bytes = client, n - 1, 0, 0
+
+    def follow(self) -> None:
+        for event in self.client.events(self.seen):
+            if isinstance(event.operation, Block):
+                self.bytes += self.receivers * wire_size(event.operation, event.height)
+            self.seen = event.height + 1
 
 
 class _Holdings:

@@ -102,8 +102,16 @@ class TorchTrainer:
         return self._module
 
     def train(
-        self, parent: Weights, x: NDArray[np.float32], y: NDArray[np.int64], seed: int, epochs: int | None = None
+        self,
+        parent: Weights,
+        x: NDArray[np.float32],
+        y: NDArray[np.int64],
+        seed: int,
+        epochs: int | None = None,
+        correction: Weights | None = None,
     ) -> Weights:
+        """``correction``: added to each parameter's gradient at every step (SCAFFOLD's
+        ``c - c_i``), by parameter name."""
         cfg = self.config
         net = self.module()
         try:
@@ -127,8 +135,19 @@ class TorchTrainer:
                     )
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
+                if correction is not None:
+                    for name, p in net.named_parameters():
+                        p.grad.add_(correction[name])  # type: ignore[union-attr]
                 opt.step()
         return {name: t.detach().clone() for name, t in net.state_dict().items()}
+
+    def steps(self, samples: int, epochs: int | None = None) -> int:
+        """SGD steps one call of ``train`` takes on ``samples`` samples."""
+        per_epoch = -(-samples // self.config.batch_size)
+        return per_epoch * (self.config.local_epochs if epochs is None else epochs)
+
+    def parameter_names(self) -> list[str]:
+        return [name for name, _ in self.module().named_parameters()]
 
 
 @dataclass

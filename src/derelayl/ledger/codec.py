@@ -47,6 +47,7 @@ __all__ = [
     "proposal_of",
     "seal",
     "sign_message",
+    "wire_size",
 ]
 
 ZERO_HASH = bytes(32)
@@ -141,6 +142,18 @@ def seal(
     )
     block_hash = sha256(header)
     return StoredBlock(height, block_hash, header, body_bytes, miner.sign(block_hash))
+
+
+_SIZER = KeyPair.from_seed(b"derelayl/wire-size")
+
+
+def wire_size(block: Block, height: int = 0) -> int:
+    """Bytes of ``block`` as the local chain stores and a node sends it: header, body with a
+    64-byte signature per message, and the miner's signature (placeholders of the real sizes;
+    hashes and roots are 32 bytes whatever their value)."""
+    unsigned = Proposal(block, tuple(b"\0" * 64 for _ in block_messages(block)))
+    stored = seal(block, encode_block(unsigned), height=height, prev=b"\0" * 32, state_root=b"\0" * 32, miner=_SIZER)
+    return len(stored.header) + len(stored.body) + len(stored.signature)
 
 
 def parse_header(stored: StoredBlock) -> dict[str, Any]:

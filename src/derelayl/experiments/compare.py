@@ -1,0 +1,332 @@
+"""``derelayl compare``: DeRelayL against the federated baselines people would pick, each tuned
+on the same grid, at equal bytes and at equal compute, over seeds.
+
+Methods: the faithful relay; FedAvg with client sampling (McMahan et al.'s fraction C, all
+clients at C = 1); FedProx (FedAvg with a proximal term); SCAFFOLD (control variates); gossip
+learning. Every method gets the same tuning budget: the learning rate and local epochs of
+``GRID``, crossed with one axis of its own with three values (``AXES``).
+
+Budgets are those of full FedAvg running the config's ``[methods.fedavg] rounds`` (30 by
+default) at one local epoch: ``bytes`` = what it moves (2 x participants x model x rounds),
+``samples`` = what it trains on (rounds x the training pool). Each run goes on until it has
+reached both, and is read at each: its accuracy at the last round within that budget.
+
+Tuning uses seeds of its own (split and training), disjoint from the reported ones, and picks
+per method and budget the grid point with the best accuracy averaged over the last
+``TUNE_LAST`` rounds within the budget. The reported seeds then run the picked points; the
+table gives the mean and 95% interval over them of the accuracy at the last round within
+budget (never a single run), and the paired difference between the relay and the best
+baseline.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from derelayl.baselines import Budget, Curve, run_centralized, run_fedavg, run_gossip
+from derelayl.baselines.scaffold import run_scaffold
+from derelayl.errors import ConfigError
+from derelayl.experiments.config import ExperimentConfig
+from derelayl.folders import FolderLock, write_atomic
+from derelayl.learning.serialization import param_bytes
+from derelayl.learning.setup import LearningSetup
+from derelayl.protocol.params import Params, preset
+from derelayl.stats import interval
+
+__all__ = ["AXES", "GRID", "METHODS", "budgets", "grid", "run_compare"]
+
+METHODS = ("derelayl", "fedavg", "fedprox", "scaffold", "gossip")
+GRID: dict[str, tuple[float, ...]] = {"lr": (0.02, 0.05, 0.1, 0.2), "local_epochs": (1, 5, 10)}
+AXES: dict[str, tuple[str, tuple[float, ...]]] = {
+    "derelayl": ("k", (1, 2, 4, 8)),  # trainers per model owner
+    "fedavg": ("fraction", (0.1, 0.25, 0.5, 1.0)),  # clients per round
+    "fedprox": ("mu", (0.001, 0.01, 0.1, 1.0)),  # proximal term, at PROX_FRACTION of the clients
+    "scaffold": ("fraction", (0.1, 0.25, 0.5, 1.0)),
+    "gossip": ("fanout", (1, 2, 4, 8)),  # peers each participant sends to per round
+}
+PROX_FRACTION = 0.25
+TUNE_LAST = 5
+MAX_ROUNDS = 5000
+BUDGETS = ("bytes", "samples")
+Progress = Callable[[str], None]
+
+
+QUICK = 2
+"""``--grid quick``: the first two values of each list (a try-out, not a fair tuning)."""
+
+
+def grid(method: str, size: str = "full") -> list[dict[str, float]]:
+    """The grid points of ``method``: the same count for every method."""
+    cut = QUICK if size == "quick" else None
+    axis, values = AXES[method]
+    return [
+        {"lr": lr, "local_epochs": int(e), axis: v}
+        for lr in GRID["lr"][:cut]
+        for e in GRID["local_epochs"][:cut]
+        for v in values[:cut]
+    ]
+
+
+def budgets(config: ExperimentConfig, setup: LearningSetup) -> dict[str, int]:
+    rounds = config.methods.get("fedavg", {}).get("rounds", 30)
+    n = len(setup.split.participants)
+    pool = sum(len(p) for p in setup.split.participants)
+    return {"bytes": 2 * n * param_bytes(setup.init) * rounds, "samples": rounds * pool, "fedavg_rounds": rounds}
+
+
+def seeded(config: ExperimentConfig, seed: int) -> ExperimentConfig:
+    """The config with ``seed`` as both the split seed and the training seed."""
+    return dataclasses.replace(config, seed=seed, data={**config.data, "split_seed": seed})
+
+
+@functools.lru_cache(maxsize=4)
+def _setup(config_json: str, seed: int) -> LearningSetup:
+    from derelayl.experiments.config import parse_config
+    from derelayl.experiments.runner import build_experiment_setup
+
+    return build_experiment_setup(seeded(parse_config(json.loads(config_json)), seed))
+
+
+def run_one(config_json: str, method: str, point: dict[str, float], seed: int, stop: dict[str, int]) -> dict[str, Any]:
+    """One method at one grid point and seed, run until both budgets are reached."""
+    torch.set_num_threads(1)
+    base = _setup(config_json, seed)
+    train = dataclasses.replace(base.train_config, lr=point["lr"], local_epochs=int(point["local_epochs"]))
+    setup = dataclasses.replace(base, train_config=train)
+    budget = Budget(bytes=stop["bytes"], samples=stop["samples"], max_rounds=MAX_ROUNDS)
+    curve = _curve(setup, method, point, seed, budget, json.loads(config_json))
+    row: dict[str, Any] = {"method": method, "point": point, "seed": seed, "rounds": curve.final.round}
+    for kind in BUDGETS:
+        # (centralized moves the data before its first round: nothing of it fits a small byte budget)
+        within = [p for p in curve.points if getattr(p, kind) <= stop[kind]] or curve.points[:1]
+        row[kind] = within[-1].accuracy
+        row[f"tune_{kind}"] = float(np.mean([p.accuracy for p in within[-TUNE_LAST:]]))
+        row[f"rounds_{kind}"] = within[-1].round
+    row["curve"] = [[p.bytes, p.samples, p.accuracy] for p in curve.points]
+    if "bytes_breakdown" in curve.info:
+        row["bytes_breakdown"] = curve.info["bytes_breakdown"]
+    return row
+
+
+def _curve(
+    setup: LearningSetup, method: str, point: dict[str, float], seed: int, stop: Budget, raw: dict[str, Any]
+) -> Curve:
+    from derelayl.experiments.relay import run_derelayl
+
+    if method == "derelayl":
+        relay = raw.get("methods", {}).get("derelayl", {})
+        base = preset(relay.get("preset", "reference"))
+        params = Params.from_dict({**(relay.get("params") or {}), "k": int(point["k"])}, base=base)
+        return run_derelayl(setup, params, seed, stop=stop)
+    if method in ("fedavg", "scaffold"):
+        runner = run_scaffold if method == "scaffold" else functools.partial(_fedavg, 0.0)
+        return runner(setup, seed, stop, fraction=point["fraction"])
+    if method == "fedprox":
+        return _fedavg(point["mu"], setup, seed, stop, fraction=PROX_FRACTION)
+    if method == "gossip":
+        return run_gossip(setup, seed, fanout=int(point["fanout"]), stop=stop)
+    if method == "centralized":
+        epochs = -(-stop.samples // len(setup.train_pool()[1])) if stop.samples else 1
+        return run_centralized(setup, epochs, seed)
+    raise ConfigError(f"unknown method {method!r}")
+
+
+def _fedavg(mu: float, setup: LearningSetup, seed: int, stop: Budget, *, fraction: float) -> Curve:
+    proximal = dataclasses.replace(setup, train_config=dataclasses.replace(setup.train_config, prox_mu=mu))
+    return run_fedavg(proximal, 0, seed, fraction=fraction, stop=stop)
+
+
+def check_options(
+    seeds: tuple[int, ...], tune_seeds: tuple[int, ...], workers: int, methods: tuple[str, ...], size: str = "full"
+) -> None:
+    if size not in ("full", "quick"):
+        raise ConfigError(f"--grid must be full or quick, got {size!r}")
+    if set(seeds) & set(tune_seeds):
+        raise ConfigError(f"--tune-seeds must differ from --seeds (both hold {sorted(set(seeds) & set(tune_seeds))})")
+    if not 1 <= workers <= 64:
+        raise ConfigError(f"--workers must be in 1..64, got {workers}")
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown or "derelayl" not in methods:
+        raise ConfigError(
+            f"--methods: {'unknown ' + ', '.join(unknown) if unknown else 'derelayl is missing'}; "
+            f"choose from {', '.join(METHODS)} (derelayl always)"
+        )
+
+
+def run_compare(
+    config: ExperimentConfig,
+    out_dir: Path,
+    *,
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4),
+    tune_seeds: tuple[int, ...] = (100, 101),
+    methods: tuple[str, ...] = METHODS,
+    workers: int | None = None,
+    size: str = "full",
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    workers = workers or os.cpu_count() or 1
+    check_options(seeds, tune_seeds, workers, methods, size)
+    with FolderLock(out_dir, "derelayl compare"):
+        return _run(config, out_dir, seeds, tune_seeds, methods, workers, size, progress or (lambda _: None))
+
+
+def _run(
+    config: ExperimentConfig,
+    out_dir: Path,
+    seeds: tuple[int, ...],
+    tune_seeds: tuple[int, ...],
+    methods: tuple[str, ...],
+    workers: int,
+    size: str,
+    say: Progress,
+) -> dict[str, Any]:
+    started = time.perf_counter()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    raw = json.dumps(config.resolved())
+    stop = budgets(config, _setup(raw, seeds[0]))
+    say(
+        f"budgets: {stop['bytes'] / 1e6:.1f} MB and {stop['samples']:,} training samples "
+        f"(full FedAvg, {stop['fedavg_rounds']} rounds)"
+    )
+    tuning = [(m, p, s) for m in methods for p in grid(m, size) for s in tune_seeds]
+    tuned = _map(raw, tuning, stop, workers, say, "tuning")
+    picked = {kind: {m: _pick(tuned, m, kind) for m in methods} for kind in BUDGETS}
+    for kind in BUDGETS:
+        say(f"picked at equal {kind}: " + "; ".join(f"{m} {_label(p)}" for m, p in picked[kind].items()))
+    final_jobs = {(m, json.dumps(picked[k][m], sort_keys=True)) for k in BUDGETS for m in methods}
+    lrs = [{"lr": lr, "local_epochs": 1} for lr in GRID["lr"][: QUICK if size == "quick" else None]]
+    reference = _map(raw, [("centralized", p, s) for p in lrs for s in tune_seeds], stop, workers, say, "centralized")
+    picked_central = _pick(reference, "centralized", "samples")
+    jobs = [(m, json.loads(p), s) for m, p in sorted(final_jobs) for s in seeds]
+    jobs += [("centralized", picked_central, s) for s in seeds]
+    runs = _map(raw, jobs, stop, workers, say, "reported seeds")
+    tables = {kind: _table(runs, picked[kind], kind, methods) for kind in BUDGETS}
+    central = interval([r["samples"] for r in runs if r["method"] == "centralized"])
+    results = {
+        "config": config.resolved(),
+        "seeds": list(seeds),
+        "tune_seeds": list(tune_seeds),
+        "budgets": stop,
+        "grid_size": size,
+        "grid": {m: grid(m, size) for m in methods},
+        "prox_fraction": PROX_FRACTION,
+        "tune_last_rounds": TUNE_LAST,
+        "picked": picked,
+        "tables": tables,
+        "centralized": {"point": picked_central, "accuracy": central},
+        "tuning": [_strip(r) for r in tuned],
+        "runs": runs,
+        "wall_seconds": round(time.perf_counter() - started, 1),
+    }
+    write_atomic(out_dir / "results.json", json.dumps(results, indent=1) + "\n")
+    from derelayl.experiments.compare_report import figure, render
+
+    figure(results, out_dir / "compare.png")
+    write_atomic(out_dir / "report.md", render(results))
+    return results
+
+
+def _strip(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in row.items() if k != "curve"}
+
+
+def _map(
+    raw: str,
+    jobs: list[tuple[str, dict[str, float], int]],
+    stop: dict[str, int],
+    workers: int,
+    say: Progress,
+    what: str,
+) -> list[dict[str, Any]]:
+    """Run ``jobs`` in a local process pool (in this process with one worker); results in
+    job order."""
+    t0 = time.perf_counter()
+    out: list[dict[str, Any] | None] = [None] * len(jobs)
+    step = max(1, len(jobs) // 10)
+    if workers == 1:
+        for i, (m, p, s) in enumerate(jobs):
+            out[i] = run_one(raw, m, p, s, stop)
+            if (i + 1) % step == 0 or i + 1 == len(jobs):
+                say(f"{what}: {i + 1}/{len(jobs)} runs, {time.perf_counter() - t0:.0f} s")
+    else:
+        import multiprocessing
+
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = {pool.submit(run_one, raw, m, p, s, stop): i for i, (m, p, s) in enumerate(jobs)}
+            for done, future in enumerate(as_completed(futures), 1):
+                out[futures[future]] = future.result()
+                if done % step == 0 or done == len(jobs):
+                    say(f"{what}: {done}/{len(jobs)} runs, {time.perf_counter() - t0:.0f} s")
+    return [r for r in out if r is not None]
+
+
+def _pick(rows: list[dict[str, Any]], method: str, kind: str) -> dict[str, float]:
+    """The grid point with the best tuning accuracy (mean over tuning seeds) at ``kind``;
+    ties go to the earlier point."""
+    scores: dict[str, list[float]] = {}
+    for r in rows:
+        if r["method"] == method:
+            scores.setdefault(json.dumps(r["point"], sort_keys=True), []).append(r[f"tune_{kind}"])
+    best = max(scores, key=lambda p: float(np.mean(scores[p])))
+    return dict(json.loads(best))
+
+
+def _label(point: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:g}" for k, v in point.items())
+
+
+def _table(
+    runs: list[dict[str, Any]], picked: dict[str, dict[str, float]], kind: str, methods: tuple[str, ...]
+) -> list[dict[str, Any]]:
+    """Per method at its picked point: accuracy at the last round within the ``kind`` budget,
+    mean and interval over the reported seeds; then the relay's paired difference with the best
+    baseline."""
+    rows = []
+    per_seed: dict[str, dict[int, float]] = {}
+    for m in methods:
+        mine = [r for r in runs if r["method"] == m and r["point"] == picked[m]]
+        per_seed[m] = {r["seed"]: r[kind] for r in mine}
+        rows.append(
+            {
+                "method": m,
+                "point": picked[m],
+                "accuracy": interval(list(per_seed[m].values())),
+                "rounds": interval([r[f"rounds_{kind}"] for r in mine]),
+            }
+        )
+    baselines = [r for r in rows if r["method"] != "derelayl"]
+    if baselines:
+        best = max(baselines, key=lambda r: r["accuracy"][0])
+        seeds = sorted(per_seed["derelayl"])
+        diff = interval([per_seed["derelayl"][s] - per_seed[best["method"]][s] for s in seeds])
+        rows.append({"method": f"derelayl − {best['method']}", "difference": diff, "best_baseline": best["method"]})
+    return rows
+
+
+def mean_curve(runs: list[dict[str, Any]], axis: int, limit: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean and 95% half-width over runs of accuracy against bytes (``axis`` 0) or samples
+    (1), each run's curve held constant between its points, on a common grid up to ``limit``."""
+    xs = np.linspace(0, limit, 101)
+    ys = []
+    for r in runs:
+        c = np.asarray(r["curve"], dtype=float)
+        idx = np.searchsorted(c[:, axis], xs, side="right") - 1
+        ys.append(c[np.clip(idx, 0, len(c) - 1), 2])
+    a = np.asarray(ys)
+    half = np.array([interval(list(col))[1] for col in a.T]) if len(a) > 1 else np.zeros(len(xs))
+    return xs, a.mean(axis=0), half
+
+
+def seconds(value: float) -> str:
+    return f"{value / 60:.1f} min" if value >= 90 else f"{value:.0f} s"

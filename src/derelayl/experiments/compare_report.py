@@ -1,0 +1,115 @@
+"""The report and figure of ``derelayl compare`` (``derelayl.experiments.compare``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from derelayl.experiments.compare import AXES, BUDGETS, GRID, PROX_FRACTION, QUICK, mean_curve, seconds
+
+__all__ = ["figure", "render"]
+
+_TITLE = {"bytes": "equal bytes", "samples": "equal compute"}
+_UNIT = {"bytes": "MB moved", "samples": "training samples processed"}
+
+
+def _pm(value: list[float] | tuple[float, float], scale: float = 100.0, digits: int = 1) -> str:
+    return f"{value[0] * scale:.{digits}f} ± {value[1] * scale:.{digits}f}"
+
+
+def _label(point: dict[str, float]) -> str:
+    names = {"lr": "lr", "local_epochs": "epochs", "fraction": "C", "mu": "μ", "fanout": "fanout", "k": "k"}
+    return ", ".join(f"{names.get(k, k)} {v:g}" for k, v in point.items())
+
+
+def render(results: dict[str, Any]) -> str:
+    b = results["budgets"]
+    name = results["config"].get("name", "experiment")
+    lines = [
+        f"# DeRelayL against tuned federated baselines: {name}",
+        "",
+        f"Budgets (full FedAvg, {b['fedavg_rounds']} rounds, 1 local epoch): **{b['bytes'] / 1e6:.2f} MB** moved "
+        f"and **{b['samples']:,} training samples** processed. Each method at the grid point tuned for that "
+        f"budget on seeds {results['tune_seeds']}; accuracy at the last round within budget, mean ± 95% interval "
+        f"over seeds {results['seeds']} (split and training).",
+        "",
+    ]
+    for kind in BUDGETS:
+        lines += [
+            f"## At {_TITLE[kind]} ({b[kind] / 1e6:.2f} MB)"
+            if kind == "bytes"
+            else f"## At {_TITLE[kind]} ({b[kind]:,} samples)",
+            "",
+            "| method | tuned setting | accuracy % | rounds |",
+            "|---|---|---:|---:|",
+        ]
+        for row in results["tables"][kind]:
+            if "difference" in row:
+                lines.append(f"| **{row['method']}** (paired, same seeds) | | {_pm(row['difference'])} pp | |")
+            else:
+                lines.append(
+                    f"| {row['method']} | {_label(row['point'])} | {_pm(row['accuracy'])} | "
+                    f"{_pm(row['rounds'], 1, 0)} |"
+                )
+        lines.append("")
+    central = results["centralized"]
+    lines += [
+        f"Centralized (pooled data, {_label(central['point'])}) at equal compute: {_pm(central['accuracy'])}%.",
+        "",
+        "![accuracy against bytes and compute](compare.png)",
+        "",
+        "## How it was run",
+        "",
+        f"- Grid ({results['grid_size']}{', a try-out: not a fair tuning' if results['grid_size'] == 'quick' else ''}"
+        f"), the same size for every method: lr {GRID['lr']} × local epochs {GRID['local_epochs']} × one "
+        "axis of the method's own: "
+        + "; ".join(f"{m}: {axis} {values}" for m, (axis, values) in AXES.items() if m in results["grid"])
+        + f" (FedProx at C = {PROX_FRACTION})"
+        + (f"; quick keeps the first {QUICK} values of each" if results["grid_size"] == "quick" else "")
+        + ".",
+        f"- Tuning picks the best accuracy averaged over the last {results['tune_last_rounds']} rounds within "
+        "budget, mean over the tuning seeds (never the reported ones).",
+        "- Bytes: every model transfer (FedAvg/FedProx 2 per sampled client per round, SCAFFOLD 4 with the "
+        "control variates, gossip one per peer); the relay's also count test cases and every block sent to "
+        "every other node. Compute: training samples (forward + backward).",
+        "",
+        f"Wall time {seconds(results['wall_seconds'])}.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def figure(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8))
+    runs = results["runs"]
+    for ax, kind, axis in zip(axes, BUDGETS, (0, 1), strict=True):
+        limit = results["budgets"][kind]
+        scale = 1e6 if kind == "bytes" else 1.0
+        for row in results["tables"][kind]:
+            if "point" not in row:
+                continue
+            mine = [r for r in runs if r["method"] == row["method"] and r["point"] == row["point"]]
+            xs, mean, half = mean_curve(mine, axis, int(limit * 1.3))
+            (line,) = ax.plot(xs / scale, 100 * mean, label=f"{row['method']} ({_label(row['point'])})")
+            ax.fill_between(xs / scale, 100 * (mean - half), 100 * (mean + half), color=line.get_color(), alpha=0.15)
+        if kind == "samples":
+            central = [r for r in runs if r["method"] == "centralized"]
+            xs, mean, _ = mean_curve(central, axis, int(limit * 1.3))
+            ax.plot(xs, 100 * mean, "k:", label="centralized")
+        ax.axvline(limit / scale, color="k", ls="--", lw=1)
+        ax.set_xlabel(_UNIT[kind])
+        ax.set_ylabel("test accuracy %")
+        ax.set_title(f"tuned for {_TITLE[kind]} (dashed: budget)")
+        ax.set_ylim(bottom=max(0, ax.get_ylim()[0]))
+        ax.legend(fontsize=7, loc="lower right")
+    fig.suptitle(f"{results['config'].get('name', '')}: mean ± 95% interval over seeds {results['seeds']}")
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
