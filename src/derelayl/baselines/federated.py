@@ -148,6 +148,7 @@ def run_gossip(
     moved = done = samples = 0
     rng = np.random.default_rng(derive_seed(seed, "gossip"))
     budget = stop or Budget(rounds=rounds, bytes=byte_budget, max_rounds=max_rounds)
+    curve.info["byte_budget"] = budget.bytes
     r = 0
     while budget.more(curve.final):
         r += 1

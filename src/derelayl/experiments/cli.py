@@ -80,15 +80,19 @@ def compare(
     seeds: Annotated[str, typer.Option(help='Reported seeds (split and training): "0-4", "1,3,5".')] = "0-4",
     tune_seeds: Annotated[str, typer.Option(help="Seeds the grid is tuned on (must differ from --seeds).")] = "100,101",
     methods: Annotated[
-        str, typer.Option(help="Comma-separated: derelayl, fedavg, fedprox, scaffold, gossip, or all.")
+        str,
+        typer.Option(
+            help="Comma-separated: derelayl, derelayl-cases, derelayl-pooled, derelayl-prox, fedavg, fedprox, "
+            "scaffold, gossip, or all."
+        ),
     ] = "all",
     workers: Annotated[int, typer.Option(help="Processes (default: one per core).")] = 0,
     grid: Annotated[str, typer.Option(help="full (the fair tuning) or quick (2 values per axis: a try-out).")] = "full",
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress lines.")] = False,
 ) -> None:
-    """DeRelayL against FedAvg (client sampling), FedProx, SCAFFOLD and gossip, each tuned on
-    the same grid, at equal bytes and at equal compute, over seeds; writes results.json,
-    report.md and compare.png."""
+    """DeRelayL (faithful and three variants within the protocol) against FedAvg (client
+    sampling), FedProx, SCAFFOLD and gossip, each tuned on the same grid, at equal bytes and at
+    equal compute, over seeds; writes results.json, report.md and compare.png."""
     import os
 
     from derelayl.experiments.compare import METHODS, check_options, run_compare

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from derelayl.experiments.compare import AXES, BUDGETS, GRID, PROX_FRACTION, QUICK, mean_curve, seconds
+from derelayl.experiments.compare import AXES, BUDGETS, GRID, PROX_FRACTION, QUICK, RELAYS, mean_curve, seconds
 
 __all__ = ["figure", "render"]
 
@@ -45,7 +45,8 @@ def render(results: dict[str, Any]) -> str:
         ]
         for row in results["tables"][kind]:
             if "difference" in row:
-                lines.append(f"| **{row['method']}** (paired, same seeds) | | {_pm(row['difference'])} pp | |")
+                what = "faithful" if row["relay"] == "derelayl" else "the variant that tuned best"
+                lines.append(f"| **{row['method']}** ({what}; paired, same seeds) | | {_pm(row['difference'])} pp | |")
             else:
                 lines.append(
                     f"| {row['method']} | {_label(row['point'])} | {_pm(row['accuracy'])} | "
@@ -68,7 +69,11 @@ def render(results: dict[str, Any]) -> str:
         + (f"; quick keeps the first {QUICK} values of each" if results["grid_size"] == "quick" else "")
         + ".",
         f"- Tuning picks the best accuracy averaged over the last {results['tune_last_rounds']} rounds within "
-        "budget, mean over the tuning seeds (never the reported ones).",
+        "budget, mean over the tuning seeds (never the reported ones). The relay variants change only what a "
+        "participant may choose within the protocol: "
+        + "; ".join(f"{m}: {', '.join(f'{k} = {v}' for k, v in p.items()) or 'the config'}" for m, p in RELAYS.items())
+        + ". The best baseline is the best on the reported seeds (the strongest opponent); the relay variant "
+        "compared with it is the one that tuned best, chosen on the tuning seeds.",
         "- Bytes: every model transfer (FedAvg/FedProx 2 per sampled client per round, SCAFFOLD 4 with the "
         "control variates, gossip one per peer); the relay's also count test cases and every block sent to "
         "every other node. Compute: training samples (forward + backward).",

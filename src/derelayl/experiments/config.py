@@ -5,10 +5,11 @@ beside the results.
 Layout (see ``experiments/digits_dirichlet.toml``)::
 
     name, seed
-    [data]       dataset, preprocess, test_fraction, split_seed, participants, partition,
+    [data]       dataset (a built-in name or a plugin: module:function, file.py:function),
+                 preprocess, test_fraction, split_seed, participants, partition,
                  alpha, shards_per_participant, min_size, [data.options] (dataset generator)
-    [model]      hidden, activation, init_seed
-    [train]      lr, batch_size, local_epochs, momentum, weight_decay
+    [model]      hidden, activation, init_seed; or factory (a plugin) and init_seed
+    [train]      lr, batch_size, local_epochs, momentum, weight_decay, optimizer (sgd, adam, a plugin)
     [methods.fedavg] rounds          [methods.local_only] rounds
     [methods.centralized] epochs     [methods.gossip] rounds | budget
     [methods.derelayl] preset, rounds | budget, max_rounds, [methods.derelayl.params]
@@ -101,8 +102,15 @@ def _in_range(where: str, key: str, value: Any, low: int, high: int) -> None:
 
 
 def _options(data: dict[str, Any]) -> dict[str, Any]:
-    """The dataset generator's options, checked against what that dataset takes."""
+    """The dataset generator's options, checked against what that dataset takes (a plugin's
+    must be TOML scalars: the function checks them)."""
     name = data["dataset"]
+    if _is_plugin(name):
+        raw = data["options"] or {}
+        bad = sorted(str(k) for k, v in raw.items() if not isinstance(v, (str, int, float, bool)))
+        if bad:
+            raise ConfigError(f"[data.options]: {', '.join(bad)} must be numbers, strings or booleans for a plugin")
+        return dict(raw)
     if name not in _OPTIONS:
         raise ConfigError(f"[data] dataset = {name!r}: choose from {', '.join(_OPTIONS)}")
     raw = data["options"] or {}
@@ -126,9 +134,11 @@ def memory_estimate(config: ExperimentConfig) -> int:
     participant at most) 8 bytes per parameter (weights and a flat copy), and 16 for the few being
     trained at once (weights, gradient, optimizer state, update). Measured: 20 x MLP 64-64-10 peaked
     at 534 MiB (estimate 555), 60 x MLP 64-1024-1024-10 at 1,478 MiB (estimate 1,790)."""
-    data, sizes = config.data, config.sizes()
-    samples, features, classes = sizes
-    widths = [features, *config.model["hidden"], classes]
+    data = config.data
+    if _is_plugin(data["dataset"]) or config.model.get("factory"):
+        return 550 * 2**20  # a plugin's sizes are known only once it has run
+    samples, features, classes = config.sizes()
+    widths = [features, *(config.model["hidden"] or []), classes]
     parameters = sum(a * b + b for a, b in itertools.pairwise(widths))
     models = 2 * data["participants"] + 16
     return 550 * 2**20 + 24 * samples * features + 8 * parameters * models + 16 * parameters * 4
@@ -193,13 +203,19 @@ _DATA: Spec = {
     "min_size": (int, None),
     "options": (dict, None),
 }
-_MODEL: Spec = {"hidden": (list, [64]), "activation": (str, "relu"), "init_seed": (int, 0)}
+_MODEL: Spec = {
+    "hidden": (list, [64]),
+    "activation": (str, "relu"),
+    "init_seed": (int, 0),
+    "factory": (str, None),
+}
 _TRAIN: Spec = {
     "lr": (NUM, 0.05),
     "batch_size": (int, 32),
     "local_epochs": (int, 1),
     "momentum": (NUM, 0.0),
     "weight_decay": (NUM, 0.0),
+    "optimizer": (str, "sgd"),
 }
 _METHODS: dict[str, Spec] = {
     "fedavg": {"rounds": (int, 30)},
@@ -243,7 +259,9 @@ def _budgeted(method: dict[str, Any], where: str) -> None:
     )
 
 
-def parse_config(raw: dict[str, Any]) -> ExperimentConfig:
+def parse_config(raw: dict[str, Any], base: Path | None = None) -> ExperimentConfig:
+    """``base``: the config's folder, which ``file.py:function`` names are relative to (they are
+    made absolute here, so the resolved config names the same files from anywhere)."""
     if not isinstance(raw, dict):
         raise ConfigError("an experiment config is a TOML document of tables")
     top = _take(
@@ -258,6 +276,8 @@ def parse_config(raw: dict[str, Any]) -> ExperimentConfig:
             f"unknown table(s) {', '.join(unknown)}; allowed: data, model, train, methods, variants, adversaries"
         )
     data = _take(raw.get("data", {}), "data", _DATA)
+    if _is_plugin(data["dataset"]):
+        data["dataset"] = _plugin_name("data", "dataset", data["dataset"], base)
     _positive("data", test_fraction=data["test_fraction"], participants=data["participants"], alpha=data["alpha"])
     _in_range("data", "participants", data["participants"], 1, MAX_PARTICIPANTS)
     _in_range("data", "split_seed", data["split_seed"], 0, 2**32 - 1)
@@ -265,12 +285,20 @@ def parse_config(raw: dict[str, Any]) -> ExperimentConfig:
     if data["test_fraction"] >= 1:
         raise ConfigError(f"[data] test_fraction must be below 1, got {data['test_fraction']}")
     model = _take(raw.get("model", {}), "model", _MODEL)
-    hidden = model["hidden"]
+    if model["factory"] is not None:
+        model["factory"] = _plugin_name("model", "factory", model["factory"], base)
+        given = sorted(k for k in ("hidden", "activation") if raw.get("model", {}).get(k) is not None)
+        if given:
+            raise ConfigError(f"[model]: give factory or {', '.join(given)}, not both")
+        model.update(hidden=None, activation=None)
+    hidden = model["hidden"] or [1]
     if not hidden or len(hidden) > MAX_LAYERS or not all(_is_int(h) and 0 < h <= MAX_WIDTH for h in hidden):
         raise ConfigError(
             f"[model] hidden must list 1..{MAX_LAYERS} layer widths, each in 1..{MAX_WIDTH:,}, got {hidden!r}"
         )
     train = _take(raw.get("train", {}), "train", _TRAIN)
+    if train["optimizer"] not in ("sgd", "adam"):
+        train["optimizer"] = _plugin_name("train", "optimizer", train["optimizer"], base, "sgd, adam or ")
     _positive("train", lr=train["lr"], batch_size=train["batch_size"], local_epochs=train["local_epochs"])
     _in_range("train", "local_epochs", train["local_epochs"], 1, 10_000)
     _in_range("train", "batch_size", train["batch_size"], 1, 1_000_000)
@@ -336,6 +364,22 @@ def parse_config(raw: dict[str, Any]) -> ExperimentConfig:
     return config
 
 
+def _is_plugin(name: str) -> bool:
+    return ":" in name
+
+
+def _plugin_name(table: str, key: str, name: str, base: Path | None, choices: str = "") -> str:
+    """A plugin name checked for form, with a relative ``file.py`` part made absolute (so the
+    resolved config names the same file from anywhere); the code is loaded only when the
+    experiment runs."""
+    where, _, attr = name.partition(":")
+    if name.count(":") != 1 or not where or not attr.isidentifier():
+        raise ConfigError(f"[{table}] {key} = {name!r}: expected {choices}module:function or file.py:function")
+    if where.endswith(".py") and base is not None and not Path(where).is_absolute():
+        return f"{(base / where).resolve()}:{attr}"
+    return name
+
+
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -357,6 +401,6 @@ def load_config(path: Path) -> ExperimentConfig:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from exc
     try:
-        return parse_config(raw)
+        return parse_config(raw, base=path.parent)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from exc

@@ -91,6 +91,7 @@ def run_derelayl(
         start["backdoor_success"] = backdoor_success(evaluator, setup.init, setup.x_test, setup.y_test)
     curve.add(Point(0, accuracy[0], 0, 0, 0, start))
     budget = stop or Budget(rounds=rounds, bytes=byte_budget, max_rounds=max_rounds)
+    curve.info["byte_budget"] = budget.bytes
     blocks = _Broadcast(client, n)
     while budget.more(curve.final):
         deposit = driver.step()

@@ -14,10 +14,11 @@ from typing import Any
 import torch
 
 from derelayl.agents.adversaries import assign
-from derelayl.baselines import Curve, run_centralized, run_fedavg, run_gossip, run_local_only
+from derelayl.baselines import Curve, Point, run_centralized, run_fedavg, run_gossip, run_local_only
 from derelayl.experiments.config import ExperimentConfig, VariantConfig
 from derelayl.experiments.relay import run_derelayl
 from derelayl.folders import FolderLock, write_atomic
+from derelayl.learning.plugin import resolve
 from derelayl.learning.setup import LearningSetup, build_setup
 from derelayl.learning.torch_models import TrainConfig
 from derelayl.protocol.params import Params, preset
@@ -33,12 +34,13 @@ def build_experiment_setup(config: ExperimentConfig) -> LearningSetup:
     options = {k: d[k] for k in ("alpha", "shards_per_participant", "min_size") if d[k] is not None}
     return build_setup(
         dataset=d["dataset"],
+        model=m.get("factory"),
         participants=d["participants"],
         partition=d["partition"],
         test_fraction=d["test_fraction"],
         split_seed=d["split_seed"],
-        hidden=tuple(m["hidden"]),
-        activation=m["activation"],
+        hidden=tuple(m["hidden"] or ()),
+        activation=m["activation"] or "relu",
         init_seed=m["init_seed"],
         partition_options=options,
         dataset_options=d["options"] or {},
@@ -49,6 +51,7 @@ def build_experiment_setup(config: ExperimentConfig) -> LearningSetup:
             local_epochs=t["local_epochs"],
             momentum=t["momentum"],
             weight_decay=t["weight_decay"],
+            optimizer=t["optimizer"] if t["optimizer"] in ("sgd", "adam") else resolve(t["optimizer"]),
         ),
     )
 
@@ -91,7 +94,7 @@ def _run_locked(config: ExperimentConfig, out_dir: Path, progress: Progress | No
         t0 = time.perf_counter()
         curves[name] = job()
         wall[name] = round(time.perf_counter() - t0, 3)
-        final = curves[name].final
+        final = _headline(curves[name])
         say(
             f"{name}: accuracy {final.accuracy:.3f} after {final.round} rounds, {final.bytes / 1e6:.2f} MB, "
             f"{wall[name]:.1f} s"
@@ -167,13 +170,20 @@ def _run_variant(config: ExperimentConfig, setup: LearningSetup, v: VariantConfi
     return curve
 
 
+def _headline(curve: Curve) -> Point:
+    """What a method is reported at: a method run to a byte budget stops at the first round
+    that reaches it, usually past it, and is reported at its last round within it."""
+    budget = curve.info.get("byte_budget")
+    return curve.at_bytes(budget) if budget is not None and curve.final.bytes > budget else curve.final
+
+
 def _results(
     config: ExperimentConfig, setup: LearningSetup, curves: dict[str, Curve], wall: dict[str, float], total: float
 ) -> dict[str, Any]:
     budget = curves["fedavg"].final.bytes if "fedavg" in curves else None
     summary = {}
     for name, curve in curves.items():
-        final = curve.final
+        final = _headline(curve)
         row: dict[str, Any] = {
             "rounds": final.round,
             "accuracy": final.accuracy,
@@ -184,9 +194,9 @@ def _results(
         }
         if "groups" in curve.info:
             row["groups"] = curve.info["groups"]
-        if budget is not None and final.bytes > budget:
-            at = curve.at_bytes(budget)
-            row["at_fedavg_bytes"] = {"round": at.round, "accuracy": at.accuracy, "bytes": at.bytes}
+        if final is not curve.final:  # the round that crossed the budget, for the record
+            past = curve.final
+            row["past_budget"] = {"round": past.round, "accuracy": past.accuracy, "bytes": past.bytes}
         summary[name] = row
     return {
         "name": config.name,

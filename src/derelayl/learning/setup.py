@@ -7,14 +7,17 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
+from derelayl.errors import ConfigError
 from derelayl.learning.data import Dataset, Shard, load_dataset, preprocess
 from derelayl.learning.partition import Split, make_split
+from derelayl.learning.plugin import PluginModel, arrays_to_dataset, resolve
 from derelayl.learning.serialization import Weights
 from derelayl.learning.torch_models import ModelSpec, TorchEvaluator, TorchTrainer, TrainConfig, init_weights
 
@@ -25,7 +28,8 @@ __all__ = ["LearningSetup", "build_setup"]
 class LearningSetup:
     dataset: Dataset
     split: Split
-    spec: ModelSpec
+    spec: ModelSpec | PluginModel
+    """What builds the model: the built-in MLP or a plugin (``derelayl.learning.plugin``)."""
     train_config: TrainConfig
     init: Weights
     x_test: NDArray[np.float32]
@@ -55,7 +59,7 @@ class LearningSetup:
 
 
 def build_setup(
-    dataset: str = "digits",
+    dataset: str | Dataset | tuple[Any, Any] = "digits",
     participants: int = 20,
     partition: str = "dirichlet",
     test_fraction: float = 0.2,
@@ -67,13 +71,23 @@ def build_setup(
     partition_options: dict[str, Any] | None = None,
     dataset_options: dict[str, Any] | None = None,
     preprocessing: str = "standardize",
+    model: Callable[[int, int], Any] | str | None = None,
 ) -> LearningSetup:
-    raw = load_dataset(dataset, **(dataset_options or {}))
+    """``dataset``: a built-in name, ``module:function`` / ``file.py:function`` (called with
+    ``dataset_options``), a ``Dataset`` or ``(x, y)``. ``model``: a function
+    ``(n_features, n_classes) -> nn.Module`` or its name; None: the MLP of ``hidden``."""
+    raw = _dataset(dataset, dataset_options or {})
     split = make_split(raw, participants, partition, test_fraction, split_seed, **(partition_options or {}))
     pool = np.array([i for p in split.participants for i in p], dtype=np.int64)
     data = preprocess(raw, preprocessing, pool)
     split = dataclasses.replace(split, preprocessing=dict(data.preprocessing))
-    spec = ModelSpec(data.n_features, data.n_classes, tuple(hidden), activation)
+    spec: ModelSpec | PluginModel
+    if model is None:
+        spec = ModelSpec(data.n_features, data.n_classes, tuple(hidden), activation)
+    else:
+        factory = resolve(model) if isinstance(model, str) else model
+        name = model if isinstance(model, str) else getattr(model, "__qualname__", "custom")
+        spec = PluginModel(factory, data.n_features, data.n_classes, name)
     test = np.array(split.test, dtype=np.int64)
     return LearningSetup(
         dataset=data,
@@ -85,3 +99,17 @@ def build_setup(
         y_test=data.y[test],
         dataset_options=dict(dataset_options or {}),
     )
+
+
+def _dataset(dataset: str | Dataset | tuple[Any, Any], options: dict[str, Any]) -> Dataset:
+    if isinstance(dataset, str) and ":" in dataset:
+        try:
+            made = resolve(dataset)(**options)
+        except ConfigError:
+            raise
+        except Exception as exc:
+            raise ConfigError(f"dataset {dataset}: the function failed: {type(exc).__name__}: {exc}") from exc
+        return arrays_to_dataset(dataset, made)  # type: ignore[no-any-return]
+    if isinstance(dataset, str):
+        return load_dataset(dataset, **options)
+    return arrays_to_dataset("custom", dataset)  # type: ignore[no-any-return]

@@ -80,6 +80,21 @@ class TrainConfig:
     weight_decay: float = 0.0
     prox_mu: float = 0.0
     """FedProx-style pull toward the parent: loss += mu/2 * ||w - w_parent||^2."""
+    optimizer: str | Callable[..., Any] = "sgd"
+    """``sgd`` (with ``momentum`` and ``weight_decay``), ``adam``, or a function
+    ``(parameters, config) -> torch.optim.Optimizer`` (``derelayl.learning.plugin``)."""
+
+    def make_optimizer(self, parameters: Any) -> torch.optim.Optimizer:
+        if self.optimizer == "sgd":
+            return torch.optim.SGD(parameters, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
+        if self.optimizer == "adam":
+            return torch.optim.Adam(parameters, lr=self.lr, weight_decay=self.weight_decay)
+        if callable(self.optimizer):
+            made = self.optimizer(parameters, self)
+            if not isinstance(made, torch.optim.Optimizer):
+                raise ConfigError(f"the optimizer function returned {type(made).__name__}, not a torch optimizer")
+            return made
+        raise ConfigError(f"train.optimizer must be sgd, adam or a function, got {self.optimizer!r}")
 
     def __post_init__(self) -> None:
         if self.lr <= 0 or self.batch_size < 1 or self.local_epochs < 0:
@@ -120,7 +135,7 @@ class TorchTrainer:
             raise ModelError(f"parent model does not fit the model spec: {exc}") from exc
         net.train()
         anchor = [p.detach().clone() for p in net.parameters()] if cfg.prox_mu > 0 else []
-        opt = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        opt = cfg.make_optimizer(net.parameters())
         xt, yt = torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.ascontiguousarray(y))
         gen = torch.Generator().manual_seed(seed)
         loss_fn = nn.CrossEntropyLoss()
