@@ -209,3 +209,28 @@ def test_compare_refuses_bad_options_before_any_work(tmp_path: Path, extra: list
     result = CliRunner().invoke(app, ["compare", "--out", str(out), *extra])
     assert result.exit_code != 0 and message in result.output and "Traceback" not in result.output
     assert not out.exists()
+
+
+def _tiny_tables(tmp_path: Path, name: str, extra: list[str]) -> dict:
+    config = tmp_path / "tiny.toml"
+    config.write_text(SMALL_TOML)
+    out = tmp_path / name
+    args = ["compare", str(config), "--out", str(out), "--seeds", "0-1", "--tune-seeds", "7", "--grid", "quick"]
+    result = CliRunner().invoke(app, [*args, "--methods", "derelayl,fedavg", "--quiet", *extra])
+    assert result.exit_code == 0, result.output
+    return json.loads((out / "results.json").read_text())["tables"]
+
+
+def test_a_dask_cluster_runs_the_sweep_with_the_same_results_as_this_process(tmp_path: Path) -> None:
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        remote = _tiny_tables(tmp_path, "remote", ["--cluster", cluster.scheduler_address])
+    assert remote == _tiny_tables(tmp_path, "local", ["--workers", "1"])
+
+
+def test_an_unreachable_cluster_is_one_error_line(tmp_path: Path) -> None:
+    out = tmp_path / "o"
+    result = CliRunner().invoke(app, ["compare", "--out", str(out), "--cluster", "tcp://127.0.0.1:9"])
+    assert result.exit_code != 0 and "no Dask scheduler answers there" in result.output
+    assert "Traceback" not in result.output and not out.exists()

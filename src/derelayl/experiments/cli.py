@@ -87,6 +87,9 @@ def compare(
         ),
     ] = "all",
     workers: Annotated[int, typer.Option(help="Processes (default: one per core).")] = 0,
+    cluster: Annotated[
+        str | None, typer.Option(help="A Dask scheduler's address (tcp://host:8786): run there instead.")
+    ] = None,
     grid: Annotated[str, typer.Option(help="full (the fair tuning) or quick (2 values per axis: a try-out).")] = "full",
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress lines.")] = False,
 ) -> None:
@@ -115,6 +118,7 @@ def compare(
             methods=chosen,
             workers=count,
             size=grid,
+            cluster=cluster,
             progress=None if quiet else lambda line: console.print(line),
         )
     except DerelaylError as exc:

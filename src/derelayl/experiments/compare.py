@@ -21,13 +21,14 @@ baseline.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
 import os
 import time
-from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections.abc import Callable, Iterator
+from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -192,12 +193,15 @@ def run_compare(
     methods: tuple[str, ...] = METHODS,
     workers: int | None = None,
     size: str = "full",
+    cluster: str | None = None,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
+    """``cluster``: a Dask scheduler's address (``tcp://host:8786``): the runs go there instead
+    of to ``workers`` local processes."""
     workers = workers or os.cpu_count() or 1
     check_options(seeds, tune_seeds, workers, methods, size)
-    with FolderLock(out_dir, "derelayl compare"):
-        return _run(config, out_dir, seeds, tune_seeds, methods, workers, size, progress or (lambda _: None))
+    with _executor(cluster or workers) as pool, FolderLock(out_dir, "derelayl compare"):
+        return _run(config, out_dir, seeds, tune_seeds, methods, pool, size, progress or (lambda _: None))
 
 
 def _run(
@@ -206,7 +210,7 @@ def _run(
     seeds: tuple[int, ...],
     tune_seeds: tuple[int, ...],
     methods: tuple[str, ...],
-    workers: int,
+    pool: Executor | None,
     size: str,
     say: Progress,
 ) -> dict[str, Any]:
@@ -219,17 +223,17 @@ def _run(
         f"(full FedAvg, {stop['fedavg_rounds']} rounds)"
     )
     tuning = [(m, p, s) for m in methods for p in grid(m, size) for s in tune_seeds]
-    tuned = _map(raw, tuning, stop, workers, say, "tuning")
+    tuned = _map(raw, tuning, stop, pool, say, "tuning")
     picked = {kind: {m: _pick(tuned, m, kind) for m in methods} for kind in BUDGETS}
     for kind in BUDGETS:
         say(f"picked at equal {kind}: " + "; ".join(f"{m} {_label(p)}" for m, p in picked[kind].items()))
     final_jobs = {(m, json.dumps(picked[k][m], sort_keys=True)) for k in BUDGETS for m in methods}
     lrs = [{"lr": lr, "local_epochs": 1} for lr in GRID["lr"][: QUICK if size == "quick" else None]]
-    reference = _map(raw, [("centralized", p, s) for p in lrs for s in tune_seeds], stop, workers, say, "centralized")
+    reference = _map(raw, [("centralized", p, s) for p in lrs for s in tune_seeds], stop, pool, say, "centralized")
     picked_central = _pick(reference, "centralized", "samples")
     jobs = [(m, json.loads(p), s) for m, p in sorted(final_jobs) for s in seeds]
     jobs += [("centralized", picked_central, s) for s in seeds]
-    runs = _map(raw, jobs, stop, workers, say, "reported seeds")
+    runs = _map(raw, jobs, stop, pool, say, "reported seeds")
     tables = {kind: _table(runs, tuned, picked[kind], kind, methods) for kind in BUDGETS}
     central = interval([r["samples"] for r in runs if r["method"] == "centralized"])
     results = {
@@ -260,34 +264,61 @@ def _strip(row: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in row.items() if k != "curve"}
 
 
+Job = tuple[str, dict[str, float], int]
+"""(method, grid point, seed)"""
+
+
 def _map(
-    raw: str,
-    jobs: list[tuple[str, dict[str, float], int]],
-    stop: dict[str, int],
-    workers: int,
-    say: Progress,
-    what: str,
+    raw: str, jobs: list[Job], stop: dict[str, int], pool: Executor | None, say: Progress, what: str
 ) -> list[dict[str, Any]]:
-    """Run ``jobs`` in a local process pool (in this process with one worker); results in
-    job order."""
+    """Run ``jobs`` on ``pool`` (in this process without one); results in job order. Every
+    job is a pure function of its arguments, so where it runs changes nothing."""
     t0 = time.perf_counter()
     out: list[dict[str, Any] | None] = [None] * len(jobs)
     step = max(1, len(jobs) // 10)
-    if workers == 1:
+
+    def report(done: int) -> None:
+        if done % step == 0 or done == len(jobs):
+            say(f"{what}: {done}/{len(jobs)} runs, {time.perf_counter() - t0:.0f} s")
+
+    if pool is None:
         for i, (m, p, s) in enumerate(jobs):
             out[i] = run_one(raw, m, p, s, stop)
-            if (i + 1) % step == 0 or i + 1 == len(jobs):
-                say(f"{what}: {i + 1}/{len(jobs)} runs, {time.perf_counter() - t0:.0f} s")
+            report(i + 1)
     else:
+        futures = {pool.submit(run_one, raw, m, p, s, stop): i for i, (m, p, s) in enumerate(jobs)}
+        for done, future in enumerate(as_completed(futures), 1):
+            out[futures[future]] = future.result()
+            report(done)
+    return [r for r in out if r is not None]
+
+
+@contextlib.contextmanager
+def _executor(workers: int | str) -> Iterator[Executor | None]:
+    """None for one local worker (this process), a process pool for more, or a Dask cluster's
+    executor for an address: connected before anything is written."""
+    if workers == 1:
+        yield None
+        return
+    if isinstance(workers, int):
         import multiprocessing
 
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = {pool.submit(run_one, raw, m, p, s, stop): i for i, (m, p, s) in enumerate(jobs)}
-            for done, future in enumerate(as_completed(futures), 1):
-                out[futures[future]] = future.result()
-                if done % step == 0 or done == len(jobs):
-                    say(f"{what}: {done}/{len(jobs)} runs, {time.perf_counter() - t0:.0f} s")
-    return [r for r in out if r is not None]
+            yield pool
+        return
+    try:
+        from distributed import Client
+    except ImportError as exc:
+        raise ConfigError("--cluster needs dask's distributed (pip install 'derelayl[cluster]')") from exc
+    try:
+        client = Client(workers, timeout=10)
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise ConfigError(f"--cluster {workers}: no Dask scheduler answers there ({type(exc).__name__})") from exc
+    try:
+        with client.get_executor(pure=False) as pool:
+            yield pool
+    finally:
+        client.close()
 
 
 def _pick(rows: list[dict[str, Any]], method: str, kind: str) -> dict[str, float]:
