@@ -180,3 +180,39 @@ def test_the_cnn_example_trains_on_its_generated_images(tmp_path: Path) -> None:
     setup = build_experiment_setup(parse_config(config, base=EXAMPLES))
     assert setup.dataset.n_features == 256 and setup.spec.build().__class__.__name__ == "SmallCNN"
     assert run_fedavg(setup, 2, seed=0).final.accuracy > 0.1
+
+
+def _head(out: Path) -> str:
+    return json.loads((out / "summary.json").read_text())["head_hash"]
+
+
+def test_run_relay_trains_a_plugin_config_resumes_it_and_refuses_another(tmp_path: Path) -> None:
+    path = _config(tmp_path)
+    base = ["run", "--task", str(path), "--preset", "minimal", "--seed", "5", "--quiet"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert CliRunner().invoke(app, [*base, "--rounds", "3", "--out", str(one)]).exit_code == 0
+    result = CliRunner().invoke(app, [*base, "--rounds", "2", "--out", str(two)])
+    assert result.exit_code == 0, result.output
+    assert CliRunner().invoke(app, [*base, "--rounds", "3", "--out", str(two)]).exit_code == 0  # resumes
+    assert _head(one) == _head(two)
+    summary = json.loads((one / "summary.json").read_text())
+    assert summary["config"]["participants"] == 3 and (one / "plugged.png").exists()
+    task = json.loads((one / "task.json").read_text())
+    assert task["model"]["factory"].endswith("plug.py:net") and task["data"]["split_seed"] == 5
+    # another task config in the same folder: refused, nothing changed
+    other = tmp_path / "other.toml"
+    other.write_text(path.read_text().replace("n = 200", "n = 240"))
+    before = {f.name: f.stat().st_mtime_ns for f in one.iterdir() if f.name != ".lock"}
+    result = CliRunner().invoke(
+        app, ["run", "--task", str(other), "--preset", "minimal", "--seed", "5", "--out", str(one)]
+    )
+    assert result.exit_code != 0 and "holds a run of another task" in result.output
+    assert {f.name: f.stat().st_mtime_ns for f in one.iterdir() if f.name != ".lock"} == before
+
+
+def test_run_refuses_a_bad_task_config_before_any_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[model]\nfactory = "no-colon"\n[methods.fedavg]\nrounds = 1\n')
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["run", "--task", str(bad), "--out", str(out)])
+    assert result.exit_code != 0 and "expected module:function" in result.output and not out.exists()

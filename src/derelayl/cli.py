@@ -25,14 +25,20 @@ out = Console()
 
 @app.command()
 def run(
-    participants: Annotated[int | None, typer.Option(help="Participants (default: 64 latent, 20 digits).")] = None,
+    participants: Annotated[
+        int | None, typer.Option(help="Participants (default: 64 latent, 20 digits, a config's own).")
+    ] = None,
     rounds: Annotated[int, typer.Option(help="Rounds to settle (a resumed run continues up to this).")] = 50,
     seed: Annotated[int, typer.Option(help="Seed: same seed and settings give the same chain head hash.")] = 42,
     out_dir: Annotated[Path, typer.Option("--out", help="Results folder (chain.sqlite, summary.json).")] = Path(
         "runs/run"
     ),
     task: Annotated[
-        str, typer.Option(help="digits (real PyTorch relay training) or latent (the paper's abstract model).")
+        str,
+        typer.Option(
+            help="digits (real PyTorch relay training), latent (the paper's abstract model), or an experiment "
+            "config .toml (its data, model and training: built-in or your own plugins)."
+        ),
     ] = "digits",
     preset: Annotated[str, typer.Option(help="Protocol parameter preset: reference or minimal.")] = "reference",
     ledger: Annotated[

@@ -93,10 +93,14 @@ class RunConfig:
         return Params.from_dict({**base.to_dict(), **changed}) if changed else base
 
     def validate(self) -> None:
-        from derelayl.runtime.tasks import TASKS
+        from derelayl.runtime.tasks import TASKS, is_config
 
-        if self.task not in TASKS:
-            raise ConfigError(f"--task must be one of {', '.join(TASKS)}, got {self.task!r}")
+        if is_config(self.task):
+            from derelayl.experiments.config import load_config
+
+            load_config(Path(self.task))  # a bad file or plugin name stops here
+        elif self.task not in TASKS:
+            raise ConfigError(f"--task must be one of {', '.join(TASKS)} or a config .toml, got {self.task!r}")
         if not 0 <= self.seed <= SEED_MAX:
             raise ConfigError(f"--seed must be in 0..{SEED_MAX}, got {self.seed}")
         if not 2 <= self.participants <= MAX_PARTICIPANTS:

@@ -15,6 +15,8 @@ protocol ranked first (measurement only), the share holding the newest version, 
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -23,12 +25,15 @@ import torch
 
 from derelayl.agents.agent import Brain
 from derelayl.agents.relay import ModelBook, relay_brains, share_cases
-from derelayl.learning.setup import build_setup
+from derelayl.errors import ConfigError
+from derelayl.folders import write_atomic
+from derelayl.learning.setup import LearningSetup, build_setup
 from derelayl.learning.store import DirModelStore
 from derelayl.protocol.state import State
 from derelayl.protocol.types import format_units
 from derelayl.runtime.local import RunConfig
 from derelayl.runtime.records import RecordingTask, RoundLog
+from derelayl.runtime.tasks import is_config
 
 __all__ = ["TorchTask"]
 
@@ -38,16 +43,20 @@ log = logging.getLogger(__name__)
 class TorchTask(RecordingTask):
     def __init__(self, config: RunConfig, out_dir: Path) -> None:
         torch.set_num_threads(1)  # determinism (same bytes on resume) and a fair share of the CPU
-        self.setup = build_setup(
-            "digits",
-            participants=config.participants,
-            partition="dirichlet",
-            split_seed=config.seed,
-            init_seed=config.seed,
-            partition_options={"alpha": 0.5},
-        )
+        self.name = "digits"
+        if is_config(config.task):
+            self.setup, self.name = _configured(config, out_dir)
+        else:
+            self.setup = build_setup(
+                "digits",
+                participants=config.participants,
+                partition="dirichlet",
+                split_seed=config.seed,
+                init_seed=config.seed,
+                partition_options={"alpha": 0.5},
+            )
         self.evaluator = self.setup.evaluator()
-        meta = {"spec": self.setup.spec.to_dict(), "task": "digits"}
+        meta = {"spec": self.setup.spec.to_dict(), "task": self.name}
         self.models = ModelBook.of_genesis(DirModelStore(out_dir / "models"), self.setup.init, meta)
         self.brains = relay_brains(self.setup, self.models, config.seed, meta=meta)
         share_cases(self.brains)
@@ -76,9 +85,9 @@ class TorchTask(RecordingTask):
     def finish(self, state: State, out_dir: Path) -> dict[str, Any]:
         last = self.record(state)
         history = self.log.history(state.round)
-        figure = self.log.figure(state, out_dir / "digits.png", "best_test_accuracy", "global test accuracy")
+        figure = self.log.figure(state, out_dir / f"{self.name}.png", "best_test_accuracy", "global test accuracy")
         return {
-            "task": "digits",
+            "task": self.name,
             "best_model": last["best_model"],
             "best_model_digest": self.models.digest_of(last["best_model"]).hex(),
             "best_test_accuracy": last["best_test_accuracy"],
@@ -86,3 +95,36 @@ class TorchTask(RecordingTask):
             "accuracy_per_round": [r["best_test_accuracy"] for r in history],
             "figures": [figure],
         }
+
+
+TASK_FILE = "task.json"
+
+
+def _configured(config: RunConfig, out_dir: Path) -> tuple[LearningSetup, str]:
+    """The learning set-up of an experiment config (``--task FILE.toml``), with ``--participants``
+    and ``--seed`` as its participants, split seed and initial-weight seed. The resolved config
+    is kept in OUT/task.json: a resumed run must name the same one (refused before any file is
+    written otherwise)."""
+    from derelayl.experiments.config import load_config
+    from derelayl.experiments.runner import build_experiment_setup
+
+    loaded = load_config(Path(config.task))
+    chosen = dataclasses.replace(
+        loaded,
+        seed=config.seed,
+        data={**loaded.data, "participants": config.participants, "split_seed": config.seed},
+        model={**loaded.model, "init_seed": config.seed},
+    )
+    resolved = {k: chosen.resolved()[k] for k in ("name", "data", "model", "train")}
+    path = out_dir / TASK_FILE
+    if path.exists():
+        try:
+            held = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"{path}: unreadable ({type(exc).__name__}); use another --out") from exc
+        if held != json.loads(json.dumps(resolved)):
+            raise ConfigError(f"{out_dir} holds a run of another task ({path}); use another --out or the same config")
+    setup = build_experiment_setup(chosen)
+    write_atomic(path, json.dumps(resolved, indent=1) + "\n")
+    name = str(resolved["name"]) if str(resolved["name"]).isidentifier() else "task"
+    return setup, name
