@@ -131,7 +131,10 @@ def test_relay_accuracy_is_that_of_the_protocols_first_ranked_model(small_run: P
         ({"methods": {"sgd": {}}}, "unknown method"),
         ({"methods": {"gossip": {}}}, "needs rounds"),
         ({"methods": {"derelayl": {"budget": "lots"}}}, 'expected "fedavg"'),
-        ({"methods": {"derelayl": {"rounds": 3, "params": {"kk": 2}}}}, "unknown parameter"),
+        (
+            {"methods": {"derelayl": {"rounds": 3, "params": {"kk": 2}}}},
+            r"params: unknown protocol key\(s\): kk",
+        ),
         ({"methods": {"derelayl": {"rounds": 3, "preset": "huge"}}}, "unknown preset"),
         ({"methods": {"derelayl": {"budget": "fedavg"}}}, "needs \\[methods.fedavg\\]"),
         ({"extra": {"x": 1}}, "unknown table"),
@@ -179,3 +182,13 @@ def test_reference_config_is_the_issues() -> None:
 def test_shipped_configs_are_valid(path: Path) -> None:
     cfg = load_config(path)
     assert cfg.methods and cfg.name == path.stem
+
+
+def test_money_in_experiment_params_is_in_coins_as_in_simulate_configs() -> None:
+    from derelayl.experiments.config import relay_params
+    from derelayl.protocol.types import UNIT
+
+    params = relay_params("reference", {"lineage_reward": 1, "mo_budget": "0.5", "testers": 3})
+    assert params.lineage_reward == UNIT and params.mo_budget == UNIT // 2 and params.testers == 3
+    with pytest.raises(ConfigError, match="params.lineage_reward"):
+        relay_params("reference", {"lineage_reward": "a lot"})

@@ -33,10 +33,10 @@ import torch
 from derelayl.agents.adversaries import HONEST, KINDS, assign, backdoor_success
 from derelayl.baselines import Curve, run_fedavg
 from derelayl.errors import ConfigError
-from derelayl.experiments.config import ExperimentConfig
+from derelayl.experiments.config import ExperimentConfig, relay_params
 from derelayl.experiments.relay import run_derelayl
 from derelayl.folders import FolderLock, write_atomic
-from derelayl.protocol.params import Params, preset
+from derelayl.protocol.params import Params
 from derelayl.stats import interval
 
 __all__ = ["DEFENCES", "LAST", "check_options", "run_attacks"]
@@ -97,7 +97,7 @@ def _run(
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     relay = config.methods.get("derelayl", {"preset": "reference", "params": None})
-    base = Params.from_dict(relay["params"] or {}, base=preset(relay["preset"]))
+    base = relay_params(relay["preset"], relay["params"] or {})
     fed_rounds = config.methods.get("fedavg", {"rounds": 30})["rounds"]
     runs: list[dict[str, Any]] = []
     for seed in seeds:

@@ -38,11 +38,10 @@ import torch
 from derelayl.baselines import Budget, Curve, run_centralized, run_fedavg, run_gossip
 from derelayl.baselines.scaffold import run_scaffold
 from derelayl.errors import ConfigError
-from derelayl.experiments.config import ExperimentConfig
+from derelayl.experiments.config import ExperimentConfig, relay_params
 from derelayl.folders import FolderLock, write_atomic
 from derelayl.learning.serialization import param_bytes
 from derelayl.learning.setup import LearningSetup
-from derelayl.protocol.params import Params, preset
 from derelayl.stats import interval
 
 __all__ = ["AXES", "GRID", "METHODS", "budgets", "grid", "run_compare"]
@@ -140,7 +139,6 @@ def _curve(
 
     if method in RELAYS:
         relay = raw.get("methods", {}).get("derelayl", {})
-        base = preset(relay.get("preset", "reference"))
         axis, _ = AXES[method]
         given = {**(relay.get("params") or {}), **RELAYS[method]}
         if axis != "mu":
@@ -148,7 +146,7 @@ def _curve(
         else:
             tc = dataclasses.replace(setup.train_config, prox_mu=point["mu"])
             setup = dataclasses.replace(setup, train_config=tc)
-        return run_derelayl(setup, Params.from_dict(given, base=base), seed, stop=stop)
+        return run_derelayl(setup, relay_params(relay.get("preset", "reference"), given), seed, stop=stop)
     if method in ("fedavg", "scaffold"):
         runner = run_scaffold if method == "scaffold" else functools.partial(_fedavg, 0.0)
         return runner(setup, seed, stop, fraction=point["fraction"])

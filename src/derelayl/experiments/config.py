@@ -35,7 +35,7 @@ from derelayl.errors import ConfigError
 from derelayl.protocol.params import Params, preset
 from derelayl.sim.config import usable_memory
 
-__all__ = ["ExperimentConfig", "VariantConfig", "load_config", "memory_estimate", "parse_config"]
+__all__ = ["ExperimentConfig", "VariantConfig", "load_config", "memory_estimate", "parse_config", "relay_params"]
 
 
 Spec = dict[str, tuple[Any, Any]]
@@ -157,7 +157,7 @@ class VariantConfig:
     params: dict[str, Any] = field(default_factory=dict)
 
     def protocol_params(self) -> Params:
-        return Params.from_dict(self.params, base=preset(self.preset))
+        return relay_params(self.preset, self.params)
 
 
 @dataclass(frozen=True)
@@ -384,9 +384,17 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def relay_params(preset_name: str, params: dict[str, Any]) -> Params:
+    """A preset with a config's ``params`` on top; money amounts are in coins, as in simulate
+    configs and on the command line (``lineage_reward = 1`` is one coin)."""
+    from derelayl.sim.config import protocol_overrides
+
+    return Params.from_dict(protocol_overrides(params, "params."), base=preset(preset_name))
+
+
 def _check_params(preset_name: str, params: dict[str, Any], where: str) -> None:
     try:
-        Params.from_dict(params, base=preset(preset_name))
+        relay_params(preset_name, params)
     except ConfigError as exc:
         raise ConfigError(f"[{where}] {exc}") from exc
 

@@ -15,13 +15,12 @@ import torch
 
 from derelayl.agents.adversaries import assign
 from derelayl.baselines import Curve, Point, run_centralized, run_fedavg, run_gossip, run_local_only
-from derelayl.experiments.config import ExperimentConfig, VariantConfig
+from derelayl.experiments.config import ExperimentConfig, VariantConfig, relay_params
 from derelayl.experiments.relay import run_derelayl
 from derelayl.folders import FolderLock, write_atomic
 from derelayl.learning.plugin import resolve
 from derelayl.learning.setup import LearningSetup, build_setup
 from derelayl.learning.torch_models import TrainConfig
-from derelayl.protocol.params import Params, preset
 
 __all__ = ["build_experiment_setup", "run_experiment"]
 
@@ -113,7 +112,7 @@ def _run_locked(config: ExperimentConfig, out_dir: Path, progress: Progress | No
         timed("gossip", lambda: run_gossip(setup, seed, g["rounds"], _budget(g, curves), g["max_rounds"]))
     if "derelayl" in methods:
         r = methods["derelayl"]
-        params = Params.from_dict(r["params"] or {}, base=preset(r["preset"]))
+        params = relay_params(r["preset"], r["params"] or {})
         timed(
             "derelayl",
             lambda: run_derelayl(

@@ -30,7 +30,7 @@ from derelayl.errors import ConfigError
 from derelayl.protocol.params import AMOUNT_FIELDS, REWARD_SCHEMES, Params, preset
 from derelayl.protocol.types import coins_to_units
 
-__all__ = ["AMOUNT_FIELDS", "SCHEMES", "SimConfig", "load_toml", "parse_seeds", "resolve_config"]
+__all__ = ["AMOUNT_FIELDS", "SCHEMES", "SimConfig", "load_toml", "parse_seeds", "protocol_overrides", "resolve_config"]
 
 SCHEMES = REWARD_SCHEMES
 # AMOUNT_FIELDS: ``Params`` fields that are money, given in coins in TOML and flags, stored in units.
@@ -212,11 +212,13 @@ def _coins(value: Any, name: str) -> int:
     return units
 
 
-def _protocol_overrides(data: dict[str, Any], where: str) -> dict[str, Any]:
+def protocol_overrides(data: dict[str, Any], where: str) -> dict[str, Any]:
     """Protocol values (amounts in coins) to ``Params.from_dict`` input (amounts in units)."""
     unknown = sorted(set(data) - set(_PARAM_FIELDS))
     if unknown:
-        raise ConfigError(f"{where}: unknown protocol key(s): {', '.join(unknown)}; known: {', '.join(_PARAM_FIELDS)}")
+        raise ConfigError(
+            f"{where.rstrip('.')}: unknown protocol key(s): {', '.join(unknown)}; known: {', '.join(_PARAM_FIELDS)}"
+        )
     out: dict[str, Any] = {}
     for key, value in data.items():
         if key in AMOUNT_FIELDS and value is not None:
@@ -278,8 +280,8 @@ def resolve_config(
 
     name = str(merged.pop("preset", "reference"))
     protocol = {
-        **_protocol_overrides(file_values.get("protocol", {}), "protocol."),
-        **_protocol_overrides(flag_protocol, "--"),
+        **protocol_overrides(file_values.get("protocol", {}), "protocol."),
+        **protocol_overrides(flag_protocol, "--"),
     }
     params = Params.from_dict(protocol, base=preset(name))
     if "scheme" in merged:
