@@ -190,5 +190,5 @@ def test_money_in_experiment_params_is_in_coins_as_in_simulate_configs() -> None
 
     params = relay_params("reference", {"lineage_reward": 1, "mo_budget": "0.5", "testers": 3})
     assert params.lineage_reward == UNIT and params.mo_budget == UNIT // 2 and params.testers == 3
-    with pytest.raises(ConfigError, match="params.lineage_reward"):
+    with pytest.raises(ConfigError, match=r"params\.lineage_reward"):
         relay_params("reference", {"lineage_reward": "a lot"})
