@@ -126,6 +126,9 @@ def run_one(config_json: str, method: str, point: dict[str, float], seed: int, s
         row[kind] = within[-1].accuracy
         row[f"tune_{kind}"] = float(np.mean([p.accuracy for p in within[-TUNE_LAST:]]))
         row[f"rounds_{kind}"] = within[-1].round
+        gaps = [p.extra["best_committed"] - p.accuracy for p in within if p.extra.get("best_committed") is not None]
+        if gaps:  # the relay: how far the protocol's first-ranked model was below the best it could have picked
+            row[f"selection_gap_{kind}"] = float(np.mean(gaps))
     row["curve"] = [[p.bytes, p.samples, p.accuracy] for p in curve.points]
     if "bytes_breakdown" in curve.info:
         row["bytes_breakdown"] = curve.info["bytes_breakdown"]
@@ -354,14 +357,15 @@ def _table(
     for m in methods:
         mine = [r for r in runs if r["method"] == m and r["point"] == picked[m]]
         per_seed[m] = {r["seed"]: r[kind] for r in mine}
-        rows.append(
-            {
-                "method": m,
-                "point": picked[m],
-                "accuracy": interval(list(per_seed[m].values())),
-                "rounds": interval([r[f"rounds_{kind}"] for r in mine]),
-            }
-        )
+        row = {
+            "method": m,
+            "point": picked[m],
+            "accuracy": interval(list(per_seed[m].values())),
+            "rounds": interval([r[f"rounds_{kind}"] for r in mine]),
+        }
+        if all(f"selection_gap_{kind}" in r for r in mine):
+            row["selection_gap"] = interval([r[f"selection_gap_{kind}"] for r in mine])
+        rows.append(row)
     baselines = [r for r in rows if r["method"] in BASELINES]
     relays = [r for r in rows if r["method"] in RELAYS]
     if baselines:

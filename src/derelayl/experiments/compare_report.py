@@ -40,17 +40,19 @@ def render(results: dict[str, Any]) -> str:
             if kind == "bytes"
             else f"## At {_TITLE[kind]} ({b[kind]:,} samples)",
             "",
-            "| method | tuned setting | accuracy % | rounds |",
-            "|---|---|---:|---:|",
+            "| method | tuned setting | accuracy % | rounds | selection gap pp |",
+            "|---|---|---:|---:|---:|",
         ]
         for row in results["tables"][kind]:
             if "difference" in row:
                 what = "faithful" if row["relay"] == "derelayl" else "the variant that tuned best"
-                lines.append(f"| **{row['method']}** ({what}; paired, same seeds) | | {_pm(row['difference'])} pp | |")
+                lines.append(
+                    f"| **{row['method']}** ({what}; paired, same seeds) | | {_pm(row['difference'])} pp | | |"
+                )
             else:
                 lines.append(
                     f"| {row['method']} | {_label(row['point'])} | {_pm(row['accuracy'])} | "
-                    f"{_pm(row['rounds'], 1, 0)} |"
+                    f"{_pm(row['rounds'], 1, 0)} | {_pm(row['selection_gap']) if 'selection_gap' in row else '–'} |"
                 )
         lines.append("")
     central = results["centralized"]
@@ -74,6 +76,9 @@ def render(results: dict[str, Any]) -> str:
         + "; ".join(f"{m}: {', '.join(f'{k} = {v}' for k, v in p.items()) or 'the config'}" for m, p in RELAYS.items())
         + ". The best baseline is the best on the reported seeds (the strongest opponent); the relay variant "
         "compared with it is the one that tuned best, chosen on the tuning seeds.",
+        "- Selection gap (relay): how far, on average over the rounds within budget, the model the protocol "
+        "ranked first was below the best model committed that round, on the global test set: what selection "
+        "on the testers' cases costs.",
         "- Bytes: every model transfer (FedAvg/FedProx 2 per sampled client per round, SCAFFOLD 4 with the "
         "control variates, gossip one per peer); the relay's also count test cases and every block sent to "
         "every other node. Compute: training samples (forward + backward).",
