@@ -216,3 +216,11 @@ def test_run_refuses_a_bad_task_config_before_any_file(tmp_path: Path) -> None:
     out = tmp_path / "out"
     result = CliRunner().invoke(app, ["run", "--task", str(bad), "--out", str(out)])
     assert result.exit_code != 0 and "expected module:function" in result.output and not out.exists()
+
+
+def test_the_python_api_example_runs() -> None:
+    import runpy
+
+    example = runpy.run_path(str(EXAMPLES / "python_api.py"))
+    results = example["main"](3)
+    assert set(results) == {"derelayl", "fedavg (C = 0.25)"} and all(0 <= a <= 1 for a in results.values())
