@@ -153,6 +153,9 @@ def test_relay_bytes_count_blocks_sent_to_every_other_node(setup) -> None:  # ty
     parts = curve.info["bytes_breakdown"]
     assert parts["blocks"] > 0 and parts["blocks"] % 7 == 0  # 8 participants: 7 receivers
     assert curve.final.bytes == sum(parts.values())
+    # the first-ranked model's lineage holds some, not all, of the training
+    shares = [p.extra["lineage_samples"] / p.samples for p in curve.points[1:]]
+    assert all(0 < s < 1 for s in shares)
 
 
 def test_compare_run_one_is_deterministic_and_reads_each_budget_within_it(setup) -> None:  # type: ignore[no-untyped-def]

@@ -129,6 +129,8 @@ def run_one(config_json: str, method: str, point: dict[str, float], seed: int, s
         gaps = [p.extra["best_committed"] - p.accuracy for p in within if p.extra.get("best_committed") is not None]
         if gaps:  # the relay: how far the protocol's first-ranked model was below the best it could have picked
             row[f"selection_gap_{kind}"] = float(np.mean(gaps))
+            # and the share of all training that went into the first-ranked model's lineage
+            row[f"lineage_share_{kind}"] = within[-1].extra["lineage_samples"] / max(within[-1].samples, 1)
     row["curve"] = [[p.bytes, p.samples, p.accuracy] for p in curve.points]
     if "bytes_breakdown" in curve.info:
         row["bytes_breakdown"] = curve.info["bytes_breakdown"]
@@ -365,6 +367,7 @@ def _table(
         }
         if all(f"selection_gap_{kind}" in r for r in mine):
             row["selection_gap"] = interval([r[f"selection_gap_{kind}"] for r in mine])
+            row["lineage_share"] = interval([r[f"lineage_share_{kind}"] for r in mine])
         rows.append(row)
     baselines = [r for r in rows if r["method"] in BASELINES]
     relays = [r for r in rows if r["method"] in RELAYS]

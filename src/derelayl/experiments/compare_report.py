@@ -22,6 +22,12 @@ def _label(point: dict[str, float]) -> str:
     return ", ".join(f"{names.get(k, k)} {v:g}" for k, v in point.items())
 
 
+def _share(row: dict[str, Any]) -> str:
+    if "lineage_share" in row:
+        return _pm(row["lineage_share"], 100, 0)
+    return "–" if row["method"] == "gossip" or row["method"] in RELAYS else "100"
+
+
 def render(results: dict[str, Any]) -> str:
     b = results["budgets"]
     name = results["config"].get("name", "experiment")
@@ -40,8 +46,8 @@ def render(results: dict[str, Any]) -> str:
             if kind == "bytes"
             else f"## At {_TITLE[kind]} ({b[kind]:,} samples)",
             "",
-            "| method | tuned setting | accuracy % | rounds | selection gap pp |",
-            "|---|---|---:|---:|---:|",
+            "| method | tuned setting | accuracy % | rounds | selection gap pp | training on the top lineage % |",
+            "|---|---|---:|---:|---:|---:|",
         ]
         for row in results["tables"][kind]:
             if "difference" in row:
@@ -52,7 +58,8 @@ def render(results: dict[str, Any]) -> str:
             else:
                 lines.append(
                     f"| {row['method']} | {_label(row['point'])} | {_pm(row['accuracy'])} | "
-                    f"{_pm(row['rounds'], 1, 0)} | {_pm(row['selection_gap']) if 'selection_gap' in row else '–'} |"
+                    f"{_pm(row['rounds'], 1, 0)} | {_pm(row['selection_gap']) if 'selection_gap' in row else '–'} | "
+                    f"{_share(row)} |"
                 )
         lines.append("")
     central = results["centralized"]
@@ -78,7 +85,9 @@ def render(results: dict[str, Any]) -> str:
         "compared with it is the one that tuned best, chosen on the tuning seeds.",
         "- Selection gap (relay): how far, on average over the rounds within budget, the model the protocol "
         "ranked first was below the best model committed that round, on the global test set: what selection "
-        "on the testers' cases costs.",
+        "on the testers' cases costs. Training on the top lineage: the share of all training samples processed "
+        "that went into the reported model's ancestors (FedAvg, FedProx, SCAFFOLD: every sample goes into the "
+        "global model; gossip: into some participant's model).",
         "- Bytes: every model transfer (FedAvg/FedProx 2 per sampled client per round, SCAFFOLD 4 with the "
         "control variates, gossip one per peer); the relay's also count test cases and every block sent to "
         "every other node. Compute: training samples (forward + backward).",

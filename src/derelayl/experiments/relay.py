@@ -93,6 +93,7 @@ def run_derelayl(
     budget = stop or Budget(rounds=rounds, bytes=byte_budget, max_rounds=max_rounds)
     curve.info["byte_budget"] = budget.bytes
     blocks = _Broadcast(client, n)
+    lineage: dict[int, int] = {0: 0}
     while budget.more(curve.final):
         deposit = driver.step()
         assert isinstance(deposit, DepositReceipt)
@@ -101,10 +102,14 @@ def run_derelayl(
             for t, parent in zip(deposit.pairs.trainer.tolist(), deposit.parent_model.tolist(), strict=True):
                 held.give(t, live_version[parent], accuracy[parent])
         commit_miner = state.roles.block_miners[1] if state.roles else -1
+        parent_of = dict(zip(deposit.pairs.trainer.tolist(), deposit.parent_model.tolist(), strict=True))
+        before = [b.traffic.samples for b in brains]
         commit = driver.step()
         assert isinstance(commit, CommitReceipt)
         models.follow(state)
         for model, owner in zip(commit.model_id.tolist(), state.commits.owner.tolist(), strict=True):
+            # training samples spent on this model's whole lineage, back to genesis
+            lineage[model] = lineage.get(parent_of.get(owner, 0), 0) + brains[owner].traffic.samples - before[owner]
             accuracy[model] = setup.test_accuracy(evaluator, models.weights(model))
             held.give(owner, state.round + 1, accuracy[model])
             trained[owner] += 1
@@ -129,6 +134,7 @@ def run_derelayl(
                 t.samples,
                 {
                     "top_model": top,
+                    "lineage_samples": lineage.get(top, 0),
                     "models": len(commit.model_id),
                     "supply_coins": state.supply / UNIT,
                     "gini": gini(state.balances),
