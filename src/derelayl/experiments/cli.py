@@ -82,8 +82,8 @@ def compare(
     methods: Annotated[
         str,
         typer.Option(
-            help="Comma-separated: derelayl, derelayl-cases, derelayl-pooled, derelayl-prox, fedavg, fedprox, "
-            "scaffold, gossip, or all."
+            help="Comma-separated: derelayl, derelayl-cases, derelayl-pooled, derelayl-prox, derelayl-merge, "
+            "fedavg, fedprox, scaffold, gossip, or all."
         ),
     ] = "all",
     workers: Annotated[int, typer.Option(help="Processes (default: one per core).")] = 0,
@@ -93,7 +93,7 @@ def compare(
     grid: Annotated[str, typer.Option(help="full (the fair tuning) or quick (2 values per axis: a try-out).")] = "full",
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress lines.")] = False,
 ) -> None:
-    """DeRelayL (faithful and three variants within the protocol) against FedAvg (client
+    """DeRelayL (faithful and four variants within the protocol) against FedAvg (client
     sampling), FedProx, SCAFFOLD and gossip, each tuned on the same grid, at equal bytes and at
     equal compute, over seeds; writes results.json, report.md and compare.png."""
     import os

@@ -51,10 +51,13 @@ RELAYS: dict[str, dict[str, object]] = {
     "derelayl-cases": {"k": 4},
     "derelayl-pooled": {"k": 4, "pooled_cases": True},
     "derelayl-prox": {"k": 4},
+    "derelayl-merge": {"k": 4},
 }
 """The faithful relay and variants any participant could run within the protocol (protocol
 parameters on top of the config's): more test cases per tester; several testers scoring the
-pool of their cases (median); a proximal term toward the parent in local training."""
+pool of their cases (median); a proximal term toward the parent in local training; a trainer
+that starts from the average of its parent and the best other live models (relay + merge,
+each extra model downloaded and counted)."""
 BASELINES = ("fedavg", "fedprox", "scaffold", "gossip")
 METHODS = (*RELAYS, *BASELINES)
 GRID: dict[str, tuple[float, ...]] = {"lr": (0.05, 0.1, 0.2, 0.4), "local_epochs": (1, 5, 10)}
@@ -63,6 +66,7 @@ AXES: dict[str, tuple[str, tuple[float, ...]]] = {
     "derelayl-cases": ("test_cases", (100, 200, 400, 800)),  # per tester
     "derelayl-pooled": ("testers", (2, 3, 5, 7)),  # scoring the pool of their cases
     "derelayl-prox": ("mu", (0.001, 0.01, 0.1, 1.0)),
+    "derelayl-merge": ("merge_top_k", (2, 3, 4, 6)),  # live models averaged into the parent
     "fedavg": ("fraction", (0.1, 0.25, 0.5, 1.0)),  # clients per round
     "fedprox": ("mu", (0.001, 0.01, 0.1, 1.0)),  # proximal term, at PROX_FRACTION of the clients
     "scaffold": ("fraction", (0.1, 0.25, 0.5, 1.0)),
@@ -146,12 +150,14 @@ def _curve(
         relay = raw.get("methods", {}).get("derelayl", {})
         axis, _ = AXES[method]
         given = {**(relay.get("params") or {}), **RELAYS[method]}
-        if axis != "mu":
-            given[axis] = int(point[axis])
-        else:
+        merge = int(point[axis]) if axis == "merge_top_k" else 1
+        if axis == "mu":
             tc = dataclasses.replace(setup.train_config, prox_mu=point["mu"])
             setup = dataclasses.replace(setup, train_config=tc)
-        return run_derelayl(setup, relay_params(relay.get("preset", "reference"), given), seed, stop=stop)
+        elif axis != "merge_top_k":
+            given[axis] = int(point[axis])
+        params = relay_params(relay.get("preset", "reference"), given)
+        return run_derelayl(setup, params, seed, stop=stop, merge_top_k=merge)
     if method in ("fedavg", "scaffold"):
         runner = run_scaffold if method == "scaffold" else functools.partial(_fedavg, 0.0)
         return runner(setup, seed, stop, fraction=point["fraction"])
