@@ -17,6 +17,7 @@ import os
 import tempfile
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from derelayl.errors import ConfigError
 
@@ -69,3 +70,18 @@ def write_atomic(path: Path, data: bytes | str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def save_figure(fig: Any, path: Path, *, close: bool = True, **options: Any) -> str:
+    """Render a matplotlib figure into ``path`` atomically (the format from its suffix; dpi 110
+    unless given), close it unless told not to, and return the file's name."""
+    import io
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=path.suffix.lstrip("."), **{"dpi": 110, **options})
+    if close:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+    write_atomic(path, buffer.getvalue())
+    return path.name

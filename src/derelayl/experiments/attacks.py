@@ -35,7 +35,7 @@ from derelayl.baselines import Curve, run_fedavg
 from derelayl.errors import ConfigError
 from derelayl.experiments.config import ExperimentConfig, relay_params
 from derelayl.experiments.relay import run_derelayl
-from derelayl.folders import FolderLock, write_atomic
+from derelayl.folders import FolderLock, save_figure, write_atomic
 from derelayl.protocol.params import Params
 from derelayl.stats import interval
 
@@ -286,7 +286,4 @@ def _figure(table: list[dict[str, Any]], share: float, path: Path) -> None:
     axes[1].legend(fontsize=8)
     fig.suptitle(f"{share:.0%} dishonest participants of one kind, mean ± 95% interval over seeds")
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path)

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from derelayl.experiments.compare import AXES, BUDGETS, GRID, PROX_FRACTION, QUICK, RELAYS, mean_curve, seconds
+from derelayl.folders import save_figure
 
 __all__ = ["figure", "render"]
 
@@ -128,7 +129,4 @@ def figure(results: dict[str, Any], path: Path) -> None:
         ax.legend(fontsize=7, loc="lower right")
     fig.suptitle(f"{results['config'].get('name', '')}: mean ± 95% interval over seeds {results['seeds']}")
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path)

@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from derelayl.folders import save_figure
+
 __all__ = ["write_figures"]
 
 _STYLE = {
@@ -75,9 +77,7 @@ def _accuracy(results: dict[str, Any], out_dir: Path) -> str:
     axes[2].set_title("accuracy vs local epochs (work)")
     axes[1].legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    fig.savefig(out_dir / "accuracy.png", dpi=110)
-    plt.close(fig)
-    return "accuracy.png"
+    return save_figure(fig, out_dir / "accuracy.png")
 
 
 def _rewards(results: dict[str, Any], out_dir: Path) -> str | None:
@@ -105,9 +105,7 @@ def _rewards(results: dict[str, Any], out_dir: Path) -> str | None:
     axes[2].legend(fontsize=8)
     axes[2].grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(out_dir / "rewards.png", dpi=110)
-    plt.close(fig)
-    return "rewards.png"
+    return save_figure(fig, out_dir / "rewards.png")
 
 
 def write_figures(results: dict[str, Any], out_dir: Path) -> list[str]:

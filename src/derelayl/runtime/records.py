@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from derelayl import jsonsafe
-from derelayl.folders import write_atomic
+from derelayl.folders import save_figure, write_atomic
 from derelayl.protocol.digest import compute_state_root
 from derelayl.protocol.state import State
 from derelayl.protocol.types import UNIT
@@ -120,9 +120,7 @@ class RoundLog:
         axes[2].set(xlabel="participant", ylabel="coins", title=f"balances after round {state.round}")
         axes[2].xaxis.set_major_locator(MaxNLocator(integer=True))
         fig.tight_layout()
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        return path.name
+        return save_figure(fig, path)
 
 
 class RecordingTask:

@@ -19,6 +19,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from numpy.typing import NDArray
 
+from derelayl.folders import save_figure
 from derelayl.protocol.types import UNIT
 from derelayl.sim.engine import RunResult
 from derelayl.sim.metrics import VERSION_BINS
@@ -59,8 +60,7 @@ def _save(fig: Figure, out_dir: Path, name: str) -> list[str]:
     paths = []
     for ext in ("png", "pdf"):
         path = out_dir / f"{name}.{ext}"
-        fig.savefig(path, dpi=110 if ext == "png" else None, bbox_inches="tight")
-        paths.append(path.name)
+        paths.append(save_figure(fig, path, dpi=110 if ext == "png" else None, bbox_inches="tight", close=False))
     plt.close(fig)
     return paths
 
