@@ -54,7 +54,7 @@ def render(results: dict[str, Any]) -> str:
             if "difference" in row:
                 what = "faithful" if row["relay"] == "derelayl" else "the variant that tuned best"
                 lines.append(
-                    f"| **{row['method']}** ({what}; paired, same seeds) | | {_pm(row['difference'])} pp | | |"
+                    f"| **{row['method']}** ({what}; paired, same seeds) | | {_pm(row['difference'])} pp | | | |"
                 )
             else:
                 lines.append(
