@@ -195,6 +195,9 @@ def test_compare_cli_writes_tables_figure_and_report(tmp_path: Path) -> None:
     assert (out / "compare.png").stat().st_size > 10_000
     report = (out / "report.md").read_text()
     assert "At equal bytes" in report and "At equal compute" in report and "not a fair tuning" in report
+    for block in report.split("\n\n"):  # every row of a table has as many cells as its header
+        rows = [line for line in block.splitlines() if line.startswith("|")]
+        assert len({row.count("|") for row in rows}) <= 1, block
 
 
 @pytest.mark.parametrize(
