@@ -365,7 +365,7 @@ def _table(
     for m in methods:
         mine = [r for r in runs if r["method"] == m and r["point"] == picked[m]]
         per_seed[m] = {r["seed"]: r[kind] for r in mine}
-        row = {
+        row: dict[str, Any] = {
             "method": m,
             "point": picked[m],
             "accuracy": interval(list(per_seed[m].values())),
