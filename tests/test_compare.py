@@ -240,3 +240,11 @@ def test_an_unreachable_cluster_is_one_error_line(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["compare", "--out", str(out), "--cluster", "tcp://127.0.0.1:9"])
     assert result.exit_code != 0 and "no Dask scheduler answers there" in result.output
     assert "Traceback" not in result.output and not out.exists()
+
+
+def test_a_seed_whose_split_cannot_be_made_is_named_before_any_file(tmp_path: Path) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text(SMALL_TOML.replace("alpha = 0.5", "alpha = 0.5\nmin_size = 200"))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["compare", str(config), "--out", str(out), "--tune-seeds", "7", "--workers", "2"])
+    assert result.exit_code != 0 and "seed 7: dirichlet" in result.output and not out.exists()

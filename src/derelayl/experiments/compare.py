@@ -108,17 +108,21 @@ def seeded(config: ExperimentConfig, seed: int) -> ExperimentConfig:
 
 
 @functools.lru_cache(maxsize=4)
-def _setup(config_json: str, seed: int) -> LearningSetup:
+def seeded_setup(config_json: str, seed: int) -> LearningSetup:
+    """The learning set-up of a (resolved, JSON) config with ``seed`` as split and training seed."""
     from derelayl.experiments.config import parse_config
     from derelayl.experiments.runner import build_experiment_setup
 
-    return build_experiment_setup(seeded(parse_config(json.loads(config_json)), seed))
+    try:
+        return build_experiment_setup(seeded(parse_config(json.loads(config_json)), seed))
+    except ConfigError as exc:
+        raise ConfigError(f"seed {seed}: {exc}") from exc
 
 
 def run_one(config_json: str, method: str, point: dict[str, float], seed: int, stop: dict[str, int]) -> dict[str, Any]:
     """One method at one grid point and seed, run until both budgets are reached."""
     torch.set_num_threads(1)
-    base = _setup(config_json, seed)
+    base = seeded_setup(config_json, seed)
     train = dataclasses.replace(base.train_config, lr=point["lr"], local_epochs=int(point["local_epochs"]))
     setup = dataclasses.replace(base, train_config=train)
     budget = Budget(bytes=stop["bytes"], samples=stop["samples"], max_rounds=MAX_ROUNDS)
@@ -209,6 +213,9 @@ def run_compare(
     of to ``workers`` local processes."""
     workers = workers or os.cpu_count() or 1
     check_options(seeds, tune_seeds, workers, methods, size)
+    raw = json.dumps(config.resolved())
+    for seed in (*tune_seeds, *seeds):  # a split that cannot be made stops here, before any file
+        seeded_setup(raw, seed)
     with _executor(cluster or workers) as pool, FolderLock(out_dir, "derelayl compare"):
         return _run(config, out_dir, seeds, tune_seeds, methods, pool, size, progress or (lambda _: None))
 
@@ -226,7 +233,7 @@ def _run(
     started = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
     raw = json.dumps(config.resolved())
-    stop = budgets(config, _setup(raw, seeds[0]))
+    stop = budgets(config, seeded_setup(raw, seeds[0]))
     say(
         f"budgets: {stop['bytes'] / 1e6:.1f} MB and {stop['samples']:,} training samples "
         f"(full FedAvg, {stop['fedavg_rounds']} rounds)"
@@ -312,8 +319,11 @@ def _executor(workers: int | str) -> Iterator[Executor | None]:
     if isinstance(workers, int):
         import multiprocessing
 
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+        try:
             yield pool
+        finally:  # on an error, drop the runs not yet started instead of waiting for them all
+            pool.shutdown(wait=True, cancel_futures=True)
         return
     try:
         from distributed import Client
