@@ -110,6 +110,7 @@ def figure(results: dict[str, Any], path: Path) -> None:
     for ax, kind, axis in zip(axes, BUDGETS, (0, 1), strict=True):
         limit = results["budgets"][kind]
         scale = 1e6 if kind == "bytes" else 1.0
+        finals = [100 * row["accuracy"][0] for row in results["tables"][kind] if "point" in row]
         for row in results["tables"][kind]:
             if "point" not in row:
                 continue
@@ -125,7 +126,8 @@ def figure(results: dict[str, Any], path: Path) -> None:
         ax.set_xlabel(_UNIT[kind])
         ax.set_ylabel("test accuracy %")
         ax.set_title(f"tuned for {_TITLE[kind]} (dashed: budget)")
-        ax.set_ylim(bottom=max(0, ax.get_ylim()[0]))
+        # the range where the methods end up: the climb from the first rounds would squeeze it
+        ax.set_ylim(max(0, min(finals) - 15), min(100, max(finals) + 3))
         ax.legend(fontsize=7, loc="lower right")
     fig.suptitle(f"{results['config'].get('name', '')}: mean ± 95% interval over seeds {results['seeds']}")
     fig.tight_layout()
