@@ -4,6 +4,8 @@ the protocol's own selection."""
 from __future__ import annotations
 
 import json
+import tempfile
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,7 @@ from typer.testing import CliRunner
 from derelayl.cli import app
 from derelayl.errors import ConfigError
 from derelayl.experiments.config import load_config, parse_config
+from derelayl.experiments.runner import run_experiment
 from derelayl.learning.partition import Split
 
 SMALL = """
@@ -129,6 +132,8 @@ def test_relay_accuracy_is_that_of_the_protocols_first_ranked_model(small_run: P
             "GiB .*make it smaller",
         ),
         ({"methods": {"sgd": {}}}, "unknown method"),
+        ({"methods": {"fedavg": {"rounds": 2, "fraction": 1.5}}}, "share of clients per round"),
+        ({"methods": {"fedavg": {"rounds": 2, "fraction": 0}}}, "fraction must be positive"),
         ({"methods": {"gossip": {}}}, "needs rounds"),
         ({"methods": {"derelayl": {"budget": "lots"}}}, 'expected "fedavg"'),
         (
@@ -192,3 +197,17 @@ def test_money_in_experiment_params_is_in_coins_as_in_simulate_configs() -> None
     assert params.lineage_reward == UNIT and params.mo_budget == UNIT // 2 and params.testers == 3
     with pytest.raises(ConfigError, match=r"params\.lineage_reward"):
         relay_params("reference", {"lineage_reward": "a lot"})
+
+
+def test_fedavg_with_client_sampling_from_a_config_moves_what_the_sampled_clients_move() -> None:
+    from derelayl.experiments.runner import build_experiment_setup
+    from derelayl.learning.serialization import param_bytes
+
+    raw = tomllib.loads(SMALL)
+    raw["methods"] = {"fedavg": {"rounds": 3, "fraction": 0.5}, "derelayl": {"preset": "minimal", "budget": "fedavg"}}
+    config = parse_config(raw)
+    with tempfile.TemporaryDirectory() as out:
+        results = run_experiment(config, Path(out))
+    size = param_bytes(build_experiment_setup(config).init)
+    assert results["summary"]["fedavg"]["bytes"] == 3 * 2 * 3 * size  # 3 rounds x 2 transfers x 3 of 6 clients
+    assert results["summary"]["derelayl"]["bytes"] <= results["summary"]["fedavg"]["bytes"]

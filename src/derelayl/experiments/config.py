@@ -10,7 +10,7 @@ Layout (see ``experiments/digits_dirichlet.toml``)::
                  alpha, shards_per_participant, min_size, [data.options] (dataset generator)
     [model]      hidden, activation, init_seed; or factory (a plugin) and init_seed
     [train]      lr, batch_size, local_epochs, momentum, weight_decay, optimizer (sgd, adam, a plugin)
-    [methods.fedavg] rounds          [methods.local_only] rounds
+    [methods.fedavg] rounds, fraction (clients per round, 1 = all)   [methods.local_only] rounds
     [methods.centralized] epochs     [methods.gossip] rounds | budget
     [methods.derelayl] preset, rounds | budget, max_rounds, [methods.derelayl.params]
     [[variants]] name, method (derelayl | fedavg | gossip), prox_mu, local_epochs, lr, momentum;
@@ -218,7 +218,7 @@ _TRAIN: Spec = {
     "optimizer": (str, "sgd"),
 }
 _METHODS: dict[str, Spec] = {
-    "fedavg": {"rounds": (int, 30)},
+    "fedavg": {"rounds": (int, 30), "fraction": (NUM, 1.0)},
     "local_only": {"rounds": (int, 30)},
     "centralized": {"epochs": (int, 30)},
     "gossip": {"rounds": (int, None), "budget": ((str, int), None), "max_rounds": (int, 2000)},
@@ -314,6 +314,11 @@ def parse_config(raw: dict[str, Any], base: Path | None = None) -> ExperimentCon
             _budgeted(methods[name], f"methods.{name}")
         else:
             _positive(f"methods.{name}", **methods[name])
+            if not methods[name].get("fraction", 1.0) <= 1:
+                raise ConfigError(
+                    f"[methods.{name}] fraction = {methods[name]['fraction']!r}: the share of clients per round, "
+                    "in (0, 1]"
+                )
         for key in ("rounds", "epochs", "max_rounds"):
             _in_range(f"methods.{name}", key, methods[name].get(key), 1, MAX_ROUNDS)
     needs_fedavg = [n for n, m in methods.items() if m.get("budget") == "fedavg"]

@@ -102,7 +102,8 @@ def _run_locked(config: ExperimentConfig, out_dir: Path, progress: Progress | No
     adversaries = config.adversaries or None
     kinds = _kinds(config, setup)
     if "fedavg" in methods:
-        timed("fedavg", lambda: run_fedavg(setup, methods["fedavg"]["rounds"], seed, kinds=kinds))
+        f = methods["fedavg"]
+        timed("fedavg", lambda: run_fedavg(setup, f["rounds"], seed, kinds=kinds, fraction=f["fraction"]))
     if "centralized" in methods:
         timed("centralized", lambda: run_centralized(setup, methods["centralized"]["epochs"], seed))
     if "local_only" in methods:
@@ -162,7 +163,7 @@ def _run_variant(config: ExperimentConfig, setup: LearningSetup, v: VariantConfi
         )
     varied = dataclasses.replace(setup, train_config=train)
     if v.method == "fedavg":
-        curve = run_fedavg(varied, method["rounds"], seed, kinds=_kinds(config, setup))
+        curve = run_fedavg(varied, method["rounds"], seed, kinds=_kinds(config, setup), fraction=method["fraction"])
     else:
         curve = run_gossip(varied, seed, method["rounds"], _budget(method, curves), method["max_rounds"])
     curve.method = v.name
