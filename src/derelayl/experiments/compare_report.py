@@ -18,9 +18,16 @@ def _pm(value: list[float] | tuple[float, float], scale: float = 100.0, digits: 
     return f"{value[0] * scale:.{digits}f} ± {value[1] * scale:.{digits}f}"
 
 
-def _label(point: dict[str, float]) -> str:
+def _label(point: dict[str, float], grid: list[dict[str, float]] | None = None) -> str:
+    """The point's values; with its method's ``grid``, a value at an end of its axis is
+    starred (a wider grid might do better there)."""
     names = {"lr": "lr", "local_epochs": "epochs", "fraction": "C", "mu": "μ", "fanout": "fanout", "k": "k"}
-    return ", ".join(f"{names.get(k, k)} {v:g}" for k, v in point.items())
+    out = []
+    for k, v in point.items():
+        values = sorted({g[k] for g in grid or []})
+        edge = len(values) > 1 and v in (values[0], values[-1])
+        out.append(f"{names.get(k, k)} {v:g}{'*' if edge else ''}")
+    return ", ".join(out)
 
 
 def _share(row: dict[str, Any]) -> str:
@@ -58,13 +65,16 @@ def render(results: dict[str, Any]) -> str:
                 )
             else:
                 lines.append(
-                    f"| {row['method']} | {_label(row['point'])} | {_pm(row['accuracy'])} | "
+                    f"| {row['method']} | {_label(row['point'], results['grid'][row['method']])} | "
+                    f"{_pm(row['accuracy'])} | "
                     f"{_pm(row['rounds'], 1, 0)} | {_pm(row['selection_gap']) if 'selection_gap' in row else '–'} | "
                     f"{_share(row)} |"
                 )
         lines.append("")
     central = results["centralized"]
     lines += [
+        "\\* a value at an end of its grid axis: a wider grid might do better there.",
+        "",
         f"Centralized (pooled data, {_label(central['point'])}) at equal compute: {_pm(central['accuracy'])}%.",
         "",
         "![accuracy against bytes and compute](compare.png)",
