@@ -239,3 +239,43 @@ def test_a_devnet_on_the_embedded_chain_verifies_itself_and_refuses_to_resume(tm
     assert again.exit_code != 0 and "ran on the embedded EVM" in again.output, again.output
     checked = runner.invoke(app, ["verify", str(out)])
     assert checked.exit_code != 0 and "embedded EVM" in checked.output, checked.output
+
+
+@needs_anvil
+def test_a_devnet_relay_trains_a_plugin_task_as_run_does(tmp_path: Path) -> None:
+    """Your own data and model on the network: every node builds its shard and the genesis
+    from the same config (`--task FILE.toml`, `--data FILE.toml:I/N`), as `run --task` does."""
+    plugin = tmp_path / "plug.py"
+    plugin.write_text(
+        "import numpy as np\nfrom torch import nn\n\n"
+        "def load(n=240):\n    rng = np.random.default_rng(1)\n    y = np.arange(n) % 3\n"
+        "    return rng.normal(0, 1, (n, 5)).astype(np.float32) + 2.0 * y[:, None], y\n\n"
+        "def net(n_features, n_classes):\n"
+        "    return nn.Sequential(nn.Linear(n_features, 8), nn.Tanh(), nn.Linear(8, n_classes))\n"
+    )
+    config = tmp_path / "task.toml"
+    config.write_text(
+        'name = "plugged"\n[data]\ndataset = "plug.py:load"\npreprocess = "none"\n'
+        '[model]\nfactory = "plug.py:net"\n[methods.fedavg]\nrounds = 1\n'
+    )
+    output = _wait(_devnet(tmp_path / "dev", 4, 2, 8750, "--task", str(config)), timeout=300)
+    local = runner.invoke(
+        app,
+        [
+            "run",
+            "--task",
+            str(config),
+            "--participants",
+            "4",
+            "--rounds",
+            "2",
+            "--out",
+            str(tmp_path / "run"),
+            "--quiet",
+        ],
+    )
+    devnet = json.loads((tmp_path / "dev" / "summary.json").read_text())
+    run = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert local.exit_code == 0, local.output
+    assert devnet["rounds"] == 2 and devnet["takeovers"] == [], output
+    assert devnet["accuracy_per_round"] == run["accuracy_per_round"] and devnet["balances"] == run["balances"]

@@ -42,7 +42,7 @@ from derelayl.learning.latent import LatentTrainer
 from derelayl.node.api import MAX_BODY, make_app
 from derelayl.node.core import Node
 from derelayl.node.peers import PeerBook
-from derelayl.node.runner import DataSpec, _brain_factory, digits_genesis
+from derelayl.node.runner import DataSpec, _brain_factory, genesis_digest
 from derelayl.node.wire import MAX_SCORES, FetchRequest, cases_from_blob, message_from_json, message_to_json
 from derelayl.protocol.messages import BidMessage, CommitMessage, JoinMessage, Message, ScoresMessage, Signed
 from derelayl.protocol.params import preset
@@ -118,7 +118,7 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
             [k.public for k in keys],
             EvmKey(ANVIL_DEV_KEY),
             mix_randomness=False,
-            genesis_model=digits_genesis(SPEC),
+            genesis_model=genesis_digest(SPEC),
         )
         # participant 0's node as ``runner.run_node`` builds it, without signals or its loop
         home: Path = tmp_path_factory.mktemp("node0")

@@ -224,3 +224,21 @@ def test_the_python_api_example_runs() -> None:
     example = runpy.run_path(str(EXAMPLES / "python_api.py"))
     results = example["main"](3)
     assert set(results) == {"derelayl", "fedavg (C = 0.25)"} and all(0 <= a <= 1 for a in results.values())
+
+
+def test_a_node_given_a_task_config_starts_from_the_genesis_run_makes(tmp_path: Path) -> None:
+    from derelayl.node.runner import DataSpec, genesis_digest
+
+    path = _config(tmp_path)
+    out = tmp_path / "run"
+    args = ["run", "--task", str(path), "--preset", "minimal", "--seed", "5", "--rounds", "1", "--out", str(out)]
+    assert CliRunner().invoke(app, [*args, "--quiet"]).exit_code == 0
+    spec = DataSpec.parse(f"{path}:2/3", split_seed=5, alpha=0.5)
+    assert spec.task == str(path.resolve()) and spec.shard == 2
+    assert (out / "models" / f"{genesis_digest(spec).hex()}.safetensors").exists()
+    setup, meta = spec.learning()
+    assert meta["task"] == "plugged" and len(setup.split.participants) == 3
+    with pytest.raises(ConfigError, match=r"FILE\.toml:I/N"):
+        DataSpec.parse("cifar:0/3", 5, 0.5)
+    with pytest.raises(ConfigError, match="cannot read config"):
+        DataSpec.parse(f"{tmp_path / 'nope.toml'}:0/3", 5, 0.5)

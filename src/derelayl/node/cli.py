@@ -35,7 +35,7 @@ def node(
     key: Annotated[Path, typer.Option(help="This node's key file (derelayl keys new).")],
     rpc: Annotated[str, typer.Option(help="JSON-RPC URL of the Ethereum node.")],
     contract: Annotated[str, typer.Option(help="Address of the DeRelayL contract.")],
-    data: Annotated[str, typer.Option(help="This node's private data: digits:I/N (shard I of N).")],
+    data: Annotated[str, typer.Option(help="This node's private data: digits:I/N or FILE.toml:I/N (shard I of N).")],
     home: Annotated[Path, typer.Option(help="Folder for its model store and published test cases.")] = Path(
         "runs/node"
     ),
@@ -84,7 +84,10 @@ def node(
 def devnet(
     nodes: Annotated[int, typer.Option(help="Node processes (participants).")] = 8,
     rounds: Annotated[int, typer.Option(help="Rounds to settle.")] = 10,
-    task: Annotated[str, typer.Option(help="digits (real PyTorch relay training).")] = "digits",
+    task: Annotated[
+        str,
+        typer.Option(help="digits, or an experiment config .toml (its data, model and training; plugins too)."),
+    ] = "digits",
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for the chain, nodes, logs and results.")] = Path(
         "runs/devnet"
     ),

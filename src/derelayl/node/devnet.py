@@ -37,7 +37,7 @@ from derelayl.evm.signing import EvmKey
 from derelayl.evm.tools import verify_contract
 from derelayl.folders import FolderLock, write_atomic
 from derelayl.node.keys import load_key, new_key
-from derelayl.node.runner import DataSpec, digits_genesis
+from derelayl.node.runner import DataSpec, genesis_digest
 from derelayl.protocol.blocks import SettleBlock
 from derelayl.protocol.params import Params, preset
 from derelayl.protocol.state import State
@@ -81,13 +81,22 @@ class DevnetConfig:
             pooled_cases=self.pooled_cases,
         )
 
+    def data_spec(self, shard: int = 0) -> DataSpec:
+        """Shard ``shard`` of the network's data (the task's split over the nodes)."""
+        task = self.task if self.task == "digits" else str(Path(self.task).resolve())
+        return DataSpec(shard, self.nodes, self.seed, task=task)
+
     def validate(self) -> None:
         if not 2 <= self.nodes <= 256:
             raise ConfigError(f"--nodes must be in 2..256, got {self.nodes}")
         if self.rounds < 1:
             raise ConfigError(f"--rounds must be at least 1, got {self.rounds}")
+        if self.task != "digits" and not self.task.endswith(".toml"):
+            raise ConfigError(f"--task must be digits or an experiment config .toml, got {self.task!r}")
         if self.task != "digits":
-            raise ConfigError(f"devnet runs the digits task (got {self.task!r})")
+            from derelayl.experiments.config import load_config
+
+            load_config(Path(self.task))  # a bad file or plugin name stops here
         if not 1024 <= self.base_port <= 65535 - self.nodes:
             raise ConfigError(f"--base-port must leave room for {self.nodes} ports below 65536")
         if not 0 <= self.local_epochs <= 1000:
@@ -124,7 +133,7 @@ class Devnet:
         if previous is None:
             self.chain.fund([k.address for k in keys])
             params = c.params()
-            genesis = digits_genesis(DataSpec(0, c.nodes, c.seed))
+            genesis = genesis_digest(c.data_spec())
             client = ContractClient.deploy(
                 self.chain,
                 params,
@@ -232,7 +241,7 @@ class Devnet:
             "--contract",
             self.record["contract"],
             "--data",
-            f"digits:{i}/{c.nodes}",
+            f"{c.data_spec().task}:{i}/{c.nodes}",
             "--home",
             str(home),
             "--port",
@@ -350,10 +359,9 @@ def _run_locked(
 
     started = time.perf_counter()
     devnet = Devnet(config, out, on_status or (lambda _: None))
-    spec = DataSpec(0, config.nodes, config.seed)
-    setup = spec.setup()
+    setup, meta = config.data_spec().learning()
     evaluator = setup.evaluator()
-    models = ModelBook.of_genesis(MemoryModelStore(), setup.init, {"spec": setup.spec.to_dict(), "task": "digits"})
+    models = ModelBook.of_genesis(MemoryModelStore(), setup.init, meta)
     log_path = out / "rounds.jsonl"
     records = RoundLog(log_path)
     round_started: dict[int, float] = {}

@@ -23,7 +23,7 @@ from derelayl.folders import FolderLock
 from derelayl.node.keys import load_key
 from derelayl.node.peers import PeerBook
 
-__all__ = ["DataSpec", "NodeOptions", "digits_genesis", "run_node"]
+__all__ = ["DataSpec", "NodeOptions", "genesis_digest", "run_node"]
 
 log = logging.getLogger(__name__)
 
@@ -34,38 +34,56 @@ class DataSpec:
     of: int
     split_seed: int = 42
     alpha: float = 0.5
+    task: str = "digits"
+    """``digits``, or an experiment config file whose data, model and training the network
+    relay-trains (``derelayl run --task FILE.toml`` makes the same split and genesis)."""
 
     @classmethod
     def parse(cls, text: str, split_seed: int, alpha: float) -> DataSpec:
-        match = re.fullmatch(r"digits:(\d+)/(\d+)", text)
+        match = re.fullmatch(r"(digits|.+\.toml):(\d+)/(\d+)", text)
         if match is None:
-            raise ConfigError(f"--data must look like digits:I/N (shard I of N), got {text!r}")
-        shard, of = int(match[1]), int(match[2])
+            raise ConfigError(f"--data must look like digits:I/N or FILE.toml:I/N (shard I of N), got {text!r}")
+        task, shard, of = match[1], int(match[2]), int(match[3])
         if not 0 <= shard < of or of > 4096:
             raise ConfigError(f"--data: shard {shard} of {of} is not a shard (0 <= I < N <= 4096)")
         if not alpha > 0 or alpha != alpha or alpha == float("inf"):
             raise ConfigError(f"--alpha must be a positive finite number, got {alpha}")
-        return cls(shard, of, split_seed, alpha)
+        if task != "digits":
+            from derelayl.experiments.config import load_config
+
+            task = str(Path(task).resolve())
+            load_config(Path(task))  # a bad file or plugin name stops here
+        return cls(shard, of, split_seed, alpha, task)
 
     def setup(self) -> Any:
-        from derelayl.learning.setup import build_setup
+        return self.learning()[0]
 
-        return build_setup(
-            "digits",
-            participants=self.of,
-            partition="dirichlet",
-            split_seed=self.split_seed,
-            init_seed=self.split_seed,
-            partition_options={"alpha": self.alpha},
-        )
+    def learning(self) -> tuple[Any, dict[str, Any]]:
+        """The network's learning set-up and the metadata every model file carries."""
+        if self.task != "digits":
+            from derelayl.runtime.torch_task import configured_setup
+
+            setup, name, _ = configured_setup(self.task, self.of, self.split_seed)
+        else:
+            from derelayl.learning.setup import build_setup
+
+            name = "digits"
+            setup = build_setup(
+                "digits",
+                participants=self.of,
+                partition="dirichlet",
+                split_seed=self.split_seed,
+                init_seed=self.split_seed,
+                partition_options={"alpha": self.alpha},
+            )
+        return setup, {"spec": setup.spec.to_dict(), "task": name}
 
 
-def digits_genesis(spec: DataSpec) -> bytes:
-    """SHA-256 of the genesis model every node of a digits network starts from."""
+def genesis_digest(spec: DataSpec) -> bytes:
+    """SHA-256 of the genesis model every node of the network starts from."""
     from derelayl.learning.serialization import model_digest, weights_to_bytes
 
-    setup = spec.setup()
-    meta = {"spec": setup.spec.to_dict(), "task": "digits"}
+    setup, meta = spec.learning()
     return model_digest(weights_to_bytes(setup.init, {**meta, "round": -1, "trainer": 0, "parent": ""}))
 
 
@@ -92,8 +110,7 @@ def _brain_factory(spec: DataSpec, seed: int, local_epochs: int = 1) -> Any:
         from derelayl.agents.relay import ModelBook, RelayBrain
 
         torch.set_num_threads(1)
-        setup = spec.setup()
-        meta = {"spec": setup.spec.to_dict(), "task": "digits"}
+        setup, meta = spec.learning()
         models = ModelBook.of_genesis(store, setup.init, meta)
         models.fetch = fetch
         shard = setup.shards()[spec.shard]

@@ -35,7 +35,7 @@ from derelayl.runtime.local import RunConfig
 from derelayl.runtime.records import RecordingTask, RoundLog
 from derelayl.runtime.tasks import is_config
 
-__all__ = ["TorchTask"]
+__all__ = ["TorchTask", "configured_setup"]
 
 log = logging.getLogger(__name__)
 
@@ -100,22 +100,30 @@ class TorchTask(RecordingTask):
 TASK_FILE = "task.json"
 
 
-def _configured(config: RunConfig, out_dir: Path) -> tuple[LearningSetup, str]:
-    """The learning set-up of an experiment config (``--task FILE.toml``), with ``--participants``
-    and ``--seed`` as its participants, split seed and initial-weight seed. The resolved config
-    is kept in OUT/task.json: a resumed run must name the same one (refused before any file is
-    written otherwise)."""
+def configured_setup(task: str, participants: int, seed: int) -> tuple[LearningSetup, str, dict[str, Any]]:
+    """The learning set-up of an experiment config file (a task given as ``FILE.toml``) with
+    ``participants`` and ``seed`` as its participants, split seed and initial-weight seed: the
+    same for ``derelayl run --task FILE.toml`` and for every node of a network started with
+    ``--data FILE.toml:I/N``. Returns the set-up, the task's name and its resolved form."""
     from derelayl.experiments.config import load_config
     from derelayl.experiments.runner import build_experiment_setup
 
-    loaded = load_config(Path(config.task))
+    loaded = load_config(Path(task))
     chosen = dataclasses.replace(
         loaded,
-        seed=config.seed,
-        data={**loaded.data, "participants": config.participants, "split_seed": config.seed},
-        model={**loaded.model, "init_seed": config.seed},
+        seed=seed,
+        data={**loaded.data, "participants": participants, "split_seed": seed},
+        model={**loaded.model, "init_seed": seed},
     )
     resolved = {k: chosen.resolved()[k] for k in ("name", "data", "model", "train")}
+    name = str(resolved["name"]) if str(resolved["name"]).isidentifier() else "task"
+    return build_experiment_setup(chosen), name, resolved
+
+
+def _configured(config: RunConfig, out_dir: Path) -> tuple[LearningSetup, str]:
+    """``configured_setup`` for ``run``; the resolved config is kept in OUT/task.json: a resumed
+    run must name the same one (refused before any file is written otherwise)."""
+    setup, name, resolved = configured_setup(config.task, config.participants, config.seed)
     path = out_dir / TASK_FILE
     if path.exists():
         try:
@@ -124,7 +132,5 @@ def _configured(config: RunConfig, out_dir: Path) -> tuple[LearningSetup, str]:
             raise ConfigError(f"{path}: unreadable ({type(exc).__name__}); use another --out") from exc
         if held != json.loads(json.dumps(resolved)):
             raise ConfigError(f"{out_dir} holds a run of another task ({path}); use another --out or the same config")
-    setup = build_experiment_setup(chosen)
     write_atomic(path, json.dumps(resolved, indent=1) + "\n")
-    name = str(resolved["name"]) if str(resolved["name"]).isidentifier() else "task"
     return setup, name
