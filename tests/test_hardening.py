@@ -320,6 +320,13 @@ def test_simulate_and_experiment_refuse_a_folder_another_command_holds(tmp_path:
         (["run", "--testers", "0", "--out", "r"], ["testers must be between 1 and 16"]),
         (["devnet", "--testers", "99", "--out", "d"], ["testers must be between 1 and 16"]),
         (["simulate", "--sybil-share", "-0.5", "--out", "s"], ["sybil_share must be in [0, 1)"]),
+        (["devnet", "--task", "cifar", "--out", "d"], ["--task must be digits or an experiment config .toml"]),
+        (["devnet", "--task", "missing.toml", "--out", "d"], ["cannot read config"]),
+        (["run", "--task", "missing.toml", "--out", "r"], ["cannot read config"]),
+        (
+            ["compare", str(ROOT / "experiments" / "digits_dirichlet.toml"), "--cluster", "nonsense", "--out", "c"],
+            ["--cluster nonsense: no Dask scheduler answers there"],
+        ),
     ],
 )
 def test_new_options_refuse_a_bad_value_before_any_work(tmp_path: Path, args: list[str], words: list[str]) -> None:

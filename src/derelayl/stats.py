@@ -8,7 +8,7 @@ import math
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-__all__ = ["gini", "gini_rows", "interval"]
+__all__ = ["format_interval", "gini", "gini_rows", "interval"]
 
 F64 = NDArray[np.float64]
 
@@ -40,3 +40,8 @@ def interval(values: list[float]) -> tuple[float, float]:
     if a.size < 2:
         return float(a.mean()), 0.0
     return float(a.mean()), float(t.ppf(0.975, a.size - 1) * a.std(ddof=1) / math.sqrt(a.size))
+
+
+def format_interval(value: tuple[float, float] | list[float], scale: float = 1.0, digits: int = 1) -> str:
+    """``mean ± half-width`` of an ``interval``, scaled (100 for percent)."""
+    return f"{value[0] * scale:.{digits}f} ± {value[1] * scale:.{digits}f}"

@@ -18,7 +18,6 @@ table reports per (attack, method), as mean and 95% interval over seeds:
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import math
@@ -37,6 +36,7 @@ from derelayl.experiments.config import ExperimentConfig, relay_params
 from derelayl.experiments.relay import run_derelayl
 from derelayl.folders import FolderLock, save_figure, write_atomic
 from derelayl.protocol.params import Params
+from derelayl.stats import format_interval as _pm
 from derelayl.stats import interval
 
 __all__ = ["DEFENCES", "LAST", "check_options", "run_attacks"]
@@ -101,8 +101,7 @@ def _run(
     fed_rounds = config.methods.get("fedavg", {"rounds": 30})["rounds"]
     runs: list[dict[str, Any]] = []
     for seed in seeds:
-        seeded = dataclasses.replace(config, seed=seed, data={**config.data, "split_seed": seed})
-        setup = build_experiment_setup(seeded)
+        setup = build_experiment_setup(config.with_seed(seed))
         backdoor = functools.partial(_backdoor, setup.evaluator(), setup.x_test, setup.y_test)
         n = len(setup.split.participants)
         for kind in ("none", *kinds):
@@ -190,11 +189,6 @@ def _table(runs: list[dict[str, Any]], kinds: tuple[str, ...]) -> list[dict[str,
                 row["honest_turned_away"] = interval([r["honest_turned_away"] or 0.0 for r in mine])
             rows.append(row)
     return rows
-
-
-def _pm(value: tuple[float, float], scale: float = 1.0, digits: int = 1) -> str:
-    mean, half = value
-    return f"{mean * scale:.{digits}f} ± {half * scale:.{digits}f}"
 
 
 def render(results: dict[str, Any]) -> str:

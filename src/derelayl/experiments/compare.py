@@ -1,10 +1,11 @@
 """``derelayl compare``: DeRelayL against the federated baselines people would pick, each tuned
 on the same grid, at equal bytes and at equal compute, over seeds.
 
-Methods: the faithful relay; FedAvg with client sampling (McMahan et al.'s fraction C, all
-clients at C = 1); FedProx (FedAvg with a proximal term); SCAFFOLD (control variates); gossip
-learning. Every method gets the same tuning budget: the learning rate and local epochs of
-``GRID``, crossed with one axis of its own with three values (``AXES``).
+Methods: the faithful relay and variants within the protocol (``RELAYS``); FedAvg with client
+sampling (McMahan et al.'s fraction C, all clients at C = 1); FedProx (FedAvg with a proximal
+term); SCAFFOLD (control variates); gossip learning. Every method gets the same tuning budget:
+the learning rate and local epochs of ``GRID``, crossed with one axis of its own with four
+values (``AXES``).
 
 Budgets are those of full FedAvg running the config's ``[methods.fedavg] rounds`` (30 by
 default) at one local epoch: ``bytes`` = what it moves (2 x participants x model x rounds),
@@ -15,8 +16,8 @@ Tuning uses seeds of its own (split and training), disjoint from the reported on
 per method and budget the grid point with the best accuracy averaged over the last
 ``TUNE_LAST`` rounds within the budget. The reported seeds then run the picked points; the
 table gives the mean and 95% interval over them of the accuracy at the last round within
-budget (never a single run), and the paired difference between the relay and the best
-baseline.
+budget (never a single run), and the paired differences between the relay (faithful, and
+the variant that tuned best) and the best baseline.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from derelayl.learning.serialization import param_bytes
 from derelayl.learning.setup import LearningSetup
 from derelayl.stats import interval
 
-__all__ = ["AXES", "GRID", "METHODS", "budgets", "grid", "run_compare"]
+__all__ = ["AXES", "GRID", "METHODS", "budgets", "grid", "label", "run_compare"]
 
 RELAYS: dict[str, dict[str, object]] = {
     "derelayl": {},
@@ -102,9 +103,9 @@ def budgets(config: ExperimentConfig, setup: LearningSetup) -> dict[str, int]:
     return {"bytes": 2 * n * param_bytes(setup.init) * rounds, "samples": rounds * pool, "fedavg_rounds": rounds}
 
 
-def seeded(config: ExperimentConfig, seed: int) -> ExperimentConfig:
-    """The config with ``seed`` as both the split seed and the training seed."""
-    return dataclasses.replace(config, seed=seed, data={**config.data, "split_seed": seed})
+def _training(setup: LearningSetup, **changes: Any) -> LearningSetup:
+    """``setup`` with its training configuration changed."""
+    return dataclasses.replace(setup, train_config=dataclasses.replace(setup.train_config, **changes))
 
 
 @functools.lru_cache(maxsize=4)
@@ -114,7 +115,7 @@ def seeded_setup(config_json: str, seed: int) -> LearningSetup:
     from derelayl.experiments.runner import build_experiment_setup
 
     try:
-        return build_experiment_setup(seeded(parse_config(json.loads(config_json)), seed))
+        return build_experiment_setup(parse_config(json.loads(config_json)).with_seed(seed))
     except ConfigError as exc:
         raise ConfigError(f"seed {seed}: {exc}") from exc
 
@@ -123,8 +124,7 @@ def run_one(config_json: str, method: str, point: dict[str, float], seed: int, s
     """One method at one grid point and seed, run until both budgets are reached."""
     torch.set_num_threads(1)
     base = seeded_setup(config_json, seed)
-    train = dataclasses.replace(base.train_config, lr=point["lr"], local_epochs=int(point["local_epochs"]))
-    setup = dataclasses.replace(base, train_config=train)
+    setup = _training(base, lr=point["lr"], local_epochs=int(point["local_epochs"]))
     budget = Budget(bytes=stop["bytes"], samples=stop["samples"], max_rounds=MAX_ROUNDS)
     curve = _curve(setup, method, point, seed, budget, json.loads(config_json))
     row: dict[str, Any] = {"method": method, "point": point, "seed": seed, "rounds": curve.final.round}
@@ -156,28 +156,23 @@ def _curve(
         given = {**(relay.get("params") or {}), **RELAYS[method]}
         merge = int(point[axis]) if axis == "merge_top_k" else 1
         if axis == "mu":
-            tc = dataclasses.replace(setup.train_config, prox_mu=point["mu"])
-            setup = dataclasses.replace(setup, train_config=tc)
+            setup = _training(setup, prox_mu=point["mu"])
         elif axis != "merge_top_k":
             given[axis] = int(point[axis])
         params = relay_params(relay.get("preset", "reference"), given)
         return run_derelayl(setup, params, seed, stop=stop, merge_top_k=merge)
-    if method in ("fedavg", "scaffold"):
-        runner = run_scaffold if method == "scaffold" else functools.partial(_fedavg, 0.0)
-        return runner(setup, seed, stop, fraction=point["fraction"])
+    if method == "scaffold":
+        return run_scaffold(setup, seed, stop, fraction=point["fraction"])
+    if method == "fedavg":
+        return run_fedavg(setup, 0, seed, fraction=point["fraction"], stop=stop)
     if method == "fedprox":
-        return _fedavg(point["mu"], setup, seed, stop, fraction=PROX_FRACTION)
+        return run_fedavg(_training(setup, prox_mu=point["mu"]), 0, seed, fraction=PROX_FRACTION, stop=stop)
     if method == "gossip":
         return run_gossip(setup, seed, fanout=int(point["fanout"]), stop=stop)
     if method == "centralized":
         epochs = -(-stop.samples // len(setup.train_pool()[1])) if stop.samples else 1
         return run_centralized(setup, epochs, seed)
     raise ConfigError(f"unknown method {method!r}")
-
-
-def _fedavg(mu: float, setup: LearningSetup, seed: int, stop: Budget, *, fraction: float) -> Curve:
-    proximal = dataclasses.replace(setup, train_config=dataclasses.replace(setup.train_config, prox_mu=mu))
-    return run_fedavg(proximal, 0, seed, fraction=fraction, stop=stop)
 
 
 def check_options(
@@ -242,7 +237,7 @@ def _run(
     tuned = _map(raw, tuning, stop, pool, say, "tuning")
     picked = {kind: {m: _pick(tuned, m, kind) for m in methods} for kind in BUDGETS}
     for kind in BUDGETS:
-        say(f"picked at equal {kind}: " + "; ".join(f"{m} {_label(p)}" for m, p in picked[kind].items()))
+        say(f"picked at equal {kind}: " + "; ".join(f"{m} {label(p)}" for m, p in picked[kind].items()))
     final_jobs = {(m, json.dumps(picked[k][m], sort_keys=True)) for k in BUDGETS for m in methods}
     lrs = [{"lr": lr, "local_epochs": 1} for lr in GRID["lr"][: QUICK if size == "quick" else None]]
     reference = _map(raw, [("centralized", p, s) for p in lrs for s in tune_seeds], stop, pool, say, "centralized")
@@ -355,8 +350,16 @@ def _tuned_score(tuned: list[dict[str, Any]], method: str, point: dict[str, floa
     return float(np.mean([r[f"tune_{kind}"] for r in tuned if r["method"] == method and r["point"] == point]))
 
 
-def _label(point: dict[str, float]) -> str:
-    return ", ".join(f"{k} {v:g}" for k, v in point.items())
+def label(point: dict[str, float], grid: list[dict[str, float]] | None = None) -> str:
+    """The point's values; with its method's ``grid``, a value at an end of its axis is
+    starred (a wider grid might do better there)."""
+    names = {"local_epochs": "epochs", "fraction": "C", "mu": "μ"}
+    out = []
+    for k, v in point.items():
+        values = sorted({g[k] for g in grid or []})
+        edge = len(values) > 1 and v in (values[0], values[-1])
+        out.append(f"{names.get(k, k)} {v:g}{'*' if edge else ''}")
+    return ", ".join(out)
 
 
 def _table(

@@ -5,29 +5,24 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from derelayl.experiments.compare import AXES, BUDGETS, GRID, PROX_FRACTION, QUICK, RELAYS, mean_curve, seconds
+from derelayl.experiments.compare import (
+    AXES,
+    BUDGETS,
+    GRID,
+    PROX_FRACTION,
+    QUICK,
+    RELAYS,
+    label,
+    mean_curve,
+    seconds,
+)
 from derelayl.folders import save_figure
+from derelayl.stats import format_interval as _pm
 
 __all__ = ["figure", "render"]
 
 _TITLE = {"bytes": "equal bytes", "samples": "equal compute"}
 _UNIT = {"bytes": "MB moved", "samples": "training samples processed"}
-
-
-def _pm(value: list[float] | tuple[float, float], scale: float = 100.0, digits: int = 1) -> str:
-    return f"{value[0] * scale:.{digits}f} ± {value[1] * scale:.{digits}f}"
-
-
-def _label(point: dict[str, float], grid: list[dict[str, float]] | None = None) -> str:
-    """The point's values; with its method's ``grid``, a value at an end of its axis is
-    starred (a wider grid might do better there)."""
-    names = {"lr": "lr", "local_epochs": "epochs", "fraction": "C", "mu": "μ", "fanout": "fanout", "k": "k"}
-    out = []
-    for k, v in point.items():
-        values = sorted({g[k] for g in grid or []})
-        edge = len(values) > 1 and v in (values[0], values[-1])
-        out.append(f"{names.get(k, k)} {v:g}{'*' if edge else ''}")
-    return ", ".join(out)
 
 
 def _share(row: dict[str, Any]) -> str:
@@ -61,13 +56,14 @@ def render(results: dict[str, Any]) -> str:
             if "difference" in row:
                 what = "faithful" if row["relay"] == "derelayl" else "the variant that tuned best"
                 lines.append(
-                    f"| **{row['method']}** ({what}; paired, same seeds) | | {_pm(row['difference'])} pp | | | |"
+                    f"| **{row['method']}** ({what}; paired, same seeds) | | {_pm(row['difference'], 100)} pp | | | |"
                 )
             else:
                 lines.append(
-                    f"| {row['method']} | {_label(row['point'], results['grid'][row['method']])} | "
-                    f"{_pm(row['accuracy'])} | "
-                    f"{_pm(row['rounds'], 1, 0)} | {_pm(row['selection_gap']) if 'selection_gap' in row else '–'} | "
+                    f"| {row['method']} | {label(row['point'], results['grid'][row['method']])} | "
+                    f"{_pm(row['accuracy'], 100)} | "
+                    f"{_pm(row['rounds'], 1, 0)} | "
+                    f"{_pm(row['selection_gap'], 100) if 'selection_gap' in row else '–'} | "
                     f"{_share(row)} |"
                 )
         lines.append("")
@@ -75,7 +71,7 @@ def render(results: dict[str, Any]) -> str:
     lines += [
         "\\* a value at an end of its grid axis: a wider grid might do better there.",
         "",
-        f"Centralized (pooled data, {_label(central['point'])}) at equal compute: {_pm(central['accuracy'])}%.",
+        f"Centralized (pooled data, {label(central['point'])}) at equal compute: {_pm(central['accuracy'], 100)}%.",
         "",
         "![accuracy against bytes and compute](compare.png)",
         "",
@@ -126,7 +122,7 @@ def figure(results: dict[str, Any], path: Path) -> None:
                 continue
             mine = [r for r in runs if r["method"] == row["method"] and r["point"] == row["point"]]
             xs, mean, half = mean_curve(mine, axis, int(limit * 1.3))
-            (line,) = ax.plot(xs / scale, 100 * mean, label=f"{row['method']} ({_label(row['point'])})")
+            (line,) = ax.plot(xs / scale, 100 * mean, label=f"{row['method']} ({label(row['point'])})")
             ax.fill_between(xs / scale, 100 * (mean - half), 100 * (mean + half), color=line.get_color(), alpha=0.15)
         if kind == "samples":
             central = [r for r in runs if r["method"] == "centralized"]

@@ -23,6 +23,7 @@ Layout (see ``experiments/digits_dirichlet.toml``)::
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import tomllib
@@ -177,6 +178,10 @@ class ExperimentConfig:
             return _SAMPLES[self.data["dataset"]]
         o = {**{k: d for k, (_, d) in _OPTIONS["synthetic"].items()}, **(self.data["options"] or {})}
         return o["users"] * 440, o["features"], o["classes"]
+
+    def with_seed(self, seed: int) -> ExperimentConfig:
+        """This config with ``seed`` as both the split seed and the training seed."""
+        return dataclasses.replace(self, seed=seed, data={**self.data, "split_seed": seed})
 
     def resolved(self) -> dict[str, Any]:
         return {

@@ -91,9 +91,11 @@ class DevnetConfig:
             raise ConfigError(f"--nodes must be in 2..256, got {self.nodes}")
         if self.rounds < 1:
             raise ConfigError(f"--rounds must be at least 1, got {self.rounds}")
-        if self.task != "digits" and not self.task.endswith(".toml"):
+        from derelayl.runtime.tasks import is_config
+
+        if self.task != "digits" and not is_config(self.task):
             raise ConfigError(f"--task must be digits or an experiment config .toml, got {self.task!r}")
-        if self.task != "digits":
+        if is_config(self.task):
             from derelayl.experiments.config import load_config
 
             load_config(Path(self.task))  # a bad file or plugin name stops here

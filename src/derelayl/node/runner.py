@@ -55,9 +55,6 @@ class DataSpec:
             load_config(Path(task))  # a bad file or plugin name stops here
         return cls(shard, of, split_seed, alpha, task)
 
-    def setup(self) -> Any:
-        return self.learning()[0]
-
     def learning(self) -> tuple[Any, dict[str, Any]]:
         """The network's learning set-up and the metadata every model file carries."""
         if self.task != "digits":
