@@ -65,6 +65,13 @@ def run(
     pooled_cases: Annotated[
         bool | None, typer.Option("--pooled-cases/--no-pooled-cases", help="Testers score on all testers' cases.")
     ] = None,
+    fhe: Annotated[
+        str,
+        typer.Option(
+            help="on: testers score encrypted models (CKKS; the model becomes a quad-activation MLP); "
+            "off: in the clear."
+        ),
+    ] = "off",
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress display.")] = False,
 ) -> None:
     """Run a DeRelayL network (one agent per key) on a signed SQLite chain or on the contract;
@@ -86,6 +93,7 @@ def run(
             min_improvement=min_improvement,
             testers=testers,
             pooled_cases=pooled_cases,
+            fhe=_on_off(fhe, "--fhe"),
         )
         config.validate()  # bad options stop here, before the progress display or any file
         config.params()
@@ -165,6 +173,14 @@ def verify(
         out.print(f"INVALID: {len(bad)} model file(s) do not hash to their name, e.g. models/{bad[0]}")
         raise typer.Exit(1)
     out.print(f"valid: {result.height} blocks, round {result.state.round}, head {result.head_hash.hex()}")
+
+
+def _on_off(value: str, flag: str) -> bool:
+    if value not in ("on", "off"):
+        from derelayl.errors import ConfigError
+
+        raise ConfigError(f"{flag} must be on or off, got {value!r}")
+    return value == "on"
 
 
 def _bad_model_files(folder: Path) -> list[str]:

@@ -30,6 +30,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from derelayl.errors import ModelError
+from derelayl.fhe.scoring import FheScoring, read_manifest
 from derelayl.learning.data import Shard, case_bytes, case_digest
 from derelayl.learning.seeds import derive_seed
 from derelayl.learning.serialization import Weights, model_digest, param_bytes, weights_from_bytes, weights_to_bytes
@@ -52,12 +53,16 @@ class Traffic:
     trainer_to_tester: int = 0
     commit_miner_copies: int = 0
     test_cases: int = 0
+    fhe_exchange: int = 0
+    """Encrypted scoring: queries to trainers, their replies and trainers' public keys."""
     local_epochs: int = 0
     samples: int = 0
 
     @property
     def total_bytes(self) -> int:
-        return self.owner_to_trainer + self.trainer_to_tester + self.commit_miner_copies + self.test_cases
+        return (
+            self.owner_to_trainer + self.trainer_to_tester + self.commit_miner_copies + self.test_cases + self.fhe_exchange
+        )
 
     @classmethod
     def total(cls, parts: Iterable[Traffic]) -> Traffic:
@@ -112,7 +117,11 @@ class ModelBook:
                 if model_digest(data) != digest:
                     raise ModelError(f"model {digest.hex()[:16]} from a peer hashes to {model_digest(data).hex()[:16]}")
                 self.store.put(data)
-            cached, _ = weights_from_bytes(self.store.get(digest), name=f"model {digest.hex()[:16]}")
+            data = self.store.get(digest)
+            manifest = read_manifest(data)  # an encrypted-scoring commitment names its model file
+            if manifest is not None:
+                return self.load(bytes.fromhex(manifest["model"]))
+            cached, _ = weights_from_bytes(data, name=f"model {digest.hex()[:16]}")
             self._cache[digest] = cached
             if len(self._cache) > _CACHE:
                 self._cache.popitem(last=False)
@@ -141,6 +150,8 @@ class RelayBrain:
     peer_cases: Callable[[State, int], tuple[NDArray[np.float32], NDArray[np.int64]]] | None = None
     """Where another tester's published cases come from (pooled cases): in one process, that
     tester's ``own_cases``."""
+    fhe: FheScoring | None = None
+    """Encrypted scoring: commit encrypted models, score others' without seeing their weights."""
 
     def train(self, state: State, me: int) -> bytes | None:
         pair = int(np.flatnonzero(state.pairs.trainer == me)[0])
@@ -163,6 +174,8 @@ class RelayBrain:
         digest = self.models.store.put(weights_to_bytes(child, meta))
         size = self.models.model_bytes
         self.traffic.owner_to_trainer += received * size
+        if self.fhe is not None:  # testers get the encrypted model; the commit miner needs no copy
+            return self.fhe.commit(me, child, digest)[0]
         if state.params.encryption_miner_holds_models:
             self.traffic.commit_miner_copies += size
         return digest
@@ -204,11 +217,19 @@ class RelayBrain:
         digests = list(state.commitments)
         if state.params.min_improvement is not None:
             digests += [self.models.digest_of(int(m)) for m in state.live.model_id.tolist()]
-        models = [self.models.load(d) for d in digests]
-        scores = np.array([self.evaluator.correct(m, x, y) for m in models], dtype=np.int64)
-        self.traffic.trainer_to_tester += len(models) * self.models.model_bytes
+        scores = np.array([self._correct(state, me, i, d, x, y) for i, d in enumerate(digests)], dtype=np.int64)
         self.traffic.test_cases += case_bytes(x, y)
         return digest, scores
+
+    def _correct(self, state: State, me: int, i: int, digest: bytes, x: NDArray[np.float32], y: I64) -> int:
+        """The score of one model: in the clear, or encrypted if it was committed that way."""
+        if self.fhe is not None and self.fhe.manifest(digest) is not None:
+            t = self.fhe.score(me, digest, x, y, derive_seed(self.seed, "fhe-masks", state.round, me, i))
+            self.traffic.trainer_to_tester += t.bytes_moved["ciphertext"]
+            self.traffic.fhe_exchange += t.bytes_moved["query"] + t.bytes_moved["reply"] + t.bytes_moved["key"]
+            return t.score
+        self.traffic.trainer_to_tester += self.models.model_bytes
+        return self.evaluator.correct(self.models.load(digest), x, y)
 
     def _pool(
         self, state: State, me: int, x: NDArray[np.float32], y: NDArray[np.int64]

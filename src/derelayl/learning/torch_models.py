@@ -23,7 +23,17 @@ from derelayl.learning.serialization import Weights
 
 __all__ = ["ModelSpec", "TorchEvaluator", "TorchTrainer", "TrainConfig", "average", "init_weights"]
 
-_ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh}
+
+
+class Quad(nn.Module):
+    """``0.25 + 0.5 h + 0.125 h^2``: ReLU's least-squares quadratic on [-2, 2], the activation
+    homomorphic (CKKS) scoring evaluates exactly (``derelayl.fhe``)."""
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return 0.25 + 0.5 * h + 0.125 * h * h
+
+
+_ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh, "quad": Quad}
 
 
 @dataclass(frozen=True)

@@ -84,6 +84,9 @@ class RunConfig:
     """The improvement rule's margin on top of the preset (None: the preset's)."""
     testers: int | None = None
     pooled_cases: bool | None = None
+    fhe: bool = False
+    """Testers score encrypted models (CKKS, ``derelayl.fhe``); the model must be a
+    one-hidden-layer MLP with the ``quad`` activation (the digits task switches to it)."""
 
     def params(self) -> Params:
         """The preset, with the options given on top of it."""
@@ -115,6 +118,8 @@ class RunConfig:
             raise ConfigError(f"--ledger must be sqlite or evm, got {self.ledger!r}")
         if self.rpc is not None and self.ledger != "evm":
             raise ConfigError("--rpc needs --ledger evm")
+        if self.fhe and self.task == "latent":
+            raise ConfigError("--fhe on needs real models (--task digits or a config .toml); latent has none")
 
 
 def run_seed(seed: int) -> bytes:

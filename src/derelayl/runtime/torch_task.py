@@ -28,7 +28,11 @@ from derelayl.agents.relay import ModelBook, relay_brains, share_cases
 from derelayl.errors import ConfigError
 from derelayl.folders import write_atomic
 from derelayl.learning.setup import LearningSetup, build_setup
-from derelayl.learning.store import DirModelStore
+from derelayl.fhe.ckks import SCHEME
+from derelayl.fhe.scoring import FheScoring
+from derelayl.learning.store import DirModelStore, MemoryModelStore
+from derelayl.learning.torch_models import ModelSpec
+from derelayl.protocol.types import Phase
 from derelayl.protocol.state import State
 from derelayl.protocol.types import format_units
 from derelayl.runtime.local import RunConfig
@@ -44,6 +48,7 @@ class TorchTask(RecordingTask):
     def __init__(self, config: RunConfig, out_dir: Path) -> None:
         torch.set_num_threads(1)  # determinism (same bytes on resume) and a fair share of the CPU
         self.name = "digits"
+        _check_fhe_mode(config, out_dir)
         if is_config(config.task):
             self.setup, self.name = _configured(config, out_dir)
         else:
@@ -54,12 +59,19 @@ class TorchTask(RecordingTask):
                 split_seed=config.seed,
                 init_seed=config.seed,
                 partition_options={"alpha": 0.5},
+                activation="quad" if config.fhe else "relu",
             )
         self.evaluator = self.setup.evaluator()
         meta = {"spec": self.setup.spec.to_dict(), "task": self.name}
         self.models = ModelBook.of_genesis(DirModelStore(out_dir / "models"), self.setup.init, meta)
         self.brains = relay_brains(self.setup, self.models, config.seed, meta=meta)
         share_cases(self.brains)
+        self.fhe = None
+        if config.fhe:
+            self.fhe = encrypted_scoring(self.setup, self.models, out_dir)
+            for brain in self.brains:
+                brain.fhe = self.fhe
+            write_atomic(out_dir / FHE_FILE, json.dumps(SCHEME.to_dict(), indent=1) + "\n")
         self.setup.split.save(out_dir / "split.json")
         self.log = RoundLog(out_dir / "rounds.jsonl")
 
@@ -68,6 +80,8 @@ class TorchTask(RecordingTask):
 
     def follow(self, state: State) -> None:
         self.models.follow(state)
+        if self.fhe is not None and state.phase == Phase.DEPOSIT:  # a round settled
+            self.fhe.prune([self.models.digest_of(m) for m in state.live.model_id.tolist()])
 
     def quality(self, state: State) -> dict[str, Any]:
         best = int(state.live.model_id[0])  # live is in the protocol's rank order, best first
@@ -98,6 +112,28 @@ class TorchTask(RecordingTask):
 
 
 TASK_FILE = "task.json"
+FHE_FILE = "fhe.json"
+
+
+def _check_fhe_mode(config: RunConfig, out_dir: Path) -> None:
+    """A resumed run keeps its scoring mode: its commitments are encrypted or they are not."""
+    if (out_dir / "split.json").exists() and (out_dir / FHE_FILE).exists() != config.fhe:
+        held = "with" if config.fhe is False else "without"
+        raise ConfigError(f"{out_dir} holds a run {held} encrypted scoring; use another --out or the same --fhe")
+
+
+def encrypted_scoring(setup: LearningSetup, models: ModelBook, out_dir: Path | None) -> FheScoring:
+    """The encrypted-scoring side of a process's participants (keys and ciphertexts under
+    ``out_dir``, or in memory); refuses a model CKKS scoring cannot evaluate."""
+    spec = setup.spec
+    if not isinstance(spec, ModelSpec) or spec.activation != "quad" or len(spec.hidden) != 1:
+        raise ConfigError(
+            "encrypted scoring (--fhe on) needs a one-hidden-layer MLP with activation = \"quad\"; "
+            f"the task's model is {getattr(spec, 'to_dict', lambda: spec)()}"
+        )
+    if out_dir is None:
+        return FheScoring(models.store, models.load, MemoryModelStore())
+    return FheScoring(models.store, models.load, DirModelStore(out_dir / "fhe"), key_dir=out_dir / "fhe-keys")
 
 
 def configured_setup(task: str, participants: int, seed: int) -> tuple[LearningSetup, str, dict[str, Any]]:

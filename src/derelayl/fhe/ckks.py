@@ -1,0 +1,375 @@
+"""CKKS scoring of a committed model: the tester computes on the trainer's encrypted weights.
+
+The scheme (TenSEAL 0.3.18, Microsoft SEAL's CKKS): the *trainer* holds the secret key of its
+own long-lived key pair. It encrypts its model's weights; a tester evaluates the encrypted
+model on its own plaintext test cases without seeing either the weights or a decryption; the
+trainer decrypts only *masked* per-case sums and so learns nothing about the cases. Who can
+learn or fake what is written in ``docs/fhe.md``.
+
+The model family is a one-hidden-layer MLP with the quadratic activation
+``quad(h) = 0.25 + 0.5 h + 0.125 h^2`` (the least-squares fit of ReLU on [-2, 2]), which CKKS
+evaluates exactly; ``ModelSpec(activation="quad")`` trains it. Evaluation needs three
+multiplicative levels and no rotations, so the tester needs the relinearisation key only
+(no Galois keys):
+
+* layer 1 — cases are packed ``batch`` to a ciphertext, ``block`` slots per case (block = the
+  next power of two >= hidden). Ciphertext ``C_i`` holds weight column ``W1[:, i]`` tiled
+  once per case (the last column is the bias, against a constant input of 1), so
+  ``h = sum_i C_i * x_i`` is one plaintext multiplication per input feature.
+* activation — ``a' = h^2 + 4 h + 2`` (``quad / 0.125``; the 0.125 is folded into layer 2).
+* layer 2 — ciphertext ``R_c`` holds ``0.125 * W2[c, :]`` tiled per case; the tester
+  computes ``P_c = R_c * a' + mask`` and sends the ``P_c`` to the trainer, who decrypts,
+  sums each case's block, adds its bias ``b2[c]`` and returns those sums, rounded. The tester
+  subtracts its masks' sums and reads the logits.
+
+Every byte string here is validated before use (``FheError`` names what is wrong).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import struct
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from derelayl import jsonsafe
+from derelayl.errors import DerelaylError
+
+__all__ = [
+    "QUAD",
+    "SCHEME",
+    "EncryptedModel",
+    "FheError",
+    "KeyPair",
+    "QuadMLP",
+    "Scheme",
+    "decrypt_query",
+    "encrypt_model",
+    "evaluate",
+    "logits_from_reply",
+]
+
+QUAD = (0.25, 0.5, 0.125)
+"""``quad(h) = c0 + c1 h + c2 h^2``: ReLU's least-squares quadratic on [-2, 2]."""
+MASK_RANGE = 2.0**12
+"""Masks are uniform in +-MASK_RANGE: far above a logit's share (|P| ~ 10), far below the
+2^19 the scheme can carry (50-bit data prime, 2^30 scale)."""
+REPLY_STEP = 2.0**-10
+"""The trainer rounds what it returns to this step (above CKKS noise): the tester gets
+logits, not raw decryptions (a raw CKKS decryption leaks the noise, and from it the key:
+Li & Micciancio, Eurocrypt 2021)."""
+MAX_BLOB = 1 << 31
+_MAGIC = b"DRLFHE1\n"
+
+
+class FheError(DerelaylError):
+    """An encrypted model, key, query or reply that is malformed or does not fit."""
+
+
+@dataclass(frozen=True)
+class Scheme:
+    """CKKS parameters: 128-bit security for N = 8192 allows 218 bits of modulus; 190 used."""
+
+    poly_modulus_degree: int = 8192
+    coeff_mod_bit_sizes: tuple[int, ...] = (50, 30, 30, 30, 50)
+    scale_bits: int = 30
+
+    @property
+    def slots(self) -> int:
+        return self.poly_modulus_degree // 2
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "coeff_mod_bit_sizes": list(self.coeff_mod_bit_sizes), "library": "tenseal 0.3.18"}
+
+    def digest(self) -> bytes:
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).digest()
+
+
+SCHEME = Scheme()
+
+
+def _ts() -> Any:
+    import tenseal as ts
+
+    return ts
+
+
+def _block(hidden: int) -> int:
+    return 1 << max(0, (hidden - 1).bit_length())
+
+
+@dataclass(frozen=True)
+class QuadMLP:
+    """The clear model: ``x -> W2 quad(W1 x + b1) + b2`` (float64)."""
+
+    w1: NDArray[np.float64]
+    b1: NDArray[np.float64]
+    w2: NDArray[np.float64]
+    b2: NDArray[np.float64]
+
+    @classmethod
+    def from_weights(cls, weights: dict[str, Any], name: str = "model") -> QuadMLP:
+        """From a ``ModelSpec(hidden=(H,), activation="quad")`` state dict."""
+        need = {"0.weight", "0.bias", "2.weight", "2.bias"}
+        if set(weights) != need:
+            raise FheError(
+                f"{name}: encrypted scoring takes a one-hidden-layer MLP (keys {sorted(need)}), got {sorted(weights)}"
+            )
+        w1, b1, w2, b2 = (
+            np.asarray(weights[k].detach().double().numpy()) for k in ("0.weight", "0.bias", "2.weight", "2.bias")
+        )
+        if w1.ndim != 2 or w2.ndim != 2 or b1.shape != (w1.shape[0],) or w2.shape[1] != w1.shape[0]:
+            raise FheError(f"{name}: layer shapes do not chain: {w1.shape}, {b1.shape}, {w2.shape}, {b2.shape}")
+        if b2.shape != (w2.shape[0],) or not all(np.isfinite(a).all() for a in (w1, b1, w2, b2)):
+            raise FheError(f"{name}: output bias shape {b2.shape} or non-finite weights")
+        return cls(w1, b1, w2, b2)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(features, hidden, classes)."""
+        return int(self.w1.shape[1]), int(self.w1.shape[0]), int(self.w2.shape[0])
+
+    def logits(self, x: NDArray[Any]) -> NDArray[np.float64]:
+        c0, c1, c2 = QUAD
+        h = np.asarray(x, dtype=np.float64) @ self.w1.T + self.b1
+        return (c0 + c1 * h + c2 * h * h) @ self.w2.T + self.b2
+
+
+# ----------------------------------------------------------------------------- containers
+
+
+def _pack(header: dict[str, Any], parts: list[bytes]) -> bytes:
+    text = json.dumps({**header, "parts": len(parts)}, sort_keys=True).encode()
+    out = io.BytesIO()
+    out.write(_MAGIC + struct.pack("<I", len(text)) + text)
+    for p in parts:
+        out.write(struct.pack("<Q", len(p)) + p)
+    return out.getvalue()
+
+
+def _unpack(data: bytes, what: str) -> tuple[dict[str, Any], list[bytes]]:
+    if not isinstance(data, bytes) or not data.startswith(_MAGIC) or len(data) > MAX_BLOB:
+        raise FheError(f"{what}: not a derelayl FHE container")
+    try:
+        (n,) = struct.unpack_from("<I", data, len(_MAGIC))
+        at = len(_MAGIC) + 4
+        header = jsonsafe.loads(data[at : at + n])
+        at += n
+        if not isinstance(header, dict) or not isinstance(header.get("parts"), int):
+            raise ValueError("header is not an object with a part count")
+        parts = []
+        for _ in range(header["parts"]):
+            (size,) = struct.unpack_from("<Q", data, at)
+            at += 8
+            if at + size > len(data):
+                raise ValueError("truncated")
+            parts.append(data[at : at + size])
+            at += size
+        if at != len(data):
+            raise ValueError("trailing bytes")
+    except (struct.error, ValueError, DerelaylError) as exc:
+        raise FheError(f"{what}: malformed container ({exc})") from exc
+    return header, parts
+
+
+def _int(header: dict[str, Any], key: str, lo: int, hi: int, what: str) -> int:
+    v = header.get(key)
+    if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+        raise FheError(f"{what}: {key} must be an integer in {lo}..{hi}, got {v!r}")
+    return v
+
+
+# ----------------------------------------------------------------------------- keys
+
+
+class KeyPair:
+    """A trainer's CKKS key pair. ``public()`` is what testers get: the parameters and the
+    relinearisation key, no secret key and no Galois keys."""
+
+    def __init__(self, context: Any) -> None:
+        if not context.has_secret_key():
+            raise FheError("a key pair needs its secret key")
+        self.context = context
+
+    @classmethod
+    def generate(cls, scheme: Scheme = SCHEME) -> KeyPair:
+        ts = _ts()
+        ctx = ts.context(
+            ts.SCHEME_TYPE.CKKS,
+            scheme.poly_modulus_degree,
+            coeff_mod_bit_sizes=list(scheme.coeff_mod_bit_sizes),
+            encryption_type=ts.ENCRYPTION_TYPE.SYMMETRIC,
+        )
+        ctx.global_scale = 2.0**scheme.scale_bits
+        ctx.generate_relin_keys()
+        return cls(ctx)
+
+    def public(self) -> bytes:
+        return bytes(self.context.serialize(save_secret_key=False, save_galois_keys=False, save_relin_keys=True))
+
+    def secret(self) -> bytes:
+        return bytes(self.context.serialize(save_secret_key=True, save_galois_keys=False, save_relin_keys=True))
+
+    @classmethod
+    def from_secret(cls, data: bytes, what: str = "key file") -> KeyPair:
+        return cls(load_context(data, what, secret=True))
+
+
+def load_context(data: bytes, what: str, secret: bool = False) -> Any:
+    """A serialized TenSEAL context; refused unless CKKS with ``SCHEME``'s parameters (and,
+    for a tester, without a secret key: a tester is never handed one)."""
+    if not isinstance(data, bytes) or not 0 < len(data) < MAX_BLOB:
+        raise FheError(f"{what}: empty or oversized context")
+    try:
+        ctx = _ts().context_from(data)
+    except Exception as exc:  # TenSEAL raises ValueError/RuntimeError from C++
+        raise FheError(f"{what}: not a TenSEAL context ({type(exc).__name__})") from exc
+    if ctx.has_secret_key() != secret:
+        raise FheError(f"{what}: {'has no' if secret else 'carries a'} secret key")
+    if not ctx.has_relin_keys():
+        raise FheError(f"{what}: has no relinearisation key")
+    ctx.global_scale = 2.0**SCHEME.scale_bits
+    return ctx
+
+
+# ----------------------------------------------------------------------------- model
+
+
+@dataclass(frozen=True)
+class EncryptedModel:
+    """What a tester receives: ``shape`` in the clear (it is in the model spec anyway) and
+    the ciphertexts, serialized. ``bytes()`` is what is sent and hashed."""
+
+    data: bytes
+    features: int
+    hidden: int
+    classes: int
+
+    @property
+    def block(self) -> int:
+        return _block(self.hidden)
+
+    @classmethod
+    def parse(cls, data: bytes, what: str = "encrypted model") -> EncryptedModel:
+        header, parts = _unpack(data, what)
+        if header.get("kind") != "model" or header.get("scheme") != SCHEME.digest().hex():
+            raise FheError(f"{what}: not an encrypted model under this scheme")
+        f = _int(header, "features", 1, 4096, what)
+        h = _int(header, "hidden", 1, SCHEME.slots, what)
+        c = _int(header, "classes", 2, 4096, what)
+        if len(parts) != f + 1 + c:
+            raise FheError(f"{what}: {len(parts)} ciphertexts, expected {f + 1 + c}")
+        return cls(data, f, h, c)
+
+    def ciphertexts(self, context: Any) -> Iterator[Any]:
+        ts = _ts()
+        for i, part in enumerate(_unpack(self.data, "encrypted model")[1]):
+            try:
+                yield ts.ckks_vector_from(context, part)
+            except Exception as exc:  # C++ deserialization errors
+                raise FheError(f"encrypted model: ciphertext {i} does not load ({type(exc).__name__})") from exc
+
+
+def encrypt_model(key: KeyPair, model: QuadMLP) -> bytes:
+    f, h, c = model.shape
+    block = _block(h)
+    if block > SCHEME.slots:
+        raise FheError(f"hidden width {h} does not fit {SCHEME.slots} slots")
+    batch = SCHEME.slots // block
+    ts = _ts()
+
+    def tiled(column: NDArray[np.float64]) -> bytes:
+        row = np.zeros(block)
+        row[:h] = column
+        return bytes(ts.ckks_vector(key.context, np.tile(row, batch).tolist()).serialize())
+
+    columns = [*model.w1.T, model.b1]  # the bias is the weight of a constant input 1
+    parts = [tiled(col) for col in columns] + [tiled(QUAD[2] * model.w2[k]) for k in range(c)]
+    header = {"kind": "model", "scheme": SCHEME.digest().hex(), "features": f, "hidden": h, "classes": c}
+    return _pack(header, parts)
+
+
+# ----------------------------------------------------------------------------- scoring
+
+
+def _masks(seed: int, n_batches: int, classes: int) -> NDArray[np.float64]:
+    rng = np.random.default_rng(seed)
+    return rng.uniform(-MASK_RANGE, MASK_RANGE, size=(n_batches, classes, SCHEME.slots))
+
+
+def evaluate(public: bytes, model: EncryptedModel, x: NDArray[Any], mask_seed: int) -> bytes:
+    """The tester's work: the masked layer-2 products of every case, as a query for the
+    trainer. Deterministic in (public key, model, x, mask_seed): anyone given those can
+    rebuild the query and check its digest."""
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim != 2 or x.shape[1] != model.features or not np.isfinite(x).all() or len(x) == 0:
+        raise FheError(f"test cases must be finite, shape (n, {model.features}), got {x.shape}")
+    ctx = load_context(public, "trainer's public key")
+    cts = list(model.ciphertexts(ctx))
+    f, c, block = model.features, model.classes, model.block
+    batch = SCHEME.slots // block
+    layer1, layer2 = cts[: f + 1], cts[f + 1 :]
+    c0, c1, c2 = QUAD
+    masks = _masks(mask_seed, -(-len(x) // batch), c)
+    parts = []
+    for b, start in enumerate(range(0, len(x), batch)):
+        xb = np.zeros((batch, f + 1))
+        xb[: len(x[start : start + batch]), :f] = x[start : start + batch]
+        xb[:, f] = 1.0
+        h = layer1[f] * np.repeat(xb[:, f], block).tolist()  # the bias column (input 1) first
+        for i in np.flatnonzero(xb[:, :f].any(axis=0)):  # (an all-zero input adds nothing, and a
+            h = h + layer1[i] * np.repeat(xb[:, i], block).tolist()  # symmetric-key context cannot encrypt 0)
+        act = h.square() + h * (c1 / c2) + c0 / c2  # = quad(h) / c2
+        for k in range(c):
+            parts.append(bytes((layer2[k] * act + masks[b, k].tolist()).serialize()))
+    header = {"kind": "query", "scheme": SCHEME.digest().hex(), "cases": len(x), "classes": c, "block": block}
+    return _pack(header, parts)
+
+
+def decrypt_query(key: KeyPair, model: QuadMLP, query: bytes) -> NDArray[np.float64]:
+    """The trainer's work: per case and class, the sum of its block of the masked products
+    plus the output bias, rounded to ``REPLY_STEP``. Shape (batches, classes, batch)."""
+    header, parts = _unpack(query, "query")
+    f, hidden, c = model.shape
+    block = _block(hidden)
+    if header.get("kind") != "query" or header.get("scheme") != SCHEME.digest().hex():
+        raise FheError("query: not a query under this scheme")
+    if _int(header, "classes", c, c, "query") != c or _int(header, "block", block, block, "query") != block:
+        raise FheError("query: layout does not match the model")
+    n = _int(header, "cases", 1, 1 << 20, "query")
+    batch = SCHEME.slots // block
+    n_batches = -(-n // batch)
+    if len(parts) != n_batches * c:
+        raise FheError(f"query: {len(parts)} ciphertexts, expected {n_batches * c}")
+    ts = _ts()
+    out = np.zeros((n_batches, c, batch))
+    for i, part in enumerate(parts):
+        try:
+            values = np.asarray(ts.ckks_vector_from(key.context, part).decrypt(), dtype=np.float64)
+        except Exception as exc:
+            raise FheError(f"query: ciphertext {i} does not decrypt ({type(exc).__name__})") from exc
+        if values.size != SCHEME.slots or not np.isfinite(values).all():
+            raise FheError(f"query: ciphertext {i} decrypts to {values.size} values")
+        b, k = divmod(i, c)
+        out[b, k] = values.reshape(batch, block)[:, :hidden].sum(axis=1) + model.b2[k]
+    return np.round(out / REPLY_STEP) * REPLY_STEP
+
+
+def logits_from_reply(reply: NDArray[Any], mask_seed: int, n_cases: int, hidden: int) -> NDArray[np.float64]:
+    """The tester's unmasking: reply minus its masks' block sums -> logits, shape (n, classes)."""
+    reply = np.asarray(reply, dtype=np.float64)
+    if reply.ndim != 3 or not np.isfinite(reply).all():
+        raise FheError(f"reply must be a finite (batches, classes, batch) array, got shape {reply.shape}")
+    n_batches, c, batch = reply.shape
+    block = _block(hidden)
+    if batch != SCHEME.slots // block or n_batches != -(-n_cases // batch):
+        raise FheError(f"reply shape {reply.shape} does not fit {n_cases} cases of hidden width {hidden}")
+    masks = _masks(mask_seed, n_batches, c).reshape(n_batches, c, batch, block)[..., :hidden].sum(axis=3)
+    logits = (reply - masks).transpose(0, 2, 1).reshape(n_batches * batch, c)
+    return logits[:n_cases]

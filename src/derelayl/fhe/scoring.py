@@ -1,0 +1,223 @@
+"""Encrypted scoring inside a round: what a trainer commits and how a tester scores it.
+
+With encrypted scoring on, a trainer's commitment is not the digest of its model file but of
+a small *manifest* naming three content-addressed objects: the model file (kept by the
+trainer, handed to the next trainer if the model is selected), the encrypted model (sent to
+the testers) and the trainer's public key. Signing the manifest's digest binds all three.
+
+A tester fetches the encrypted model and the public key, evaluates on its own cases with
+masks drawn from a seed of its own (``ckks.evaluate``), asks the model's trainer to decrypt
+(``ckks.decrypt_query``), unmasks and counts the correct predictions. The whole exchange is a
+``Transcript``; ``check`` re-derives a claimed score from it, the published cases and the
+objects the manifest names, so any node can refuse a wrong score. What it cannot check (the
+trainer's decryption) and why that does not pay is in ``docs/fhe.md``.
+
+``FheScoring`` serves every participant of one process (``derelayl run``, the experiment):
+keys by participant (written to ``key_dir`` before first use, so a resumed run has them),
+one store for encrypted models and public keys, and the trainer side of each decryption.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from derelayl import jsonsafe
+from derelayl.fhe.ckks import (
+    SCHEME,
+    EncryptedModel,
+    FheError,
+    KeyPair,
+    QuadMLP,
+    decrypt_query,
+    encrypt_model,
+    evaluate,
+    logits_from_reply,
+)
+from derelayl.folders import write_atomic
+from derelayl.learning.store import DirModelStore, ModelStore
+
+__all__ = ["MANIFEST_MAGIC", "FheScoring", "Transcript", "read_manifest"]
+
+MANIFEST_MAGIC = b"DRLFHE-COMMIT1\n"
+_FIELDS = {"model", "ciphertext", "key", "scheme", "trainer"}
+
+
+def read_manifest(data: bytes) -> dict[str, Any] | None:
+    """The manifest in ``data``, or None if ``data`` is a plain model file."""
+    if not data.startswith(MANIFEST_MAGIC):
+        return None
+    try:
+        m = jsonsafe.loads(data[len(MANIFEST_MAGIC) :])
+        if not isinstance(m, dict) or set(m) != _FIELDS:
+            raise ValueError(f"fields {sorted(m) if isinstance(m, dict) else type(m).__name__}")
+        for k in ("model", "ciphertext", "key", "scheme"):
+            if not isinstance(m[k], str) or len(bytes.fromhex(m[k])) != 32:
+                raise ValueError(f"{k} is not a 32-byte hex digest")
+        if not isinstance(m["trainer"], int) or isinstance(m["trainer"], bool) or m["trainer"] < 0:
+            raise ValueError("trainer is not a participant index")
+    except (ValueError, TypeError) as exc:
+        raise FheError(f"commitment manifest is malformed ({exc})") from exc
+    if m["scheme"] != SCHEME.digest().hex():
+        raise FheError("commitment manifest names another FHE scheme")
+    return m
+
+
+def _digest(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
+@dataclass(frozen=True)
+class Transcript:
+    """One tester's encrypted scoring of one commitment: enough, with the published cases,
+    to re-check the score (``FheScoring.check``)."""
+
+    commitment: bytes
+    mask_seed: int
+    query_digest: bytes
+    reply: NDArray[np.float64]
+    """The trainer's rounded, masked per-case sums (signed by the trainer on a network)."""
+    score: int
+    bytes_moved: dict[str, int]
+
+
+class FheScoring:
+    def __init__(
+        self,
+        models_store: ModelStore,
+        load_plain: Callable[[bytes], Any],
+        store: ModelStore,
+        key_dir: Path | None = None,
+    ) -> None:
+        """``models_store``: where manifests go (the model store: commitments live there);
+        ``load_plain``: weights by model digest (``ModelBook.load``); ``store``: encrypted
+        models and public keys; ``key_dir``: where each participant's secret key is kept."""
+        self.models_store = models_store
+        self.load_plain = load_plain
+        self.store = store
+        self.key_dir = key_dir
+        self._keys: dict[int, KeyPair] = {}
+        self._publics: dict[int, bytes] = {}
+        self._delivered: set[tuple[int, bytes]] = set()
+
+    # ------------------------------------------------------------------ keys
+
+    def key(self, who: int) -> KeyPair:
+        if who not in self._keys:
+            path = None if self.key_dir is None else self.key_dir / f"participant-{who}.key"
+            if path is not None and path.exists():
+                self._keys[who] = KeyPair.from_secret(path.read_bytes(), str(path))
+            else:
+                self._keys[who] = KeyPair.generate()
+                if path is not None:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    write_atomic(path, self._keys[who].secret())
+        return self._keys[who]
+
+    def public_digest(self, who: int) -> bytes:
+        if who not in self._publics:
+            self._publics[who] = self.store.put(self.key(who).public())
+        return self._publics[who]
+
+    # ------------------------------------------------------------------ trainer side
+
+    def commit(self, me: int, weights: Any, model_digest: bytes) -> tuple[bytes, int]:
+        """Encrypt ``weights`` under ``me``'s key; (the manifest's digest, to commit; bytes
+        of the encrypted model)."""
+        encrypted = encrypt_model(self.key(me), QuadMLP.from_weights(weights, f"model {model_digest.hex()[:16]}"))
+        manifest = {
+            "model": model_digest.hex(),
+            "ciphertext": self.store.put(encrypted).hex(),
+            "key": self.public_digest(me).hex(),
+            "scheme": SCHEME.digest().hex(),
+            "trainer": me,
+        }
+        text = json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()
+        return self.models_store.put(MANIFEST_MAGIC + text), len(encrypted)
+
+    def decrypt(self, trainer: int, manifest: dict[str, Any], query: bytes) -> NDArray[np.float64]:
+        """What the trainer of a committed model answers a tester's query with."""
+        plain = QuadMLP.from_weights(self.load_plain(bytes.fromhex(manifest["model"])))
+        return decrypt_query(self.key(trainer), plain, query)
+
+    # ------------------------------------------------------------------ tester side
+
+    def manifest(self, commitment: bytes) -> dict[str, Any] | None:
+        return read_manifest(self.models_store.get(commitment))
+
+    def score(self, tester: int, commitment: bytes, x: NDArray[Any], y: NDArray[Any], mask_seed: int) -> Transcript:
+        manifest = self.manifest(commitment)
+        if manifest is None:
+            raise FheError(f"commitment {commitment.hex()[:16]} is a plain model, not an encrypted one")
+        key_digest, public, encrypted = self._objects(manifest)
+        query = evaluate(public, encrypted, x, mask_seed)
+        reply = self.decrypt(manifest["trainer"], manifest, query)
+        moved = {"ciphertext": len(encrypted.data), "query": len(query), "reply": reply.size * 8, "key": 0}
+        if (tester, key_digest) not in self._delivered:
+            self._delivered.add((tester, key_digest))
+            moved["key"] = len(public)
+        score = _count(reply, mask_seed, y, encrypted.hidden)
+        return Transcript(commitment, mask_seed, _digest(query), reply, score, moved)
+
+    def check(self, transcript: Transcript, x: NDArray[Any], y: NDArray[Any], claimed: int) -> None:
+        """Refuse (``FheError``) a claimed score that the transcript does not support: the
+        query must be the re-evaluation of the committed encrypted model on the published
+        cases with the revealed mask seed, and the score what the reply gives."""
+        manifest = self.manifest(transcript.commitment)
+        if manifest is None:
+            raise FheError(f"commitment {transcript.commitment.hex()[:16]} is not an encrypted model")
+        _, public, encrypted = self._objects(manifest)
+        if _digest(evaluate(public, encrypted, x, transcript.mask_seed)) != transcript.query_digest:
+            raise FheError(
+                f"model {transcript.commitment.hex()[:16]}: the query answered is not the evaluation on these cases"
+            )
+        supported = _count(transcript.reply, transcript.mask_seed, y, encrypted.hidden)
+        if claimed != supported:
+            raise FheError(
+                f"model {transcript.commitment.hex()[:16]}: claimed score {claimed}, the ciphertexts support {supported}"
+            )
+
+    def _objects(self, manifest: dict[str, Any]) -> tuple[bytes, bytes, EncryptedModel]:
+        key_digest = bytes.fromhex(manifest["key"])
+        public = self.store.get(key_digest)
+        encrypted = EncryptedModel.parse(self.store.get(bytes.fromhex(manifest["ciphertext"])))
+        return key_digest, public, encrypted
+
+    # ------------------------------------------------------------------ housekeeping
+
+    def prune(self, keep: list[bytes]) -> int:
+        """Delete stored encrypted models not named by the manifests in ``keep`` (the live
+        models: a settled round's other ciphertexts are never scored again); returns how
+        many. Public keys stay."""
+        if not isinstance(self.store, DirModelStore):
+            return 0
+        wanted = set()
+        for commitment in keep:
+            manifest = self.manifest(commitment) if self.models_store.has(commitment) else None
+            if manifest is not None:
+                wanted |= {manifest["ciphertext"], manifest["key"]}
+        wanted |= {d.hex() for d in self._publics.values()}
+        removed = 0
+        for path in self.store.root.glob("*.safetensors"):
+            if path.name.split(".")[0] not in wanted and _is_ciphertext(path):
+                path.unlink()
+                removed += 1
+        return removed
+
+
+def _is_ciphertext(path: Path) -> bool:
+    with path.open("rb") as f:
+        head = f.read(8)
+    return head.startswith(b"DRLFHE1\n")  # (public keys are TenSEAL contexts; queries are never stored)
+
+
+def _count(reply: NDArray[Any], mask_seed: int, y: NDArray[Any], hidden: int) -> int:
+    logits = logits_from_reply(reply, mask_seed, len(y), hidden)
+    return int((logits.argmax(axis=1) == np.asarray(y)).sum())
