@@ -336,7 +336,7 @@ def decrypt_query(key: KeyPair, model: QuadMLP, query: bytes) -> NDArray[np.floa
     """The trainer's work: per case and class, the sum of its block of the masked products
     plus the output bias, rounded to ``REPLY_STEP``. Shape (batches, classes, batch)."""
     header, parts = _unpack(query, "query")
-    f, hidden, c = model.shape
+    _, hidden, c = model.shape
     block = _block(hidden)
     if header.get("kind") != "query" or header.get("scheme") != SCHEME.digest().hex():
         raise FheError("query: not a query under this scheme")

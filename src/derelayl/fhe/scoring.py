@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,6 +108,12 @@ class FheScoring:
         self._keys: dict[int, KeyPair] = {}
         self._publics: dict[int, bytes] = {}
         self._delivered: set[tuple[int, bytes]] = set()
+        self.seconds: Counter[str] = Counter()
+        """Where the time goes: keygen, encrypt, evaluate, decrypt (cumulative)."""
+        self.measure_clear = False
+        """Measurement only (benchmarks): also score each model in the clear from its file and
+        record (commitment, encrypted score, clear score, max logit error) in ``agreement``."""
+        self.agreement: list[tuple[bytes, int, int, float]] = []
 
     # ------------------------------------------------------------------ keys
 
@@ -115,7 +123,9 @@ class FheScoring:
             if path is not None and path.exists():
                 self._keys[who] = KeyPair.from_secret(path.read_bytes(), str(path))
             else:
+                start = time.perf_counter()
                 self._keys[who] = KeyPair.generate()
+                self.seconds["keygen"] += time.perf_counter() - start
                 if path is not None:
                     path.parent.mkdir(parents=True, exist_ok=True)
                     write_atomic(path, self._keys[who].secret())
@@ -131,7 +141,10 @@ class FheScoring:
     def commit(self, me: int, weights: Any, model_digest: bytes) -> tuple[bytes, int]:
         """Encrypt ``weights`` under ``me``'s key; (the manifest's digest, to commit; bytes
         of the encrypted model)."""
-        encrypted = encrypt_model(self.key(me), QuadMLP.from_weights(weights, f"model {model_digest.hex()[:16]}"))
+        key = self.key(me)
+        start = time.perf_counter()
+        encrypted = encrypt_model(key, QuadMLP.from_weights(weights, f"model {model_digest.hex()[:16]}"))
+        self.seconds["encrypt"] += time.perf_counter() - start
         manifest = {
             "model": model_digest.hex(),
             "ciphertext": self.store.put(encrypted).hex(),
@@ -145,7 +158,11 @@ class FheScoring:
     def decrypt(self, trainer: int, manifest: dict[str, Any], query: bytes) -> NDArray[np.float64]:
         """What the trainer of a committed model answers a tester's query with."""
         plain = QuadMLP.from_weights(self.load_plain(bytes.fromhex(manifest["model"])))
-        return decrypt_query(self.key(trainer), plain, query)
+        key = self.key(trainer)
+        start = time.perf_counter()
+        reply = decrypt_query(key, plain, query)
+        self.seconds["decrypt"] += time.perf_counter() - start
+        return reply
 
     # ------------------------------------------------------------------ tester side
 
@@ -157,13 +174,20 @@ class FheScoring:
         if manifest is None:
             raise FheError(f"commitment {commitment.hex()[:16]} is a plain model, not an encrypted one")
         key_digest, public, encrypted = self._objects(manifest)
+        start = time.perf_counter()
         query = evaluate(public, encrypted, x, mask_seed)
+        self.seconds["evaluate"] += time.perf_counter() - start
         reply = self.decrypt(manifest["trainer"], manifest, query)
         moved = {"ciphertext": len(encrypted.data), "query": len(query), "reply": reply.size * 8, "key": 0}
         if (tester, key_digest) not in self._delivered:
             self._delivered.add((tester, key_digest))
             moved["key"] = len(public)
         score = _count(reply, mask_seed, y, encrypted.hidden)
+        if self.measure_clear:
+            clear = QuadMLP.from_weights(self.load_plain(bytes.fromhex(manifest["model"]))).logits(x)
+            logits = logits_from_reply(reply, mask_seed, len(y), encrypted.hidden)
+            right = int((clear.argmax(axis=1) == np.asarray(y)).sum())
+            self.agreement.append((commitment, score, right, float(np.abs(logits - clear).max())))
         return Transcript(commitment, mask_seed, _digest(query), reply, score, moved)
 
     def check(self, transcript: Transcript, x: NDArray[Any], y: NDArray[Any], claimed: int) -> None:
@@ -180,9 +204,8 @@ class FheScoring:
             )
         supported = _count(transcript.reply, transcript.mask_seed, y, encrypted.hidden)
         if claimed != supported:
-            raise FheError(
-                f"model {transcript.commitment.hex()[:16]}: claimed score {claimed}, the ciphertexts support {supported}"
-            )
+            who = transcript.commitment.hex()[:16]
+            raise FheError(f"model {who}: claimed score {claimed}, the ciphertexts support {supported}")
 
     def _objects(self, manifest: dict[str, Any]) -> tuple[bytes, bytes, EncryptedModel]:
         key_digest = bytes.fromhex(manifest["key"])
