@@ -190,3 +190,16 @@ def test_fhe_option_errors(tmp_path: Path) -> None:
         result = runner.invoke(app, ["run", *args, "--out", str(tmp_path / "x")])
         assert result.exit_code == 2 and match in result.output, result.output
         assert not (tmp_path / "x").exists()
+
+
+def test_fhe_runs_repeat_their_results_but_not_their_head_hash(tmp_path: Path) -> None:
+    """Encryption draws fresh randomness inside SEAL (TenSEAL exposes no seed): the
+    commitments differ, everything the rules compute from the scores does not."""
+    summaries = []
+    for name in ("a", "b"):
+        config = RunConfig(participants=6, rounds=1, seed=9, task="digits", fhe=True)
+        summaries.append(run_network(config, tmp_path / name, TorchTask))
+    a, b = summaries
+    assert a["head_hash"] != b["head_hash"]
+    for key in ("balances", "money", "accuracy_per_round", "best_model", "latest_version"):
+        assert a[key] == b[key], key

@@ -60,9 +60,8 @@ class Traffic:
 
     @property
     def total_bytes(self) -> int:
-        return (
-            self.owner_to_trainer + self.trainer_to_tester + self.commit_miner_copies + self.test_cases + self.fhe_exchange
-        )
+        moved = (self.owner_to_trainer, self.trainer_to_tester, self.commit_miner_copies, self.test_cases)
+        return sum(moved) + self.fhe_exchange
 
     @classmethod
     def total(cls, parts: Iterable[Traffic]) -> Traffic:

@@ -12,7 +12,8 @@ Layout (see ``experiments/digits_dirichlet.toml``)::
     [train]      lr, batch_size, local_epochs, momentum, weight_decay, optimizer (sgd, adam, a plugin)
     [methods.fedavg] rounds, fraction (clients per round, 1 = all)   [methods.local_only] rounds
     [methods.centralized] epochs     [methods.gossip] rounds | budget
-    [methods.derelayl] preset, rounds | budget, max_rounds, [methods.derelayl.params]
+    [methods.derelayl] preset, rounds | budget, max_rounds, fhe (encrypted scoring; model
+                 activation "quad"), [methods.derelayl.params]
     [[variants]] name, method (derelayl | fedavg | gossip), prox_mu, local_epochs, lr, momentum;
                  DeRelayL only: merge_top_k, preset, [params]
     [adversaries] share of participants of each dishonest kind (free_rider, copier, label_flip,
@@ -233,6 +234,7 @@ _METHODS: dict[str, Spec] = {
         "budget": ((str, int), None),
         "max_rounds": (int, 2000),
         "params": (dict, None),
+        "fhe": (bool, False),
     },
 }
 _VARIANT: Spec = {
@@ -331,6 +333,11 @@ def parse_config(raw: dict[str, Any], base: Path | None = None) -> ExperimentCon
         raise ConfigError(f'budget = "fedavg" in {", ".join(needs_fedavg)} needs [methods.fedavg]')
     if "derelayl" in methods:
         _check_params(methods["derelayl"]["preset"], methods["derelayl"]["params"] or {}, "methods.derelayl")
+        if methods["derelayl"]["fhe"] and (model["activation"] != "quad" or len(hidden) != 1):
+            raise ConfigError(
+                '[methods.derelayl] fhe = true needs [model] activation = "quad" and one hidden layer '
+                f"(got activation {model['activation']!r}, hidden {model['hidden']!r})"
+            )
     variants = []
     if not isinstance(raw.get("variants", []), list):
         raise ConfigError("[[variants]] must be an array of tables")

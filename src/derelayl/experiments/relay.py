@@ -21,6 +21,7 @@ from derelayl.agents.adversaries import HONEST, KINDS, Adversary, assign, backdo
 from derelayl.agents.agent import Agent
 from derelayl.agents.relay import ModelBook, RelayBrain, Traffic, relay_brains, share_cases
 from derelayl.baselines.curve import Budget, Curve, Point
+from derelayl.fhe.scoring import encrypted_scoring
 from derelayl.learning.setup import LearningSetup
 from derelayl.learning.store import MemoryModelStore
 from derelayl.learning.torch_models import TrainConfig
@@ -50,6 +51,7 @@ def run_derelayl(
     adversaries: dict[str, float] | None = None,
     measure_backdoor: bool = False,
     stop: Budget | None = None,
+    fhe: bool = False,
 ) -> Curve:
     """Rounds until ``rounds`` have settled or ``byte_budget`` bytes have moved (or as
     ``stop`` says). Bytes count every model and test-case transfer and every block sent to
@@ -57,13 +59,18 @@ def run_derelayl(
     ``adversaries`` (kind -> share of participants, ``derelayl.agents.adversaries``), those
     participants behave dishonestly; the curve's info then reports each group's rewards. The
     backdoor's success on the first-ranked model is measured each round when a backdoor
-    poisoner takes part or ``measure_backdoor``."""
+    poisoner takes part or ``measure_backdoor``. With ``fhe``, testers score encrypted models
+    (``derelayl.fhe``; the model must be a one-hidden-layer quad MLP) and the bytes include
+    the ciphertexts, queries, replies and public keys."""
     n = len(setup.split.participants)
     keys = [hashlib.sha256(f"derelayl-experiment/{seed}/{i}".encode()).digest() for i in range(n)]
     genesis_seed = hashlib.sha256(f"derelayl-experiment/{seed}".encode()).digest()
     client = StateClient(initialize_state(params, genesis_seed, keys))
     models = ModelBook.of_genesis(MemoryModelStore(), setup.init, {"spec": setup.spec.to_dict()})
     brains = relay_brains(setup, models, seed, train_config=train_config, merge_top_k=merge_top_k)
+    scoring = encrypted_scoring(setup.spec, models.store, models.load, None) if fhe else None
+    for brain in brains:
+        brain.fhe = scoring
     kinds = assign(n, adversaries or {}, seed)
     brains = [_behaving(b, kind, kinds, setup.dataset.n_classes) for b, kind in zip(brains, kinds, strict=True)]
     share_cases(brains)
@@ -119,6 +126,8 @@ def run_derelayl(
         settle = driver.step()
         assert isinstance(settle, SettleReceipt)
         np.add.at(selected, settle.selected_owner, 1)
+        if scoring is not None:
+            scoring.prune([models.digest_of(m) for m in state.live.model_id.tolist()])
         top = int(state.live.model_id[0])  # the protocol's first-ranked model (live is in rank order)
         t = _traffic(brains)
         blocks.follow()
@@ -154,6 +163,7 @@ def run_derelayl(
                 "trainer_to_tester": t.trainer_to_tester,
                 "commit_miner_copies": t.commit_miner_copies,
                 "test_cases": t.test_cases,
+                "fhe_exchange": t.fhe_exchange,
                 "blocks": blocks.bytes,
             },
             "balances_coins": (state.balances / UNIT).tolist(),
@@ -162,6 +172,8 @@ def run_derelayl(
             "shard_reads_by_others": sum(sum(r != b.shard.owner for r in b.shard.reads) for b in brains),
         }
     )
+    if scoring is not None:
+        curve.info["fhe_seconds"] = dict(scoring.seconds)
     if adversaries:
         curve.info["groups"] = group_report(kinds, state.balances, trained, selected)
     return curve

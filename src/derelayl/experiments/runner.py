@@ -124,6 +124,7 @@ def _run_locked(config: ExperimentConfig, out_dir: Path, progress: Progress | No
                 byte_budget=_budget(r, curves),
                 max_rounds=r["max_rounds"],
                 adversaries=adversaries,
+                fhe=r["fhe"],
             ),
         )
     for v in config.variants:

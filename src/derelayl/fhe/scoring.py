@@ -44,9 +44,9 @@ from derelayl.fhe.ckks import (
     logits_from_reply,
 )
 from derelayl.folders import write_atomic
-from derelayl.learning.store import DirModelStore, ModelStore
+from derelayl.learning.store import DirModelStore, MemoryModelStore, ModelStore
 
-__all__ = ["MANIFEST_MAGIC", "FheScoring", "Transcript", "read_manifest"]
+__all__ = ["MANIFEST_MAGIC", "FheScoring", "Transcript", "encrypted_scoring", "read_manifest"]
 
 MANIFEST_MAGIC = b"DRLFHE-COMMIT1\n"
 _FIELDS = {"model", "ciphertext", "key", "scheme", "trainer"}
@@ -216,29 +216,37 @@ class FheScoring:
     # ------------------------------------------------------------------ housekeeping
 
     def prune(self, keep: list[bytes]) -> int:
-        """Delete stored encrypted models not named by the manifests in ``keep`` (the live
+        """Discard stored encrypted models not named by the manifests in ``keep`` (the live
         models: a settled round's other ciphertexts are never scored again); returns how
         many. Public keys stay."""
-        if not isinstance(self.store, DirModelStore):
-            return 0
         wanted = set()
         for commitment in keep:
             manifest = self.manifest(commitment) if self.models_store.has(commitment) else None
             if manifest is not None:
-                wanted |= {manifest["ciphertext"], manifest["key"]}
-        wanted |= {d.hex() for d in self._publics.values()}
+                wanted.add(bytes.fromhex(manifest["ciphertext"]))
         removed = 0
-        for path in self.store.root.glob("*.safetensors"):
-            if path.name.split(".")[0] not in wanted and _is_ciphertext(path):
-                path.unlink()
+        for digest in self.store.digests():
+            if digest not in wanted and self.store.get(digest)[:8] == b"DRLFHE1\n":  # (keys are TenSEAL contexts)
+                self.store.discard(digest)
                 removed += 1
         return removed
 
 
-def _is_ciphertext(path: Path) -> bool:
-    with path.open("rb") as f:
-        head = f.read(8)
-    return head.startswith(b"DRLFHE1\n")  # (public keys are TenSEAL contexts; queries are never stored)
+def encrypted_scoring(
+    spec: Any, models_store: ModelStore, load_plain: Callable[[bytes], Any], out_dir: Path | None
+) -> FheScoring:
+    """The encrypted-scoring side of a process's participants (keys and ciphertexts under
+    ``out_dir``, or in memory); refuses a model that CKKS scoring cannot evaluate."""
+    from derelayl.errors import ConfigError
+
+    if getattr(spec, "activation", None) != "quad" or len(getattr(spec, "hidden", ())) != 1:
+        shown = spec.to_dict() if hasattr(spec, "to_dict") else spec
+        raise ConfigError(
+            f'encrypted scoring needs a one-hidden-layer MLP with activation = "quad"; the model is {shown}'
+        )
+    if out_dir is None:
+        return FheScoring(models_store, load_plain, MemoryModelStore())
+    return FheScoring(models_store, load_plain, DirModelStore(out_dir / "fhe"), key_dir=out_dir / "fhe-keys")
 
 
 def _count(reply: NDArray[Any], mask_seed: int, y: NDArray[Any], hidden: int) -> int:

@@ -37,6 +37,14 @@ class ModelStore(ABC):
     def has(self, digest: bytes) -> bool: ...
 
     @abstractmethod
+    def digests(self) -> list[bytes]:
+        """Every digest held."""
+
+    @abstractmethod
+    def discard(self, digest: bytes) -> None:
+        """Forget a blob (encrypted models a settled round no longer needs)."""
+
+    @abstractmethod
     def _write(self, digest: bytes, data: bytes) -> None: ...
 
     @abstractmethod
@@ -49,6 +57,12 @@ class MemoryModelStore(ModelStore):
 
     def has(self, digest: bytes) -> bool:
         return digest in self._blobs
+
+    def digests(self) -> list[bytes]:
+        return list(self._blobs)
+
+    def discard(self, digest: bytes) -> None:
+        self._blobs.pop(digest, None)
 
     def _write(self, digest: bytes, data: bytes) -> None:
         self._blobs[digest] = data
@@ -69,6 +83,12 @@ class DirModelStore(ModelStore):
 
     def has(self, digest: bytes) -> bool:
         return self.path(digest).exists()
+
+    def digests(self) -> list[bytes]:
+        return [bytes.fromhex(p.name.split(".")[0]) for p in sorted(self.root.glob("*.safetensors"))]
+
+    def discard(self, digest: bytes) -> None:
+        self.path(digest).unlink(missing_ok=True)
 
     def _atomic(self, path: Path, data: bytes) -> None:
         write_atomic(path, data)

@@ -24,7 +24,6 @@ from derelayl.learning.serialization import Weights
 __all__ = ["ModelSpec", "TorchEvaluator", "TorchTrainer", "TrainConfig", "average", "init_weights"]
 
 
-
 class Quad(nn.Module):
     """``0.25 + 0.5 h + 0.125 h^2``: ReLU's least-squares quadratic on [-2, 2], the activation
     homomorphic (CKKS) scoring evaluates exactly (``derelayl.fhe``)."""

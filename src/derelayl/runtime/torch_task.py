@@ -26,15 +26,13 @@ import torch
 from derelayl.agents.agent import Brain
 from derelayl.agents.relay import ModelBook, relay_brains, share_cases
 from derelayl.errors import ConfigError
+from derelayl.fhe.ckks import SCHEME
+from derelayl.fhe.scoring import FheScoring, encrypted_scoring
 from derelayl.folders import write_atomic
 from derelayl.learning.setup import LearningSetup, build_setup
-from derelayl.fhe.ckks import SCHEME
-from derelayl.fhe.scoring import FheScoring
-from derelayl.learning.store import DirModelStore, MemoryModelStore
-from derelayl.learning.torch_models import ModelSpec
-from derelayl.protocol.types import Phase
+from derelayl.learning.store import DirModelStore
 from derelayl.protocol.state import State
-from derelayl.protocol.types import format_units
+from derelayl.protocol.types import Phase, format_units
 from derelayl.runtime.local import RunConfig
 from derelayl.runtime.records import RecordingTask, RoundLog
 from derelayl.runtime.tasks import is_config
@@ -66,9 +64,9 @@ class TorchTask(RecordingTask):
         self.models = ModelBook.of_genesis(DirModelStore(out_dir / "models"), self.setup.init, meta)
         self.brains = relay_brains(self.setup, self.models, config.seed, meta=meta)
         share_cases(self.brains)
-        self.fhe = None
+        self.fhe: FheScoring | None = None
         if config.fhe:
-            self.fhe = encrypted_scoring(self.setup, self.models, out_dir)
+            self.fhe = encrypted_scoring(self.setup.spec, self.models.store, self.models.load, out_dir)
             for brain in self.brains:
                 brain.fhe = self.fhe
             write_atomic(out_dir / FHE_FILE, json.dumps(SCHEME.to_dict(), indent=1) + "\n")
@@ -120,20 +118,6 @@ def _check_fhe_mode(config: RunConfig, out_dir: Path) -> None:
     if (out_dir / "split.json").exists() and (out_dir / FHE_FILE).exists() != config.fhe:
         held = "with" if config.fhe is False else "without"
         raise ConfigError(f"{out_dir} holds a run {held} encrypted scoring; use another --out or the same --fhe")
-
-
-def encrypted_scoring(setup: LearningSetup, models: ModelBook, out_dir: Path | None) -> FheScoring:
-    """The encrypted-scoring side of a process's participants (keys and ciphertexts under
-    ``out_dir``, or in memory); refuses a model CKKS scoring cannot evaluate."""
-    spec = setup.spec
-    if not isinstance(spec, ModelSpec) or spec.activation != "quad" or len(spec.hidden) != 1:
-        raise ConfigError(
-            "encrypted scoring (--fhe on) needs a one-hidden-layer MLP with activation = \"quad\"; "
-            f"the task's model is {getattr(spec, 'to_dict', lambda: spec)()}"
-        )
-    if out_dir is None:
-        return FheScoring(models.store, models.load, MemoryModelStore())
-    return FheScoring(models.store, models.load, DirModelStore(out_dir / "fhe"), key_dir=out_dir / "fhe-keys")
 
 
 def configured_setup(task: str, participants: int, seed: int) -> tuple[LearningSetup, str, dict[str, Any]]:
