@@ -86,6 +86,8 @@ class ModelBook:
         """Where a model missing from the store comes from (a node asks the peer that holds it);
         its bytes are re-hashed before they are stored."""
         self._cache: OrderedDict[bytes, Weights] = OrderedDict()
+        self.committed_as: dict[bytes, bytes] = {}
+        """Model file digest -> the commitment (manifest) that names it (encrypted scoring)."""
         self.index: dict[int, bytes] = {0: store.put(genesis)}
         self.model_bytes = param_bytes(self.load(self.index[0]))
         """Bytes one transfer of a model moves (float32 parameters, as for every method)."""
@@ -107,18 +109,23 @@ class ModelBook:
             raise ModelError(f"model id {model_id} has no committed digest in the chain followed so far")
         return digest
 
+    def raw(self, digest: bytes) -> bytes:
+        """A model's (or commitment manifest's) bytes, fetched from a peer if missing."""
+        if self.fetch is not None and not self.store.has(digest):
+            data = self.fetch(digest)
+            # Verify the bytes are the model the chain names before keeping them
+            if model_digest(data) != digest:
+                raise ModelError(f"model {digest.hex()[:16]} from a peer hashes to {model_digest(data).hex()[:16]}")
+            self.store.put(data)
+        return self.store.get(digest)
+
     def load(self, digest: bytes) -> Weights:
         cached = self._cache.get(digest)
         if cached is None:
-            if self.fetch is not None and not self.store.has(digest):
-                data = self.fetch(digest)
-                # Verify the bytes are the model the chain names before keeping them
-                if model_digest(data) != digest:
-                    raise ModelError(f"model {digest.hex()[:16]} from a peer hashes to {model_digest(data).hex()[:16]}")
-                self.store.put(data)
-            data = self.store.get(digest)
+            data = self.raw(digest)
             manifest = read_manifest(data)  # an encrypted-scoring commitment names its model file
             if manifest is not None:
+                self.committed_as[bytes.fromhex(manifest["model"])] = digest
                 return self.load(bytes.fromhex(manifest["model"]))
             cached, _ = weights_from_bytes(data, name=f"model {digest.hex()[:16]}")
             self._cache[digest] = cached
@@ -174,7 +181,9 @@ class RelayBrain:
         size = self.models.model_bytes
         self.traffic.owner_to_trainer += received * size
         if self.fhe is not None:  # testers get the encrypted model; the commit miner needs no copy
-            return self.fhe.commit(me, child, digest)[0]
+            commitment = self.fhe.commit(me, child, digest)[0]
+            self.models.committed_as[digest] = commitment
+            return commitment
         if state.params.encryption_miner_holds_models:
             self.traffic.commit_miner_copies += size
         return digest

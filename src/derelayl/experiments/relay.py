@@ -68,7 +68,7 @@ def run_derelayl(
     client = StateClient(initialize_state(params, genesis_seed, keys))
     models = ModelBook.of_genesis(MemoryModelStore(), setup.init, {"spec": setup.spec.to_dict()})
     brains = relay_brains(setup, models, seed, train_config=train_config, merge_top_k=merge_top_k)
-    scoring = encrypted_scoring(setup.spec, models.store, models.load, None) if fhe else None
+    scoring = encrypted_scoring(setup.spec, models, None) if fhe else None
     for brain in brains:
         brain.fhe = scoring
     kinds = assign(n, adversaries or {}, seed)

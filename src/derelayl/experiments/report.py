@@ -32,8 +32,12 @@ def _reading(results: dict[str, Any]) -> list[str]:
     if "derelayl" in s and "fedavg" in s:
         relay, fed = s["derelayl"]["accuracy"], s["fedavg"]["accuracy"]
         verdict = "meets" if relay >= fed else "misses"
+        budgeted = results["methods"]["derelayl"]["info"].get("byte_budget") is not None
+        where = "at FedAvg's bytes" if budgeted else f"after {s['derelayl']['rounds']} rounds, by rounds not bytes"
+        if not budgeted:
+            verdict += f" (with {s['derelayl']['bytes'] / max(s['fedavg']['bytes'], 1):.0f}x FedAvg's bytes)"
         out.append(
-            f"- Faithful DeRelayL at FedAvg's bytes: {relay:.3f} vs FedAvg {fed:.3f} "
+            f"- Faithful DeRelayL {where}: {relay:.3f} vs FedAvg {fed:.3f} "
             f"({(relay - fed) * 100:+.1f} pp): {verdict} the target 'at least as accurate as FedAvg'. This FedAvg "
             "trains every client every round with this config's settings, its most byte-hungry form; "
             "`derelayl compare` measures the relay against FedAvg with client sampling, FedProx, SCAFFOLD and "

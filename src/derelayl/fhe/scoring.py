@@ -108,6 +108,13 @@ class FheScoring:
         self._keys: dict[int, KeyPair] = {}
         self._publics: dict[int, bytes] = {}
         self._delivered: set[tuple[int, bytes]] = set()
+        self.read_commitment: Callable[[bytes], bytes] = models_store.get
+        """A commitment's bytes (a node fetches the ones it lacks: ``ModelBook.raw``)."""
+        self.fetch_object: Callable[[bytes, int], bytes] | None = None
+        """An encrypted model or public key this process lacks, by (digest, trainer): a node
+        asks the trainer's node. Re-hashed before it is kept."""
+        self.ask: Callable[[int, bytes, bytes], NDArray[np.float64]] | None = None
+        """(trainer, commitment, query) -> reply from the trainer's node; None: in process."""
         self.seconds: Counter[str] = Counter()
         """Where the time goes: keygen, encrypt, evaluate, decrypt (cumulative)."""
         self.measure_clear = False
@@ -155,6 +162,13 @@ class FheScoring:
         text = json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()
         return self.models_store.put(MANIFEST_MAGIC + text), len(encrypted)
 
+    def answer(self, me: int, commitment: bytes, query: bytes) -> NDArray[np.float64]:
+        """A node's answer to a tester's query about one of ``me``'s own commitments."""
+        manifest = self.manifest(commitment)
+        if manifest is None or manifest["trainer"] != me:
+            raise FheError(f"commitment {commitment.hex()[:16]} is not an encrypted model of participant {me}")
+        return self.decrypt(me, manifest, query)
+
     def decrypt(self, trainer: int, manifest: dict[str, Any], query: bytes) -> NDArray[np.float64]:
         """What the trainer of a committed model answers a tester's query with."""
         plain = QuadMLP.from_weights(self.load_plain(bytes.fromhex(manifest["model"])))
@@ -167,7 +181,7 @@ class FheScoring:
     # ------------------------------------------------------------------ tester side
 
     def manifest(self, commitment: bytes) -> dict[str, Any] | None:
-        return read_manifest(self.models_store.get(commitment))
+        return read_manifest(self.read_commitment(commitment))
 
     def score(self, tester: int, commitment: bytes, x: NDArray[Any], y: NDArray[Any], mask_seed: int) -> Transcript:
         manifest = self.manifest(commitment)
@@ -177,7 +191,10 @@ class FheScoring:
         start = time.perf_counter()
         query = evaluate(public, encrypted, x, mask_seed)
         self.seconds["evaluate"] += time.perf_counter() - start
-        reply = self.decrypt(manifest["trainer"], manifest, query)
+        if self.ask is None:
+            reply = self.decrypt(manifest["trainer"], manifest, query)
+        else:
+            reply = self.ask(manifest["trainer"], commitment, query)
         moved = {"ciphertext": len(encrypted.data), "query": len(query), "reply": reply.size * 8, "key": 0}
         if (tester, key_digest) not in self._delivered:
             self._delivered.add((tester, key_digest))
@@ -209,9 +226,20 @@ class FheScoring:
 
     def _objects(self, manifest: dict[str, Any]) -> tuple[bytes, bytes, EncryptedModel]:
         key_digest = bytes.fromhex(manifest["key"])
-        public = self.store.get(key_digest)
-        encrypted = EncryptedModel.parse(self.store.get(bytes.fromhex(manifest["ciphertext"])))
+        public = self._object(key_digest, manifest["trainer"])
+        encrypted = EncryptedModel.parse(self._object(bytes.fromhex(manifest["ciphertext"]), manifest["trainer"]))
         return key_digest, public, encrypted
+
+    def _object(self, digest: bytes, trainer: int) -> bytes:
+        if not self.store.has(digest) and self.fetch_object is not None:
+            data = self.fetch_object(digest, trainer)
+            # Verify the bytes are the object the manifest names before keeping them
+            if _digest(data) != digest:
+                raise FheError(
+                    f"object {digest.hex()[:16]} from trainer {trainer} hashes to {_digest(data).hex()[:16]}"
+                )
+            self.store.put(data)
+        return self.store.get(digest)
 
     # ------------------------------------------------------------------ housekeeping
 
@@ -232,11 +260,10 @@ class FheScoring:
         return removed
 
 
-def encrypted_scoring(
-    spec: Any, models_store: ModelStore, load_plain: Callable[[bytes], Any], out_dir: Path | None
-) -> FheScoring:
-    """The encrypted-scoring side of a process's participants (keys and ciphertexts under
-    ``out_dir``, or in memory); refuses a model that CKKS scoring cannot evaluate."""
+def encrypted_scoring(spec: Any, models: Any, out_dir: Path | None) -> FheScoring:
+    """The encrypted-scoring side of a process's participants, over its ``ModelBook``
+    (keys and ciphertexts under ``out_dir``, or in memory); refuses a model that CKKS scoring
+    cannot evaluate."""
     from derelayl.errors import ConfigError
 
     if getattr(spec, "activation", None) != "quad" or len(getattr(spec, "hidden", ())) != 1:
@@ -245,8 +272,11 @@ def encrypted_scoring(
             f'encrypted scoring needs a one-hidden-layer MLP with activation = "quad"; the model is {shown}'
         )
     if out_dir is None:
-        return FheScoring(models_store, load_plain, MemoryModelStore())
-    return FheScoring(models_store, load_plain, DirModelStore(out_dir / "fhe"), key_dir=out_dir / "fhe-keys")
+        scoring = FheScoring(models.store, models.load, MemoryModelStore())
+    else:
+        scoring = FheScoring(models.store, models.load, DirModelStore(out_dir / "fhe"), key_dir=out_dir / "fhe-keys")
+    scoring.read_commitment = models.raw
+    return scoring
 
 
 def _count(reply: NDArray[Any], mask_seed: int, y: NDArray[Any], hidden: int) -> int:

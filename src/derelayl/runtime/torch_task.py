@@ -66,7 +66,7 @@ class TorchTask(RecordingTask):
         share_cases(self.brains)
         self.fhe: FheScoring | None = None
         if config.fhe:
-            self.fhe = encrypted_scoring(self.setup.spec, self.models.store, self.models.load, out_dir)
+            self.fhe = encrypted_scoring(self.setup.spec, self.models, out_dir)
             for brain in self.brains:
                 brain.fhe = self.fhe
             write_atomic(out_dir / FHE_FILE, json.dumps(SCHEME.to_dict(), indent=1) + "\n")
