@@ -106,13 +106,16 @@ def test_devnet_equals_the_in_process_run_and_verifies(tmp_path: Path) -> None:
 @needs_anvil
 @pytest.mark.parametrize(
     "options",
-    [["--min-improvement", "1"], ["--testers", "3", "--pooled-cases"]],
-    ids=["improvement-rule", "pooled-cases"],
+    [["--min-improvement", "1"], ["--testers", "3", "--pooled-cases"], ["--fhe", "on", "--min-improvement", "1"]],
+    ids=["improvement-rule", "pooled-cases", "encrypted-scoring"],
 )
 def test_the_defences_run_on_the_network_as_in_process(tmp_path: Path, options: list[str]) -> None:
     """Improvement rule: testers fetch the live models (the parents) too, entitled by the
     chain. Pooled cases: each tester fetches the others' cases from their nodes after the
-    commit block, and honest testers agree (all are paid, as in one process)."""
+    commit block, and honest testers agree (all are paid, as in one process). Encrypted
+    scoring: testers fetch ciphertexts and keys from the trainers' nodes and ask them to
+    decrypt (the parents' trainers too); the next trainer gets the model file through its
+    commitment. Same results, though not the same chain: encryption is randomised."""
     output = _wait(_devnet(tmp_path / "dev", 6, 3, 8760, *options), timeout=300)
     local = runner.invoke(
         app, ["run", "--participants", "6", "--rounds", "3", *options, "--out", str(tmp_path / "run"), "--quiet"]

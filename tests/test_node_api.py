@@ -742,3 +742,12 @@ def test_cases_decoder_refuses_a_shape_its_bytes_do_not_have(rows: int, cols: in
 def test_cases_decoder_raises_only_malformed_error(blob: bytes) -> None:
     # Execute / Assert
     _decodes_or_is_malformed(cases_from_blob, blob)
+
+
+def test_a_node_without_encrypted_scoring_says_so_on_its_fhe_endpoints(net: Net) -> None:
+    for answer in (
+        net.http.get(f"/fhe/{'ab' * 32}"),
+        net.http.post(f"/fhe/decrypt/{'ab' * 32}", headers=_request(net, 1), content=b"query"),
+    ):
+        _assert_refused(answer, 404, "does not do encrypted scoring")
+    _assert_serving(net)

@@ -15,7 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from derelayl.errors import ChainIntegrityError, DerelaylError
-from derelayl.terminal import console, fail
+from derelayl.terminal import console, fail, on_off
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="DeRelayL: sustainable decentralized relay learning."
@@ -93,7 +93,7 @@ def run(
             min_improvement=min_improvement,
             testers=testers,
             pooled_cases=pooled_cases,
-            fhe=_on_off(fhe, "--fhe"),
+            fhe=on_off(fhe, "--fhe"),
         )
         config.validate()  # bad options stop here, before the progress display or any file
         config.params()
@@ -173,14 +173,6 @@ def verify(
         out.print(f"INVALID: {len(bad)} model file(s) do not hash to their name, e.g. models/{bad[0]}")
         raise typer.Exit(1)
     out.print(f"valid: {result.height} blocks, round {result.state.round}, head {result.head_hash.hex()}")
-
-
-def _on_off(value: str, flag: str) -> bool:
-    if value not in ("on", "off"):
-        from derelayl.errors import ConfigError
-
-        raise ConfigError(f"{flag} must be on or off, got {value!r}")
-    return value == "on"
 
 
 def _bad_model_files(folder: Path) -> list[str]:

@@ -16,3 +16,12 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     and return the exit to raise."""
     console.print(f"[bold red]error:[/] {escape(message)}")
     return typer.Exit(code)
+
+
+def on_off(value: str, flag: str) -> bool:
+    """An ``on``/``off`` option's value; anything else is a ``ConfigError`` naming the flag."""
+    from derelayl.errors import ConfigError
+
+    if value not in ("on", "off"):
+        raise ConfigError(f"{flag} must be on or off, got {value!r}")
+    return value == "on"

@@ -53,6 +53,7 @@ __all__ = [
     "encrypt_model",
     "evaluate",
     "logits_from_reply",
+    "reply_shape",
 ]
 
 QUAD = (0.25, 0.5, 0.125)
@@ -359,6 +360,17 @@ def decrypt_query(key: KeyPair, model: QuadMLP, query: bytes) -> NDArray[np.floa
         b, k = divmod(i, c)
         out[b, k] = values.reshape(batch, block)[:, :hidden].sum(axis=1) + model.b2[k]
     return np.round(out / REPLY_STEP) * REPLY_STEP
+
+
+def reply_shape(query: bytes) -> tuple[int, int, int]:
+    """(batches, classes, batch): the shape of a trainer's reply to ``query`` (a tester
+    decodes the reply's bytes with it)."""
+    header, _ = _unpack(query, "query")
+    n = _int(header, "cases", 1, 1 << 20, "query")
+    c = _int(header, "classes", 2, 4096, "query")
+    block = _int(header, "block", 1, SCHEME.slots, "query")
+    batch = SCHEME.slots // block
+    return -(-n // batch), c, batch
 
 
 def logits_from_reply(reply: NDArray[Any], mask_seed: int, n_cases: int, hidden: int) -> NDArray[np.float64]:

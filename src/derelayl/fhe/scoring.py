@@ -46,7 +46,7 @@ from derelayl.fhe.ckks import (
 from derelayl.folders import write_atomic
 from derelayl.learning.store import DirModelStore, MemoryModelStore, ModelStore
 
-__all__ = ["MANIFEST_MAGIC", "FheScoring", "Transcript", "encrypted_scoring", "read_manifest"]
+__all__ = ["MANIFEST_MAGIC", "FheScoring", "Transcript", "check_model", "encrypted_scoring", "read_manifest"]
 
 MANIFEST_MAGIC = b"DRLFHE-COMMIT1\n"
 _FIELDS = {"model", "ciphertext", "key", "scheme", "trainer"}
@@ -260,10 +260,8 @@ class FheScoring:
         return removed
 
 
-def encrypted_scoring(spec: Any, models: Any, out_dir: Path | None) -> FheScoring:
-    """The encrypted-scoring side of a process's participants, over its ``ModelBook``
-    (keys and ciphertexts under ``out_dir``, or in memory); refuses a model that CKKS scoring
-    cannot evaluate."""
+def check_model(spec: Any) -> None:
+    """Refuse (``ConfigError``) a model spec that encrypted scoring cannot evaluate."""
     from derelayl.errors import ConfigError
 
     if getattr(spec, "activation", None) != "quad" or len(getattr(spec, "hidden", ())) != 1:
@@ -271,6 +269,13 @@ def encrypted_scoring(spec: Any, models: Any, out_dir: Path | None) -> FheScorin
         raise ConfigError(
             f'encrypted scoring needs a one-hidden-layer MLP with activation = "quad"; the model is {shown}'
         )
+
+
+def encrypted_scoring(spec: Any, models: Any, out_dir: Path | None) -> FheScoring:
+    """The encrypted-scoring side of a process's participants, over its ``ModelBook``
+    (keys and ciphertexts under ``out_dir``, or in memory); refuses a model that CKKS scoring
+    cannot evaluate."""
+    check_model(spec)
     if out_dir is None:
         scoring = FheScoring(models.store, models.load, MemoryModelStore())
     else:

@@ -9,6 +9,10 @@ maps its refusals to a 4xx with one clear reason. Nothing is stored for a refuse
   bytes; 400 malformed, 403 not entitled / bad signature / replayed, 404 not held, 409 other
   round.
 - ``GET /cases/<sha256>`` (anyone, once published): the test cases' bytes; 404.
+- ``GET /fhe/<sha256>`` (anyone; encrypted scoring): an encrypted model or public key; 404.
+- ``POST /fhe/decrypt/<commitment>`` (a tester the chain entitles now, signed like a model
+  fetch; body: a masked query): the trainer's reply; 400 malformed, 403, 404 not this node's
+  commitment, 409 other round, 413 too large. (``derelayl.node.fhe``.)
 - ``POST /peers`` (anyone): ``{"url": ...}`` announces a node; 400 malformed, 413 too large.
   ``GET /peers``: the URLs this node knows (peer exchange).
 """
@@ -20,10 +24,13 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
 
 from derelayl import jsonsafe
 from derelayl.errors import DerelaylError, MalformedError
+from derelayl.fhe.ckks import FheError
 from derelayl.node.core import Node
+from derelayl.node.fhe import MAX_QUERY_BYTES
 from derelayl.node.wire import FetchRequest, message_from_json
 
 __all__ = ["MAX_BODY", "make_app"]
@@ -135,6 +142,38 @@ def make_app(node: Node) -> FastAPI:
         except DerelaylError as exc:
             return _error(500, str(exc))
         return Response(data, media_type="application/octet-stream")
+
+    @app.get("/fhe/{digest}")
+    def get_fhe_object(digest: str) -> Response:
+        if node.fhe is None:
+            return _error(404, "this node does not do encrypted scoring")
+        try:
+            data = node.fhe.serve_object(_digest(digest))
+        except MalformedError as exc:
+            return _error(400, str(exc))
+        except FileNotFoundError as exc:
+            return _error(404, str(exc))
+        return Response(data, media_type="application/octet-stream")
+
+    @app.post("/fhe/decrypt/{digest}")
+    async def post_fhe_query(digest: str, request: Request) -> Response:
+        if node.fhe is None:
+            return _error(404, "this node does not do encrypted scoring")
+        body = await _read(request, MAX_QUERY_BYTES)
+        if body is None:
+            return _error(413, f"a query is at most {MAX_QUERY_BYTES} bytes")
+        try:
+            fetch = FetchRequest.parse(digest, dict(request.headers))
+            reply = await run_in_threadpool(node.fhe.answer, fetch, body)
+        except (MalformedError, FheError) as exc:
+            return _error(400, str(exc))
+        except PermissionError as exc:
+            return _error(403, str(exc))
+        except FileNotFoundError as exc:
+            return _error(404, str(exc))
+        except LookupError as exc:
+            return _error(409, str(exc))
+        return Response(reply, media_type="application/octet-stream")
 
     @app.get("/cases/round/{round_}")
     def get_round_cases(round_: str) -> Response:

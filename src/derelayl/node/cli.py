@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 
 from derelayl.errors import DerelaylError
-from derelayl.terminal import console, fail
+from derelayl.terminal import console, fail, on_off
 
 __all__ = ["keys_app", "node"]
 
@@ -50,6 +50,7 @@ def node(
     seed: Annotated[int, typer.Option(help="Seed of this node's training and test draws.")] = 42,
     rounds: Annotated[int | None, typer.Option(help="Stop once this many rounds have settled.")] = None,
     local_epochs: Annotated[int, typer.Option(help="Epochs of local training per model (0: pass the parent on).")] = 1,
+    fhe: Annotated[str, typer.Option(help="on: score and be scored on encrypted models (all nodes alike).")] = "off",
     verbose: Annotated[bool, typer.Option("--verbose", help="Log each step.")] = False,
 ) -> None:
     """Run one participant: its key, its data, its model store, an HTTP server and the contract."""
@@ -66,7 +67,7 @@ def node(
             home=home,
             rpc=rpc,
             contract=contract,
-            data=DataSpec.parse(data, split_seed, alpha),
+            data=DataSpec.parse(data, split_seed, alpha, on_off(fhe, "--fhe")),
             host=host,
             port=port,
             peers=tuple(p for p in peers.split(",") if p),
@@ -107,6 +108,7 @@ def devnet(
     pooled_cases: Annotated[
         bool, typer.Option(help="Testers score on all testers' cases (fetched from their nodes).")
     ] = False,
+    fhe: Annotated[str, typer.Option(help="on: testers score encrypted models (CKKS; quad-activation MLP).")] = "off",
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress display.")] = False,
 ) -> None:
     """A network of node processes on this machine: chain, contract, one node per participant."""
@@ -114,6 +116,8 @@ def devnet(
 
     from derelayl.node.devnet import DevnetConfig, run_devnet
 
+    if fhe not in ("on", "off"):
+        raise fail(f"--fhe must be on or off, got {fhe!r}")
     config = DevnetConfig(
         nodes=nodes,
         rounds=rounds,
@@ -127,6 +131,7 @@ def devnet(
         min_improvement=min_improvement,
         testers=testers,
         pooled_cases=pooled_cases,
+        fhe=fhe == "on",
     )
 
     def interrupted(*_: object) -> None:

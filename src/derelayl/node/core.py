@@ -40,6 +40,7 @@ from derelayl.folders import write_atomic
 from derelayl.learning.store import DirModelStore
 from derelayl.ledger.client import ChainEvent
 from derelayl.node.cases import CaseExchange
+from derelayl.node.fhe import FheExchange
 from derelayl.node.peers import PeerBook
 from derelayl.node.wire import FetchRequest, case_blob
 from derelayl.protocol.blocks import Join, Transfer
@@ -116,6 +117,7 @@ class Node:
         self.brain.on_cases = self._publish_cases
         self.case_exchange = CaseExchange(self)
         self.brain.peer_cases = self.case_exchange.fetch
+        self.fhe = None if self.brain.fhe is None else FheExchange(self, self.brain.fhe)
         genesis = self.client.history.genesis_model
         if genesis != bytes(32) and self.models.index[0] != genesis:
             ours = self.models.index[0].hex()[:16]
@@ -236,6 +238,14 @@ class Node:
         """The bytes of a model a peer may fetch now; ``PermissionError`` if it may not,
         ``LookupError`` if this node has not yet reached the requester's round or ``phase``
         (an unsigned hint: it only turns a refusal into "try again")."""
+        self.entitled_requester(request, phase)
+        if not self.models.store.has(request.digest):
+            raise FileNotFoundError("this node does not hold that model")
+        return self.models.store.get(request.digest)
+
+    def entitled_requester(self, request: FetchRequest, phase: int | None = None) -> int:
+        """The participant that signed ``request``, if the chain entitles it to the request's
+        model now (a model file through the commitment naming it); each request counts once."""
         view = self.view
         if request.round != view.round:
             raise LookupError(f"request for round {request.round}; this node is at round {view.round}")
@@ -246,15 +256,14 @@ class Node:
             raise PermissionError("the request's signature does not verify")
         key = key_of_address(signer)
         who = view.keys.index(key) if key in view.keys else None
-        if who is None or who not in view.entitled.get(request.digest, frozenset()):
+        digest = request.digest if self.fhe is None else self.fhe.commitment_of(request.digest)
+        if who is None or who not in view.entitled.get(digest, frozenset()):
             raise PermissionError("the chain does not entitle this requester to that model now")
-        if not self.models.store.has(request.digest):
-            raise FileNotFoundError("this node does not hold that model")
         with self.lock:
             if request.nonce in self.used_nonces[request.round]:
                 raise PermissionError("replayed request (nonce already used)")
             self.used_nonces[request.round].add(request.nonce)
-        return self.models.store.get(request.digest)
+        return who
 
     def _fetch_model(self, digest: bytes) -> bytes:
         """Ask the nodes that may hold ``digest`` (its trainer, or its model owner). While it
@@ -263,12 +272,13 @@ class Node:
         over: the action is moot then."""
         last: Exception | None = None
         for state in self.while_acting(f"model {digest.hex()[:16]}"):
+            named = self.models.committed_as.get(digest, digest)  # a model file: its commitment
             holders = [
                 int(o)
                 for m, o in zip(state.live.model_id, state.live.owner, strict=True)
-                if self.models.index.get(int(m)) == digest
+                if self.models.index.get(int(m)) == named
             ]
-            holders += [int(o) for o, d in zip(state.commits.owner, state.commitments, strict=True) if d == digest]
+            holders += [int(o) for o, d in zip(state.commits.owner, state.commitments, strict=True) if d == named]
             if not holders:
                 raise ModelError(f"no participant holds model {digest.hex()[:16]} this round")
             for holder in holders:

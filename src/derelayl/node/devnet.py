@@ -71,6 +71,8 @@ class DevnetConfig:
     testers: int = 1
     pooled_cases: bool = False
     """Testers score on all testers' cases, fetched from their nodes."""
+    fhe: bool = False
+    """Encrypted scoring between the nodes (``derelayl.node.fhe``)."""
 
     def params(self) -> Params:
         return replace(
@@ -84,7 +86,7 @@ class DevnetConfig:
     def data_spec(self, shard: int = 0) -> DataSpec:
         """Shard ``shard`` of the network's data (the task's split over the nodes)."""
         task = self.task if self.task == "digits" else str(Path(self.task).resolve())
-        return DataSpec(shard, self.nodes, self.seed, task=task)
+        return DataSpec(shard, self.nodes, self.seed, task=task, fhe=self.fhe)
 
     def validate(self) -> None:
         if not 2 <= self.nodes <= 256:
@@ -108,6 +110,10 @@ class DevnetConfig:
         self.params()  # the rules' own checks of the protocol options
         if not 0 < self.block_time <= 60:
             raise ConfigError(f"--block-time must be in (0, 60] seconds, got {self.block_time}")
+        if self.fhe and self.task != "digits":
+            from derelayl.fhe.scoring import check_model
+
+            check_model(self.data_spec().learning()[0].spec)  # a model CKKS cannot score stops here
 
 
 class Devnet:
@@ -258,6 +264,8 @@ class Devnet:
             str(c.rounds),
             "--local-epochs",
             str(c.local_epochs),
+            "--fhe",
+            "on" if c.fhe else "off",
         ]
 
     def start_node(self, i: int, urls: str) -> subprocess.Popen[bytes]:
@@ -319,6 +327,7 @@ def _top_accuracy(out: Path, state: State, models: Any, setup: Any, evaluator: A
     """The global test accuracy of the protocol's first-ranked model, read from the store of
     the node that trained it (measurement only: no node ever sees the global test set)."""
     from derelayl.errors import ModelError
+    from derelayl.fhe.scoring import read_manifest
     from derelayl.learning.serialization import weights_from_bytes
 
     best = int(state.live.model_id[0])
@@ -327,9 +336,13 @@ def _top_accuracy(out: Path, state: State, models: Any, setup: Any, evaluator: A
         return best, float("nan")
     if models.store.has(digest):
         return best, setup.test_accuracy(evaluator, models.load(digest))
-    path = out / "nodes" / str(int(state.live.owner[0])) / "models" / f"{digest.hex()}.safetensors"
+    folder = out / "nodes" / str(int(state.live.owner[0])) / "models"
     try:
-        weights, _ = weights_from_bytes(path.read_bytes())
+        data = (folder / f"{digest.hex()}.safetensors").read_bytes()
+        manifest = read_manifest(data)  # encrypted scoring: the commitment names the model file
+        if manifest is not None:
+            data = (folder / f"{manifest['model']}.safetensors").read_bytes()
+        weights, _ = weights_from_bytes(data)
     except (OSError, ModelError):
         return best, float("nan")
     return best, setup.test_accuracy(evaluator, weights)

@@ -128,6 +128,34 @@ class PeerBook:
             raise DerelaylError(f"{url} sent more than {MAX_CASES_BYTES} bytes of cases")
         return answer.content
 
+    def fetch_fhe(self, key: bytes, digest: bytes) -> bytes:
+        """An encrypted model or public key from the node serving ``key`` (encrypted scoring)."""
+        url = self._url_of(key)
+        try:
+            answer = self.client.get(f"{url}/fhe/{digest.hex()}")
+        except httpx.HTTPError as exc:
+            raise LookupError(f"{url}: {type(exc).__name__}") from None
+        if answer.status_code != 200:
+            raise LookupError(f"{url}: {answer.status_code}")
+        if len(answer.content) > MAX_MODEL_BYTES:
+            raise DerelaylError(f"{url} sent more than {MAX_MODEL_BYTES} bytes")
+        return answer.content
+
+    def ask_decrypt(self, key: bytes, request: FetchRequest, query: bytes) -> bytes:
+        """The trainer's reply to a masked query on its commitment ``request.digest``."""
+        url = self._url_of(key)
+        try:
+            answer = self.client.post(
+                f"{url}/fhe/decrypt/{request.digest.hex()}", content=query, headers=request.headers(), timeout=60.0
+            )
+        except httpx.HTTPError as exc:
+            raise LookupError(f"{url}: {type(exc).__name__}") from None
+        if answer.status_code in (404, 409, 425, 503):
+            raise LookupError(f"{url}: {answer.status_code}")
+        if answer.status_code != 200:
+            raise DerelaylError(f"{url} refused the query: {answer.status_code} {answer.content[:200]!r}")
+        return answer.content
+
     def _url_of(self, key: bytes) -> str:
         url = self.by_key.get(key)
         if url is None:

@@ -37,9 +37,11 @@ class DataSpec:
     task: str = "digits"
     """``digits``, or an experiment config file whose data, model and training the network
     relay-trains (``derelayl run --task FILE.toml`` makes the same split and genesis)."""
+    fhe: bool = False
+    """Encrypted scoring: the digits model becomes the quad-activation MLP (``run --fhe on``'s)."""
 
     @classmethod
-    def parse(cls, text: str, split_seed: int, alpha: float) -> DataSpec:
+    def parse(cls, text: str, split_seed: int, alpha: float, fhe: bool = False) -> DataSpec:
         match = re.fullmatch(r"(digits|.+\.toml):(\d+)/(\d+)", text)
         if match is None:
             raise ConfigError(f"--data must look like digits:I/N or FILE.toml:I/N (shard I of N), got {text!r}")
@@ -53,7 +55,7 @@ class DataSpec:
 
             task = str(Path(task).resolve())
             load_config(Path(task))  # a bad file or plugin name stops here
-        return cls(shard, of, split_seed, alpha, task)
+        return cls(shard, of, split_seed, alpha, task, fhe)
 
     def learning(self) -> tuple[Any, dict[str, Any]]:
         """The network's learning set-up and the metadata every model file carries."""
@@ -72,6 +74,7 @@ class DataSpec:
                 split_seed=self.split_seed,
                 init_seed=self.split_seed,
                 partition_options={"alpha": self.alpha},
+                activation="quad" if self.fhe else "relu",
             )
         return setup, {"spec": setup.spec.to_dict(), "task": name}
 
@@ -113,6 +116,10 @@ def _brain_factory(spec: DataSpec, seed: int, local_epochs: int = 1) -> Any:
         shard = setup.shards()[spec.shard]
         trainer = setup.trainer(dataclasses.replace(setup.train_config, local_epochs=local_epochs))
         brain = RelayBrain(shard, trainer, setup.evaluator(), models, seed, meta=meta)
+        if spec.fhe:
+            from derelayl.fhe.scoring import encrypted_scoring
+
+            brain.fhe = encrypted_scoring(setup.spec, models, store.root.parent)
         brain.warm_up(spec.shard)
         return brain
 

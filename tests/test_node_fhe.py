@@ -1,0 +1,111 @@
+"""Encrypted scoring's two endpoints on a real node (uvicorn on loopback, anvil): what they
+serve and what they refuse. The whole exchange between nodes is the devnet test
+``test_the_defences_run_on_the_network_as_in_process[encrypted-scoring]``."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import httpx
+import pytest
+
+pytest.importorskip("tenseal")
+
+from derelayl.evm.client import ContractClient
+from derelayl.evm.node import ANVIL_DEV_KEY, anvil, anvil_path
+from derelayl.evm.signing import EvmKey, EvmSigner, derive_evm_keys
+from derelayl.learning.serialization import weights_to_bytes
+from derelayl.node.api import make_app
+from derelayl.node.core import Node
+from derelayl.node.fhe import MAX_QUERY_BYTES
+from derelayl.node.peers import PeerBook
+from derelayl.node.runner import DataSpec, _brain_factory, genesis_digest
+from derelayl.node.wire import FetchRequest
+from derelayl.protocol.params import preset
+
+N, SEED = 4, 7
+SPEC = DataSpec(0, N, SEED, fhe=True)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Node, httpx.Client, list[EvmKey], bytes]]:
+    import uvicorn
+
+    if anvil_path() is None:
+        pytest.skip("needs anvil (scripts/setup with npm)")
+    with contextlib.ExitStack() as stack:
+        chain = anvil()
+        stack.callback(chain.close)
+        keys = derive_evm_keys("node-fhe", N)
+        chain.fund([k.address for k in keys])
+        client = ContractClient.deploy(
+            chain,
+            replace(preset("reference"), phase_timeout=40),
+            SEED.to_bytes(32, "big"),
+            [k.public for k in keys],
+            EvmKey(ANVIL_DEV_KEY),
+            mix_randomness=False,
+            genesis_model=genesis_digest(SPEC),
+        )
+        home: Path = tmp_path_factory.mktemp("fhe-node")
+        node = Node(keys[0], home, chain, client.address, _brain_factory(SPEC, SEED), PeerBook([]))
+        stack.callback(node.peers.close)
+        assert node.fhe is not None and node.brain.fhe is not None
+        # participant 0 encrypts a model of its own, as it does when it commits
+        weights = node.models.load(node.models.index[0])
+        plain = node.models.store.put(weights_to_bytes(weights, {"test": 1}))
+        commitment, _ = node.brain.fhe.commit(0, weights, plain)
+        server = uvicorn.Server(uvicorn.Config(make_app(node), host="127.0.0.1", port=0, log_level="warning"))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        stack.callback(thread.join, 10)
+        stack.callback(setattr, server, "should_exit", True)
+        deadline = time.monotonic() + 20
+        while not server.started:
+            assert thread.is_alive() and time.monotonic() < deadline
+            time.sleep(0.01)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        http = stack.enter_context(httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30.0))
+        node.sync()
+        yield node, http, keys, commitment
+
+
+def test_encrypted_models_and_keys_are_served_to_anyone_and_hash_to_their_name(served) -> None:
+    node, http, _, commitment = served
+    assert node.brain.fhe is not None
+    manifest = node.brain.fhe.manifest(commitment)
+    assert manifest is not None
+    for name in ("ciphertext", "key"):
+        answer = http.get(f"/fhe/{manifest[name]}")
+        assert answer.status_code == 200
+        assert hashlib.sha256(answer.content).hexdigest() == manifest[name]
+    missing = http.get(f"/fhe/{'ab' * 32}")
+    assert missing.status_code == 404 and "holds no encrypted model" in missing.json()["error"]
+    assert http.get("/fhe/xyz").status_code == 400
+    assert http.get(f"/fhe/{manifest['model']}").status_code == 404  # the model file is not served here
+
+
+def _headers(node: Node, key: EvmKey, digest: bytes) -> dict[str, str]:
+    return FetchRequest.make(EvmSigner(key, node.client.history.domain), node.view.round, digest).headers()
+
+
+def test_a_decryption_the_chain_does_not_entitle_is_refused(served) -> None:
+    node, http, keys, commitment = served
+    before = node.stats["fhe_answers"]
+    cases = [
+        ({}, b"q", 400, "X-Round"),  # unsigned
+        (_headers(node, keys[1], commitment), b"q", 403, "does not entitle"),  # not a tester of a committed model
+        (_headers(node, keys[1], commitment), b"x" * (MAX_QUERY_BYTES + 1), 413, "at most"),
+    ]
+    for headers, body, status, reason in cases:
+        answer = http.post(f"/fhe/decrypt/{commitment.hex()}", headers=headers, content=body)
+        assert answer.status_code == status and reason in answer.json()["error"], answer.text
+    assert http.post(f"/fhe/decrypt/{'zz' * 32}", headers={}, content=b"").status_code == 400
+    assert node.stats["fhe_answers"] == before
+    assert http.get("/status").status_code == 200
