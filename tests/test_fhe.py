@@ -203,3 +203,22 @@ def test_fhe_runs_repeat_their_results_but_not_their_head_hash(tmp_path: Path) -
     assert a["head_hash"] != b["head_hash"]
     for key in ("balances", "money", "accuracy_per_round", "best_model", "latest_version"):
         assert a[key] == b[key], key
+
+
+def test_fhe_needs_a_model_it_can_score_and_says_which(tmp_path: Path) -> None:
+    from derelayl.errors import ConfigError
+    from derelayl.experiments.config import parse_config
+
+    raw = {
+        "data": {"dataset": "digits", "participants": 4},
+        "model": {"hidden": [16]},
+        "methods": {"derelayl": {"rounds": 2, "fhe": True}},
+    }
+    with pytest.raises(ConfigError, match='fhe = true needs \\[model\\] activation = "quad"'):
+        parse_config(raw)
+    raw["model"] = {"hidden": [16], "activation": "quad"}
+    assert parse_config(raw).methods["derelayl"]["fhe"] is True
+    runner = CliRunner()
+    result = runner.invoke(app, ["devnet", "--fhe", "maybe", "--out", str(tmp_path / "d")])
+    assert result.exit_code == 2 and "--fhe must be on or off" in result.output
+    assert not (tmp_path / "d").exists()
