@@ -17,8 +17,6 @@ import contextlib
 import hashlib
 import json
 import socket
-import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -49,6 +47,7 @@ from derelayl.protocol.params import preset
 from derelayl.protocol.state import State
 from derelayl.protocol.types import Phase
 from derelayl.runtime.driver import RoundDriver
+from served import serve
 
 N, SEED = 8, 42
 SPEC = DataSpec(0, N, SEED)
@@ -102,8 +101,6 @@ class Net:
 
 @pytest.fixture(scope="module")
 def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
-    import uvicorn
-
     if anvil_path() is None:
         pytest.skip("needs anvil (scripts/setup with npm)")
     with contextlib.ExitStack() as stack:
@@ -125,17 +122,7 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
         node = Node(keys[0], home, chain, client.address, _brain_factory(SPEC, SEED), PeerBook([]))
         stack.callback(node.peers.close)
         node.brain.shard.owner = 0
-        server = uvicorn.Server(uvicorn.Config(make_app(node), host="127.0.0.1", port=0, log_level="warning"))
-        thread = threading.Thread(target=server.run, name="http", daemon=True)
-        thread.start()
-        stack.callback(thread.join, 10)
-        stack.callback(setattr, server, "should_exit", True)
-        deadline = time.monotonic() + 20
-        while not server.started:
-            assert thread.is_alive() and time.monotonic() < deadline, "the HTTP server did not start"
-            time.sleep(0.01)
-        port = server.servers[0].sockets[0].getsockname()[1]
-        http = stack.enter_context(httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10.0))
+        http = serve(stack, make_app(node))
         agents = [Agent(client.signer(k), LatentBrain(LatentTrainer(seed=1))) for k in keys]
         yield Net(chain, keys, client, RoundDriver(client, agents), node, http)
 

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -28,6 +26,7 @@ from derelayl.node.peers import PeerBook
 from derelayl.node.runner import DataSpec, _brain_factory, genesis_digest
 from derelayl.node.wire import FetchRequest
 from derelayl.protocol.params import preset
+from served import serve
 
 N, SEED = 4, 7
 SPEC = DataSpec(0, N, SEED, fhe=True)
@@ -35,8 +34,6 @@ SPEC = DataSpec(0, N, SEED, fhe=True)
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Node, httpx.Client, list[EvmKey], bytes]]:
-    import uvicorn
-
     if anvil_path() is None:
         pytest.skip("needs anvil (scripts/setup with npm)")
     with contextlib.ExitStack() as stack:
@@ -61,17 +58,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Node, htt
         weights = node.models.load(node.models.index[0])
         plain = node.models.store.put(weights_to_bytes(weights, {"test": 1}))
         commitment, _ = node.brain.fhe.commit(0, weights, plain)
-        server = uvicorn.Server(uvicorn.Config(make_app(node), host="127.0.0.1", port=0, log_level="warning"))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        stack.callback(thread.join, 10)
-        stack.callback(setattr, server, "should_exit", True)
-        deadline = time.monotonic() + 20
-        while not server.started:
-            assert thread.is_alive() and time.monotonic() < deadline
-            time.sleep(0.01)
-        port = server.servers[0].sockets[0].getsockname()[1]
-        http = stack.enter_context(httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30.0))
+        http = serve(stack, make_app(node))
         node.sync()
         yield node, http, keys, commitment
 

@@ -55,6 +55,31 @@ def _digest(text: str) -> bytes:
     return raw
 
 
+def _refused(exc: Exception) -> JSONResponse:
+    """A refused fetch or query as its 4xx: malformed 400 (a query CKKS cannot take too), not
+    entitled 403, not held 404, another round 409 ("try again")."""
+    for kinds, status in (
+        ((MalformedError, FheError), 400),
+        (PermissionError, 403),
+        (FileNotFoundError, 404),
+        (LookupError, 409),
+    ):
+        if isinstance(exc, kinds):
+            return _error(status, str(exc))
+    return _error(500, str(exc))
+
+
+def _by_digest(get: Any, digest: str) -> Response:
+    """Bytes anyone may have by their SHA-256 (published cases, encrypted models, keys)."""
+    try:
+        data = get(_digest(digest))
+    except MalformedError as exc:
+        return _error(400, str(exc))
+    except FileNotFoundError as exc:
+        return _error(404, str(exc))
+    return Response(data, media_type="application/octet-stream")
+
+
 async def _read(request: Request, limit: int) -> bytes | None:
     """The body, or None as soon as it is declared or read to be over ``limit`` bytes (the
     rest is never read: a huge body costs no memory and no wait)."""
@@ -131,29 +156,15 @@ def make_app(node: Node) -> FastAPI:
             fetch = FetchRequest.parse(digest, dict(request.headers))
             hint = request.headers.get("x-phase", "")
             data = node.model_for(fetch, int(hint) if hint in ("0", "1", "2", "3") else None)
-        except MalformedError as exc:
-            return _error(400, str(exc))
-        except PermissionError as exc:
-            return _error(403, str(exc))
-        except FileNotFoundError as exc:
-            return _error(404, str(exc))
-        except LookupError as exc:
-            return _error(409, str(exc))
-        except DerelaylError as exc:
-            return _error(500, str(exc))
+        except (DerelaylError, OSError, LookupError) as exc:
+            return _refused(exc)
         return Response(data, media_type="application/octet-stream")
 
     @app.get("/fhe/{digest}")
     def get_fhe_object(digest: str) -> Response:
         if node.fhe is None:
             return _error(404, "this node does not do encrypted scoring")
-        try:
-            data = node.fhe.serve_object(_digest(digest))
-        except MalformedError as exc:
-            return _error(400, str(exc))
-        except FileNotFoundError as exc:
-            return _error(404, str(exc))
-        return Response(data, media_type="application/octet-stream")
+        return _by_digest(node.fhe.serve_object, digest)
 
     @app.post("/fhe/decrypt/{digest}")
     async def post_fhe_query(digest: str, request: Request) -> Response:
@@ -165,14 +176,8 @@ def make_app(node: Node) -> FastAPI:
         try:
             fetch = FetchRequest.parse(digest, dict(request.headers))
             reply = await run_in_threadpool(node.fhe.answer, fetch, body)
-        except (MalformedError, FheError) as exc:
-            return _error(400, str(exc))
-        except PermissionError as exc:
-            return _error(403, str(exc))
-        except FileNotFoundError as exc:
-            return _error(404, str(exc))
-        except LookupError as exc:
-            return _error(409, str(exc))
+        except (DerelaylError, OSError, LookupError) as exc:
+            return _refused(exc)
         return Response(reply, media_type="application/octet-stream")
 
     @app.get("/cases/round/{round_}")
@@ -189,12 +194,6 @@ def make_app(node: Node) -> FastAPI:
 
     @app.get("/cases/{digest}")
     def get_cases(digest: str) -> Response:
-        try:
-            data = node.cases(_digest(digest))
-        except MalformedError as exc:
-            return _error(400, str(exc))
-        except FileNotFoundError as exc:
-            return _error(404, str(exc))
-        return Response(data, media_type="application/octet-stream")
+        return _by_digest(node.cases, digest)
 
     return app

@@ -24,7 +24,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,7 @@ from derelayl.ledger.client import ChainEvent
 from derelayl.node.cases import CaseExchange
 from derelayl.node.fhe import FheExchange
 from derelayl.node.peers import PeerBook
+from derelayl.node.view import View, make_view
 from derelayl.node.wire import FetchRequest, case_blob
 from derelayl.protocol.blocks import Join, Transfer
 from derelayl.protocol.messages import BidMessage, CommitMessage, JoinMessage, ScoresMessage, Signed
@@ -75,20 +76,6 @@ class NodeSettings:
     was starting or restarting gets them; receivers keep the first copy)."""
     volunteers: int = 3
     """Messages go to the phase's drawn miner and this many volunteers after it."""
-
-
-@dataclass(frozen=True)
-class View:
-    """What the HTTP handlers may read: a snapshot after the last sync."""
-
-    round: int
-    phase: Phase
-    keys: tuple[bytes, ...]
-    me: int | None
-    # digest -> participants entitled to fetch it from us now
-    entitled: dict[bytes, frozenset[int]] = field(default_factory=dict)
-    testers: frozenset[int] = frozenset()
-    """This round's testers."""
 
 
 class Node:
@@ -156,35 +143,8 @@ class Node:
 
     def _make_view(self) -> View:
         state = self.client.state
-        me = state.key_index.get(self.signer.public)
-        entitled: dict[bytes, set[int]] = defaultdict(set)
-        if me is not None and state.phase == Phase.COMMIT:
-            # a matched trainer may fetch the parent its pair names (from whoever holds it)
-            for trainer, pos in zip(state.pairs.trainer.tolist(), state.pairs.live_pos.tolist(), strict=True):
-                digest = self.models.index.get(int(state.live.model_id[pos]))
-                if digest is not None:
-                    entitled[digest].add(int(trainer))
-        if me is not None and state.phase == Phase.TEST and state.roles is not None:
-            # after the commit block, the round's testers may fetch every committed model;
-            # once the phase has timed out on chain, anyone may (a volunteer produces the
-            # test block of a silent testing miner with scores of its own)
-            timed_out = phase_timed_out(state, self.client.synced_to + 1)
-            scorers = range(state.n_participants) if timed_out else state.roles.testers
-            for digest in state.commitments:
-                entitled[digest].update(int(t) for t in scorers)
-            if state.params.min_improvement is not None:  # the improvement rule scores the parents too
-                for model in state.live.model_id.tolist():
-                    digest = self.models.index.get(int(model))
-                    if digest is not None:
-                        entitled[digest].update(int(t) for t in scorers)
-        return View(
-            state.round,
-            state.phase,
-            tuple(state.keys),
-            me,
-            {d: frozenset(who) for d, who in entitled.items()},
-            frozenset(state.roles.testers.tolist()) if state.roles is not None else frozenset(),
-        )
+        timed_out = state.phase == Phase.TEST and phase_timed_out(state, self.client.synced_to + 1)
+        return make_view(state, state.key_index.get(self.signer.public), self.models.index, timed_out)
 
     # ------------------------------------------------------------ messages in
 
@@ -241,11 +201,13 @@ class Node:
         self.entitled_requester(request, phase)
         if not self.models.store.has(request.digest):
             raise FileNotFoundError("this node does not hold that model")
+        self.spend(request)
         return self.models.store.get(request.digest)
 
     def entitled_requester(self, request: FetchRequest, phase: int | None = None) -> int:
         """The participant that signed ``request``, if the chain entitles it to the request's
-        model now (a model file through the commitment naming it); each request counts once."""
+        model now (a model file through the commitment naming it). The caller then ``spend``s
+        the request once it will answer it."""
         view = self.view
         if request.round != view.round:
             raise LookupError(f"request for round {request.round}; this node is at round {view.round}")
@@ -259,11 +221,14 @@ class Node:
         digest = request.digest if self.fhe is None else self.fhe.commitment_of(request.digest)
         if who is None or who not in view.entitled.get(digest, frozenset()):
             raise PermissionError("the chain does not entitle this requester to that model now")
+        return who
+
+    def spend(self, request: FetchRequest) -> None:
+        """Each signed request is answered once: a replay is refused."""
         with self.lock:
             if request.nonce in self.used_nonces[request.round]:
                 raise PermissionError("replayed request (nonce already used)")
             self.used_nonces[request.round].add(request.nonce)
-        return who
 
     def _fetch_model(self, digest: bytes) -> bytes:
         """Ask the nodes that may hold ``digest`` (its trainer, or its model owner). While it

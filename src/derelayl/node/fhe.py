@@ -58,6 +58,7 @@ class FheExchange:
         manifest = read_manifest(store.get(request.digest)) if store.has(request.digest) else None
         if me is None or manifest is None or manifest["trainer"] != me:
             raise FileNotFoundError("that is not an encrypted commitment of this node's participant")
+        node.spend(request)
         reply = self.scoring.decrypt(me, manifest, query)  # a malformed query: FheError
         node.stats["fhe_answers"] += 1
         return np.ascontiguousarray(reply, dtype="<f8").tobytes()

@@ -117,28 +117,22 @@ class PeerBook:
     def fetch_cases(self, key: bytes, round_: int) -> bytes:
         """A tester's published cases of ``round_`` from its node. ``LookupError``: not there
         yet (retry)."""
-        url = self._url_of(key)
-        try:
-            answer = self.client.get(f"{url}/cases/round/{round_}")
-        except httpx.HTTPError as exc:
-            raise LookupError(f"{url}: {type(exc).__name__}") from None
-        if answer.status_code != 200:
-            raise LookupError(f"{url}: {answer.status_code}")
-        if len(answer.content) > MAX_CASES_BYTES:
-            raise DerelaylError(f"{url} sent more than {MAX_CASES_BYTES} bytes of cases")
-        return answer.content
+        return self._get(key, f"/cases/round/{round_}", MAX_CASES_BYTES)
 
     def fetch_fhe(self, key: bytes, digest: bytes) -> bytes:
         """An encrypted model or public key from the node serving ``key`` (encrypted scoring)."""
+        return self._get(key, f"/fhe/{digest.hex()}", MAX_MODEL_BYTES)
+
+    def _get(self, key: bytes, path: str, limit: int) -> bytes:
         url = self._url_of(key)
         try:
-            answer = self.client.get(f"{url}/fhe/{digest.hex()}")
+            answer = self.client.get(f"{url}{path}")
         except httpx.HTTPError as exc:
             raise LookupError(f"{url}: {type(exc).__name__}") from None
         if answer.status_code != 200:
             raise LookupError(f"{url}: {answer.status_code}")
-        if len(answer.content) > MAX_MODEL_BYTES:
-            raise DerelaylError(f"{url} sent more than {MAX_MODEL_BYTES} bytes")
+        if len(answer.content) > limit:
+            raise DerelaylError(f"{url} sent more than {limit} bytes for {path}")
         return answer.content
 
     def ask_decrypt(self, key: bytes, request: FetchRequest, query: bytes) -> bytes:

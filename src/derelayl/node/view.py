@@ -1,0 +1,56 @@
+"""What a node's HTTP handlers may read: a ``View`` of the chain after the last sync, above
+all who the chain entitles to fetch which model from this node now (``make_view``)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from derelayl.protocol.state import State
+from derelayl.protocol.types import Phase
+
+__all__ = ["View", "make_view"]
+
+
+@dataclass(frozen=True)
+class View:
+    round: int
+    phase: Phase
+    keys: tuple[bytes, ...]
+    me: int | None
+    entitled: dict[bytes, frozenset[int]] = field(default_factory=dict)
+    """Digest -> participants entitled to fetch it from us now."""
+    testers: frozenset[int] = frozenset()
+    """This round's testers."""
+
+
+def make_view(state: State, me: int | None, index: dict[int, bytes], timed_out: bool) -> View:
+    """``index``: model id -> committed digest (``ModelBook.index``); ``timed_out``: the test
+    phase has timed out on chain (then anyone may fetch what testers may)."""
+    entitled: dict[bytes, set[int]] = defaultdict(set)
+    if me is not None and state.phase == Phase.COMMIT:
+        # a matched trainer may fetch the parent its pair names (from whoever holds it)
+        for trainer, pos in zip(state.pairs.trainer.tolist(), state.pairs.live_pos.tolist(), strict=True):
+            digest = index.get(int(state.live.model_id[pos]))
+            if digest is not None:
+                entitled[digest].add(int(trainer))
+    if me is not None and state.phase == Phase.TEST and state.roles is not None:
+        # after the commit block, the round's testers may fetch every committed model;
+        # once the phase has timed out on chain, anyone may (a volunteer produces the
+        # test block of a silent testing miner with scores of its own)
+        scorers = range(state.n_participants) if timed_out else state.roles.testers
+        for digest in state.commitments:
+            entitled[digest].update(int(t) for t in scorers)
+        if state.params.min_improvement is not None:  # the improvement rule scores the parents too
+            for model in state.live.model_id.tolist():
+                digest = index.get(int(model))
+                if digest is not None:
+                    entitled[digest].update(int(t) for t in scorers)
+    return View(
+        state.round,
+        state.phase,
+        tuple(state.keys),
+        me,
+        {d: frozenset(who) for d, who in entitled.items()},
+        frozenset(state.roles.testers.tolist()) if state.roles is not None else frozenset(),
+    )
