@@ -267,6 +267,7 @@ def _register_extensions() -> None:
     """Commands that live with their packages."""
     from derelayl.evm.cli import deploy
     from derelayl.experiments.cli import attacks, compare, experiment
+    from derelayl.explorer.cli import explorer
     from derelayl.node.cli import devnet, keys_app, node
     from derelayl.sim.cli import simulate
 
@@ -277,6 +278,7 @@ def _register_extensions() -> None:
     app.command()(deploy)
     app.command()(node)
     app.command()(devnet)
+    app.command()(explorer)
     app.add_typer(keys_app, name="keys")
 
 

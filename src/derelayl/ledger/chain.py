@@ -130,6 +130,13 @@ class Chain:
         """Replay and verify every stored block; raise at the first bad one. Checks links,
         hashes, signatures, the rules, the state root and ``minted - burned = balances +
         escrow`` at every block."""
+        chain = cls.start(ledger, on_block)
+        chain.catch_up(1, on_block)
+        return chain
+
+    @classmethod
+    def start(cls, ledger: Ledger, on_block: OnBlock | None = None) -> Chain:
+        """The chain at its verified genesis block, nothing after it applied yet."""
         if ledger.height() == 0:
             raise ChainIntegrityError(0, "empty chain: no genesis block")
         genesis = ledger.get(0)
@@ -140,16 +147,23 @@ class Chain:
         chain = cls(ledger, state, genesis.hash, genesis.hash)
         if on_block:
             on_block(genesis, None, None, state)
-        for height in range(1, ledger.height()):
+        return chain
+
+    def catch_up(self, start: int, on_block: OnBlock | None = None) -> int:
+        """Verify and apply the stored blocks from height ``start`` on (a reader following a
+        chain that another process writes calls it again with what it returned); the height
+        reached. Raises at the first bad block, with every block before it applied."""
+        end = self.ledger.height()
+        for height in range(start, end):
             try:
-                stored = ledger.get(height)
-                block, receipt = chain._apply(chain.state, stored, height)
+                stored = self.ledger.get(height)
+                block, receipt = self._apply(self.state, stored, height)
             except (DerelaylError, ValueError, KeyError, TypeError, RecursionError, OverflowError) as exc:
                 raise ChainIntegrityError(height, _reason(exc)) from exc
-            chain.head_hash = stored.hash
+            self.head_hash = stored.hash
             if on_block:
-                on_block(stored, block, receipt, chain.state)
-        return chain
+                on_block(stored, block, receipt, self.state)
+        return max(start, end)
 
     def _apply(self, state: State, stored: StoredBlock, height: int) -> tuple[Block, Receipt]:
         """Verify a stored block against ``state`` and apply it (mutates ``state``)."""

@@ -58,7 +58,10 @@ class SQLiteLedger(Ledger):
             if create:
                 self._db = sqlite3.connect(self.path, isolation_level=None)
             else:
-                self._db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None)
+                # (a reader may be followed from another thread than the one that opened it; callers
+                # serialise their calls, as the explorer's index does with its lock)
+                uri = f"{self.path.resolve().as_uri()}?mode=ro"
+                self._db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
             self._check_ours(create)
             if create:
                 self._db.execute("PRAGMA journal_mode=DELETE")
@@ -111,6 +114,11 @@ class SQLiteLedger(Ledger):
         self._height += 1
 
     def height(self) -> int:
+        return int(self._height)
+
+    def refresh(self) -> int:
+        """Re-count the stored blocks (a reader following a file another process appends to)."""
+        (self._height,) = self._db.execute("SELECT COUNT(*) FROM blocks").fetchone()
         return int(self._height)
 
     def get(self, height: int) -> StoredBlock:
