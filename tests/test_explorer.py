@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import shutil
 import sqlite3
 import subprocess
@@ -200,3 +201,56 @@ def test_the_live_view_advances_while_a_run_writes(browser, tmp_path: Path) -> N
         rows = page.locator("#timeline tr").count()
         assert len(seen) >= 3, seen  # the status moved while the run wrote, without a reload
         assert rows > 3
+
+
+def test_a_lazy_index_serves_while_it_catches_up(chain: Path) -> None:
+    """The command starts serving once the genesis block is verified; the rest is indexed in
+    steps while pages answer (and show how far it got)."""
+    with contextlib.ExitStack() as stack:
+        index = ChainIndex(chain, lazy=True)
+        stack.callback(index.close)
+        assert index.applied == 1 and index.indexing
+        http = serve(stack, make_app(index, follow_every=0.2))
+        first = http.get("/api/status").json()
+        deadline = time.monotonic() + 30
+        while index.indexing and time.monotonic() < deadline:
+            time.sleep(0.05)
+        done = http.get("/api/status").json()
+        assert first["height"] <= done["height"] == index.stored and done["indexing"] is None
+        assert done["settled_rounds"] == ROUNDS
+
+
+@pytest.mark.slow
+def test_the_live_view_follows_a_devnet_on_its_contract(browser, tmp_path: Path) -> None:
+    """A devnet's contract on anvil, read through its logs as ``verify`` does: the page's
+    round advances while the nodes play, without a reload."""
+    from derelayl.evm.node import anvil_path
+    from derelayl.evm.tools import open_node
+
+    if anvil_path() is None:
+        pytest.skip("needs anvil (scripts/setup with npm)")
+    out = tmp_path / "dev"
+    args = [sys.executable, "-m", "derelayl.cli", "devnet", "--nodes", "4", "--rounds", "30", "--out", str(out)]
+    devnet = subprocess.Popen(
+        [*args, "--quiet", "--base-port", "8980"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    with contextlib.ExitStack() as stack:
+        stack.callback(devnet.wait, 300)
+        stack.callback(devnet.terminate)
+        deadline = time.monotonic() + 120
+        while not (out / "devnet.json").is_file() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        record = json.loads((out / "devnet.json").read_text())
+        index = ChainIndex.of_contract(open_node(record["rpc"]), record["contract"])
+        stack.callback(index.close)
+        http = serve(stack, make_app(index, follow_every=0.2))
+        page = browser.new_page()
+        page.goto(f"{http.base_url}/")
+        rounds = set()
+        while time.monotonic() < deadline + 60 and len(rounds) < 3:
+            text = page.locator("#status").inner_text()
+            if text.startswith("round "):
+                rounds.add(int(text.split()[1]))
+            page.wait_for_timeout(300)
+        assert len(rounds) >= 3, rounds
+        assert index.bad is None and http.get("/api/status").json()["chain"].startswith("contract 0x")

@@ -14,10 +14,11 @@ nothing is fetched from elsewhere at run time.
 from __future__ import annotations
 
 import contextlib
+import functools
 import html
 import os
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ import numpy as np
 from fastapi import FastAPI
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
-from derelayl.explorer.index import ChainIndex, ModelRecord
+from derelayl.explorer.index import REASONS, ChainIndex, ModelRecord
 from derelayl.protocol.types import UNIT
 
 __all__ = ["VENDOR", "make_app", "vendor_dir"]
@@ -36,6 +37,8 @@ VENDOR = {
     "cytoscape.js": "cytoscape/dist/cytoscape.min.js",
 }
 MAX_LIMIT = 500
+STEP = 200
+"""Blocks indexed between two looks at the lock: pages answer while a long chain is indexed."""
 MAX_POINTS = 500
 
 
@@ -86,6 +89,17 @@ def _limit(value: int) -> int:
     return max(1, min(int(value), MAX_LIMIT))
 
 
+def _locked(index: ChainIndex, handler: Callable[..., Any]) -> Callable[..., Any]:
+    """``handler`` run while the index is not being extended (a consistent snapshot)."""
+
+    @functools.wraps(handler)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        with index.lock:
+            return handler(*args, **kwargs)
+
+    return run
+
+
 def make_app(index: ChainIndex, follow_every: float = 1.0) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -93,8 +107,10 @@ def make_app(index: ChainIndex, follow_every: float = 1.0) -> FastAPI:
         stop = threading.Event()
 
         def follow() -> None:
-            while not stop.wait(follow_every):
-                index.follow()
+            while not stop.is_set():
+                index.follow(limit=STEP)
+                if not index.indexing:
+                    stop.wait(follow_every)
 
         thread = threading.Thread(target=follow, name="follow", daemon=True)
         thread.start()
@@ -103,6 +119,9 @@ def make_app(index: ChainIndex, follow_every: float = 1.0) -> FastAPI:
         thread.join(5)
 
     app = FastAPI(title="derelayl explorer", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+
+    def api(path: str) -> Callable[[Callable[..., Any]], Any]:
+        return lambda handler: app.get(path)(_locked(index, handler))
 
     # ------------------------------------------------------------ pages
 
@@ -154,24 +173,26 @@ def make_app(index: ChainIndex, follow_every: float = 1.0) -> FastAPI:
 
     # ------------------------------------------------------------ API
 
-    @app.get("/api/status")
+    @api("/api/status")
     def status() -> dict[str, Any]:
         state = index.state
         last = index.rounds[-1] if index.rounds else None
         return {
-            "chain": str(index.path),
+            "chain": index.source,
             "height": len(index.blocks),
             "round": None if state is None else state.round,
             "phase": None if state is None else state.phase.name.lower(),
             "participants": None if state is None else state.n_participants,
             "head": index.blocks[-1]["hash"] if index.blocks else None,
             "settled_rounds": len(index.rounds),
+            "indexing": {"verified": index.applied, "stored": index.stored} if index.indexing else None,
             "last_round": last,
             "bad_block": None if index.bad is None else {"height": index.bad[0], "reason": index.bad[1]},
             "vendor": vendor_dir() is not None,
+            "node_unreachable": index.offline,
         }
 
-    @app.get("/api/rounds")
+    @api("/api/rounds")
     def rounds(before: int | None = None, limit: int = 20) -> dict[str, Any]:
         """Settled rounds, newest first, ``limit`` of them before round ``before``."""
         end = len(index.rounds) if before is None else max(0, min(before, len(index.rounds)))
@@ -182,24 +203,27 @@ def make_app(index: ChainIndex, follow_every: float = 1.0) -> FastAPI:
             out.append({**r, "blocks": [b for b in blocks if b["kind"] != "genesis"]})
         return {"rounds": out, "next_before": chosen[-1]["round"] if chosen and chosen[-1]["round"] > 0 else None}
 
-    @app.get("/api/block/{height}")
+    @api("/api/block/{height}")
     def block(height: int) -> Response:
         if not 0 <= height < len(index.blocks):
             return JSONResponse({"error": f"block {height} not found"}, status_code=404)
         return JSONResponse(index.blocks[height])
 
-    @app.get("/api/participant/{who}")
+    @api("/api/participant/{who}")
     def participant(who: int, models_offset: int = 0) -> Response:
         state = index.state
         if state is None or not 0 <= who < state.n_participants:
             return JSONResponse({"error": f"participant {who} not found"}, status_code=404)
-        series = [{"round": i, "coins": int(b[who]) / UNIT} for i, b in enumerate(index.balances)]
-        reasons = ("lineage", "miner", "refunds", "deposits")
-        totals = {k: sum(int(r[k][who]) for r in index.rewards) / UNIT for k in reasons}
+
+        def at(values: np.ndarray) -> int:  # (a participant that joined later has no earlier entries)
+            return int(values[who]) if who < values.size else 0
+
+        series = [{"round": i, "coins": at(b) / UNIT} for i, b in enumerate(index.balances)]
+        totals = {k: sum(at(r[k]) for r in index.rewards) / UNIT for k in REASONS}
         recent = [
-            {"round": i, **{k: int(v[who]) / UNIT for k, v in r.items()}}
+            {"round": i, **{k: at(v) / UNIT for k, v in r.items()}}
             for i, r in enumerate(index.rewards)
-            if any(int(v[who]) for v in r.values())
+            if any(at(v) for v in r.values())
         ][-50:][::-1]
         trained = [m for m in index.models.values() if m.trainer == who and m.round >= 0]
         return JSONResponse(
@@ -218,7 +242,7 @@ def make_app(index: ChainIndex, follow_every: float = 1.0) -> FastAPI:
             }
         )
 
-    @app.get("/api/model/{model_id}")
+    @api("/api/model/{model_id}")
     def model(model_id: int) -> Response:
         record = index.models.get(model_id)
         if record is None:
@@ -247,7 +271,7 @@ def make_app(index: ChainIndex, follow_every: float = 1.0) -> FastAPI:
             }
         )
 
-    @app.get("/api/leaderboard")
+    @api("/api/leaderboard")
     def leaderboard(limit: int = 20) -> dict[str, Any]:
         state = index.state
         if state is None:
@@ -264,12 +288,12 @@ def make_app(index: ChainIndex, follow_every: float = 1.0) -> FastAPI:
             ]
         }
 
-    @app.get("/api/series")
+    @api("/api/series")
     def series() -> dict[str, Any]:
         keep = ("round", "supply_coins", "gini", "pairs_per_live_model", "models", "selected")
         return {"rounds": _series([{k: r[k] for k in keep} for r in index.rounds])}
 
-    @app.get("/api/figures")
+    @api("/api/figures")
     def figures() -> dict[str, Any]:
         """The paper's two figures, from the chain: coins per participant (sorted) and how
         many versions behind the newest each participant's newest trained model is."""

@@ -1,12 +1,16 @@
 """What the explorer shows, gathered while it replays (and keeps following) a chain.
 
-``ChainIndex`` opens a local signed chain read-only and applies every block with the
-protocol core (``Chain.start`` / ``Chain.catch_up``: links, signatures, rules, state roots,
-money), recording as it goes: blocks, per-round figures, every participant's balance and
-rewards by reason per round, and every model (round, trainer, payee, parent, version,
-score, selected). ``follow()`` applies the blocks another process has appended since. A
-block that fails verification stops the index there: it is named, and nothing after it is
-shown. Nothing is written anywhere.
+``ChainIndex`` replays a ledger with the protocol core and records, as it goes: blocks,
+per-round figures, every participant's balance and rewards by reason per round, and every
+model (round, trainer, payee, parent, version, score, selected). Two sources:
+
+- a local signed chain, opened read-only (``Chain.start`` / ``Chain.catch_up``: links,
+  signatures, rules, state roots, money);
+- a contract on an Ethereum node (``ChainIndex.of_contract``: its logs replayed by
+  ``ContractClient``, as ``verify`` does).
+
+``follow()`` applies what was appended since. A block that fails verification stops the index
+there: it is named, and nothing after it is shown. Nothing is written anywhere.
 """
 
 from __future__ import annotations
@@ -14,22 +18,36 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from derelayl.errors import ChainIntegrityError
-from derelayl.ledger.base import StoredBlock
 from derelayl.ledger.chain import Chain
+from derelayl.ledger.client import ChainEvent
 from derelayl.ledger.sqlite import SQLiteLedger
-from derelayl.protocol.blocks import Block, CommitReceipt, DepositReceipt, SettleReceipt, TestReceipt
+from derelayl.protocol.blocks import (
+    CommitReceipt,
+    DepositReceipt,
+    Join,
+    SettleReceipt,
+    TestReceipt,
+    Transfer,
+)
 from derelayl.protocol.messages import block_messages
 from derelayl.protocol.state import State
 from derelayl.protocol.types import UNIT
 from derelayl.stats import gini
 
-__all__ = ["ChainIndex", "ModelRecord"]
+if TYPE_CHECKING:
+    from derelayl.evm.client import ContractClient
+
+__all__ = ["REASONS", "ChainIndex", "ModelRecord"]
+
+REASONS = ("lineage", "miner", "refunds", "deposits", "transfers")
+"""Why a participant's balance moved in a round: lineage rewards, miner items (block and
+co-tester rewards), deposits paid back, deposits paid, coins sent or received."""
 
 
 @dataclass
@@ -48,10 +66,13 @@ class ModelRecord:
 
 
 class ChainIndex:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path | None, lazy: bool = False, client: ContractClient | None = None) -> None:
+        """A local chain at ``path`` (``lazy``: verify its genesis block only; ``follow`` does
+        the rest), or a contract's ``client``."""
         self.path = path
         self.lock = threading.Lock()
-        self.ledger = SQLiteLedger(path, create=False)  # read-only; refuses a file that is not a chain
+        self.client = client
+        self.ledger = None if path is None else SQLiteLedger(path, create=False)  # read-only; refuses a non-chain
         self.blocks: list[dict[str, Any]] = []
         self.rounds: list[dict[str, Any]] = []
         self.models: dict[int, ModelRecord] = {0: ModelRecord(0, -1, 0, 0, -1, 0, selected=True)}
@@ -62,37 +83,83 @@ class ChainIndex:
         self.bad: tuple[int, str] | None = None
         self.chain: Chain | None = None
         self.applied = 0
+        self.stored = 0
+        self.offline: str | None = None
+        """Why the contract's node did not answer the last follow (None: it did)."""
         self._last: NDArray[np.int64] | None = None
         """Balances before the block being applied."""
         self._money: dict[str, NDArray[np.int64]] = {}
         """This round's units by reason, per participant, so far."""
         self._payee_of_trainer: dict[int, int] = {}
         self._pairs, self._live, self._committed = 0, 1, 0
-        self.follow()
+        if client is not None:
+            self.source = f"contract {client.address}"
+            client.history.on_event = self._on_event
+            self._on_block(_Stored(0, b""), None, None, client.state)  # the genesis, verified by the client
+        else:
+            self.source = str(path)
+        self.follow(limit=0 if lazy else None)
+
+    @classmethod
+    def of_contract(cls, node: Any, address: str) -> ChainIndex:
+        """The contract at ``address`` on an Ethereum ``node`` (``derelayl.evm.node``)."""
+        from derelayl.evm.client import ContractClient
+
+        return cls(None, client=ContractClient(node, address))
 
     # ------------------------------------------------------------ replay
 
-    def follow(self) -> int:
-        """Apply what was appended since the last call; the height verified so far."""
+    def follow(self, limit: int | None = None) -> int:
+        """Apply what was appended since the last call (at most ``limit`` blocks: a server
+        indexes a long chain in steps and answers in between); the height verified so far."""
         with self.lock:
             if self.bad is not None:
                 return self.applied
-            self.ledger.refresh()
+            if self.client is not None:
+                try:
+                    self.client.sync()
+                    self.offline = None
+                except ChainIntegrityError as exc:  # a log the rules refuse: nothing after it is shown
+                    self.bad = (len(self.blocks), str(exc))
+                except Exception as exc:  # the node is unreachable for now (web3 raises its own types)
+                    self.offline = f"{type(exc).__name__}: {str(exc)[:200]}"
+                self.applied = self.stored = len(self.blocks)
+                return self.applied
+            assert self.ledger is not None
+            self.stored = self.ledger.refresh()
             try:
                 if self.chain is None:
                     self.chain = Chain.start(self.ledger, self._on_block)
                     self.applied = 1
-                self.applied = self.chain.catch_up(self.applied, self._on_block)
+                self.applied = self.chain.catch_up(self.applied, self._on_block, limit)
             except ChainIntegrityError as exc:
                 self.bad = (exc.height, str(exc))
             return self.applied
 
     @property
+    def indexing(self) -> bool:
+        """Blocks are stored that are not verified and indexed yet."""
+        return self.bad is None and self.applied < self.stored
+
+    @property
     def state(self) -> State | None:
+        if self.client is not None:
+            return self.client.state
         return None if self.chain is None else self.chain.state
 
-    def _on_block(self, stored: StoredBlock, block: Block | None, receipt: Any, state: State) -> None:
+    def _on_event(self, event: ChainEvent, tx: bytes, state: State) -> None:
+        self._on_block(_Stored(len(self.blocks), tx), event.operation, event.receipt, state)
+
+    def _on_block(self, stored: Any, block: Any, receipt: Any, state: State) -> None:
         n = state.n_participants
+        if self._last is not None and self._last.size < n:  # keys joined: new participants start at 0
+            self._last = np.concatenate([self._last, np.zeros(n - self._last.size, np.int64)])
+            self._money = {k: np.concatenate([v, np.zeros(n - v.size, np.int64)]) for k, v in self._money.items()}
+        if isinstance(block, Join | Transfer):  # outside the round's blocks: not a reward
+            assert self._last is not None
+            self._money["transfers"] += state.balances - self._last
+            self._last = state.balances.copy()
+            return
         if block is None:  # genesis
             self.blocks.append(
                 {"height": 0, "round": 0, "kind": "genesis", "miner": 0, "items": n, "hash": stored.hash.hex()}
@@ -147,11 +214,9 @@ class ChainIndex:
             money["miner"] += miner
             money["refunds"] += delta - lineage - miner
             self._settled(block.round, receipt, state)
-        else:  # a transfer or a join: not a reward
-            money["deposits"] += 0
 
     def _new_round(self, n: int) -> None:
-        self._money = {k: np.zeros(n, np.int64) for k in ("lineage", "miner", "refunds", "deposits")}
+        self._money = {k: np.zeros(n, np.int64) for k in REASONS}
 
     def _settled(self, round_: int, receipt: SettleReceipt, state: State) -> None:
         for mid in receipt.selected_model.tolist():
@@ -187,4 +252,15 @@ class ChainIndex:
         return out
 
     def close(self) -> None:
-        self.ledger.close()
+        if self.ledger is not None:
+            self.ledger.close()
+        if self.client is not None:
+            self.client.close()
+
+
+@dataclass(frozen=True)
+class _Stored:
+    """Where a contract's operation sits: its position in the index and its transaction."""
+
+    height: int
+    hash: bytes

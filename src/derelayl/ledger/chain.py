@@ -149,11 +149,12 @@ class Chain:
             on_block(genesis, None, None, state)
         return chain
 
-    def catch_up(self, start: int, on_block: OnBlock | None = None) -> int:
-        """Verify and apply the stored blocks from height ``start`` on (a reader following a
-        chain that another process writes calls it again with what it returned); the height
-        reached. Raises at the first bad block, with every block before it applied."""
-        end = self.ledger.height()
+    def catch_up(self, start: int, on_block: OnBlock | None = None, limit: int | None = None) -> int:
+        """Verify and apply the stored blocks from height ``start`` on, at most ``limit`` of
+        them (a reader following a chain that another process writes calls it again with what
+        it returned); the height reached. Raises at the first bad block, with every block
+        before it applied."""
+        end = self.ledger.height() if limit is None else min(self.ledger.height(), start + limit)
         for height in range(start, end):
             try:
                 stored = self.ledger.get(height)

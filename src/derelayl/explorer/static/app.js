@@ -23,7 +23,8 @@ function chart(id, config) {
 let lastHeight = -1;
 async function status() {
   const s = await get("/api/status");
-  document.getElementById("status").textContent = `round ${s.round} · ${s.phase} · height ${s.height}`;
+  const indexing = s.indexing ? ` · indexing ${s.indexing.verified} of ${s.indexing.stored} blocks` : "";
+  document.getElementById("status").textContent = `round ${s.round} · ${s.phase} · height ${s.height}${indexing}`;
   const bad = document.getElementById("bad");
   if (s.bad_block) {
     bad.hidden = false;
@@ -66,8 +67,8 @@ const pages = {
     const t = p.rewards_total;
     main.innerHTML = `<h2>Participant #${p.participant}</h2><div class="cards">${card("coins", coins(p.coins))}${card("models trained", p.models_trained)}${card("selected", p.models_selected)}${card("paid for models", p.paid_for_models)}${card("blocks mined", p.blocks_mined)}</div>` +
       `<canvas id="balance"></canvas>` +
-      `<h3>Rewards by reason (coins)</h3><div id="rewards">${table(["lineage", "miner items", "refunds", "deposits"], [[coins(t.lineage), coins(t.miner), coins(t.refunds), coins(t.deposits)]])}` +
-      table(["round", "lineage", "miner items", "refunds", "deposits"], p.rewards_recent.map((r) => [r.round, coins(r.lineage), coins(r.miner), coins(r.refunds), coins(r.deposits)])) + `</div>` +
+      `<h3>Rewards by reason (coins)</h3><div id="rewards">${table(["lineage", "miner items", "refunds", "deposits", "transfers"], [[coins(t.lineage), coins(t.miner), coins(t.refunds), coins(t.deposits), coins(t.transfers)]])}` +
+      table(["round", "lineage", "miner items", "refunds", "deposits", "transfers"], p.rewards_recent.map((r) => [r.round, coins(r.lineage), coins(r.miner), coins(r.refunds), coins(r.deposits), coins(r.transfers)])) + `</div>` +
       `<h3>Models trained</h3>` + table(["model", "round", "score", "selected", "children"], p.models.map((m) => [link("model", m.id), m.round, esc(m.score), m.selected ? "yes" : "no", m.children]));
     chart("balance", { type: "line", data: { labels: p.balance.map((b) => b.round), datasets: [{ label: "balance (coins)", data: p.balance.map((b) => b.coins) }] } });
   },
