@@ -109,8 +109,8 @@ def make_app(index: ChainIndex, follow_every: float = 1.0) -> FastAPI:
         def follow() -> None:
             while not stop.is_set():
                 index.follow(limit=STEP)
-                if not index.indexing:
-                    stop.wait(follow_every)
+                # (between steps, a short pause lets requests waiting for the index lock in)
+                stop.wait(0.02 if index.indexing else follow_every)
 
         thread = threading.Thread(target=follow, name="follow", daemon=True)
         thread.start()
@@ -225,7 +225,7 @@ def make_app(index: ChainIndex, follow_every: float = 1.0) -> FastAPI:
             for i, r in enumerate(index.rewards)
             if any(at(v) for v in r.values())
         ][-50:][::-1]
-        trained = [m for m in index.models.values() if m.trainer == who and m.round >= 0]
+        trained = index.trained.get(who, [])
         return JSONResponse(
             {
                 "participant": who,
@@ -235,10 +235,10 @@ def make_app(index: ChainIndex, follow_every: float = 1.0) -> FastAPI:
                 "rewards_total": totals,
                 "rewards_recent": recent,
                 "models_trained": len(trained),
-                "models_selected": sum(m.selected for m in trained),
-                "paid_for_models": sum(1 for m in index.models.values() if m.payee == who and m.round >= 0),
-                "blocks_mined": sum(1 for b in index.blocks if b["miner"] == who and b["kind"] != "genesis"),
-                "models": [_model(m) for m in trained[models_offset : models_offset + 100]],
+                "models_selected": index.selected_by[who],
+                "paid_for_models": index.paid_for[who],
+                "blocks_mined": index.mined[who],
+                "models": [_model(index.models[m]) for m in trained[::-1][models_offset : models_offset + 100]],
             }
         )
 
@@ -277,13 +277,9 @@ def make_app(index: ChainIndex, follow_every: float = 1.0) -> FastAPI:
         if state is None:
             return {"participants": []}
         order = np.argsort(-state.balances, kind="stable")[: _limit(limit)]
-        trained: dict[int, int] = {}
-        for m in index.models.values():
-            if m.selected and m.round >= 0:
-                trained[m.trainer] = trained.get(m.trainer, 0) + 1
         return {
             "participants": [
-                {"participant": p, "coins": int(state.balances[p]) / UNIT, "models_selected": trained.get(p, 0)}
+                {"participant": p, "coins": int(state.balances[p]) / UNIT, "models_selected": index.selected_by[p]}
                 for p in order.tolist()
             ]
         }

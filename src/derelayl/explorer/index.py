@@ -16,6 +16,7 @@ there: it is named, and nothing after it is shown. Nothing is written anywhere.
 from __future__ import annotations
 
 import threading
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -80,6 +81,13 @@ class ChainIndex:
         """Per settled round: every participant's balance after it (units)."""
         self.rewards: list[dict[str, NDArray[np.int64]]] = []
         """Per settled round: units received by reason (lineage, miner, deposits and refunds)."""
+        self.mined: Counter[int] = Counter()
+        """Blocks each participant produced."""
+        self.trained: defaultdict[int, list[int]] = defaultdict(list)
+        """Model ids each participant trained, oldest first."""
+        self.selected_by: Counter[int] = Counter()
+        self.paid_for: Counter[int] = Counter()
+        """Models each participant is the lineage payee of."""
         self.bad: tuple[int, str] | None = None
         self.chain: Chain | None = None
         self.applied = 0
@@ -168,6 +176,7 @@ class ChainIndex:
             self._new_round(n)
             return
         assert self._last is not None
+        self.mined[int(block.miner)] += 1
         delta = state.balances - self._last
         self._last = state.balances.copy()
         money = self._money
@@ -199,6 +208,8 @@ class ChainIndex:
             ):
                 payee = self._payee_of_trainer.get(trainer, 0)
                 self.models[mid] = ModelRecord(mid, block.round, trainer, payee, parent, state.round + 1)
+                self.trained[trainer].append(mid)
+                self.paid_for[payee] += 1
                 if parent in self.models:
                     self.models[parent].children.append(mid)
         elif isinstance(receipt, TestReceipt):
@@ -222,6 +233,7 @@ class ChainIndex:
         for mid in receipt.selected_model.tolist():
             if mid in self.models:
                 self.models[mid].selected = True
+                self.selected_by[self.models[mid].trainer] += 1
         self.balances.append(state.balances.copy())
         self.rewards.append(self._money)
         self.rounds.append(
