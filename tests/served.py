@@ -26,3 +26,35 @@ def serve(stack: contextlib.ExitStack, app: Any) -> httpx.Client:
         time.sleep(0.01)
     port = server.servers[0].sockets[0].getsockname()[1]
     return stack.enter_context(httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30.0))
+
+
+def node_on_anvil(stack: contextlib.ExitStack, name: str, spec: Any, seed: int, home: Any) -> tuple[Any, ...]:
+    """A contract on a fresh anvil for ``spec.of`` funded participants, and participant 0's
+    ``Node`` as ``runner.run_node`` builds it (without signals or its loop): (anvil, keys,
+    the other participants' client, node). Everything closes with ``stack``."""
+    from dataclasses import replace
+
+    from derelayl.evm.client import ContractClient
+    from derelayl.evm.node import ANVIL_DEV_KEY, anvil
+    from derelayl.evm.signing import EvmKey, derive_evm_keys
+    from derelayl.node.core import Node
+    from derelayl.node.peers import PeerBook
+    from derelayl.node.runner import _brain_factory, genesis_digest
+    from derelayl.protocol.params import preset
+
+    chain = anvil()
+    stack.callback(chain.close)
+    keys = derive_evm_keys(name, spec.of)
+    chain.fund([k.address for k in keys])
+    client = ContractClient.deploy(
+        chain,
+        replace(preset("reference"), phase_timeout=40),
+        seed.to_bytes(32, "big"),
+        [k.public for k in keys],
+        EvmKey(ANVIL_DEV_KEY),
+        mix_randomness=False,
+        genesis_model=genesis_digest(spec),
+    )
+    node = Node(keys[0], home, chain, client.address, _brain_factory(spec, seed), PeerBook([]))
+    stack.callback(node.peers.close)
+    return chain, keys, client, node

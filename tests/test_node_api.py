@@ -18,8 +18,7 @@ import hashlib
 import json
 import socket
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
@@ -32,22 +31,20 @@ from hypothesis import strategies as st
 from derelayl.agents import Agent, LatentBrain
 from derelayl.errors import MalformedError
 from derelayl.evm.client import ContractClient
-from derelayl.evm.node import ANVIL_DEV_KEY, anvil, anvil_path
 from derelayl.evm.node import Node as EvmNode
+from derelayl.evm.node import anvil_path
 from derelayl.evm.signing import EvmKey, EvmSigner, compute_domain, derive_evm_keys
 from derelayl.learning.data import case_digest
 from derelayl.learning.latent import LatentTrainer
 from derelayl.node.api import MAX_BODY, make_app
 from derelayl.node.core import Node
-from derelayl.node.peers import PeerBook
-from derelayl.node.runner import DataSpec, _brain_factory, genesis_digest
+from derelayl.node.runner import DataSpec
 from derelayl.node.wire import MAX_SCORES, FetchRequest, cases_from_blob, message_from_json, message_to_json
 from derelayl.protocol.messages import BidMessage, CommitMessage, JoinMessage, Message, ScoresMessage, Signed
-from derelayl.protocol.params import preset
 from derelayl.protocol.state import State
 from derelayl.protocol.types import Phase
 from derelayl.runtime.driver import RoundDriver
-from served import serve
+from served import node_on_anvil, serve
 
 N, SEED = 8, 42
 SPEC = DataSpec(0, N, SEED)
@@ -104,23 +101,7 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
     if anvil_path() is None:
         pytest.skip("needs anvil (scripts/setup with npm)")
     with contextlib.ExitStack() as stack:
-        chain = anvil()
-        stack.callback(chain.close)
-        keys = derive_evm_keys("node-api", N)
-        chain.fund([k.address for k in keys])
-        client = ContractClient.deploy(
-            chain,
-            replace(preset("reference"), phase_timeout=40),
-            SEED.to_bytes(32, "big"),
-            [k.public for k in keys],
-            EvmKey(ANVIL_DEV_KEY),
-            mix_randomness=False,
-            genesis_model=genesis_digest(SPEC),
-        )
-        # participant 0's node as ``runner.run_node`` builds it, without signals or its loop
-        home: Path = tmp_path_factory.mktemp("node0")
-        node = Node(keys[0], home, chain, client.address, _brain_factory(SPEC, SEED), PeerBook([]))
-        stack.callback(node.peers.close)
+        chain, keys, client, node = node_on_anvil(stack, "node-api", SPEC, SEED, tmp_path_factory.mktemp("node0"))
         node.brain.shard.owner = 0
         http = serve(stack, make_app(node))
         agents = [Agent(client.signer(k), LatentBrain(LatentTrainer(seed=1))) for k in keys]

@@ -7,26 +7,21 @@ from __future__ import annotations
 import contextlib
 import hashlib
 from collections.abc import Iterator
-from dataclasses import replace
-from pathlib import Path
 
 import httpx
 import pytest
 
 pytest.importorskip("tenseal")
 
-from derelayl.evm.client import ContractClient
-from derelayl.evm.node import ANVIL_DEV_KEY, anvil, anvil_path
-from derelayl.evm.signing import EvmKey, EvmSigner, derive_evm_keys
+from derelayl.evm.node import anvil_path
+from derelayl.evm.signing import EvmKey, EvmSigner
 from derelayl.learning.serialization import weights_to_bytes
 from derelayl.node.api import make_app
 from derelayl.node.core import Node
 from derelayl.node.fhe import MAX_QUERY_BYTES
-from derelayl.node.peers import PeerBook
-from derelayl.node.runner import DataSpec, _brain_factory, genesis_digest
+from derelayl.node.runner import DataSpec
 from derelayl.node.wire import FetchRequest
-from derelayl.protocol.params import preset
-from served import serve
+from served import node_on_anvil, serve
 
 N, SEED = 4, 7
 SPEC = DataSpec(0, N, SEED, fhe=True)
@@ -37,22 +32,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Node, htt
     if anvil_path() is None:
         pytest.skip("needs anvil (scripts/setup with npm)")
     with contextlib.ExitStack() as stack:
-        chain = anvil()
-        stack.callback(chain.close)
-        keys = derive_evm_keys("node-fhe", N)
-        chain.fund([k.address for k in keys])
-        client = ContractClient.deploy(
-            chain,
-            replace(preset("reference"), phase_timeout=40),
-            SEED.to_bytes(32, "big"),
-            [k.public for k in keys],
-            EvmKey(ANVIL_DEV_KEY),
-            mix_randomness=False,
-            genesis_model=genesis_digest(SPEC),
-        )
-        home: Path = tmp_path_factory.mktemp("fhe-node")
-        node = Node(keys[0], home, chain, client.address, _brain_factory(SPEC, SEED), PeerBook([]))
-        stack.callback(node.peers.close)
+        _, keys, _, node = node_on_anvil(stack, "node-fhe", SPEC, SEED, tmp_path_factory.mktemp("fhe-node"))
         assert node.fhe is not None and node.brain.fhe is not None
         # participant 0 encrypts a model of its own, as it does when it commits
         weights = node.models.load(node.models.index[0])
