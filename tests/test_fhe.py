@@ -222,3 +222,16 @@ def test_fhe_needs_a_model_it_can_score_and_says_which(tmp_path: Path) -> None:
     result = runner.invoke(app, ["devnet", "--fhe", "maybe", "--out", str(tmp_path / "d")])
     assert result.exit_code == 2 and "--fhe must be on or off" in result.output
     assert not (tmp_path / "d").exists()
+
+
+def test_a_settled_rounds_ciphertexts_are_pruned_and_keys_kept(trained) -> None:
+    weights, _, _ = trained
+    models = MemoryModelStore()
+    fhe = FheScoring(models, lambda d: weights, MemoryModelStore())
+    kept, _ = fhe.commit(1, weights, models.put(weights_to_bytes(weights, {"n": 1})))
+    gone, _ = fhe.commit(2, weights, models.put(weights_to_bytes(weights, {"n": 2})))
+    named = {c: read_manifest(models.get(c)) for c in (kept, gone)}
+    assert fhe.prune([kept]) == 1
+    assert fhe.store.has(bytes.fromhex(named[kept]["ciphertext"]))
+    assert not fhe.store.has(bytes.fromhex(named[gone]["ciphertext"]))
+    assert all(fhe.store.has(bytes.fromhex(m["key"])) for m in named.values())  # keys stay

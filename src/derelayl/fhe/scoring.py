@@ -254,7 +254,7 @@ class FheScoring:
                 wanted.add(bytes.fromhex(manifest["ciphertext"]))
         removed = 0
         for digest in self.store.digests():
-            if digest not in wanted and self.store.get(digest)[:8] == b"DRLFHE1\n":  # (keys are TenSEAL contexts)
+            if digest not in wanted and self.store.peek(digest, 8) == b"DRLFHE1\n":  # (keys are TenSEAL contexts)
                 self.store.discard(digest)
                 removed += 1
         return removed

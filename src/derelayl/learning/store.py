@@ -45,6 +45,10 @@ class ModelStore(ABC):
         """Forget a blob (encrypted models a settled round no longer needs)."""
 
     @abstractmethod
+    def peek(self, digest: bytes, n: int) -> bytes:
+        """The first ``n`` bytes, unverified: to tell kinds of blobs apart, never to use them."""
+
+    @abstractmethod
     def _write(self, digest: bytes, data: bytes) -> None: ...
 
     @abstractmethod
@@ -63,6 +67,9 @@ class MemoryModelStore(ModelStore):
 
     def discard(self, digest: bytes) -> None:
         self._blobs.pop(digest, None)
+
+    def peek(self, digest: bytes, n: int) -> bytes:
+        return self._blobs[digest][:n]
 
     def _write(self, digest: bytes, data: bytes) -> None:
         self._blobs[digest] = data
@@ -89,6 +96,10 @@ class DirModelStore(ModelStore):
 
     def discard(self, digest: bytes) -> None:
         self.path(digest).unlink(missing_ok=True)
+
+    def peek(self, digest: bytes, n: int) -> bytes:
+        with self.path(digest).open("rb") as f:
+            return f.read(n)
 
     def _atomic(self, path: Path, data: bytes) -> None:
         write_atomic(path, data)
