@@ -80,7 +80,7 @@ class ChainIndex:
         self.balances: list[NDArray[np.int64]] = []
         """Per settled round: every participant's balance after it (units)."""
         self.rewards: list[dict[str, NDArray[np.int64]]] = []
-        """Per settled round: units received by reason (lineage, miner, deposits and refunds)."""
+        """Per settled round: units received by reason (``REASONS``), per participant."""
         self.mined: Counter[int] = Counter()
         """Blocks each participant produced."""
         self.trained: defaultdict[int, list[int]] = defaultdict(list)
