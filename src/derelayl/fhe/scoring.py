@@ -162,13 +162,6 @@ class FheScoring:
         text = json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()
         return self.models_store.put(MANIFEST_MAGIC + text), len(encrypted)
 
-    def answer(self, me: int, commitment: bytes, query: bytes) -> NDArray[np.float64]:
-        """A node's answer to a tester's query about one of ``me``'s own commitments."""
-        manifest = self.manifest(commitment)
-        if manifest is None or manifest["trainer"] != me:
-            raise FheError(f"commitment {commitment.hex()[:16]} is not an encrypted model of participant {me}")
-        return self.decrypt(me, manifest, query)
-
     def decrypt(self, trainer: int, manifest: dict[str, Any], query: bytes) -> NDArray[np.float64]:
         """What the trainer of a committed model answers a tester's query with."""
         plain = QuadMLP.from_weights(self.load_plain(bytes.fromhex(manifest["model"])))
