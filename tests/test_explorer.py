@@ -111,8 +111,15 @@ def test_a_corrupted_chain_is_shown_up_to_the_first_bad_block(chain: Path, tmp_p
         assert len(index.blocks) == 22 and all(b["height"] < 22 for b in index.blocks)
     finally:
         index.close()
-    result = CliRunner().invoke(app, ["explorer", "--chain", str(tmp_path / "none.sqlite")])
-    assert result.exit_code == 2 and "error:" in result.output and "no such chain file" in result.output
+    for args, reason in [
+        (["--chain", str(tmp_path / "none.sqlite")], "no such chain file"),
+        ([], "give --chain PATH"),
+        (["--rpc", "http://127.0.0.1:1"], "needs both --rpc URL and --contract"),
+        (["--chain", str(copy), "--port", "0"], "--port must be in 1..65535"),
+    ]:
+        result = CliRunner().invoke(app, ["explorer", *args])
+        assert result.exit_code == 2 and "error:" in result.output and reason in result.output, result.output
+        assert "Traceback" not in result.output
 
 
 def test_the_index_follows_a_chain_another_process_extends(tmp_path: Path) -> None:

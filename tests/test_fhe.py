@@ -218,10 +218,17 @@ def test_fhe_needs_a_model_it_can_score_and_says_which(tmp_path: Path) -> None:
         parse_config(raw)
     raw["model"] = {"hidden": [16], "activation": "quad"}
     assert parse_config(raw).methods["derelayl"]["fhe"] is True
+    raw["methods"]["derelayl"]["fhe"] = "yes"
+    with pytest.raises(ConfigError, match="fhe"):
+        parse_config(raw)
     runner = CliRunner()
     result = runner.invoke(app, ["devnet", "--fhe", "maybe", "--out", str(tmp_path / "d")])
     assert result.exit_code == 2 and "--fhe must be on or off" in result.output
     assert not (tmp_path / "d").exists()
+    node = ["node", "--key", str(tmp_path / "k"), "--rpc", "http://127.0.0.1:1", "--contract", "0x0"]
+    result = runner.invoke(app, [*node, "--data", "digits:0/4", "--fhe", "maybe", "--home", str(tmp_path / "h")])
+    assert result.exit_code == 2 and "--fhe must be on or off" in result.output
+    assert not (tmp_path / "h").exists()
 
 
 def test_a_settled_rounds_ciphertexts_are_pruned_and_keys_kept(trained) -> None:

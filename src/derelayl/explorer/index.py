@@ -70,7 +70,6 @@ class ChainIndex:
     def __init__(self, path: Path | None, lazy: bool = False, client: ContractClient | None = None) -> None:
         """A local chain at ``path`` (``lazy``: verify its genesis block only; ``follow`` does
         the rest), or a contract's ``client``."""
-        self.path = path
         self.lock = threading.Lock()
         self.client = client
         self.ledger = None if path is None else SQLiteLedger(path, create=False)  # read-only; refuses a non-chain
