@@ -127,7 +127,7 @@ def test_attacks_command_writes_the_table(tmp_path: Path) -> None:
     results = json.loads((tmp_path / "a" / "results.json").read_text())
     rows = {(r["attack"], r["method"]) for r in results["table"]}
     assert ("free_rider", "relay (improvement rule)") in rows and ("lying_tester", "fedavg (trimmed mean)") in rows
-    assert len(results["runs"]) == 2 * 3 * 6  # seeds x (none + 2 kinds) x methods
+    assert len(results["runs"]) == 2 * 3 * 7  # seeds x (none + 2 kinds) x methods
     free = next(r for r in results["table"] if r["attack"] == "free_rider" and r["method"] == "relay (faithful)")
     assert 0 <= free["reward_share"][0] <= 1 and free["seeds"] == 2
     report = (tmp_path / "a" / "report.md").read_text()

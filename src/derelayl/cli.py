@@ -65,6 +65,13 @@ def run(
     pooled_cases: Annotated[
         bool | None, typer.Option("--pooled-cases/--no-pooled-cases", help="Testers score on all testers' cases.")
     ] = None,
+    copy_rule: Annotated[
+        bool | None,
+        typer.Option(
+            "--copy-rule/--no-copy-rule",
+            help="Copy rule (needs --min-improvement): a child must also beat the live model it predicts most like.",
+        ),
+    ] = None,
     fhe: Annotated[
         str,
         typer.Option(
@@ -93,6 +100,7 @@ def run(
             min_improvement=min_improvement,
             testers=testers,
             pooled_cases=pooled_cases,
+            copy_rule=copy_rule,
             fhe=on_off(fhe, "--fhe"),
         )
         config.validate()  # bad options stop here, before the progress display or any file

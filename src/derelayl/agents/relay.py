@@ -37,6 +37,7 @@ from derelayl.learning.serialization import Weights, model_digest, param_bytes, 
 from derelayl.learning.setup import LearningSetup
 from derelayl.learning.store import ModelStore
 from derelayl.learning.torch_models import TorchEvaluator, TorchTrainer, TrainConfig, average
+from derelayl.protocol.copies import COPY_RULE_NOT_ENCRYPTED, apply_copy_rule
 from derelayl.protocol.state import State
 
 __all__ = ["ModelBook", "RelayBrain", "Traffic", "relay_brains", "share_cases"]
@@ -225,9 +226,31 @@ class RelayBrain:
         digests = list(state.commitments)
         if state.params.min_improvement is not None:
             digests += [self.models.digest_of(int(m)) for m in state.live.model_id.tolist()]
-        scores = np.array([self._correct(state, me, i, d, x, y) for i, d in enumerate(digests)], dtype=np.int64)
+        if state.params.copy_rule:
+            scores = self._copy_rule_scores(state, digests, x, y)
+        else:
+            scores = np.array([self._correct(state, me, i, d, x, y) for i, d in enumerate(digests)], dtype=np.int64)
         self.traffic.test_cases += case_bytes(x, y)
         return digest, scores
+
+    def _copy_rule_scores(self, state: State, digests: list[bytes], x: NDArray[np.float32], y: I64) -> I64:
+        """Scores under the copy rule (``derelayl.protocol.copies``): the committed models',
+        then the live models' (the improvement rule is on)."""
+        if self.fhe is not None:
+            raise ModelError(COPY_RULE_NOT_ENCRYPTED)
+        self.traffic.trainer_to_tester += len(digests) * self.models.model_bytes
+        preds = np.stack([self.evaluator.predict(self.models.load(d), x) for d in digests])
+        scores = (preds == y[None, :]).sum(axis=1).astype(np.int64)
+        n = len(state.commitments)
+        position = {
+            int(t): int(p) for t, p in zip(state.pairs.trainer.tolist(), state.pairs.live_pos.tolist(), strict=True)
+        }
+        parents = np.array([position[int(o)] for o in state.commits.owner.tolist()], dtype=np.int64)
+        assert state.params.min_improvement is not None
+        children, _ = apply_copy_rule(
+            scores[:n], scores[n:], preds[:n], preds[n:], parents, state.params.min_improvement
+        )
+        return np.concatenate([children, scores[n:]])
 
     def _correct(self, state: State, me: int, i: int, digest: bytes, x: NDArray[np.float32], y: I64) -> int:
         """The score of one model: in the clear, or encrypted if it was committed that way."""

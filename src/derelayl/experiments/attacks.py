@@ -35,24 +35,35 @@ from derelayl.errors import ConfigError
 from derelayl.experiments.config import ExperimentConfig, relay_params
 from derelayl.experiments.relay import run_derelayl
 from derelayl.folders import FolderLock, save_figure, write_atomic
-from derelayl.protocol.params import Params
+from derelayl.protocol.params import MAX_TESTERS, Params
 from derelayl.stats import format_interval as _pm
 from derelayl.stats import interval
 
-__all__ = ["DEFENCES", "LAST", "check_options", "run_attacks"]
+__all__ = ["DEFENCES", "LAST", "POOLED_TESTERS", "check_options", "defences", "run_attacks"]
 
 LAST = 10
 """Rounds averaged for a run's accuracy."""
-DEFENCES: dict[str, dict[str, Any]] = {
-    "relay (faithful)": {},
-    "relay (improvement rule)": {"min_improvement": 1},
-    "relay (improvement rule, 3 testers)": {"min_improvement": 1, "testers": 3},
-    "relay (improvement rule, 5 testers, pooled cases)": {"min_improvement": 1, "testers": 5, "pooled_cases": True},
-}
-"""Protocol parameters of each relay arm, on top of the config's: a child must beat its parent
-by one test case (the improvement rule); several testers score each model (median); with
-pooled cases every tester scores on all testers' cases, so honest ones agree exactly, and a
-tester off the medians is not paid."""
+POOLED_TESTERS = 5
+
+
+def defences(testers: int = POOLED_TESTERS) -> dict[str, dict[str, Any]]:
+    """Protocol parameters of each relay arm, on top of the config's: a child must beat its
+    parent by one test case (the improvement rule); several testers score each model (median);
+    with pooled cases every tester (``testers`` of them) scores on all testers' cases, so honest
+    ones agree exactly, and a tester off the medians is not paid; with the copy rule a child
+    must also beat the live model whose predictions it shares most
+    (``derelayl.protocol.copies``)."""
+    pooled = {"min_improvement": 1, "testers": testers, "pooled_cases": True}
+    return {
+        "relay (faithful)": {},
+        "relay (improvement rule)": {"min_improvement": 1},
+        "relay (improvement rule, 3 testers)": {"min_improvement": 1, "testers": 3},
+        f"relay (improvement rule, {testers} testers, pooled cases)": pooled,
+        "relay (all of the above, copy rule)": {**pooled, "copy_rule": True},
+    }
+
+
+DEFENCES = defences()
 FEDAVG = ("fedavg", "fedavg (trimmed mean)")
 Progress = Callable[[str], None]
 
@@ -65,18 +76,21 @@ def run_attacks(
     seeds: tuple[int, ...] = (0, 1, 2),
     kinds: tuple[str, ...] = KINDS,
     rounds: int = 50,
+    testers: int = POOLED_TESTERS,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
-    check_options(share, kinds, rounds)
+    check_options(share, kinds, rounds, testers)
     with FolderLock(out_dir, "derelayl attacks"):
-        return _run(config, out_dir, share, seeds, kinds, rounds, progress or (lambda _: None))
+        return _run(config, out_dir, share, seeds, kinds, rounds, defences(testers), progress or (lambda _: None))
 
 
-def check_options(share: float, kinds: tuple[str, ...], rounds: int) -> None:
+def check_options(share: float, kinds: tuple[str, ...], rounds: int, testers: int = POOLED_TESTERS) -> None:
     if not (math.isfinite(share) and 0 < share <= 0.5):
         raise ConfigError(f"--share must be in (0, 0.5], got {share}")
     if not 1 <= rounds <= 10_000:
         raise ConfigError(f"--rounds must be in 1..10000, got {rounds}")
+    if not 2 <= testers <= MAX_TESTERS:
+        raise ConfigError(f"--testers must be in 2..{MAX_TESTERS}, got {testers}")
     unknown = sorted(set(kinds) - set(KINDS))
     if unknown or not kinds:
         raise ConfigError(f"--kinds: unknown {', '.join(unknown) or 'none given'}; choose from {', '.join(KINDS)}")
@@ -89,6 +103,7 @@ def _run(
     seeds: tuple[int, ...],
     kinds: tuple[str, ...],
     rounds: int,
+    arms: dict[str, dict[str, Any]],
     say: Progress,
 ) -> dict[str, Any]:
     from derelayl.experiments.runner import build_experiment_setup
@@ -107,7 +122,7 @@ def _run(
         for kind in ("none", *kinds):
             shares = {} if kind == "none" else {kind: share}
             group = assign(n, shares, seed)
-            for method, extra in DEFENCES.items():
+            for method, extra in arms.items():
                 params = Params.from_dict({**base.to_dict(), **extra})
                 curve = run_derelayl(setup, params, seed, rounds=rounds, adversaries=shares, measure_backdoor=True)
                 runs.append(_summary(curve, method, kind, seed, group))
@@ -115,16 +130,16 @@ def _run(
                 trim = share if method != "fedavg" else 0.0
                 curve = run_fedavg(setup, fed_rounds, seed, kinds=group, trim=trim, measure=backdoor)
                 runs.append(_summary(curve, method, kind, seed, group))
-            arms = runs[-(len(DEFENCES) + len(FEDAVG)) :]
-            say(f"seed {seed}, {kind}: " + ", ".join(f"{r['method']} {r['accuracy']:.3f}" for r in arms))
-    table = _table(runs, kinds)
+            done = runs[-(len(arms) + len(FEDAVG)) :]
+            say(f"seed {seed}, {kind}: " + ", ".join(f"{r['method']} {r['accuracy']:.3f}" for r in done))
+    table = _table(runs, kinds, tuple(arms))
     results = {
         "config": config.resolved(),
         "share": share,
         "seeds": list(seeds),
         "relay_rounds": rounds,
         "fedavg_rounds": fed_rounds,
-        "defences": DEFENCES,
+        "defences": arms,
         "last_rounds_averaged": LAST,
         "table": table,
         "runs": runs,
@@ -167,13 +182,13 @@ def _share(balances: list[float], members: list[int]) -> float:
     return sum(balances[p] for p in members) / total if total else 0.0
 
 
-def _table(runs: list[dict[str, Any]], kinds: tuple[str, ...]) -> list[dict[str, Any]]:
+def _table(runs: list[dict[str, Any]], kinds: tuple[str, ...], arms: tuple[str, ...]) -> list[dict[str, Any]]:
     """One row per (attack, method): means and intervals over seeds, losses against the honest
     run of the same method and seed."""
     honest = {(r["method"], r["seed"]): r for r in runs if r["attack"] == "none"}
     rows = []
     for kind in ("none", *kinds):
-        for method in (*DEFENCES, *FEDAVG):
+        for method in (*arms, *FEDAVG):
             mine = [r for r in runs if r["attack"] == kind and r["method"] == method]
             row: dict[str, Any] = {"attack": kind, "method": method, "seeds": len(mine)}
             row["accuracy"] = interval([r["accuracy"] for r in mine])
@@ -201,7 +216,8 @@ def render(results: dict[str, Any]) -> str:
         "rounds; mean ± 95% interval over seeds. Loss is against the same method and seed with nobody "
         "dishonest. Relay arms: "
         + "; ".join(
-            f"{m}: " + (", ".join(f"{k} = {v}" for k, v in p.items()) or "reference") for m, p in DEFENCES.items()
+            f"{m}: " + (", ".join(f"{k} = {v}" for k, v in p.items()) or "reference")
+            for m, p in results["defences"].items()
         )
         + ".",
         "",

@@ -43,6 +43,7 @@ def attacks(
         typer.Option(help="Kinds, comma-separated: free_rider, copier, label_flip, backdoor, lying_tester, or all."),
     ] = "all",
     rounds: Annotated[int, typer.Option(help="Relay rounds per run.")] = 50,
+    testers: Annotated[int, typer.Option(help="Testers per round in the pooled-cases arms (2..16).")] = 5,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress lines.")] = False,
 ) -> None:
     """Each kind of dishonest participant against the relay (faithful and defended) and FedAvg
@@ -55,7 +56,7 @@ def attacks(
 
     try:
         chosen = KINDS if kinds == "all" else tuple(k.strip() for k in kinds.split(",") if k.strip())
-        check_options(share, chosen, rounds)
+        check_options(share, chosen, rounds, testers)
         chosen_seeds = parse_seeds(seeds)
         cfg = load_config(config)
         results = run_attacks(
@@ -65,6 +66,7 @@ def attacks(
             seeds=chosen_seeds,
             kinds=chosen,
             rounds=rounds,
+            testers=testers,
             progress=None if quiet else lambda line: console.print(line),
         )
     except DerelaylError as exc:

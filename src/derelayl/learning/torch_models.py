@@ -186,6 +186,10 @@ class TorchEvaluator:
         return self.correct(model, x, y) / max(int(y.size), 1)
 
     def correct(self, model: Weights, x: NDArray[np.float32], y: NDArray[np.int64]) -> int:
+        return int((self.predict(model, x) == y).sum())
+
+    def predict(self, model: Weights, x: NDArray[np.float32]) -> NDArray[np.int64]:
+        """The class the model puts each case in."""
         if self._module is None:
             self._module = self.factory()
         net = self._module
@@ -195,5 +199,4 @@ class TorchEvaluator:
             raise ModelError(f"model does not fit the model spec: {exc}") from exc
         net.eval()
         with torch.no_grad():
-            pred = net(torch.from_numpy(np.ascontiguousarray(x))).argmax(dim=1).numpy()
-        return int((pred == y).sum())
+            return net(torch.from_numpy(np.ascontiguousarray(x))).argmax(dim=1).numpy().astype(np.int64)

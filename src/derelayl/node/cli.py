@@ -108,6 +108,9 @@ def devnet(
     pooled_cases: Annotated[
         bool, typer.Option(help="Testers score on all testers' cases (fetched from their nodes).")
     ] = False,
+    copy_rule: Annotated[
+        bool, typer.Option(help="Copy rule (needs --min-improvement): a child must also beat its nearest live model.")
+    ] = False,
     fhe: Annotated[str, typer.Option(help="on: testers score encrypted models (CKKS; quad-activation MLP).")] = "off",
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress display.")] = False,
 ) -> None:
@@ -131,6 +134,7 @@ def devnet(
         min_improvement=min_improvement,
         testers=testers,
         pooled_cases=pooled_cases,
+        copy_rule=copy_rule,
         fhe=fhe == "on",
     )
 

@@ -39,6 +39,7 @@ from derelayl.folders import FolderLock, write_atomic
 from derelayl.node.keys import load_key, new_key
 from derelayl.node.runner import DataSpec, genesis_digest
 from derelayl.protocol.blocks import SettleBlock
+from derelayl.protocol.copies import COPY_RULE_NOT_ENCRYPTED
 from derelayl.protocol.params import Params, preset
 from derelayl.protocol.state import State
 from derelayl.protocol.types import UNIT, format_units
@@ -71,6 +72,8 @@ class DevnetConfig:
     testers: int = 1
     pooled_cases: bool = False
     """Testers score on all testers' cases, fetched from their nodes."""
+    copy_rule: bool = False
+    """Testers apply the copy rule (``derelayl.protocol.copies``)."""
     fhe: bool = False
     """Encrypted scoring between the nodes (``derelayl.node.fhe``)."""
 
@@ -81,6 +84,7 @@ class DevnetConfig:
             min_improvement=self.min_improvement,
             testers=self.testers,
             pooled_cases=self.pooled_cases,
+            copy_rule=self.copy_rule,
         )
 
     def data_spec(self, shard: int = 0) -> DataSpec:
@@ -110,6 +114,8 @@ class DevnetConfig:
         self.params()  # the rules' own checks of the protocol options
         if not 0 < self.block_time <= 60:
             raise ConfigError(f"--block-time must be in (0, 60] seconds, got {self.block_time}")
+        if self.fhe and self.copy_rule:
+            raise ConfigError(COPY_RULE_NOT_ENCRYPTED)
         if self.fhe and self.task != "digits":
             from derelayl.fhe.scoring import check_model
 

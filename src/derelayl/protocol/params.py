@@ -30,7 +30,7 @@ REWARD_SCHEMES: tuple[RewardScheme, ...] = ("lineage", "decay", "capped")
 LineagePayee = Literal["model_owner", "trainer"]
 LINEAGE_PAYEES: tuple[LineagePayee, ...] = ("model_owner", "trainer")
 _INT_FIELDS = ("k", "test_cases", "testers")
-_OPTIONAL = {"min_improvement": None, "pooled_cases": False, "min_trainer_bid": 0}
+_OPTIONAL = {"min_improvement": None, "pooled_cases": False, "min_trainer_bid": 0, "copy_rule": False}
 """Parameters added after chains existed: left out of ``to_dict`` while at these defaults."""
 MAX_TESTERS = 16
 MAX_AMOUNT = 2**62
@@ -126,6 +126,13 @@ class Params:
     """Blocks (of the ledger's clock) after which any registered participant may produce a phase
     the drawn miner has not produced, and is paid its item rewards. None (reference): only the
     drawn miner ever may."""
+    copy_rule: bool = False
+    """How honest testers score (against copiers; needs ``min_improvement``): a child is
+    compared with the live model whose predictions on the round's cases differ from its own
+    in the fewest cases (its parent on a tie). If that is not its parent, the child must beat
+    that model by ``min_improvement`` as well, or its testers score it 0. A scoring rule like
+    the count of correct cases itself: the chain sees only the scores, and the median of
+    several testers enforces it. False (reference): scores are the counts."""
     extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -140,7 +147,7 @@ class Params:
                 raise ConfigError(f"{name} must be an integer, got {value!r}")
         if self.cap is not None and (not isinstance(self.cap, int) or isinstance(self.cap, bool)):
             raise ConfigError(f"cap must be an integer, got {self.cap!r}")
-        for name in ("encryption_miner_holds_models", "trainer_holds_parent", "pooled_cases"):
+        for name in ("encryption_miner_holds_models", "trainer_holds_parent", "pooled_cases", "copy_rule"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if self.phase_timeout is not None and (
@@ -171,6 +178,8 @@ class Params:
             raise ConfigError(
                 f"min_improvement must be an integer in 1..{MAX_AMOUNT} or absent, got {self.min_improvement!r}"
             )
+        if self.copy_rule and self.min_improvement is None:
+            raise ConfigError("copy_rule needs min_improvement (testers must score the live models)")
         if self.phase_timeout is not None and self.phase_timeout > MAX_COUNT:
             raise ConfigError(f"phase_timeout must be at most {MAX_COUNT} blocks, got {self.phase_timeout}")
         if not 1 <= self.testers <= MAX_TESTERS:
@@ -203,7 +212,7 @@ class Params:
         return n_commits + (n_live if self.min_improvement is not None else 0)
 
     def to_dict(self) -> dict[str, Any]:
-        """Every parameter by name; ``min_improvement``, ``pooled_cases`` and ``min_trainer_bid`` only when set
+        """Every parameter by name; the ``_OPTIONAL`` ones (added later) only when set
         (chains made before they existed name every other parameter, and stay valid)."""
         out: dict[str, Any] = {}
         for f in dataclasses.fields(self):

@@ -29,6 +29,7 @@ from derelayl.ledger.chain import Chain
 from derelayl.ledger.client import ChainClient, LocalChainClient
 from derelayl.ledger.crypto import KeyPair, derive_keys, sha256
 from derelayl.ledger.sqlite import SQLiteLedger
+from derelayl.protocol.copies import COPY_RULE_NOT_ENCRYPTED
 from derelayl.protocol.params import Params, preset
 from derelayl.protocol.state import State
 from derelayl.protocol.types import UNIT, Phase, format_units
@@ -84,13 +85,19 @@ class RunConfig:
     """The improvement rule's margin on top of the preset (None: the preset's)."""
     testers: int | None = None
     pooled_cases: bool | None = None
+    copy_rule: bool | None = None
     fhe: bool = False
     """Testers score encrypted models (CKKS, ``derelayl.fhe``); the model must be a
     one-hidden-layer MLP with the ``quad`` activation (the digits task switches to it)."""
 
     def params(self) -> Params:
         """The preset, with the options given on top of it."""
-        given = {"min_improvement": self.min_improvement, "testers": self.testers, "pooled_cases": self.pooled_cases}
+        given = {
+            "min_improvement": self.min_improvement,
+            "testers": self.testers,
+            "pooled_cases": self.pooled_cases,
+            "copy_rule": self.copy_rule,
+        }
         changed = {k: v for k, v in given.items() if v is not None}
         base = preset(self.preset)
         return Params.from_dict({**base.to_dict(), **changed}) if changed else base
@@ -120,6 +127,12 @@ class RunConfig:
             raise ConfigError("--rpc needs --ledger evm")
         if self.fhe and self.task == "latent":
             raise ConfigError("--fhe on needs real models (--task digits or a config .toml); latent has none")
+        if self.copy_rule and self.task == "latent":
+            raise ConfigError(
+                "--copy-rule compares models' predictions: it needs real models (--task digits or a .toml)"
+            )
+        if self.copy_rule and self.fhe:
+            raise ConfigError(COPY_RULE_NOT_ENCRYPTED)
 
 
 def run_seed(seed: int) -> bytes:

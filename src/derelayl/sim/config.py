@@ -284,6 +284,8 @@ def resolve_config(
         **protocol_overrides(flag_protocol, "--"),
     }
     params = Params.from_dict(protocol, base=preset(name))
+    if params.copy_rule:
+        raise ConfigError("protocol.copy_rule compares real models' predictions; latent models have none")
     if "scheme" in merged:
         schemes = parse_schemes(merged.pop("scheme"))
     else:
