@@ -5,8 +5,9 @@
 @notice The same rule set as the Python core (src/derelayl/protocol/transition.py), check for
         check; tests/test_contract_differential.py runs random action sequences through both and
         compares balances, escrow, roles, owners, selected models, versions and rejections.
-        The coin is an ERC-20 (6 decimals = the core's integer units). Each revert reason starts
-        with the name of the core's exception class (RoleError: ..., BalanceError: ...).
+        The coin is an ERC-20 (6 decimals = the core's integer units). Each revert reason is the
+        name of the core's exception class and a number (RoleError: 23); the numbers are spelled
+        out in src/derelayl/evm/reasons.py, which the client applies (code size: EIP-170).
 @dev    Costs that do not grow with lineage depth: lineage rewards above the most recent common
         ancestor of the live models are paid lazily (a per-participant count of trunk models
         times an accumulator, like staking rewards), so a settlement walks only the unmerged
@@ -155,6 +156,14 @@ event CommitLogged:
     r: bytes32
     s: bytes32
 
+event CommitPosted:
+    round: indexed(uint256)
+    participant: uint256
+    digest: bytes32
+    v: uint8
+    r: bytes32
+    s: bytes32
+
 event FheKey:
     round: indexed(uint256)
     key: Bytes[MAX_FHE_KEY]
@@ -225,6 +234,11 @@ pair_of: HashMap[uint256, uint256]         # (round + 1) << 32 | pair position, 
 # commitments: trainer | pair_pos << 32 | (score + 2**63) << 64
 commits: DynArray[uint256, MAX_ITEMS]
 digests: DynArray[bytes32, MAX_ITEMS]
+# commitments posted straight to the contract this commit phase: participant / digest -> round + 1
+posted: HashMap[uint256, bytes32]
+posted_round: HashMap[uint256, uint256]
+posted_digest_round: HashMap[bytes32, uint256]
+n_posted: uint256
 
 # lineage: level -> position -> payee | parent_pos << 32 ; levels below trunk_top are folded
 level_size: HashMap[uint256, uint256]
@@ -238,11 +252,11 @@ trunk_top: uint256
 
 @deploy
 def __init__(p: Params, seed: bytes32, keys: DynArray[address, MAX_PARTICIPANTS], mix_randomness: bool, params_json: String[4096], genesis_model: bytes32):
-    assert len(keys) >= 2, "ConfigError: a network needs at least 2 participants"
-    assert p.k >= 1 and p.test_cases >= 1 and p.testers >= 1 and p.testers <= MAX_TESTERS, "ConfigError: k, test_cases, testers"
-    assert p.select_den > 0 and p.select_num > 0 and p.select_num <= p.select_den, "ConfigError: select_fraction"
-    assert p.cap_den > 0 and p.cap_num > 0 and p.cap_num < p.cap_den, "ConfigError: cap_fraction"
-    assert p.scheme <= 2 and len(p.multipliers) >= 1, "ConfigError: reward scheme"
+    assert len(keys) >= 2, "ConfigError: 1"
+    assert p.k >= 1 and p.test_cases >= 1 and p.testers >= 1 and p.testers <= MAX_TESTERS, "ConfigError: 2"
+    assert p.select_den > 0 and p.select_num > 0 and p.select_num <= p.select_den, "ConfigError: 3"
+    assert p.cap_den > 0 and p.cap_num > 0 and p.cap_num < p.cap_den, "ConfigError: 4"
+    assert p.scheme <= 2 and len(p.multipliers) >= 1, "ConfigError: 5"
     self.params = p
     self.mix_randomness = mix_randomness
     self.domain = keccak256(abi_encode(keccak256("derelayl/2"), chain.id, self))
@@ -289,7 +303,7 @@ def transfer(receiver: address, amount: uint256) -> bool:
 @external
 def transferFrom(sender: address, receiver: address, amount: uint256) -> bool:
     allowed: uint256 = self.allowance[sender][msg.sender]
-    assert allowed >= amount, "BalanceError: amount above the allowance"
+    assert allowed >= amount, "BalanceError: 6"
     self._transfer(sender, receiver, amount)
     if allowed != max_value(uint256):
         self.allowance[sender][msg.sender] = allowed - amount
@@ -308,10 +322,10 @@ def _transfer(sender: address, receiver: address, amount: uint256):
     # Verify both ends are registered participants (the coin's supply lives in the protocol state)
     s: uint256 = self.index_plus_one[sender]
     r: uint256 = self.index_plus_one[receiver]
-    assert s != 0, "UnknownParticipantError: sender is not a registered participant"
-    assert r != 0, "UnknownParticipantError: recipient is not a registered participant"
-    assert amount <= convert(max_value(int64), uint256), "MalformedError: amount out of range"
-    self._debit(s - 1, amount, "BalanceError: transfer above the sender's balance")
+    assert s != 0, "UnknownParticipantError: 7"
+    assert r != 0, "UnknownParticipantError: 8"
+    assert amount <= convert(max_value(int64), uint256), "MalformedError: 9"
+    self._debit(s - 1, amount, "BalanceError: 10")
     self.stored[r - 1] += amount
     log Transfer(sender=sender, receiver=receiver, value=amount)
 
@@ -327,10 +341,10 @@ def register():
 
 @internal
 def _register(key: address, direct: bool):
-    assert key != empty(address), "MalformedError: the zero address cannot register"
-    assert self.index_plus_one[key] == 0, "DuplicateError: key already registered"
+    assert key != empty(address), "MalformedError: 11"
+    assert self.index_plus_one[key] == 0, "DuplicateError: 12"
     i: uint256 = self.n_participants
-    assert i < MAX_PARTICIPANTS, "MalformedError: participant limit reached"
+    assert i < MAX_PARTICIPANTS, "MalformedError: 13"
     self.key_of[i] = key
     self.index_plus_one[key] = i + 1
     self.n_participants = i + 1
@@ -355,7 +369,7 @@ def deposit(round: uint256, trainer_bids: DynArray[Bid, MAX_ITEMS], mo_bids: Dyn
         # Verify trainer bids are listed highest first, equal bids in the round's auction-key order
         key: uint256 = self._key(AUCTION, b.participant)
         if i > 0:
-            assert prev_amount > b.amount or (prev_amount == b.amount and prev_key < key), "MalformedError: trainer bids are not in canonical order"
+            assert prev_amount > b.amount or (prev_amount == b.amount and prev_key < key), "MalformedError: 14"
         prev_amount = b.amount
         prev_key = key
     seen = empty(uint256[WORDS])
@@ -367,7 +381,7 @@ def deposit(round: uint256, trainer_bids: DynArray[Bid, MAX_ITEMS], mo_bids: Dyn
         # Verify model-owner bids are listed in the order of the live models their bidders hold
         pos: uint256 = self.owner_pos[b.participant] & M32
         if i > 0:
-            assert prev_pos < pos, "MalformedError: model-owner bids are not in the order of the live models"
+            assert prev_pos < pos, "MalformedError: 15"
         prev_pos = pos
 
     # Apply: match (trainer bid i -> owner bid i // k), escrow, pay the miner, register.
@@ -379,8 +393,8 @@ def deposit(round: uint256, trainer_bids: DynArray[Bid, MAX_ITEMS], mo_bids: Dyn
         t: Bid = trainer_bids[i]
         m: Bid = mo_bids[i // k]
         pos: uint256 = self.owner_pos[m.participant] & M32
-        self._debit(t.participant, t.amount, "BalanceError: trainer deposit")
-        self._debit(m.participant, m.amount, "BalanceError: owner deposit")
+        self._debit(t.participant, t.amount, "BalanceError: 16")
+        self._debit(m.participant, m.amount, "BalanceError: 17")
         self.pairs.append(pos | (m.participant << 32) | (t.participant << 64) | (m.amount << 96) | (t.amount << 160))
         self.pair_of[t.participant] = tag | i
         total += t.amount + m.amount
@@ -390,36 +404,63 @@ def deposit(round: uint256, trainer_bids: DynArray[Bid, MAX_ITEMS], mo_bids: Dyn
     self._pay_miner(miner, self.params.reward_per_deposit * n_pairs)
     for j: JoinItem in joins:
         message: bytes32 = keccak256(abi_encode(self.domain, TAG_JOIN, j.key))
-        assert self._signer(message, j.v, j.r, j.s) == j.key, "SignatureError: join not signed by its key"
+        assert self._signer(message, j.v, j.r, j.s) == j.key, "SignatureError: 18"
         self._register(j.key, False)
         log JoinLogged(key=j.key, v=j.v, r=j.r, s=j.s)
     self._end_block(round, DEPOSIT, miner)
 
 
 @external
+def post(round: uint256, c: Commitment):
+    """A matched trainer's signed commitment, straight to the contract in the commit phase (anyone
+    may send it): the round's commit block must carry it, so no miner can leave it out."""
+    assert round == self.round and self.phase == COMMIT, "PhaseError: 19"
+    self._check_commitment(round, c)
+    assert self.posted_round[c.participant] != round + 1, "DuplicateError: 20"
+    assert self.posted_digest_round[c.digest] != round + 1, "DuplicateError: 21"
+    self.posted[c.participant] = c.digest
+    self.posted_round[c.participant] = round + 1
+    self.posted_digest_round[c.digest] = round + 1
+    self.n_posted += 1
+    log CommitPosted(round=round, participant=c.participant, digest=c.digest, v=c.v, r=c.r, s=c.s)
+
+
+@internal
+def _check_commitment(round: uint256, c: Commitment) -> uint256:
+    """The pair position of a commitment's trainer, if it is matched this round and signed it."""
+    assert c.participant < self.n_participants, "UnknownParticipantError: 22"
+    stamp: uint256 = self.pair_of[c.participant]
+    assert stamp & ~M32 == (round + 1) << 32, "RoleError: 23"
+    message: bytes32 = keccak256(abi_encode(self.domain, TAG_COMMIT, round, c.digest))
+    assert self._signer(message, c.v, c.r, c.s) == self.key_of[c.participant], "SignatureError: 24"
+    return stamp & M32
+
+
+@external
 def commit(round: uint256, commitments: DynArray[Commitment, MAX_ITEMS], fhe_public_key: Bytes[MAX_FHE_KEY]):
     """Matched trainers commit to their new models, in pair order, before any test case is known."""
     miner: uint256 = self._verify_header(round, COMMIT)
-    tag: uint256 = (round + 1) << 32
     n: uint256 = len(commitments)
     prev_pair: uint256 = 0
+    carried: uint256 = 0
     for i: uint256 in range(n, bound=MAX_ITEMS):
         c: Commitment = commitments[i]
-        # Verify each committer is a trainer matched this round
-        assert c.participant < self.n_participants, "UnknownParticipantError: commitment from unknown participant"
-        stamp: uint256 = self.pair_of[c.participant]
-        assert stamp & ~M32 == tag, "RoleError: committer was not matched as a trainer this round"
+        # Verify each committer is a trainer matched this round, and signed its commitment
+        pair: uint256 = self._check_commitment(round, c)
         # Verify pair order (so no trainer commits twice) and no repeated digest
-        pair: uint256 = stamp & M32
         if i > 0:
-            assert prev_pair != pair, "DuplicateError: a trainer committed twice"
-            assert prev_pair < pair, "MalformedError: commitments are not in the order of the pairs"
+            assert prev_pair != pair, "DuplicateError: 25"
+            assert prev_pair < pair, "MalformedError: 26"
         prev_pair = pair
         for j: uint256 in range(i, bound=MAX_ITEMS):
-            assert commitments[j].digest != c.digest, "DuplicateError: duplicate commitment digest"
-        message: bytes32 = keccak256(abi_encode(self.domain, TAG_COMMIT, round, c.digest))
-        assert self._signer(message, c.v, c.r, c.s) == self.key_of[c.participant], "SignatureError: commitment not signed by its trainer"
+            assert commitments[j].digest != c.digest, "DuplicateError: 27"
+        if self.posted_round[c.participant] == round + 1:
+            assert self.posted[c.participant] == c.digest, "MalformedError: 28"
+            carried += 1
         log CommitLogged(round=round, participant=c.participant, digest=c.digest, v=c.v, r=c.r, s=c.s)
+    # Verify the block carries every commitment posted straight to the contract
+    assert carried == self.n_posted, "MalformedError: 28"
+    self.n_posted = 0
 
     self.commits = []
     self.digests = []
@@ -445,14 +486,14 @@ def test(round: uint256, n_test_cases: uint256, test_cases_digest: bytes32, scor
     if self.params.min_improvement > 0:
         m = n + len(self.live)
     # Verify the required number of test cases
-    assert n_test_cases == self.params.test_cases, "MalformedError: wrong number of test cases"
+    assert n_test_cases == self.params.test_cases, "MalformedError: 29"
     # Verify one score per commitment (and per live model)
-    assert len(scores) == m, "MalformedError: one score per committed model"
+    assert len(scores) == m, "MalformedError: 30"
     # Verify one report from each co-tester drawn this round, in role order; once the phase has
     # timed out, a silent co-tester's report may be missing (it forfeits its reward)
     timed: bool = self._timed_out()
     expected: uint256 = len(self.co_testers)
-    assert timed or len(co_testers) == expected, "RoleError: co-tester reports do not match the round's co-testers"
+    assert timed or len(co_testers) == expected, "RoleError: 31"
     at: uint256 = 0
     for i: uint256 in range(len(co_testers), bound=MAX_TESTERS):
         found: bool = False
@@ -463,10 +504,10 @@ def test(round: uint256, n_test_cases: uint256, test_cases_digest: bytes32, scor
                 found = True
                 at += 1
                 break
-            assert timed, "RoleError: co-tester reports do not match the round's co-testers"
+            assert timed, "RoleError: 31"
             at += 1
-        assert found, "RoleError: co-tester reports do not match the round's co-testers"
-    assert len(co_scores) == m * len(co_testers), "MalformedError: co-tester gave the wrong number of scores"
+        assert found, "RoleError: 31"
+    assert len(co_scores) == m * len(co_testers), "MalformedError: 32"
     log ScoresLogged(round=round, tester=miner, n_test_cases=n_test_cases, digest=test_cases_digest, scores=scores, v=0, r=empty(bytes32), s=empty(bytes32))
     for i: uint256 in range(len(co_testers), bound=MAX_TESTERS):
         c: CoTester = co_testers[i]
@@ -474,7 +515,7 @@ def test(round: uint256, n_test_cases: uint256, test_cases_digest: bytes32, scor
         for j: uint256 in range(m, bound=MAX_ITEMS):
             own.append(co_scores[i * m + j])
         message: bytes32 = keccak256(abi_encode(self.domain, TAG_SCORES, round, c.digest, keccak256(abi_encode(own))))
-        assert self._signer(message, c.v, c.r, c.s) == self.key_of[c.tester], "SignatureError: co-tester scores not signed by the co-tester"
+        assert self._signer(message, c.v, c.r, c.s) == self.key_of[c.tester], "SignatureError: 33"
         log ScoresLogged(round=round, tester=c.tester, n_test_cases=n_test_cases, digest=c.digest, scores=own, v=c.v, r=c.r, s=c.s)
 
     t: uint256 = len(co_testers) + 1
@@ -582,15 +623,15 @@ def settle(round: uint256):
 def _verify_header(round: uint256, phase: uint256) -> uint256:
     """The miner's participant index, if it may produce this phase's block now."""
     # Verify the block belongs to the current round and phase
-    assert round == self.round, "PhaseError: block for another round"
-    assert phase == self.phase, "PhaseError: block out of phase"
+    assert round == self.round, "PhaseError: 34"
+    assert phase == self.phase, "PhaseError: 35"
     # Verify the block comes from the miner drawn for it, or from any participant once the phase has timed out
     expected: uint256 = self.block_miners[phase]
     i: uint256 = self.index_plus_one[msg.sender]
     if i != 0 and i - 1 == expected:
         return expected
-    assert self._timed_out(), "WrongMinerError: block not produced by the drawn miner"
-    assert i != 0, "UnknownParticipantError: block produced by an unknown participant"
+    assert self._timed_out(), "WrongMinerError: 36"
+    assert i != 0, "UnknownParticipantError: 37"
     return i - 1
 
 
@@ -604,23 +645,23 @@ def _timed_out() -> bool:
 @internal
 def _check_bid(b: Bid, seen: uint256[WORDS], per: uint256, owner: bool, round: uint256) -> uint256[WORDS]:
     # Verify the bidder is registered, holds the role this round, and bids once
-    assert b.participant < self.n_participants, "UnknownParticipantError: bid from unknown participant"
+    assert b.participant < self.n_participants, "UnknownParticipantError: 38"
     role: uint256 = 0
     if owner:
-        assert self.owner_pos[b.participant] >> 32 == round + 1, "RoleError: bidder is not a model owner this round"
+        assert self.owner_pos[b.participant] >> 32 == round + 1, "RoleError: 39"
         role = 1
     else:
-        assert self._is_trainer(b.participant), "RoleError: bidder is not a trainer this round"
+        assert self._is_trainer(b.participant), "RoleError: 40"
     word: uint256 = b.participant // 256
     bit: uint256 = 1 << (b.participant % 256)
-    assert seen[word] & bit == 0, "DuplicateError: participant bid twice"
+    assert seen[word] & bit == 0, "DuplicateError: 41"
     out: uint256[WORDS] = seen
     out[word] = seen[word] | bit
     # Verify the amount is covered by the bidder's balance (per times for model owners)
-    assert b.amount <= self._balance(b.participant) // per, "BalanceError: bid above balance"
-    assert owner or b.amount >= self.params.min_trainer_bid, "BalanceError: trainer bid below the minimum deposit"
+    assert b.amount <= self._balance(b.participant) // per, "BalanceError: 42"
+    assert owner or b.amount >= self.params.min_trainer_bid, "BalanceError: 43"
     message: bytes32 = keccak256(abi_encode(self.domain, TAG_BID, round, role, b.amount))
-    assert self._signer(message, b.v, b.r, b.s) == self.key_of[b.participant], "SignatureError: bid not signed by its bidder"
+    assert self._signer(message, b.v, b.r, b.s) == self.key_of[b.participant], "SignatureError: 44"
     return out
 
 

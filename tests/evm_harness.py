@@ -21,8 +21,8 @@ from derelayl.evm.compare import contract_snapshot, differences, state_snapshot
 from derelayl.evm.node import Node, TxFailed
 from derelayl.evm.signing import EvmKey, EvmSigner, derive_evm_keys
 from derelayl.protocol import Params, initialize_state
-from derelayl.protocol.blocks import Block, Join, Operation, Transfer
-from derelayl.protocol.messages import JoinMessage, Proposal, block_messages
+from derelayl.protocol.blocks import Block, Join, Operation, PostedCommitment, Transfer
+from derelayl.protocol.messages import CommitMessage, JoinMessage, Proposal, block_messages
 from derelayl.protocol.state import State
 from derelayl.protocol.transition import process_operation
 
@@ -66,7 +66,10 @@ class Pair:
 
     def apply(self, op: Operation, what: str) -> tuple[str, str]:
         """Apply to both; record a mismatch of outcome or of state. Returns the outcomes."""
-        if not isinstance(op, Join | Transfer):
+        if isinstance(op, PostedCommitment):  # signed by its trainer (a stranger for unknown ones)
+            message = CommitMessage(op.round, op.trainer, op.digest)
+            op = dataclasses.replace(op, signature=self._signer_of_index(op.trainer).sign(message))
+        elif not isinstance(op, Join | Transfer):
             op = dataclasses.replace(op, time=self.node.block_number() + 1, randomness=b"")
         candidate = self.ref.copy()
         try:
@@ -81,7 +84,7 @@ class Pair:
             raise AssertionError(f"outcomes differ at {what}: rules {ours}, contract {theirs}")
         if ours == "ok":
             self.ref = candidate
-            if isinstance(op, Join | Transfer):
+            if isinstance(op, Join | Transfer | PostedCommitment):
                 return ours, theirs  # compared with the next block's state (views are slow on py-evm)
             diff = differences(state_snapshot(self.ref), contract_snapshot(self.client.contract))
             if diff:
@@ -96,6 +99,8 @@ class Pair:
                 self.client.send(op, sender)
             elif isinstance(op, Transfer):
                 self.client.send(op, self._signer_of_index(op.sender))
+            elif isinstance(op, PostedCommitment):  # anyone may send it: the signature is the trainer's
+                self.client.send(op, self._signer_of_index(0))
             else:
                 self.client.submit(self.proposal(op), self._signer_of_index(op.miner))
         except TxFailed as exc:

@@ -198,7 +198,7 @@ def play(pair: Pair, data: st.DataObject, phases: int) -> None:
     for _ in range(phases):
         s = pair.ref
         # operations outside blocks, now and then
-        extra = data.draw(st.sampled_from(["none", "none", "transfer", "join", "late"]), label="extra")
+        extra = data.draw(st.sampled_from(["none", "none", "transfer", "join", "late", "post"]), label="extra")
         if extra == "transfer":
             sender = data.draw(st.integers(0, s.n_participants - 1), label="sender")
             recipient = data.draw(st.integers(0, s.n_participants + 1), label="recipient")
@@ -208,6 +208,14 @@ def play(pair: Pair, data: st.DataObject, phases: int) -> None:
             pair.apply(Join(pair.newcomer().public), "direct join")  # type: ignore[union-attr]
         s = pair.ref  # the state after any transfer or join
         honest = population.next_block(s)
+        if extra == "post":  # a commitment straight to the chain (refused outside the commit phase)
+            if isinstance(honest, CommitBlock) and honest.commitments:
+                i = data.draw(st.integers(0, len(honest.commitments) - 1), label="posted")
+                post = blocks.PostedCommitment(s.round, int(honest.trainers[i]), honest.commitments[i])
+            else:
+                post = blocks.PostedCommitment(s.round, data.draw(st.integers(0, s.n_participants + 1)), bytes(32))
+            pair.apply(post, f"round {s.round} {s.phase.name.lower()}: posted commitment")
+            s = pair.ref
         if isinstance(honest, DepositBlock):
             variants = deposit_variants(pair, honest)
         elif isinstance(honest, CommitBlock):
@@ -403,3 +411,34 @@ def test_a_trainer_bid_below_the_minimum_deposit_is_refused_by_both(fastest_node
     below = dataclasses.replace(honest, trainer_bids=Bids(honest.trainer_bids.participant, low))
     assert pair.apply(below, "a bid below the minimum") == ("BalanceError", "BalanceError")
     assert pair.apply(honest, "honest") == ("ok", "ok") and not pair.mismatches
+
+
+def test_a_commitment_posted_to_the_chain_cannot_be_left_out_by_the_miner(fastest_node: Node) -> None:
+    # Prepare: a commit phase with at least two matched trainers and the honest block
+    pair = Pair(fastest_node, Params(k=2, test_cases=5), participants=10, seed=8)
+    population = LatentPopulation(LatentTrainer(seed=8))
+    while pair.ref.phase != Phase.COMMIT or len(population.next_block(pair.ref).commitments) < 2:
+        assert pair.ref.round < 30
+        pair.apply(population.next_block(pair.ref), "honest")
+    honest = population.next_block(pair.ref)
+    assert isinstance(honest, blocks.CommitBlock)
+    r, t, d = pair.ref.round, int(honest.trainers[0]), honest.commitments[0]
+    outsider = next(p for p in range(pair.ref.n_participants) if p not in pair.ref.pairs.trainer.tolist())
+    # Execute: the trainer posts its commitment straight to the chain; bad posts are refused
+    assert pair.apply(blocks.PostedCommitment(r, t, d), "post") == ("ok", "ok")
+    assert pair.apply(blocks.PostedCommitment(r, t, d), "post again") == ("DuplicateError", "DuplicateError")
+    other = int(honest.trainers[1])
+    assert pair.apply(blocks.PostedCommitment(r, other, d), "same digest") == ("DuplicateError", "DuplicateError")
+    assert pair.apply(blocks.PostedCommitment(r, outsider, bytes(32)), "not a trainer") == ("RoleError", "RoleError")
+    assert pair.apply(blocks.PostedCommitment(r + 1, other, bytes(32)), "other round") == ("PhaseError", "PhaseError")
+    # Assert: a block that leaves the posted commitment out, or swaps its digest, is refused by
+    # both; the honest block is accepted, and the posted trainer's model is committed
+    omitting = dataclasses.replace(honest, trainers=honest.trainers[1:], commitments=honest.commitments[1:])
+    assert pair.apply(omitting, "omits the posted one") == ("MalformedError", "MalformedError")
+    swapped = dataclasses.replace(honest, commitments=(bytes(32), *honest.commitments[1:]))
+    assert pair.apply(swapped, "another digest for it") == ("MalformedError", "MalformedError")
+    assert pair.apply(honest, "honest") == ("ok", "ok")
+    assert not pair.mismatches and pair.replay_matches() == []
+    assert t in pair.ref.commits.owner.tolist() and not pair.ref.posted
+    late = blocks.PostedCommitment(r, other, bytes(range(32)))
+    assert pair.apply(late, "after the commit block") == ("PhaseError", "PhaseError")

@@ -27,7 +27,15 @@ from numpy.typing import NDArray
 
 from derelayl.agents.policies import OwnVersion, mo_bid, taker_bid
 from derelayl.errors import DerelaylError
-from derelayl.protocol.blocks import Bids, CommitBlock, DepositBlock, SettleBlock, TestBlock, TesterReport
+from derelayl.protocol.blocks import (
+    Bids,
+    CommitBlock,
+    DepositBlock,
+    PostedCommitment,
+    SettleBlock,
+    TestBlock,
+    TesterReport,
+)
 from derelayl.protocol.messages import (
     BidMessage,
     CommitMessage,
@@ -80,6 +88,9 @@ class Agent:
     basis: OwnVersion = "trained"
     """Reference taker bid: value a slot against the newest version trained (or held)."""
     wants_to_join: bool = False
+    post_commitments: bool = False
+    """Also send each commitment straight to the ledger (``posts``; the contract takes it), so
+    that no commit miner can leave it out and have the deposit burned."""
 
     @property
     def public(self) -> bytes:
@@ -113,6 +124,17 @@ class Agent:
             digest, scores = self.brain.score(state, me)
             out.append(ScoresMessage(state.round, me, digest, scores))
         return [self._signed(m) for m in out]
+
+    def posts(self, sent: Sequence[Signed]) -> list[PostedCommitment]:
+        """What this participant sends straight to the ledger besides ``sent`` (its messages of
+        this phase): with ``post_commitments``, its signed commitment."""
+        if not self.post_commitments:
+            return []
+        return [
+            PostedCommitment(s.message.round, s.message.participant, s.message.digest, s.signature)
+            for s in sent
+            if isinstance(s.message, CommitMessage)
+        ]
 
     def _signed(self, message: Message) -> Signed:
         return Signed(message, self.signer.sign(message))
@@ -168,10 +190,14 @@ class Agent:
         return Proposal(block, (*signatures, *joins.values()))
 
     def _commit(self, state: State, me: int, inbox: list[Signed]) -> Proposal:
-        received = [(s.message, s.signature) for s in inbox if isinstance(s.message, CommitMessage)]
+        # commitments posted straight to the ledger first: the rules require every one of them
+        posted = [(CommitMessage(state.round, t, d), sig) for t, (d, sig) in sorted(state.posted.items())]
+        received = posted + [(s.message, s.signature) for s in inbox if isinstance(s.message, CommitMessage)]
         trainers = np.array([m.participant for m, _ in received], dtype=np.int64)
         kept, digests = compute_includable_commitments(state, trainers, tuple(m.digest for m, _ in received))
-        sigs = {(m.participant, m.digest): sig for m, sig in received}
+        sigs: dict[tuple[int, bytes], bytes] = {}
+        for m, sig in received:
+            sigs.setdefault((m.participant, m.digest), sig)
         signatures = tuple(sigs[(int(t), d)] for t, d in zip(kept, digests, strict=True))
         return Proposal(CommitBlock(state.round, me, kept, digests), signatures)
 

@@ -19,7 +19,7 @@ from derelayl.evm.node import Node
 from derelayl.evm.signing import EvmKey, EvmSigner, address_of_key
 from derelayl.ledger.client import ChainClient, ChainEvent
 from derelayl.ledger.crypto import canonical
-from derelayl.protocol.blocks import CommitBlock, DepositBlock, Join, TestBlock, Transfer
+from derelayl.protocol.blocks import CommitBlock, DepositBlock, Join, PostedCommitment, TestBlock, Transfer
 from derelayl.protocol.lineage import compute_multipliers
 from derelayl.protocol.messages import Proposal
 from derelayl.protocol.params import Params
@@ -204,9 +204,12 @@ class ContractClient(ChainClient):
         blocks = [e for e in applied if not isinstance(e.operation, Join | Transfer)]
         return blocks[-1].receipt if blocks else None
 
-    def send(self, operation: Join | Transfer, sender: EvmSigner) -> Any:
+    def send(self, operation: Join | Transfer | PostedCommitment, sender: EvmSigner) -> Any:
         if isinstance(operation, Join):
             data = self.contract.encode_abi("register", args=[])
+        elif isinstance(operation, PostedCommitment):
+            item = (operation.trainer, operation.digest, *_vrs(operation.signature))
+            data = self.contract.encode_abi("post", args=[operation.round, item])
         else:
             if not 0 <= operation.recipient < self.state.n_participants:
                 raise UnknownParticipantError(

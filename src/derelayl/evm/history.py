@@ -25,6 +25,7 @@ from derelayl.protocol.blocks import (
     Block,
     Join,
     Operation,
+    PostedCommitment,
     Transfer,
 )
 from derelayl.protocol.genesis import initialize_state
@@ -176,6 +177,10 @@ class History:
             if s is None or r is None:  # escrow, refunds, mints, burns: derived from blocks
                 return None
             return Transfer(s, r, int(a["value"]))
+        if entry.event == "CommitPosted":
+            message = CommitMessage(int(a["round"]), int(a["participant"]), bytes(a["digest"]))
+            self._verify(message, a, "posted commitment")
+            return PostedCommitment(message.round, message.participant, message.digest, signature_bytes(a))
         return None
 
     def _block(self, entry: LogEntry, items: list[LogEntry]) -> Block:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from derelayl.errors import ConfigError, LedgerError
+from derelayl.evm.reasons import expand
 from derelayl.evm.signing import EvmKey
 
 __all__ = ["ANVIL_DEV_KEY", "Node", "anvil", "anvil_path", "connect", "embedded", "embedded_rpc"]
@@ -163,7 +164,7 @@ def _reason(exc: Exception) -> str:
     for prefix in ("execution reverted: ", "execution reverted:", "Transaction reverted: "):
         if prefix in text:
             text = text.split(prefix, 1)[1]
-    return text.strip().strip("'\"") or "reverted (no reason given)"
+    return expand(text.strip().strip("'\"")) or "reverted (no reason given)"
 
 
 # ---------------------------------------------------------------- backends

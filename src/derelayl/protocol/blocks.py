@@ -31,6 +31,7 @@ __all__ = [
     "DepositReceipt",
     "Join",
     "Operation",
+    "PostedCommitment",
     "SettleBlock",
     "SettleReceipt",
     "TestBlock",
@@ -138,7 +139,21 @@ class Transfer:
     amount: int
 
 
-Operation = Block | Join | Transfer
+@dataclass(frozen=True)
+class PostedCommitment:
+    """A matched trainer's signed commitment sent straight to the ledger during the commit
+    phase (a contract call), so that no commit miner can leave it out: the round's commit
+    block must carry every posted commitment."""
+
+    round: int
+    trainer: int
+    digest: bytes
+    signature: bytes = b""
+    """The trainer's signature of ``CommitMessage(round, trainer, digest)`` on this ledger
+    (checked by the ledger, as a block's are; the commit miner copies it into its block)."""
+
+
+Operation = Block | Join | Transfer | PostedCommitment
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,8 @@ def compute_state_root(state: State) -> bytes:
     add(state.commit_pair, *state.commitments)
     if state.params.min_improvement is not None:  # (absent from roots of chains without the rule)
         add(state.commit_eligible)
+    if state.posted:  # (only while a commit phase has posted commitments: older roots unchanged)
+        add(b"posted", *(item for t in sorted(state.posted) for item in (t, state.posted[t][0])))
     add(state.lineage.trunk, *state.lineage.multipliers)
     for level in state.lineage.levels:
         add(level.owner, level.parent)

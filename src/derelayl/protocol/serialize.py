@@ -90,6 +90,8 @@ def state_to_dict(state: State) -> dict[str, Any]:
     }
     if state.params.min_improvement is not None:  # (states without the rule keep their old form)
         out["commit_eligible"] = [bool(e) for e in state.commit_eligible]
+    if state.posted:  # (only during a commit phase with posted commitments)
+        out["posted"] = {str(t): [d.hex(), sig.hex()] for t, (d, sig) in sorted(state.posted.items())}
     return out
 
 
@@ -128,6 +130,7 @@ def state_from_dict(d: dict[str, Any]) -> State:
         commit_pair=_i64(d["commit_pair"]),
         commit_eligible=np.array(d.get("commit_eligible", [True] * len(d["commit_pair"])), dtype=bool),
         commitments=[bytes.fromhex(c) for c in d["commitments"]],
+        posted={int(t): (bytes.fromhex(v[0]), bytes.fromhex(v[1])) for t, v in d.get("posted", {}).items()},
         lineage=LineageTree(
             multipliers=tuple(lineage["multipliers"]),
             levels=[Level(_i64(lv["owner"]), _i64(lv["parent"])) for lv in lineage["levels"]],

@@ -106,6 +106,9 @@ class State:
     """For each commitment, after the test block: may it be selected (with the improvement rule,
     its median score is at least its parent's + ``min_improvement``; without it, always)."""
     commitments: list[bytes] = field(default_factory=list)
+    posted: dict[int, tuple[bytes, bytes]] = field(default_factory=dict)
+    """Commit phase: trainer -> (digest, signature) of the commitments posted straight to the
+    ledger (``PostedCommitment``), which the commit block must carry."""
     lineage: LineageTree = field(default_factory=lambda: LineageTree(multipliers=(0,)))
 
     @property

@@ -18,6 +18,7 @@ from numpy.typing import NDArray
 from derelayl.errors import (
     DuplicateError,
     MalformedError,
+    PhaseError,
     RoleError,
     UnknownParticipantError,
 )
@@ -38,6 +39,7 @@ from derelayl.protocol.blocks import (
     DepositReceipt,
     Join,
     Operation,
+    PostedCommitment,
     SettleBlock,
     SettleReceipt,
     TestBlock,
@@ -167,6 +169,11 @@ def process_commit_block(state: State, block: CommitBlock) -> CommitReceipt:
         raise MalformedError("commit block: commitments are not in the order of the pairs")
     if len(set(block.commitments)) != len(block.commitments):
         raise DuplicateError("commit block: duplicate commitment digest")
+    # Verify the block carries every commitment posted straight to the ledger (no miner omits one)
+    listed = dict(zip(trainers.tolist(), block.commitments, strict=True))
+    for trainer, (digest, _) in sorted(state.posted.items()):
+        if listed.get(trainer) != digest:
+            raise MalformedError(f"commit block leaves out the commitment trainer {trainer} posted to the ledger")
 
     n = int(trainers.size)
     version = state.round + 1
@@ -179,6 +186,7 @@ def process_commit_block(state: State, block: CommitBlock) -> CommitReceipt:
     )
     state.commit_pair = pair_pos
     state.commitments = list(block.commitments)
+    state.posted = {}
     state.next_model_id += n
     if n:
         state.latest_version = max(state.latest_version, version)
@@ -191,6 +199,27 @@ def process_commit_block(state: State, block: CommitBlock) -> CommitReceipt:
     _end_phase(state, block, Phase.TEST)
     parent_model = state.live.model_id[state.pairs.live_pos[pair_pos]]
     return CommitReceipt(model_id=model_id, parent_model=parent_model, miner_reward=reward)
+
+
+def process_posted_commitment(state: State, post: PostedCommitment) -> None:
+    """A matched trainer's commitment, posted straight to the ledger in the commit phase; the
+    commit block must then carry it (against miners that leave commitments out)."""
+    # Verify it is this round's commit phase and the digest is well formed
+    if state.phase != Phase.COMMIT or post.round != state.round:
+        raise PhaseError(f"a commitment for round {post.round} posted outside that round's commit phase")
+    if not isinstance(post.digest, bytes) or len(post.digest) != DIGEST_SIZE:
+        raise MalformedError(f"a posted commitment must be a {DIGEST_SIZE}-byte digest")
+    # Verify the poster is a trainer matched this round, posting once, a digest nobody posted
+    trainer = post.trainer
+    if not isinstance(trainer, int) or isinstance(trainer, bool) or not 0 <= trainer < state.n_participants:
+        raise UnknownParticipantError(f"commitment posted by unknown participant {trainer!r}")
+    if trainer not in state.pairs.trainer.tolist():
+        raise RoleError(f"participant {trainer} posted a commitment but was not matched as a trainer")
+    if trainer in state.posted:
+        raise DuplicateError(f"trainer {trainer} already posted a commitment this round")
+    if any(post.digest == digest for digest, _ in state.posted.values()):
+        raise DuplicateError("a commitment with this digest was already posted this round")
+    state.posted[trainer] = (post.digest, post.signature)
 
 
 def process_test_block(state: State, block: TestBlock) -> TestReceipt:
@@ -329,11 +358,15 @@ def process_block(state: State, block: Block) -> DepositReceipt | CommitReceipt 
 
 
 def process_operation(state: State, op: Operation) -> object:
-    """Apply a block, a registration or a transfer (the contract backend's history)."""
+    """Apply a block, a registration, a transfer or a posted commitment (the contract
+    backend's history)."""
     if isinstance(op, Join):
         return process_join(state, op)
     if isinstance(op, Transfer):
         process_transfer(state, op)
+        return None
+    if isinstance(op, PostedCommitment):
+        process_posted_commitment(state, op)
         return None
     return process_block(state, op)
 

@@ -59,7 +59,10 @@ class RoundDriver:
         state = self.chain.state
         assert state.roles is not None
         for agent in self.agents:
-            self.transport.post(agent.messages(state))
+            sent = agent.messages(state)
+            self.transport.post(sent)
+            for post in agent.posts(sent):  # straight to the ledger (a commitment no miner may omit)
+                self.chain.send(post, agent.signer)
         miner_index = state.roles.block_miners[int(state.phase)]
         miner = self.by_key.get(state.keys[miner_index])
         if miner is None:

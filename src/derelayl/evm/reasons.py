@@ -1,0 +1,71 @@
+"""The contract's revert reasons, spelled out.
+
+EIP-170 caps a contract at 24,576 bytes, and reason strings are stored in the code, so the
+contract reverts with the core's exception class and a number (``RoleError: 23``); ``expand``
+turns that into the sentence a user reads (``RoleError: committer was not matched as a trainer
+this round``). ``tests/test_contract.py`` checks that every number in the contract's source has
+its sentence here, under the same class.
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["REASONS", "expand"]
+
+REASONS: dict[int, str] = {
+    1: "a network needs at least 2 participants",
+    2: "k, test_cases or testers out of range",
+    3: "select_fraction out of range",
+    4: "cap_fraction out of range",
+    5: "unknown reward scheme",
+    6: "amount above the allowance",
+    7: "sender is not a registered participant",
+    8: "recipient is not a registered participant",
+    9: "amount out of range",
+    10: "transfer above the sender's balance",
+    11: "the zero address cannot register",
+    12: "key already registered",
+    13: "participant limit reached",
+    14: "trainer bids are not in canonical order",
+    15: "model-owner bids are not in the order of the live models",
+    16: "trainer deposit above balance",
+    17: "owner deposit above balance",
+    18: "join not signed by its key",
+    19: "commitment posted outside its round's commit phase",
+    20: "the trainer already posted a commitment this round",
+    21: "a commitment with this digest was already posted this round",
+    22: "commitment from unknown participant",
+    23: "committer was not matched as a trainer this round",
+    24: "commitment not signed by its trainer",
+    25: "a trainer committed twice",
+    26: "commitments are not in the order of the pairs",
+    27: "duplicate commitment digest",
+    28: "the block leaves out a commitment posted to the contract",
+    29: "wrong number of test cases",
+    30: "one score per committed model",
+    31: "co-tester reports do not match the round's co-testers",
+    32: "co-tester gave the wrong number of scores",
+    33: "co-tester scores not signed by the co-tester",
+    34: "block for another round",
+    35: "block out of phase",
+    36: "block not produced by the drawn miner",
+    37: "block produced by an unknown participant",
+    38: "bid from unknown participant",
+    39: "bidder is not a model owner this round",
+    40: "bidder is not a trainer this round",
+    41: "participant bid twice",
+    42: "bid above balance",
+    43: "trainer bid below the minimum deposit",
+    44: "bid not signed by its bidder",
+}
+
+_CODED = re.compile(r"^([A-Z][A-Za-z]*Error): (\d+)$")
+
+
+def expand(reason: str) -> str:
+    """``Class: n`` -> ``Class: sentence``; anything else unchanged."""
+    match = _CODED.match(reason.strip())
+    if match is None or int(match.group(2)) not in REASONS:
+        return reason
+    return f"{match.group(1)}: {REASONS[int(match.group(2))]}"
