@@ -3,17 +3,20 @@ of the simulator's vectorised population (the same policy), on every chain clien
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
 from derelayl.agents import Agent, LatentBrain, LatentPopulation
-from derelayl.errors import SignatureError
+from derelayl.errors import MalformedError, SignatureError
 from derelayl.learning.latent import LatentTrainer
 from derelayl.ledger import Chain, MemoryLedger, derive_keys
 from derelayl.ledger.client import LocalChainClient, StateClient
 from derelayl.protocol import Params, initialize_state, process_block
+from derelayl.protocol.blocks import CommitBlock
 from derelayl.protocol.digest import compute_state_root
-from derelayl.protocol.messages import Signed
+from derelayl.protocol.messages import Proposal, Signed
 from derelayl.runtime.driver import InProcessTransport, RoundDriver
 
 PARAMS = Params(k=3, test_cases=5, testers=3)
@@ -115,3 +118,67 @@ def test_local_chain_refuses_a_block_signed_with_a_non_local_key() -> None:
 
     with pytest.raises(SignatureError):
         client.submit(Proposal(block), miner=object())
+
+
+def _to_commit_phase(posting: bool) -> tuple[StateClient, RoundDriver, list[Agent]]:
+    """A network of agents whose next phase is a commit with at least two trainers who paid a deposit."""
+    trainer = LatentTrainer(seed=7)
+    client = StateClient(initialize_state(PARAMS, b"\x07" * 32, _keys(16)))
+    agents = [Agent(client.signer(k), LatentBrain(trainer), post_commitments=posting) for k in _keys(16)]
+    driver = RoundDriver(client, agents)
+    while not (client.state.phase.name == "COMMIT" and (client.state.pairs.trainer_deposit > 0).sum() >= 2):
+        assert client.state.round < 40
+        driver.step()
+    return client, driver, agents
+
+
+@pytest.mark.parametrize("posting", [False, True])
+def test_a_commit_miner_cannot_leave_out_a_posted_commitment(posting: bool) -> None:
+    """Miner omission: without posting, a miner that drops one trainer's commitment gets its
+    block accepted and that trainer's deposit burned; with ``post_commitments`` the trainer's
+    commitment is on the ledger already, and the same block is refused."""
+    # Prepare: every trainer's message of the commit phase, and what each posts straight to the ledger
+    client, driver, agents = _to_commit_phase(posting)
+    state = client.state
+    sent = [s for a in agents for s in a.messages(state)]
+    for agent in agents:
+        for post in agent.posts([s for s in sent if s.message.participant == agent.index(state)]):
+            client.send(post, agent.signer)
+    committed = {s.message.participant for s in sent}
+    deposits = dict(zip(state.pairs.trainer.tolist(), state.pairs.trainer_deposit.tolist(), strict=True))
+    victim = max(committed, key=lambda t: (deposits[t], -t))
+    assert set(state.posted) == (committed if posting else set())
+    miner = next(a for a in agents if a.index(state) == state.roles.block_miners[1])
+    # Execute: the miner proposes from an inbox without the victim's commitment
+    inbox = [s for s in sent if s.message.participant != victim]
+    proposal = miner.propose(state, inbox)
+    # Assert
+    if posting:  # the honest miner carries it from the ledger; a block without it is refused
+        assert victim in proposal.block.trainers.tolist()
+        cut = [i for i, t in enumerate(proposal.block.trainers.tolist()) if t != victim]
+        dropped = _without(proposal, cut)
+        root = compute_state_root(state)
+        with pytest.raises(MalformedError, match=f"trainer {victim} posted"):
+            client.submit(dropped)
+        assert compute_state_root(client.state) == root
+        client.submit(proposal)
+        assert victim in client.state.commits.owner.tolist()
+    else:  # the omission goes through, and the victim's deposit is burned at settlement
+        assert victim not in proposal.block.trainers.tolist()
+        client.submit(proposal)
+        deposit = int(state.pairs.trainer_deposit[state.pairs.trainer.tolist().index(victim)])
+        assert deposit > 0
+        burned = client.state.burned
+        driver.step()  # test
+        driver.step()  # settle
+        assert client.state.burned - burned >= deposit
+
+
+def _without(proposal: Proposal, keep: list[int]) -> Proposal:
+    """``proposal`` with only the commitments at positions ``keep``."""
+    block = proposal.block
+    assert isinstance(block, CommitBlock)
+    trimmed = dataclasses.replace(
+        block, trainers=block.trainers[keep], commitments=tuple(block.commitments[i] for i in keep)
+    )
+    return dataclasses.replace(proposal, block=trimmed, signatures=tuple(proposal.signatures[i] for i in keep))

@@ -26,10 +26,12 @@ def _summary(out: Path) -> dict:
     return json.loads((out / "summary.json").read_text())
 
 
-def test_run_on_the_embedded_contract_equals_the_sqlite_run(tmp_path: Path) -> None:
-    # Execute: the same network on SQLite and on the contract (no chain randomness: py-evm's is 0)
+@pytest.mark.parametrize("posting", [(), ("--post-commitments",)])
+def test_run_on_the_embedded_contract_equals_the_sqlite_run(tmp_path: Path, posting: tuple[str, ...]) -> None:
+    # Execute: the same network on SQLite and on the contract (no chain randomness: py-evm's is
+    # 0), with trainers also posting their commitments straight to the contract or not
     local = _run(tmp_path / "sqlite")
-    evm = _run(tmp_path / "evm", "--ledger", "evm", "--no-chain-randomness")
+    evm = _run(tmp_path / "evm", "--ledger", "evm", "--no-chain-randomness", *posting)
     # Assert
     assert local.exit_code == 0, local.output
     assert evm.exit_code == 0, evm.output

@@ -72,6 +72,10 @@ def run(
             help="Copy rule (needs --min-improvement): a child must also beat the live model it predicts most like.",
         ),
     ] = None,
+    post_commitments: Annotated[
+        bool,
+        typer.Option(help="With --ledger evm: trainers also send commitments straight to the contract."),
+    ] = False,
     fhe: Annotated[
         str,
         typer.Option(
@@ -101,6 +105,7 @@ def run(
             testers=testers,
             pooled_cases=pooled_cases,
             copy_rule=copy_rule,
+            post_commitments=post_commitments,
             fhe=on_off(fhe, "--fhe"),
         )
         config.validate()  # bad options stop here, before the progress display or any file

@@ -19,7 +19,15 @@ from derelayl.evm.node import Node
 from derelayl.evm.signing import EvmKey, EvmSigner, address_of_key
 from derelayl.ledger.client import ChainClient, ChainEvent
 from derelayl.ledger.crypto import canonical
-from derelayl.protocol.blocks import CommitBlock, DepositBlock, Join, PostedCommitment, TestBlock, Transfer
+from derelayl.protocol.blocks import (
+    CommitBlock,
+    DepositBlock,
+    Direct,
+    Join,
+    PostedCommitment,
+    TestBlock,
+    is_block,
+)
 from derelayl.protocol.lineage import compute_multipliers
 from derelayl.protocol.messages import Proposal
 from derelayl.protocol.params import Params
@@ -201,10 +209,10 @@ class ContractClient(ChainClient):
         if not isinstance(miner, EvmSigner):
             raise ConfigError("a contract's blocks are sent from the miner's Ethereum account")
         _, applied = self._send(miner, encode_proposal(self.contract, proposal))
-        blocks = [e for e in applied if not isinstance(e.operation, Join | Transfer)]
+        blocks = [e for e in applied if is_block(e.operation)]
         return blocks[-1].receipt if blocks else None
 
-    def send(self, operation: Join | Transfer | PostedCommitment, sender: EvmSigner) -> Any:
+    def send(self, operation: Direct, sender: EvmSigner) -> Any:
         if isinstance(operation, Join):
             data = self.contract.encode_abi("register", args=[])
         elif isinstance(operation, PostedCommitment):

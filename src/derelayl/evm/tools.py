@@ -18,7 +18,7 @@ from derelayl.evm.node import Node, anvil, connect, embedded
 from derelayl.evm.signing import EvmKey, key_of_address
 from derelayl.ledger.client import ChainEvent
 from derelayl.ledger.inspect import Inspector
-from derelayl.protocol.blocks import Join, Transfer
+from derelayl.protocol.blocks import is_block
 from derelayl.protocol.params import Params
 from derelayl.protocol.state import State
 
@@ -78,7 +78,7 @@ def verify_contract(client: ContractClient) -> dict[str, Any]:
         raise ChainIntegrityError(
             client.node.block_number(), "the contract's storage differs from the replay: " + "; ".join(diff)
         )
-    blocks = sum(1 for e in client.history.events if not isinstance(e.operation, Join | Transfer))
+    blocks = sum(1 for e in client.history.events if is_block(e.operation))
     number, head = client.head()
     return {
         "contract": client.address,
@@ -97,7 +97,7 @@ def inspect_contract(
     inspector = Inspector(last_blocks)
 
     def on_event(event: ChainEvent, tx: bytes, state: State) -> None:
-        if not isinstance(event.operation, Join | Transfer):
+        if is_block(event.operation):
             inspector.add(event.height, event.operation, event.receipt, state, tx)
 
     client = ContractClient(node, address, on_event=on_event)

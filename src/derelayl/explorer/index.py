@@ -31,10 +31,9 @@ from derelayl.ledger.sqlite import SQLiteLedger
 from derelayl.protocol.blocks import (
     CommitReceipt,
     DepositReceipt,
-    Join,
     SettleReceipt,
     TestReceipt,
-    Transfer,
+    is_block,
 )
 from derelayl.protocol.messages import block_messages
 from derelayl.protocol.state import State
@@ -162,7 +161,7 @@ class ChainIndex:
         if self._last is not None and self._last.size < n:  # keys joined: new participants start at 0
             self._last = np.concatenate([self._last, np.zeros(n - self._last.size, np.int64)])
             self._money = {k: np.concatenate([v, np.zeros(n - v.size, np.int64)]) for k, v in self._money.items()}
-        if isinstance(block, Join | Transfer):  # outside the round's blocks: not a reward
+        if block is not None and not is_block(block):  # outside the round's blocks: not a reward
             assert self._last is not None
             self._money["transfers"] += state.balances - self._last
             self._last = state.balances.copy()

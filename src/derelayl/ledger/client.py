@@ -27,7 +27,7 @@ from derelayl.errors import SignatureError
 from derelayl.ledger.chain import Chain
 from derelayl.ledger.codec import decode_block, decode_header, message_bytes, parse_header
 from derelayl.ledger.crypto import KeyPair, verify_signature
-from derelayl.protocol.blocks import Join, Operation, PostedCommitment, Transfer
+from derelayl.protocol.blocks import Direct, Operation
 from derelayl.protocol.messages import Message, Proposal
 from derelayl.protocol.state import State
 from derelayl.protocol.transition import process_block, process_operation
@@ -55,7 +55,7 @@ class ChainClient(ABC):
         """Put a drawn miner's block on the ledger; returns the rules' receipt. A block the
         rules reject raises and changes nothing."""
 
-    def send(self, operation: Join | Transfer | PostedCommitment, sender: Any) -> Any:
+    def send(self, operation: Direct, sender: Any) -> Any:
         """An operation a participant sends straight to the ledger (not every ledger has one)."""
         raise NotImplementedError(f"{type(self).__name__} takes registrations and commitments only inside blocks")
 
@@ -126,7 +126,7 @@ class StateClient(ChainClient):
         self._log.append(ChainEvent(len(self._log), block, receipt))
         return receipt
 
-    def send(self, operation: Join | Transfer | PostedCommitment, sender: Any = None) -> Any:
+    def send(self, operation: Direct, sender: Any = None) -> Any:
         receipt = process_operation(self._state, operation)
         self._log.append(ChainEvent(len(self._log), operation, receipt))
         return receipt

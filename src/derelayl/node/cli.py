@@ -51,6 +51,9 @@ def node(
     rounds: Annotated[int | None, typer.Option(help="Stop once this many rounds have settled.")] = None,
     local_epochs: Annotated[int, typer.Option(help="Epochs of local training per model (0: pass the parent on).")] = 1,
     fhe: Annotated[str, typer.Option(help="on: score and be scored on encrypted models (all nodes alike).")] = "off",
+    post_commitments: Annotated[
+        bool, typer.Option(help="Also send commitments straight to the contract: no commit miner can omit them.")
+    ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", help="Log each step.")] = False,
 ) -> None:
     """Run one participant: its key, its data, its model store, an HTTP server and the contract."""
@@ -75,6 +78,7 @@ def node(
             rounds=rounds,
             public_url=public_url,
             local_epochs=local_epochs,
+            post_commitments=post_commitments,
         )
         run_node(options)
     except DerelaylError as exc:
@@ -111,6 +115,9 @@ def devnet(
     copy_rule: Annotated[
         bool, typer.Option(help="Copy rule (needs --min-improvement): a child must also beat its nearest live model.")
     ] = False,
+    post_commitments: Annotated[
+        bool, typer.Option(help="Nodes also send commitments straight to the contract (no miner can omit them).")
+    ] = False,
     fhe: Annotated[str, typer.Option(help="on: testers score encrypted models (CKKS; quad-activation MLP).")] = "off",
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress display.")] = False,
 ) -> None:
@@ -135,6 +142,7 @@ def devnet(
         testers=testers,
         pooled_cases=pooled_cases,
         copy_rule=copy_rule,
+        post_commitments=post_commitments,
         fhe=fhe == "on",
     )
 

@@ -44,7 +44,7 @@ from derelayl.node.fhe import FheExchange
 from derelayl.node.peers import PeerBook
 from derelayl.node.view import View, make_view
 from derelayl.node.wire import FetchRequest, case_blob
-from derelayl.protocol.blocks import Join, Transfer
+from derelayl.protocol.blocks import Join, is_block
 from derelayl.protocol.messages import BidMessage, CommitMessage, JoinMessage, ScoresMessage, Signed
 from derelayl.protocol.state import State
 from derelayl.protocol.types import Phase
@@ -76,6 +76,8 @@ class NodeSettings:
     was starting or restarting gets them; receivers keep the first copy)."""
     volunteers: int = 3
     """Messages go to the phase's drawn miner and this many volunteers after it."""
+    post_commitments: bool = False
+    """Also send this node's commitments straight to the contract (``Agent.post_commitments``)."""
 
 
 class Node:
@@ -111,7 +113,7 @@ class Node:
             raise DerelaylError(
                 f"this node's genesis model {ours} is not the contract's {genesis.hex()[:16]}: other data or seed?"
             )
-        self.agent = Agent(self.signer, self.brain)
+        self.agent = Agent(self.signer, self.brain, post_commitments=self.settings.post_commitments)
         self.inbox: dict[int, dict[tuple[type, int, Any], Signed]] = defaultdict(dict)
         self.acted: set[tuple[int, int]] = set()
         self.outbox: tuple[tuple[int, int], list[Signed], float] = ((-1, -1), [], 0.0)
@@ -126,7 +128,7 @@ class Node:
     # ------------------------------------------------------------ chain
 
     def _on_block(self, event: ChainEvent, _tx: bytes, state: State) -> None:
-        if not isinstance(event.operation, Join | Transfer):
+        if is_block(event.operation):
             self.models.follow(state)
 
     def sync(self) -> State:
@@ -308,6 +310,8 @@ class Node:
             started = time.monotonic()
             messages = self.agent.messages(snapshot)
             self._post(state, messages)
+            for post in self.agent.posts(messages):  # straight to the contract: no miner may omit it
+                self.client.send(post, self.signer)
             self.outbox = (key, messages, time.monotonic())
             self.stats["acting_seconds"] += time.monotonic() - started
             self.acted.add(key)

@@ -74,6 +74,8 @@ class DevnetConfig:
     """Testers score on all testers' cases, fetched from their nodes."""
     copy_rule: bool = False
     """Testers apply the copy rule (``derelayl.protocol.copies``)."""
+    post_commitments: bool = False
+    """Nodes send their commitments straight to the contract too."""
     fhe: bool = False
     """Encrypted scoring between the nodes (``derelayl.node.fhe``)."""
 
@@ -272,6 +274,7 @@ class Devnet:
             str(c.local_epochs),
             "--fhe",
             "on" if c.fhe else "off",
+            *(["--post-commitments"] if c.post_commitments else []),
         ]
 
     def start_node(self, i: int, urls: str) -> subprocess.Popen[bytes]:

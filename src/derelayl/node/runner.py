@@ -101,6 +101,8 @@ class NodeOptions:
     rounds: int | None = None
     public_url: str | None = None
     local_epochs: int = 1
+    post_commitments: bool = False
+    """Send this node's commitments straight to the contract too (no commit miner can omit them)."""
 
 
 def _brain_factory(spec: DataSpec, seed: int, local_epochs: int = 1) -> Any:
@@ -137,14 +139,15 @@ def _run_locked(options: NodeOptions, ready: threading.Event | None) -> None:
     import uvicorn
 
     from derelayl.node.api import make_app
-    from derelayl.node.core import Node
+    from derelayl.node.core import Node, NodeSettings
 
     key = load_key(options.key)
     url = options.public_url or f"http://{options.host}:{options.port}"
     peers = PeerBook(list(options.peers), own_url=url)
     evm = open_node(options.rpc)
     brains = _brain_factory(options.data, options.seed, options.local_epochs)
-    node = Node(key, options.home, evm, options.contract, brains, peers)
+    settings = NodeSettings(post_commitments=options.post_commitments)
+    node = Node(key, options.home, evm, options.contract, brains, peers, settings)
     me = node.client.state.key_index.get(node.signer.public)
     if me is not None:
         node.brain.shard.owner = me  # this node's data is read by its own participant index

@@ -29,6 +29,7 @@ __all__ = [
     "CommitReceipt",
     "DepositBlock",
     "DepositReceipt",
+    "Direct",
     "Join",
     "Operation",
     "PostedCommitment",
@@ -38,6 +39,7 @@ __all__ = [
     "TestReceipt",
     "TesterReport",
     "Transfer",
+    "is_block",
 ]
 
 I64 = NDArray[np.int64]
@@ -153,7 +155,14 @@ class PostedCommitment:
     (checked by the ledger, as a block's are; the commit miner copies it into its block)."""
 
 
-Operation = Block | Join | Transfer | PostedCommitment
+Direct = Join | Transfer | PostedCommitment
+"""What a participant sends straight to a ledger that takes it (the contract), outside blocks."""
+Operation = Block | Direct
+
+
+def is_block(operation: Operation) -> bool:
+    """Whether ``operation`` is one of a round's four blocks (not a direct operation)."""
+    return isinstance(operation, DepositBlock | CommitBlock | TestBlock | SettleBlock)
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from derelayl.evm.signing import EvmKey, EvmSigner, derive_evm_keys
 from derelayl.evm.tools import open_node, verify_contract
 from derelayl.folders import write_atomic
 from derelayl.ledger.client import ChainEvent
-from derelayl.protocol.blocks import Join, Transfer
+from derelayl.protocol.blocks import is_block
 from derelayl.protocol.digest import compute_state_root
 from derelayl.protocol.state import State
 
@@ -90,7 +90,7 @@ def open_evm_ledger(
                 raise ConfigError(f"{out_dir} holds a run on chain {previous.get('chain_id')}, not {node.chain_id}")
 
             def on_event(event: ChainEvent, _tx: bytes, state: State) -> None:
-                if not isinstance(event.operation, Join | Transfer):
+                if is_block(event.operation):
                     follow(state)
 
             client = ContractClient(node, previous["contract"], on_event=on_event)

@@ -86,6 +86,8 @@ class RunConfig:
     testers: int | None = None
     pooled_cases: bool | None = None
     copy_rule: bool | None = None
+    post_commitments: bool = False
+    """Trainers also send their commitments straight to the contract (``--ledger evm`` only)."""
     fhe: bool = False
     """Testers score encrypted models (CKKS, ``derelayl.fhe``); the model must be a
     one-hidden-layer MLP with the ``quad`` activation (the digits task switches to it)."""
@@ -131,6 +133,8 @@ class RunConfig:
             raise ConfigError(
                 "--copy-rule compares models' predictions: it needs real models (--task digits or a .toml)"
             )
+        if self.post_commitments and self.ledger != "evm":
+            raise ConfigError("--post-commitments needs --ledger evm (a SQLite chain takes commitments only in blocks)")
         if self.copy_rule and self.fhe:
             raise ConfigError(COPY_RULE_NOT_ENCRYPTED)
 
@@ -256,7 +260,9 @@ def _play(
     on_round: Callable[[State, str], None] | None,
 ) -> dict[str, Any]:
     """Drive one agent per participant until ``config.rounds`` rounds have settled."""
-    driver = RoundDriver(client, [Agent(signer, task.brain(i)) for i, signer in enumerate(signers)])
+    posting = config.post_commitments
+    agents = [Agent(signer, task.brain(i), post_commitments=posting) for i, signer in enumerate(signers)]
+    driver = RoundDriver(client, agents)
     state = client.state
     if state.phase == Phase.DEPOSIT:
         task.settled(state)  # genesis, or a run resumed at a round boundary
