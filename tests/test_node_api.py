@@ -34,12 +34,12 @@ from derelayl.evm.client import ContractClient
 from derelayl.evm.node import Node as EvmNode
 from derelayl.evm.node import anvil_path
 from derelayl.evm.signing import EvmKey, EvmSigner, compute_domain, derive_evm_keys
-from derelayl.learning.data import case_digest
+from derelayl.learning.data import case_digest, cases_from_blob
 from derelayl.learning.latent import LatentTrainer
 from derelayl.node.api import MAX_BODY, make_app
 from derelayl.node.core import Node
 from derelayl.node.runner import DataSpec
-from derelayl.node.wire import MAX_SCORES, FetchRequest, cases_from_blob, message_from_json, message_to_json
+from derelayl.node.wire import MAX_SCORES, FetchRequest, message_from_json, message_to_json
 from derelayl.protocol.messages import BidMessage, CommitMessage, JoinMessage, Message, ScoresMessage, Signed
 from derelayl.protocol.state import State
 from derelayl.protocol.types import Phase

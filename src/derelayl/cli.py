@@ -276,6 +276,37 @@ def inspect(
         out.print(f"lineage of model {model}: {chain_text}")
 
 
+@app.command()
+def audit(
+    run_dir: Annotated[
+        Path, typer.Argument(help="A run folder of real models (derelayl run --task digits|FILE.toml).")
+    ],
+    as_json: Annotated[bool, typer.Option("--json", help="The findings as JSON.")] = False,
+) -> None:
+    """Re-score every committed model on the test cases testers published and check every
+    report: exit 0 if all re-execute, 1 if a tester reported scores they do not give."""
+    from derelayl.runtime.audit import audit_run
+
+    try:
+        result = audit_run(run_dir, None if as_json else out.print)
+    except ChainIntegrityError as exc:
+        out.print(f"INVALID at block {exc.height}: {exc.reason}")
+        raise typer.Exit(1) from exc
+    except DerelaylError as exc:
+        raise fail(str(exc)) from exc
+    if as_json:
+        out.print_json(json.dumps(result.to_dict()))
+    else:
+        for f in result.findings:
+            out.print(f"round {f.round}: tester {f.tester} {f.what}: {f.detail}")
+        out.print(
+            f"{result.rounds} test blocks, {result.reports} reports: {result.checked} re-run, "
+            f"{len(result.lies)} differ, {result.reports - result.checked} could not be checked"
+        )
+    if result.lies:
+        raise typer.Exit(1)
+
+
 def _register_extensions() -> None:
     """Commands that live with their packages."""
     from derelayl.evm.cli import deploy

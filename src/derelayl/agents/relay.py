@@ -40,7 +40,7 @@ from derelayl.learning.torch_models import TorchEvaluator, TorchTrainer, TrainCo
 from derelayl.protocol.copies import COPY_RULE_NOT_ENCRYPTED, apply_copy_rule
 from derelayl.protocol.state import State
 
-__all__ = ["ModelBook", "RelayBrain", "Traffic", "relay_brains", "share_cases"]
+__all__ = ["ModelBook", "RelayBrain", "Traffic", "clear_scores", "relay_brains", "scored_digests", "share_cases"]
 
 I64 = NDArray[np.int64]
 _CACHE = 64
@@ -222,35 +222,16 @@ class RelayBrain:
         digest = case_digest(x, y)
         if state.params.pooled_cases:
             x, y = self._pool(state, me, x, y)
-        # the committed models, then (improvement rule) the live ones: the round's parents
-        digests = list(state.commitments)
-        if state.params.min_improvement is not None:
-            digests += [self.models.digest_of(int(m)) for m in state.live.model_id.tolist()]
-        if state.params.copy_rule:
-            scores = self._copy_rule_scores(state, digests, x, y)
+        digests = scored_digests(state, self.models)
+        if self.fhe is None:
+            self.traffic.trainer_to_tester += len(digests) * self.models.model_bytes
+            scores = clear_scores(state, self.models, self.evaluator, x, y)
+        elif state.params.copy_rule:
+            raise ModelError(COPY_RULE_NOT_ENCRYPTED)
         else:
             scores = np.array([self._correct(state, me, i, d, x, y) for i, d in enumerate(digests)], dtype=np.int64)
         self.traffic.test_cases += case_bytes(x, y)
         return digest, scores
-
-    def _copy_rule_scores(self, state: State, digests: list[bytes], x: NDArray[np.float32], y: I64) -> I64:
-        """Scores under the copy rule (``derelayl.protocol.copies``): the committed models',
-        then the live models' (the improvement rule is on)."""
-        if self.fhe is not None:
-            raise ModelError(COPY_RULE_NOT_ENCRYPTED)
-        self.traffic.trainer_to_tester += len(digests) * self.models.model_bytes
-        preds = np.stack([self.evaluator.predict(self.models.load(d), x) for d in digests])
-        scores = (preds == y[None, :]).sum(axis=1).astype(np.int64)
-        n = len(state.commitments)
-        position = {
-            int(t): int(p) for t, p in zip(state.pairs.trainer.tolist(), state.pairs.live_pos.tolist(), strict=True)
-        }
-        parents = np.array([position[int(o)] for o in state.commits.owner.tolist()], dtype=np.int64)
-        assert state.params.min_improvement is not None
-        children, _ = apply_copy_rule(
-            scores[:n], scores[n:], preds[:n], preds[n:], parents, state.params.min_improvement
-        )
-        return np.concatenate([children, scores[n:]])
 
     def _correct(self, state: State, me: int, i: int, digest: bytes, x: NDArray[np.float32], y: I64) -> int:
         """The score of one model: in the clear, or encrypted if it was committed that way."""
@@ -271,6 +252,37 @@ class RelayBrain:
         assert state.roles is not None
         parts = [(x, y) if t == me else self.peer_cases(state, t) for t in state.roles.testers.tolist()]
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def scored_digests(state: State, models: ModelBook) -> list[bytes]:
+    """What a tester scores, in the order of its report: the committed models, then (with the
+    improvement rule) the live ones, the round's parents."""
+    digests = list(state.commitments)
+    if state.params.min_improvement is not None:
+        digests += [models.digest_of(int(m)) for m in state.live.model_id.tolist()]
+    return digests
+
+
+def clear_scores(state: State, models: ModelBook, evaluator: TorchEvaluator, x: NDArray[np.float32], y: I64) -> I64:
+    """An honest tester's report on cases ``(x, y)`` in the clear: the count of cases each model
+    of ``scored_digests`` gets right, with the copy rule applied when it is on. A tester
+    computes it to score; anyone holding the models and the published cases recomputes it to
+    check a report (``derelayl audit``)."""
+    digests = scored_digests(state, models)
+    if not digests:
+        return np.zeros(0, dtype=np.int64)
+    preds = np.stack([evaluator.predict(models.load(d), x) for d in digests])
+    scores = (preds == y[None, :]).sum(axis=1).astype(np.int64)
+    if not state.params.copy_rule:
+        return scores
+    n = len(state.commitments)
+    pairs = state.pairs
+    position = dict(zip(pairs.trainer.tolist(), pairs.live_pos.tolist(), strict=True))
+    parents = np.array([position[o] for o in state.commits.owner.tolist()], dtype=np.int64)
+    margin = state.params.min_improvement
+    assert margin is not None  # copy_rule needs it (Params)
+    children, _ = apply_copy_rule(scores[:n], scores[n:], preds[:n], preds[n:], parents, margin)
+    return np.concatenate([children, scores[n:]])
 
 
 def share_cases(brains: list[RelayBrain]) -> None:

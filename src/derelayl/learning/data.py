@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from derelayl.errors import ConfigError, DataAccessError
+from derelayl.errors import ConfigError, DataAccessError, MalformedError
 
 __all__ = ["DATASETS", "DataAccessError", "Dataset", "Shard", "load_dataset", "preprocess"]
 
@@ -201,4 +201,28 @@ def case_bytes(x: F32, y: I64) -> int:
     return int(x.size) * 4 + int(y.size) * 8
 
 
-__all__ += ["case_bytes", "case_digest"]
+MAX_CASES_BYTES = 64 << 20
+"""Largest published test-case blob accepted."""
+
+
+def case_blob(x: F32, y: I64) -> bytes:
+    """The published form of test cases; its SHA-256 is ``learning.data.case_digest``."""
+    return (
+        np.asarray(x.shape, dtype="<i8").tobytes()
+        + np.ascontiguousarray(x, dtype="<f4").tobytes()
+        + np.ascontiguousarray(y, dtype="<i8").tobytes()
+    )
+
+
+def cases_from_blob(blob: bytes) -> tuple[F32, I64]:
+    if len(blob) < 16 or len(blob) > MAX_CASES_BYTES:
+        raise MalformedError("test cases: wrong size")
+    rows, cols = (int(v) for v in np.frombuffer(blob[:16], dtype="<i8"))
+    if not 0 <= cols <= MAX_CASES_BYTES // 4 or rows < 0 or 16 + rows * cols * 4 + rows * 8 != len(blob):
+        raise MalformedError("test cases: shape does not match the bytes")
+    x = np.frombuffer(blob[16 : 16 + rows * cols * 4], dtype="<f4").reshape(rows, cols).astype(np.float32)
+    y = np.frombuffer(blob[16 + rows * cols * 4 :], dtype="<i8").astype(np.int64)
+    return x, y
+
+
+__all__ += ["MAX_CASES_BYTES", "case_blob", "case_bytes", "case_digest", "cases_from_blob"]

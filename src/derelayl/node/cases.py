@@ -16,7 +16,7 @@ from numpy.typing import NDArray
 
 from derelayl.errors import DerelaylError, ModelError
 from derelayl.folders import write_atomic
-from derelayl.node.wire import case_blob, cases_from_blob
+from derelayl.learning.data import case_blob, cases_from_blob
 from derelayl.protocol.state import State
 from derelayl.protocol.types import Phase
 

@@ -37,13 +37,14 @@ from derelayl.evm.client import ContractClient
 from derelayl.evm.node import Node as EvmNode
 from derelayl.evm.signing import EvmKey, key_of_address
 from derelayl.folders import write_atomic
+from derelayl.learning.data import case_blob
 from derelayl.learning.store import DirModelStore
 from derelayl.ledger.client import ChainEvent
 from derelayl.node.cases import CaseExchange
 from derelayl.node.fhe import FheExchange
 from derelayl.node.peers import PeerBook
 from derelayl.node.view import View, make_view
-from derelayl.node.wire import FetchRequest, case_blob
+from derelayl.node.wire import FetchRequest
 from derelayl.protocol.blocks import Join, is_block
 from derelayl.protocol.messages import BidMessage, CommitMessage, JoinMessage, ScoresMessage, Signed
 from derelayl.protocol.state import State

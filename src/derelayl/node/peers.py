@@ -16,7 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 
 from derelayl.errors import DerelaylError
-from derelayl.node.wire import MAX_CASES_BYTES, FetchRequest, message_to_json
+from derelayl.learning.data import MAX_CASES_BYTES
+from derelayl.node.wire import FetchRequest, message_to_json
 from derelayl.protocol.messages import Signed
 
 __all__ = ["PeerBook"]

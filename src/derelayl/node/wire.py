@@ -6,7 +6,7 @@
   nonce); the server checks who signed, whether the chain entitles them to that model now,
   and that the nonce is new (``FetchRequest``).
 - Test cases as bytes: shapes, float32 inputs, int64 labels — exactly what ``case_digest``
-  hashes, so the digest on chain names them (``case_blob`` / ``cases_from_blob``).
+  hashes, so the digest on chain names them (``learning.data.case_blob`` / ``cases_from_blob``).
 
 Every decoder checks types, ranges and sizes first and raises ``MalformedError`` naming the
 field: a bad request becomes one 4xx line, never a traceback.
@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 from eth_abi import encode
 from eth_utils import keccak
-from numpy.typing import NDArray
 
 from derelayl.errors import MalformedError
 from derelayl.evm.signing import EvmSigner, recover
@@ -31,15 +30,12 @@ from derelayl.protocol.validate import INT64_MAX, INT64_MIN
 __all__ = [
     "MAX_SCORES",
     "FetchRequest",
-    "case_blob",
-    "cases_from_blob",
     "message_from_json",
     "message_to_json",
 ]
 
 MAX_SCORES = 512
 """Scores per report (the contract's bound on models per round)."""
-MAX_CASES_BYTES = 64 << 20
 TAG_FETCH = keccak(b"derelayl/fetch")
 _PREFIX = b"\x19Ethereum Signed Message:\n32"
 
@@ -177,23 +173,3 @@ class FetchRequest:
 
 
 # ---------------------------------------------------------------- test cases
-
-
-def case_blob(x: NDArray[np.float32], y: NDArray[np.int64]) -> bytes:
-    """The published form of test cases; its SHA-256 is ``learning.data.case_digest``."""
-    return (
-        np.asarray(x.shape, dtype="<i8").tobytes()
-        + np.ascontiguousarray(x, dtype="<f4").tobytes()
-        + np.ascontiguousarray(y, dtype="<i8").tobytes()
-    )
-
-
-def cases_from_blob(blob: bytes) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
-    if len(blob) < 16 or len(blob) > MAX_CASES_BYTES:
-        raise MalformedError("test cases: wrong size")
-    rows, cols = (int(v) for v in np.frombuffer(blob[:16], dtype="<i8"))
-    if not 0 <= cols <= MAX_CASES_BYTES // 4 or rows < 0 or 16 + rows * cols * 4 + rows * 8 != len(blob):
-        raise MalformedError("test cases: shape does not match the bytes")
-    x = np.frombuffer(blob[16 : 16 + rows * cols * 4], dtype="<f4").reshape(rows, cols).astype(np.float32)
-    y = np.frombuffer(blob[16 + rows * cols * 4 :], dtype="<i8").astype(np.int64)
-    return x, y

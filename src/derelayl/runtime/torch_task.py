@@ -4,7 +4,8 @@ Set-up (the reference experiment's, with split, initial weights and training see
 from ``--seed``): scikit-learn digits standardized with the training pool's statistics,
 stratified 20 % global test set, Dirichlet(0.5) label partition over the participants, MLP
 64-64-10, SGD lr 0.05, batch 32, one local epoch. Each participant's brain is a
-``RelayBrain`` with its own shard. Models live in ``OUT/models/<sha256>.safetensors``; which
+``RelayBrain`` with its own shard. Models live in ``OUT/models/<sha256>.safetensors`` and the
+test cases testers publish in ``OUT/cases/<sha256>`` (``derelayl audit`` re-scores on them); which
 model id a digest belongs to is read off the chain (``ModelBook.follow``, also while a stored
 chain is replayed), so a run killed between any two blocks resumes: training and test draws
 are pure functions of (seed, round, participant).
@@ -29,10 +30,12 @@ from derelayl.errors import ConfigError
 from derelayl.fhe.ckks import SCHEME
 from derelayl.fhe.scoring import FheScoring, encrypted_scoring
 from derelayl.folders import write_atomic
+from derelayl.learning.data import case_blob, case_digest
 from derelayl.learning.setup import LearningSetup, build_setup
 from derelayl.learning.store import DirModelStore
 from derelayl.protocol.state import State
 from derelayl.protocol.types import Phase, format_units
+from derelayl.runtime.audit import CASES_DIR
 from derelayl.runtime.local import RunConfig
 from derelayl.runtime.records import RecordingTask, RoundLog
 from derelayl.runtime.tasks import is_config
@@ -64,6 +67,9 @@ class TorchTask(RecordingTask):
         self.models = ModelBook.of_genesis(DirModelStore(out_dir / "models"), self.setup.init, meta)
         self.brains = relay_brains(self.setup, self.models, config.seed, meta=meta)
         share_cases(self.brains)
+        self.cases_dir = out_dir / CASES_DIR
+        for brain in self.brains:  # testers publish their cases, content-addressed (derelayl audit)
+            brain.on_cases = self._publish_cases
         self.fhe: FheScoring | None = None
         if config.fhe:
             self.fhe = encrypted_scoring(self.setup.spec, self.models, out_dir)
@@ -72,6 +78,12 @@ class TorchTask(RecordingTask):
             write_atomic(out_dir / FHE_FILE, json.dumps(SCHEME.to_dict(), indent=1) + "\n")
         self.setup.split.save(out_dir / "split.json")
         self.log = RoundLog(out_dir / "rounds.jsonl")
+
+    def _publish_cases(self, x: Any, y: Any) -> None:
+        path = self.cases_dir / case_digest(x, y).hex()
+        if not path.exists():
+            self.cases_dir.mkdir(exist_ok=True)
+            write_atomic(path, case_blob(x, y))
 
     def brain(self, participant: int) -> Brain:
         return self.brains[participant]
