@@ -31,6 +31,7 @@ from derelayl.evm.signing import EvmKey, key_of_address
 from derelayl.node.keys import new_key
 from derelayl.protocol.blocks import DepositBlock
 from derelayl.protocol.types import Phase
+from derelayl.runtime.audit import audit_run
 
 pytestmark = pytest.mark.slow
 needs_anvil = pytest.mark.skipif(anvil_path() is None, reason="needs anvil (scripts/setup with npm)")
@@ -106,8 +107,12 @@ def test_devnet_equals_the_in_process_run_and_verifies(tmp_path: Path) -> None:
 @needs_anvil
 @pytest.mark.parametrize(
     "options",
-    [["--min-improvement", "1"], ["--testers", "3", "--pooled-cases"], ["--fhe", "on", "--min-improvement", "1"]],
-    ids=["improvement-rule", "pooled-cases", "encrypted-scoring"],
+    [
+        ["--min-improvement", "1"],
+        ["--testers", "3", "--pooled-cases", "--min-improvement", "1", "--copy-rule"],
+        ["--fhe", "on", "--min-improvement", "1"],
+    ],
+    ids=["improvement-rule", "pooled-cases-copy-rule", "encrypted-scoring"],
 )
 def test_the_defences_run_on_the_network_as_in_process(tmp_path: Path, options: list[str]) -> None:
     """Improvement rule: testers fetch the live models (the parents) too, entitled by the
@@ -115,8 +120,10 @@ def test_the_defences_run_on_the_network_as_in_process(tmp_path: Path, options: 
     commit block, and honest testers agree (all are paid, as in one process). Encrypted
     scoring: testers fetch ciphertexts and keys from the trainers' nodes and ask them to
     decrypt (the parents' trainers too); the next trainer gets the model file through its
-    commitment. Same results, though not the same chain: encryption is randomised."""
-    output = _wait(_devnet(tmp_path / "dev", 6, 3, 8760, *options), timeout=300)
+    commitment. Same results, though not the same chain: encryption is randomised. The nodes
+    also post their commitments straight to the contract, and ``derelayl audit`` re-runs every
+    report from the nodes' stores and published cases (encrypted ones it leaves unchecked)."""
+    output = _wait(_devnet(tmp_path / "dev", 6, 3, 8760, *options, "--post-commitments"), timeout=300)
     local = runner.invoke(
         app, ["run", "--participants", "6", "--rounds", "3", *options, "--out", str(tmp_path / "run"), "--quiet"]
     )
@@ -125,6 +132,13 @@ def test_the_defences_run_on_the_network_as_in_process(tmp_path: Path, options: 
     assert local.exit_code == 0, local.output
     assert devnet["rounds"] == 3 and devnet["verified"]["round"] == 3 and devnet["takeovers"] == [], output
     assert devnet["accuracy_per_round"] == run["accuracy_per_round"] and devnet["balances"] == run["balances"]
+    for folder in (tmp_path / "dev", tmp_path / "run"):
+        audit = audit_run(folder)
+        assert audit.reports > 0 and not audit.lies
+        if "--fhe" in options:
+            assert audit.checked == 0 and all("encrypted" in f.detail for f in audit.findings)
+        else:
+            assert audit.checked == audit.reports
 
 
 def _holder(state, role: str) -> int | None:

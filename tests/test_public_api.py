@@ -23,6 +23,7 @@ def test_protocol_api_is_pinned() -> None:
             "Pairs",
             "Params",
             "Phase",
+            "PostedCommitment",
             "Roles",
             "SettleBlock",
             "SettleReceipt",

@@ -23,12 +23,13 @@ from typing import Any
 
 import numpy as np
 
-from derelayl.errors import ConfigError, DerelaylError
+from derelayl.errors import ConfigError, DerelaylError, ModelError
 from derelayl.learning.data import case_digest, cases_from_blob
+from derelayl.learning.store import ModelStore
 from derelayl.protocol.blocks import TestBlock
 from derelayl.protocol.state import State
 
-__all__ = ["Audit", "Finding", "audit_run"]
+__all__ = ["Audit", "Finding", "ReadOnlyStores", "audit_run"]
 
 CASES_DIR = "cases"
 
@@ -63,21 +64,21 @@ class Audit:
 
 
 def audit_run(out_dir: Path, say: Callable[[str], None] | None = None) -> Audit:
-    """Audit the run in ``out_dir`` (``chain.sqlite``, ``models/``, ``cases/``), read-only."""
+    """Audit, read-only, the run in ``out_dir``: a ``derelayl run`` folder (``chain.sqlite``,
+    ``models/``, ``cases/``) or a ``derelayl devnet`` folder (the contract on its saved anvil
+    chain; every node's ``models/`` and ``cases/``, as any node could fetch them)."""
     import torch
 
     from derelayl.agents.relay import ModelBook
     from derelayl.learning.serialization import weights_from_bytes
-    from derelayl.learning.store import DirModelStore
     from derelayl.learning.torch_models import ModelSpec, TorchEvaluator
-    from derelayl.ledger.chain import Chain
-    from derelayl.ledger.sqlite import SQLiteLedger
 
     torch.set_num_threads(1)
-    chain_path, models_dir = out_dir / "chain.sqlite", out_dir / "models"
-    if not chain_path.is_file() or not models_dir.is_dir():
-        raise ConfigError(f"{out_dir}: not a run folder of real models (needs chain.sqlite and models/)")
-    store = DirModelStore(models_dir)
+    homes = [out_dir] if (out_dir / "models").is_dir() else sorted((out_dir / "nodes").glob("*"))
+    homes = [h for h in homes if (h / "models").is_dir()]
+    if not homes:
+        raise ConfigError(f"{out_dir}: not a run or devnet folder of real models (no models/ found)")
+    store = ReadOnlyStores([h / "models" for h in homes])
     genesis = _genesis_model(store)
     _, meta = weights_from_bytes(store.get(genesis), name="the genesis model")
     try:
@@ -86,34 +87,102 @@ def audit_run(out_dir: Path, say: Callable[[str], None] | None = None) -> Audit:
         raise ConfigError(f"{out_dir}: the genesis model names no built-in model family to re-run") from exc
     models = ModelBook(store, store.get(genesis))
     evaluator = TorchEvaluator(spec.build)
+    cases = [h / CASES_DIR for h in homes]
     audit = Audit()
 
-    def on_block(_stored: Any, block: Any, _receipt: Any, state: State) -> None:
+    def on_state(block: Any, state: State) -> None:
         models.follow(state)
         if isinstance(block, TestBlock):
-            _audit_test_block(audit, state, block, models, evaluator, out_dir / CASES_DIR)
+            _audit_test_block(audit, state, block, models, evaluator, cases)
             if say is not None and audit.rounds % 10 == 0:
-                say(f"round {state.round}: {audit.checked} reports re-run, {len(audit.lies)} lies")
+                say(f"round {state.round}: {audit.checked} reports re-run, {len(audit.lies)} differ")
 
-    ledger = SQLiteLedger(chain_path, create=False)
-    try:
-        chain = Chain.start(ledger, on_block)
-        chain.catch_up(1, on_block)
-    finally:
-        ledger.close()
+    if (out_dir / "chain.sqlite").is_file():
+        _replay_sqlite(out_dir / "chain.sqlite", on_state)
+    else:
+        _replay_contract(out_dir, on_state)
     return audit
 
 
+def _replay_sqlite(path: Path, on_state: Callable[[Any, State], None]) -> None:
+    from derelayl.ledger.chain import Chain
+    from derelayl.ledger.sqlite import SQLiteLedger
+
+    ledger = SQLiteLedger(path, create=False)
+    try:
+        chain = Chain.start(ledger, lambda _s, block, _r, state: on_state(block, state))
+        chain.catch_up(1, lambda _s, block, _r, state: on_state(block, state))
+    finally:
+        ledger.close()
+
+
+def _replay_contract(out_dir: Path, on_state: Callable[[Any, State], None]) -> None:
+    from derelayl.evm.cli import contract_target
+    from derelayl.evm.client import ContractClient
+
+    target = contract_target(out_dir, None, None, None)
+    if target is None:
+        raise ConfigError(f"{out_dir}: no chain found (chain.sqlite, contract.json or devnet.json)")
+    node, address = target
+    try:
+        client = ContractClient(node, address, on_event=lambda event, _tx, state: on_state(event.operation, state))
+        client.sync()
+    finally:
+        node.close()
+
+
+class ReadOnlyStores(ModelStore):
+    """Several folders of ``<sha256>.safetensors`` read as one store; never written."""
+
+    def __init__(self, roots: list[Path]) -> None:
+        self.roots = roots
+        self.root = roots[0]
+
+    def _path(self, digest: bytes) -> Path | None:
+        name = f"{digest.hex()}.safetensors"
+        return next((r / name for r in self.roots if (r / name).is_file()), None)
+
+    def has(self, digest: bytes) -> bool:
+        return self._path(digest) is not None
+
+    def digests(self) -> list[bytes]:
+        names = {p.name for r in self.roots for p in r.glob("*.safetensors")}
+        return [bytes.fromhex(n.split(".")[0]) for n in sorted(names)]
+
+    def discard(self, digest: bytes) -> None:
+        raise ModelError("an audit never changes a model store")
+
+    def peek(self, digest: bytes, n: int) -> bytes:
+        path = self._path(digest)
+        if path is None:
+            raise ModelError(f"model {digest.hex()} is not in the model store")
+        with path.open("rb") as f:
+            return f.read(n)
+
+    def _write(self, digest: bytes, data: bytes) -> None:
+        raise ModelError(f"model {digest.hex()} is not in the audited stores (an audit writes nothing)")
+
+    def _read(self, digest: bytes) -> bytes:
+        path = self._path(digest)
+        assert path is not None  # has() was checked
+        return path.read_bytes()
+
+
 def _audit_test_block(
-    audit: Audit, state: State, block: TestBlock, models: Any, evaluator: Any, cases_dir: Path
+    audit: Audit, state: State, block: TestBlock, models: Any, evaluator: Any, cases_dirs: list[Path]
 ) -> None:
     from derelayl.agents.relay import clear_scores
+    from derelayl.fhe.scoring import read_manifest
 
     audit.rounds += 1
     reports = [(block.miner, block.test_cases_digest, block.scores)]
     reports += [(r.tester, r.test_cases_digest, r.scores) for r in block.co_testers]
     audit.reports += len(reports)
-    cases = {tester: _cases(cases_dir, digest) for tester, digest, _ in reports}
+    if any(models.store.has(d) and read_manifest(models.raw(d)) is not None for d in state.commitments):
+        why = "encrypted commitments: scores come from their transcripts (FheScoring.check), not a clear re-run"
+        audit.findings += [Finding(block.round, t, "unchecked", why) for t, _, _ in reports]
+        return
+    cases = {tester: _cases(cases_dirs, digest) for tester, digest, _ in reports}
     for tester, _digest, reported in reports:
         if state.params.pooled_cases:  # every tester scored on the pool, in tester order
             missing = [t for t in state.roles.testers.tolist() if cases.get(t) is None] if state.roles else []
@@ -144,19 +213,21 @@ def _audit_test_block(
             )
 
 
-def _cases(folder: Path, digest: bytes) -> tuple[Any, Any] | None:
-    """Published cases by digest, re-hashed; None if absent or not what the digest names."""
-    path = folder / digest.hex()
-    if not path.is_file():
-        return None
-    try:
-        x, y = cases_from_blob(path.read_bytes())
-    except DerelaylError:
-        return None
-    return (x, y) if case_digest(x, y) == digest else None
+def _cases(folders: list[Path], digest: bytes) -> tuple[Any, Any] | None:
+    """Published cases by digest, re-hashed; None if no folder holds what the digest names."""
+    for path in (f / digest.hex() for f in folders):
+        if not path.is_file():
+            continue
+        try:
+            x, y = cases_from_blob(path.read_bytes())
+        except DerelaylError:
+            continue
+        if case_digest(x, y) == digest:
+            return x, y
+    return None
 
 
-def _genesis_model(store: Any) -> bytes:
+def _genesis_model(store: ModelStore) -> bytes:
     """The store's genesis model: the one model file whose metadata says round -1."""
     import json
 
@@ -174,5 +245,5 @@ def _genesis_model(store: Any) -> bytes:
         if meta.get("round") == -1:
             found.append(digest)
     if len(found) != 1:
-        raise ConfigError(f"{store.root}: expected one genesis model (round -1), found {len(found)}")
+        raise ConfigError(f"expected one genesis model (round -1) in the model stores, found {len(found)}")
     return found[0]
