@@ -221,3 +221,19 @@ def test_with_pooled_cases_honest_testers_report_the_same_scores(setup, pooled: 
         x, y = np.concatenate([c[0] for c in cases]), np.concatenate([c[1] for c in cases])
         expected = [brains[0].evaluator.correct(book.load(d), x, y) for d in state.commitments]
         assert reports[0][1].tolist() == expected
+
+
+def test_an_omitting_miner_burns_honest_deposits_unless_commitments_are_posted(setup) -> None:  # type: ignore[no-untyped-def]
+    # Execute: omitting commit miners, with trainers posting their commitments or not; and
+    # the same network with nobody dishonest
+    params = preset("minimal")
+    honest = run_derelayl(setup, params, 4, rounds=10, post_commitments=True)
+    plain = run_derelayl(setup, params, 4, rounds=10, adversaries={"omitting_miner": 0.3})
+    posted = run_derelayl(setup, params, 4, rounds=10, adversaries={"omitting_miner": 0.3}, post_commitments=True)
+    # Assert: without posting honest trainers lose commitments (fewer models committed than
+    # in the honest run); with posting the omitting miners can drop nothing, and the run is
+    # exactly the honest one
+    assert sum(plain.info["models_trained"]) < sum(honest.info["models_trained"])
+    assert posted.info["models_trained"] == honest.info["models_trained"]
+    assert posted.info["balances_coins"] == honest.info["balances_coins"]
+    assert [p.accuracy for p in posted.points] == [p.accuracy for p in honest.points]

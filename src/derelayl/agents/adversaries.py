@@ -17,6 +17,11 @@ Each kind is one participant's behaviour, written once and used by the relay (an
 - ``lying_tester``: trains honestly, but when it tests, it reports the best possible score for
   every model trained by a member of its own group and 0 for all others (a colluding
   tester+trainer group). In FedAvg there are no testers: it behaves honestly.
+- ``omitting_miner``: trains honestly, but as the commit miner it leaves out every commitment
+  of a trainer outside its group that the rules let it leave out (all but those posted to the
+  ledger): those trainers' deposits burn and its group's children face fewer rivals
+  (``OmittingMiner``, an ``Agent``: the behaviour is a miner's, not a model's). In FedAvg there
+  are no miners: it behaves honestly.
 
 Who is dishonest is drawn from the seed (``assign``); participant 0 (the genesis owner)
 stays honest.
@@ -29,12 +34,14 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
+from derelayl.agents.agent import Agent
 from derelayl.agents.kinds import HONEST, KINDS, UNTRAINED
 from derelayl.agents.relay import RelayBrain
 from derelayl.errors import ConfigError
 from derelayl.learning.seeds import derive_seed
 from derelayl.learning.serialization import Weights
 from derelayl.learning.torch_models import TorchEvaluator
+from derelayl.protocol.messages import CommitMessage, Proposal, Signed
 from derelayl.protocol.state import State
 
 __all__ = [
@@ -43,6 +50,7 @@ __all__ = [
     "TARGET",
     "TRIGGER_VALUE",
     "Adversary",
+    "OmittingMiner",
     "assign",
     "backdoor_success",
     "poison",
@@ -140,3 +148,16 @@ class Adversary(RelayBrain):
         owners = state.commits.owner.tolist()
         ours = [o in self.group for o in owners] + [False] * (scores.size - len(owners))
         return digest, np.where(ours, state.params.test_cases, 0).astype(np.int64)
+
+
+@dataclass
+class OmittingMiner(Agent):
+    """An ``Agent`` that, as the commit miner, drops the commitments of trainers outside
+    ``group``; the ones posted to the ledger it must carry (the rules refuse its block
+    otherwise), and ``Agent._commit`` adds those from the state."""
+
+    group: frozenset[int] = field(default_factory=frozenset)
+
+    def _commit(self, state: State, me: int, inbox: list[Signed]) -> Proposal:
+        kept = [s for s in inbox if not isinstance(s.message, CommitMessage) or s.message.participant in self.group]
+        return super()._commit(state, me, kept)

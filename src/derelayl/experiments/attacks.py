@@ -52,14 +52,20 @@ def defences(testers: int = POOLED_TESTERS) -> dict[str, dict[str, Any]]:
     with pooled cases every tester (``testers`` of them) scores on all testers' cases, so honest
     ones agree exactly, and a tester off the medians is not paid; with the copy rule a child
     must also beat the live model whose predictions it shares most
-    (``derelayl.protocol.copies``)."""
+    (``derelayl.protocol.copies``); with posted commitments every trainer also sends its
+    commitment straight to the ledger, so no commit miner can leave it out (an agent policy,
+    not a parameter: ``post_commitments`` is taken out before the rest become ``Params``)."""
     pooled = {"min_improvement": 1, "testers": testers, "pooled_cases": True}
     return {
         "relay (faithful)": {},
         "relay (improvement rule)": {"min_improvement": 1},
         "relay (improvement rule, 3 testers)": {"min_improvement": 1, "testers": 3},
         f"relay (improvement rule, {testers} testers, pooled cases)": pooled,
-        "relay (all of the above, copy rule)": {**pooled, "copy_rule": True},
+        "relay (all defences: + copy rule, posted commitments)": {
+            **pooled,
+            "copy_rule": True,
+            "post_commitments": True,
+        },
     }
 
 
@@ -122,9 +128,19 @@ def _run(
         for kind in ("none", *kinds):
             shares = {} if kind == "none" else {kind: share}
             group = assign(n, shares, seed)
-            for method, extra in arms.items():
+            for method, arm in arms.items():
+                extra = {k: v for k, v in arm.items() if k != "post_commitments"}
                 params = Params.from_dict({**base.to_dict(), **extra})
-                curve = run_derelayl(setup, params, seed, rounds=rounds, adversaries=shares, measure_backdoor=True)
+                posting = {"post_commitments": bool(arm.get("post_commitments", False))}
+                curve = run_derelayl(
+                    setup,
+                    params,
+                    seed,
+                    rounds=rounds,
+                    adversaries=shares,
+                    measure_backdoor=True,
+                    post_commitments=posting,
+                )
                 runs.append(_summary(curve, method, kind, seed, group))
             for method in FEDAVG:
                 trim = share if method != "fedavg" else 0.0

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from derelayl.agents.adversaries import HONEST, KINDS, Adversary, assign, backdoor_success
+from derelayl.agents.adversaries import HONEST, KINDS, Adversary, OmittingMiner, assign, backdoor_success
 from derelayl.agents.agent import Agent
 from derelayl.agents.relay import ModelBook, RelayBrain, Traffic, relay_brains, share_cases
 from derelayl.baselines.curve import Budget, Curve, Point
@@ -52,6 +52,7 @@ def run_derelayl(
     measure_backdoor: bool = False,
     stop: Budget | None = None,
     fhe: bool = False,
+    post_commitments: bool = False,
 ) -> Curve:
     """Rounds until ``rounds`` have settled or ``byte_budget`` bytes have moved (or as
     ``stop`` says). Bytes count every model and test-case transfer and every block sent to
@@ -61,7 +62,8 @@ def run_derelayl(
     backdoor's success on the first-ranked model is measured each round when a backdoor
     poisoner takes part or ``measure_backdoor``. With ``fhe``, testers score encrypted models
     (``derelayl.fhe``; the model must be a one-hidden-layer quad MLP) and the bytes include
-    the ciphertexts, queries, replies and public keys."""
+    the ciphertexts, queries, replies and public keys. With ``post_commitments`` every trainer
+    also posts its commitment to the ledger, so no commit miner can leave it out."""
     n = len(setup.split.participants)
     keys = [hashlib.sha256(f"derelayl-experiment/{seed}/{i}".encode()).digest() for i in range(n)]
     genesis_seed = hashlib.sha256(f"derelayl-experiment/{seed}".encode()).digest()
@@ -75,7 +77,8 @@ def run_derelayl(
     brains = [_behaving(b, kind, kinds, setup.dataset.n_classes) for b, kind in zip(brains, kinds, strict=True)]
     share_cases(brains)
     backdoor = measure_backdoor or "backdoor" in kinds
-    driver = RoundDriver(client, [Agent(client.signer(k), b) for k, b in zip(keys, brains, strict=True)])
+    agents = [_agent(client.signer(k), b, kinds, post_commitments) for k, b in zip(keys, brains, strict=True)]
+    driver = RoundDriver(client, agents)
     state = client.state
     evaluator = setup.evaluator()
     accuracy = {0: setup.test_accuracy(evaluator, setup.init)}
@@ -177,6 +180,15 @@ def run_derelayl(
     if adversaries:
         curve.info["groups"] = group_report(kinds, state.balances, trained, selected)
     return curve
+
+
+def _agent(signer: Any, brain: RelayBrain, kinds: list[str], post_commitments: bool) -> Agent:
+    """The participant: an ``Agent``, or an ``OmittingMiner`` if its brain's kind says so."""
+    kind = getattr(brain, "kind", HONEST)
+    if kind == "omitting_miner":
+        group = frozenset(p for p, k in enumerate(kinds) if k == kind)
+        return OmittingMiner(signer, brain, post_commitments=post_commitments, group=group)
+    return Agent(signer, brain, post_commitments=post_commitments)
 
 
 def _behaving(brain: RelayBrain, kind: str, kinds: list[str], n_classes: int) -> RelayBrain:
