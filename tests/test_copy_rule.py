@@ -26,19 +26,7 @@ from derelayl.protocol.copies import apply_copy_rule, nearest_live
 from derelayl.protocol.genesis import initialize_state
 from derelayl.protocol.params import Params, preset
 from derelayl.runtime.driver import RoundDriver
-
-SMALL = """
-seed = 1
-[data]
-dataset = "digits"
-participants = 12
-alpha = 0.5
-[model]
-hidden = [16]
-[methods.derelayl]
-preset = "minimal"
-rounds = 8
-"""
+from test_attacks import SMALL_TOML as SMALL
 
 
 @pytest.fixture(scope="module")
