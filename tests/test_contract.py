@@ -91,3 +91,20 @@ def test_wrong_rpc_url_missing_contract_and_wrong_chain_are_clear_errors(node) -
         ContractClient(node, "0x" + "11" * 20)
     with pytest.raises(ConfigError, match="is not an address"):
         ContractClient(node, "0xnothex")
+
+
+def test_every_numbered_revert_reason_is_spelled_out() -> None:
+    """The contract reverts with ``Class: n`` (code size); ``evm.reasons`` has each sentence."""
+    import re
+
+    from derelayl import errors
+    from derelayl.evm.artifact import SOURCE
+    from derelayl.evm.reasons import REASONS, expand
+
+    used = re.findall(r'"([A-Z][A-Za-z]*Error): (\d+)"', SOURCE.read_text())
+    numbers = {int(n) for _, n in used}
+    assert numbers == set(REASONS)  # every number spelled out, every sentence used
+    for cls, n in used:
+        assert issubclass(getattr(errors, cls), errors.DerelaylError)  # a core exception class
+        assert [c for c, m in used if int(m) == int(n)] == [cls] * sum(int(m) == int(n) for _, m in used)
+    assert expand("RoleError: 23") == f"RoleError: {REASONS[23]}" and expand("BalanceError: x") == "BalanceError: x"
