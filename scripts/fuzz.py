@@ -223,7 +223,7 @@ class WireTarget:
     def __init__(self) -> None:
         import numpy as np
 
-        from derelayl.node.wire import case_blob
+        from derelayl.learning.data import case_blob
 
         self.blob = case_blob(np.zeros((4, 64), dtype=np.float32), np.arange(4, dtype=np.int64))
         self.message = {
@@ -237,7 +237,8 @@ class WireTarget:
         self.headers = {"X-Round": "1", "X-Nonce": "00" * 32, "X-Signature": "00" * 65}
 
     def case(self, rng: random.Random) -> Callable[[], None]:
-        from derelayl.node.wire import FetchRequest, cases_from_blob, message_from_json
+        from derelayl.learning.data import cases_from_blob
+        from derelayl.node.wire import FetchRequest, message_from_json
 
         kind = rng.randrange(3)
         if kind == 0:

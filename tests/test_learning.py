@@ -152,13 +152,13 @@ def test_ledger_commitment_is_the_hash_of_the_model_scored(setup: LearningSetup)
     tester = state.roles.block_miners[2]
     evaluator = net.brains[tester].evaluator
     scored: list[bytes] = []
-    correct = evaluator.correct
+    predict = evaluator.predict
 
-    def spy(model, x, y):  # type: ignore[no-untyped-def]
+    def spy(model, x):  # type: ignore[no-untyped-def]
         scored.append(weights_to_bytes(model, {}))
-        return correct(model, x, y)
+        return predict(model, x)
 
-    evaluator.correct = spy  # type: ignore[method-assign]
+    evaluator.predict = spy  # type: ignore[method-assign]
     commitments = list(state.commitments)
     # Execute
     net.step()
