@@ -20,6 +20,7 @@ from derelayl.agents.relay import ModelBook, relay_brains, share_cases
 from derelayl.baselines.federated import trimmed_mean
 from derelayl.cli import app
 from derelayl.errors import ConfigError
+from derelayl.experiments.attacks import DEFENCES, run_attacks
 from derelayl.experiments.config import parse_config
 from derelayl.experiments.relay import run_derelayl
 from derelayl.experiments.runner import build_experiment_setup
@@ -237,3 +238,15 @@ def test_an_omitting_miner_burns_honest_deposits_unless_commitments_are_posted(s
     assert posted.info["models_trained"] == honest.info["models_trained"]
     assert posted.info["balances_coins"] == honest.info["balances_coins"]
     assert [p.accuracy for p in posted.points] == [p.accuracy for p in honest.points]
+
+
+def test_the_attacks_table_posts_commitments_only_in_its_last_arm(tmp_path: Path) -> None:
+    config = parse_config(SMALL)
+    results = run_attacks(config, tmp_path / "a", seeds=(4,), kinds=("omitting_miner",), rounds=8)
+    runs = {(r["attack"], r["method"]): r for r in results["runs"]}
+    first, last = "relay (faithful)", list(DEFENCES)[-1]
+    assert DEFENCES[last].get("post_commitments") and not DEFENCES[first].get("post_commitments")
+    # without posting the omitting miners drop commitments; with it the run is the honest one
+    assert runs[("omitting_miner", first)]["models_committed"] < runs[("none", first)]["models_committed"]
+    assert runs[("omitting_miner", last)]["models_committed"] == runs[("none", last)]["models_committed"]
+    assert runs[("omitting_miner", last)]["accuracy"] == runs[("none", last)]["accuracy"]

@@ -131,7 +131,7 @@ def _run(
             for method, arm in arms.items():
                 extra = {k: v for k, v in arm.items() if k != "post_commitments"}
                 params = Params.from_dict({**base.to_dict(), **extra})
-                posting = {"post_commitments": bool(arm.get("post_commitments", False))}
+                posting = bool(arm.get("post_commitments", False))
                 curve = run_derelayl(
                     setup,
                     params,
@@ -184,6 +184,7 @@ def _summary(curve: Curve, method: str, kind: str, seed: int, group: list[str]) 
         "accuracy": float(np.mean([p.accuracy for p in last])),
         "final_accuracy": curve.final.accuracy,
         "backdoor_success": float(np.mean([p.extra["backdoor_success"] for p in last])),
+        "models_committed": sum(curve.info.get("models_trained", [])),
         "reward_share": bad.get("reward_share"),
         "turned_away": bad.get("turned_away"),
         "honest_turned_away": groups.get(HONEST, {}).get("turned_away"),
