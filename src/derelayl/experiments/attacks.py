@@ -277,7 +277,7 @@ def _figure(table: list[dict[str, Any]], share: float, path: Path) -> None:
 
     attacks = [k for k in dict.fromkeys(r["attack"] for r in table) if k != "none"]
     methods = list(dict.fromkeys(r["method"] for r in table))
-    fig, axes = plt.subplots(1, 3, figsize=(17, 4.5))
+    fig, axes = plt.subplots(1, 3, figsize=(17, 5.5))
     width = 0.8 / len(methods)
     x = np.arange(len(attacks))
     panels = [
@@ -309,8 +309,12 @@ def _figure(table: list[dict[str, Any]], share: float, path: Path) -> None:
             ax.axhline(target, color="k", ls="--", lw=1, label="target")
         ax.set_xticks(x, attacks, rotation=20)
         ax.set_ylabel(label)
-    axes[0].legend(fontsize=8)
-    axes[1].legend(fontsize=8)
-    fig.suptitle(f"{share:.0%} dishonest participants of one kind, mean ± 95% interval over seeds")
-    fig.tight_layout()
+    # one legend under the panels (inside them it hides the bars): every method, the target
+    # line and the honest marker, each once
+    entries: dict[str, Any] = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            entries.setdefault(label, handle)
+    fig.legend(entries.values(), entries.keys(), loc="lower center", ncol=4, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.13, 1, 1))
     save_figure(fig, path)
