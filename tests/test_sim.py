@@ -397,3 +397,27 @@ def test_a_sybil_operator_takes_slots_but_no_coins_from_free_riding(tmp_path: Pa
     assert final["sybil_keys"] == 19 and 0.05 < final["sybil_slot_share"] < 0.5
     assert final["sybil_coin_share"] < 0.01
     assert "sybil_slot_share" not in json.loads((tmp_path / "p" / "summary.json").read_text())["final"]
+
+
+def test_adversaries_in_a_simulate_config_are_the_sybil_share_and_nothing_else(tmp_path: Path) -> None:
+    table = tmp_path / "a.toml"
+    table.write_text("participants = 64\nrounds = 30\n[adversaries]\nsybil = 0.3\n")
+    flat = tmp_path / "b.toml"
+    flat.write_text("participants = 64\nrounds = 30\nsybil_share = 0.3\n")
+    a = runner.invoke(app, ["simulate", "--config", str(table), "--out", str(tmp_path / "a"), "--no-figures"])
+    b = runner.invoke(app, ["simulate", "--config", str(flat), "--out", str(tmp_path / "b"), "--no-figures"])
+    assert a.exit_code == 0 and b.exit_code == 0, a.output + b.output
+    ra, rb = (json.loads((tmp_path / d / "summary.json").read_text()) for d in ("a", "b"))
+    assert ra["final"] == rb["final"] and ra["final"]["sybil_keys"] == 19  # the same simulation
+    for text, words in [
+        ("[adversaries]\nlying_tester = 0.3\n", "models only sybil"),
+        ("[adversaries]\nsybil = 1.5\n", "sybil must be a share in [0, 1)"),
+        ("[adversaries]\nsybil = true\n", "sybil must be a share"),
+        ("adversaries = 3\n", "must be a table"),
+        ("sybil_share = 0.1\n[adversaries]\nsybil = 0.3\n", "give the Sybil share once"),
+    ]:
+        bad = tmp_path / "bad.toml"
+        bad.write_text(text)
+        result = runner.invoke(app, ["simulate", "--config", str(bad), "--out", str(tmp_path / "bad")])
+        assert result.exit_code == 2 and words in result.output, result.output
+        assert not (tmp_path / "bad").exists()

@@ -238,7 +238,12 @@ _TOP_KEYS = {f.name for f in dataclasses.fields(SimConfig)} - {"params", "scheme
     "scheme",
     "seeds",
     "protocol",
+    "adversaries",
 }
+SIM_ADVERSARIES = ("sybil",)
+"""Dishonest kinds the latent simulation models (``[adversaries]``): a Sybil operator's keys
+bid the least the rules allow and free-ride. The other kinds need real models (``derelayl
+experiment`` / ``attacks``)."""
 
 
 def load_toml(path: Path) -> dict[str, Any]:
@@ -264,6 +269,18 @@ def check_keys(data: dict[str, Any], where: str) -> None:
         raise ConfigError(f"{where}: unknown key(s): {', '.join(unknown)}; known: {', '.join(sorted(_TOP_KEYS))}")
     if not isinstance(data.get("protocol", {}), dict):
         raise ConfigError(f"{where}: [protocol] must be a table")
+    adversaries = data.get("adversaries", {})
+    if not isinstance(adversaries, dict):
+        raise ConfigError(f"{where}: [adversaries] must be a table of kind = share")
+    other = sorted(str(k) for k in set(adversaries) - set(SIM_ADVERSARIES))
+    if other:
+        raise ConfigError(
+            f"{where}: [adversaries] {', '.join(other)}: the latent simulation models only "
+            f"{', '.join(SIM_ADVERSARIES)} (the other kinds need real models: derelayl experiment or attacks)"
+        )
+    share = adversaries.get("sybil", 0.0)
+    if isinstance(share, bool) or not isinstance(share, int | float) or not 0 <= share < 1:
+        raise ConfigError(f"{where}: [adversaries] sybil must be a share in [0, 1), got {share!r}")
 
 
 def resolve_config(
@@ -276,7 +293,12 @@ def resolve_config(
     check_keys(file_values, "config")
     flag_values = {k: v for k, v in (flag_values or {}).items() if v is not None}
     flag_protocol = {k: v for k, v in (flag_protocol or {}).items() if v is not None}
-    merged: dict[str, Any] = {**{k: v for k, v in file_values.items() if k != "protocol"}, **flag_values}
+    from_file = {k: v for k, v in file_values.items() if k not in ("protocol", "adversaries")}
+    if "sybil" in file_values.get("adversaries", {}):  # [adversaries] sybil = share (same as sybil_share)
+        if "sybil_share" in from_file:
+            raise ConfigError("config: give the Sybil share once, as [adversaries] sybil or as sybil_share")
+        from_file["sybil_share"] = file_values["adversaries"]["sybil"]
+    merged: dict[str, Any] = {**from_file, **flag_values}
 
     name = str(merged.pop("preset", "reference"))
     protocol = {
