@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from derelayl.agents.kinds import KINDS
 from derelayl.errors import ConfigError, DerelaylError
 from derelayl.terminal import console, fail
 
@@ -40,7 +41,7 @@ def attacks(
     seeds: Annotated[str, typer.Option(help='Seeds of split and training: "0-4", "1,3,5".')] = "0-2",
     kinds: Annotated[
         str,
-        typer.Option(help="Kinds, comma-separated: free_rider, copier, label_flip, backdoor, lying_tester, or all."),
+        typer.Option(help=f"Kinds, comma-separated: {', '.join(KINDS)}, or all."),
     ] = "all",
     rounds: Annotated[int, typer.Option(help="Relay rounds per run.")] = 50,
     testers: Annotated[int, typer.Option(help="Testers per round in the pooled-cases arms (2..16).")] = 5,
@@ -49,7 +50,6 @@ def attacks(
     """Each kind of dishonest participant against the relay (faithful and defended) and FedAvg
     (plain and trimmed mean), over seeds: accuracy lost, rewards taken, models caught, backdoor
     success; writes results.json, report.md and attacks.png."""
-    from derelayl.agents.kinds import KINDS
     from derelayl.experiments.attacks import check_options, run_attacks
     from derelayl.experiments.config import load_config
     from derelayl.sim.config import parse_seeds
