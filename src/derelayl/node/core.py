@@ -311,11 +311,14 @@ class Node:
             started = time.monotonic()
             messages = self.agent.messages(snapshot)
             self._post(state, messages)
-            for post in self.agent.posts(messages):  # straight to the contract: no miner may omit it
-                self.client.send(post, self.signer)
             self.outbox = (key, messages, time.monotonic())
             self.stats["acting_seconds"] += time.monotonic() - started
             self.acted.add(key)
+            for post in self.agent.posts(messages):  # straight to the contract: no miner may omit it
+                try:
+                    self.client.send(post, self.signer)
+                except DerelaylError as exc:  # e.g. the phase moved on: the message went to the miners too
+                    log.warning("commitment of round %d not posted: %s", post.round, exc)
         elif self.outbox[0] == key and self.outbox[1] and time.monotonic() - self.outbox[2] >= self.settings.resend:
             self.peers.send_to(self._producers(state), self.outbox[1])
             self.outbox = (key, self.outbox[1], time.monotonic())
