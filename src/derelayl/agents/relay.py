@@ -272,7 +272,7 @@ def clear_scores(state: State, models: ModelBook, evaluator: TorchEvaluator, x: 
     if not digests:
         return np.zeros(0, dtype=np.int64)
     preds = np.stack([evaluator.predict(models.load(d), x) for d in digests])
-    scores = (preds == y[None, :]).sum(axis=1).astype(np.int64)
+    scores: I64 = (preds == y[None, :]).sum(axis=1).astype(np.int64)
     if not state.params.copy_rule:
         return scores
     n = len(state.commitments)

@@ -185,9 +185,14 @@ def _audit_test_block(
     cases = {tester: _cases(cases_dirs, digest) for tester, digest, _ in reports}
     for tester, _digest, reported in reports:
         if state.params.pooled_cases:  # every tester scored on the pool, in tester order
-            missing = [t for t in state.roles.testers.tolist() if cases.get(t) is None] if state.roles else []
-            parts = [cases[t] for t in state.roles.testers.tolist()] if state.roles and not missing else []
-            mine = (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])) if parts else None
+            order = state.roles.testers.tolist() if state.roles is not None else []
+            missing = [t for t in order if cases.get(t) is None]
+            parts = [c for t in order if (c := cases.get(t)) is not None]
+            mine = (
+                None
+                if missing or not parts
+                else (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
+            )
         else:
             missing, mine = ([] if cases[tester] is not None else [tester]), cases[tester]
         if mine is None:
