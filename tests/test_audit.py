@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from derelayl.agents.adversaries import Adversary
 from derelayl.agents.relay import RelayBrain, share_cases
 from derelayl.cli import app
+from derelayl.evm.node import anvil_path
 from derelayl.runtime.audit import audit_run
 from derelayl.runtime.local import RunConfig, run_network
 from derelayl.runtime.torch_task import TorchTask
@@ -90,3 +91,13 @@ def test_audit_refuses_what_is_not_a_run_of_real_models(tmp_path: Path) -> None:
         result = runner.invoke(app, ["audit", str(target)])
         assert result.exit_code == 2 and result.output.startswith("error:") and "Traceback" not in result.output
     assert sorted(p.name for p in (tmp_path / "latent").iterdir()) == before
+
+
+@pytest.mark.skipif(anvil_path() is None, reason="anvil is not installed (scripts/setup with npm)")
+def test_a_run_on_the_contract_is_audited_from_its_saved_chain(tmp_path: Path) -> None:
+    out = tmp_path / "anvil"
+    args = ["run", "--ledger", "evm", "--rpc", "anvil", "--rounds", "3", "--participants", "8"]
+    made = runner.invoke(app, [*args, "--testers", "3", "--pooled-cases", "--out", str(out), "--quiet"])
+    assert made.exit_code == 0, made.output
+    audit = audit_run(out)  # anvil restarted on the run's saved chain, then stopped
+    assert audit.rounds == 3 and audit.reports == 9 and audit.checked == 9 and not audit.findings
