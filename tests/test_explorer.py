@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -21,8 +22,10 @@ import pytest
 from typer.testing import CliRunner
 
 from derelayl.cli import app
+from derelayl.errors import StorageError
 from derelayl.explorer.app import make_app, vendor_dir
 from derelayl.explorer.index import ChainIndex
+from derelayl.protocol.digest import compute_state_root
 from derelayl.runtime.local import RunConfig, run_network
 from derelayl.runtime.tasks import make_task
 from served import serve
@@ -226,6 +229,39 @@ def test_a_lazy_index_serves_while_it_catches_up(chain: Path) -> None:
         done = http.get("/api/status").json()
         assert first["height"] <= done["height"] == index.stored and done["indexing"] is None
         assert done["settled_rounds"] == ROUNDS
+
+
+def test_a_read_that_fails_while_the_writer_is_mid_way_is_retried_not_a_bad_chain(chain: Path) -> None:
+    """A read-only reader can meet SQLite's writer mid-way ("attempt to write a readonly
+    database", seen in CI): the index reports it, keeps what it verified and goes on."""
+    with contextlib.ExitStack() as stack:
+        index = ChainIndex(chain, lazy=True)
+        stack.callback(index.close)
+        clean = ChainIndex(chain)
+        stack.callback(clean.close)
+        assert index.ledger is not None
+        ledger = index.ledger
+        real_get, real_refresh, failures = ledger.get, ledger.refresh, {"get": 1, "refresh": 1}
+
+        def flaky(name: str, real: Any) -> Any:
+            def call(*args: Any) -> Any:
+                if failures[name] and (name == "refresh" or args[0] == 7):
+                    failures[name] -= 1
+                    raise StorageError(f"{ledger.path}: attempt to write a readonly database")
+                return real(*args)
+
+            return call
+
+        ledger.refresh = flaky("refresh", real_refresh)  # type: ignore[method-assign]
+        ledger.get = flaky("get", real_get)  # type: ignore[method-assign]
+        index.follow(limit=20)  # the count fails: nothing applied, nothing bad
+        assert index.bad is None and index.offline and index.applied == 1
+        index.follow(limit=20)  # block 7 fails: blocks 1-6 stay applied
+        assert index.bad is None and index.offline and index.applied == 7
+        while index.indexing:
+            index.follow(limit=50)
+        assert index.bad is None and index.offline is None and index.applied == clean.applied
+        assert compute_state_root(index.state) == compute_state_root(clean.state)
 
 
 @pytest.mark.slow

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
-from derelayl.errors import ChainIntegrityError
+from derelayl.errors import ChainIntegrityError, StorageError
 from derelayl.ledger.chain import Chain
 from derelayl.ledger.client import ChainEvent
 from derelayl.ledger.sqlite import SQLiteLedger
@@ -132,14 +132,22 @@ class ChainIndex:
                 self.applied = self.stored = len(self.blocks)
                 return self.applied
             assert self.ledger is not None
-            self.stored = self.ledger.refresh()
             try:
+                self.stored = self.ledger.refresh()
                 if self.chain is None:
                     self.chain = Chain.start(self.ledger, self._on_block)
                     self.applied = 1
                 self.applied = self.chain.catch_up(self.applied, self._on_block, limit)
+                self.offline = None
+            except StorageError as exc:  # the writer is mid-way: counted again on the next tick
+                self.offline = str(exc)
             except ChainIntegrityError as exc:
-                self.bad = (exc.height, str(exc))
+                if isinstance(exc.__cause__, StorageError):  # a read that failed, not a bad block
+                    self.offline = str(exc)
+                    if self.chain is not None:  # every block below the one unread is applied
+                        self.applied = max(self.applied, exc.height)
+                else:
+                    self.bad = (exc.height, str(exc))
             return self.applied
 
     @property

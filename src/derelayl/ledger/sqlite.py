@@ -117,8 +117,13 @@ class SQLiteLedger(Ledger):
         return int(self._height)
 
     def refresh(self) -> int:
-        """Re-count the stored blocks (a reader following a file another process appends to)."""
-        (self._height,) = self._db.execute("SELECT COUNT(*) FROM blocks").fetchone()
+        """Re-count the stored blocks (a reader following a file another process appends to).
+        A read-only reader can meet the writer mid-way (SQLite's ``SQLITE_READONLY_RECOVERY``:
+        "attempt to write a readonly database"): that is a ``StorageError``, worth a retry."""
+        try:
+            (self._height,) = self._db.execute("SELECT COUNT(*) FROM blocks").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise StorageError(f"{self.path}: the stored blocks cannot be counted now ({exc})") from exc
         return int(self._height)
 
     def get(self, height: int) -> StoredBlock:
