@@ -39,6 +39,7 @@ def test_run_on_the_embedded_contract_equals_the_sqlite_run(tmp_path: Path, post
     a, b = _summary(tmp_path / "sqlite"), _summary(tmp_path / "evm")
     assert a["balances"] == b["balances"] and a["money"] == b["money"]
     assert b["ledger"]["verified"] and b["ledger"]["blocks"] == 4 * 6 and b["ledger"]["backend"] == "embedded"
+    assert (b["ledger"]["posted_commitments"] > 0) == bool(posting)  # each trainer posted its commitment
     assert (tmp_path / "evm" / "contract.json").is_file() and (tmp_path / "evm" / "latent.png").stat().st_size > 0
 
 

@@ -214,9 +214,10 @@ def _verify_contract(node: object, address: str) -> None:
         raise fail(str(exc)) from exc
     finally:
         node.close()  # type: ignore[attr-defined]
+    posted = f", {report['posted_commitments']} commitments posted to it" if report["posted_commitments"] else ""
     out.print(
         f"valid: {report['blocks']} blocks, round {report['round']}, contract {report['contract']} on chain "
-        f"{report['chain_id']}, head block {report['head_block']}"
+        f"{report['chain_id']}, head block {report['head_block']}{posted}"
     )
 
 

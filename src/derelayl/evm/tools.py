@@ -18,7 +18,7 @@ from derelayl.evm.node import Node, anvil, connect, embedded
 from derelayl.evm.signing import EvmKey, key_of_address
 from derelayl.ledger.client import ChainEvent
 from derelayl.ledger.inspect import Inspector
-from derelayl.protocol.blocks import is_block
+from derelayl.protocol.blocks import PostedCommitment, is_block
 from derelayl.protocol.params import Params
 from derelayl.protocol.state import State
 
@@ -79,12 +79,14 @@ def verify_contract(client: ContractClient) -> dict[str, Any]:
             client.node.block_number(), "the contract's storage differs from the replay: " + "; ".join(diff)
         )
     blocks = sum(1 for e in client.history.events if is_block(e.operation))
+    posted = sum(1 for e in client.history.events if isinstance(e.operation, PostedCommitment))
     number, head = client.head()
     return {
         "contract": client.address,
         "chain_id": client.node.chain_id,
         "blocks": blocks,
         "operations": len(client.history.events),
+        "posted_commitments": posted,
         "round": client.state.round,
         "head_block": number,
         "head": head.hex(),
