@@ -250,3 +250,32 @@ def test_the_attacks_table_posts_commitments_only_in_its_last_arm(tmp_path: Path
     assert runs[("omitting_miner", first)]["models_committed"] < runs[("none", first)]["models_committed"]
     assert runs[("omitting_miner", last)]["models_committed"] == runs[("none", last)]["models_committed"]
     assert runs[("omitting_miner", last)]["accuracy"] == runs[("none", last)]["accuracy"]
+
+
+def test_a_strategic_liar_lies_only_when_its_group_holds_most_tester_seats(setup) -> None:  # type: ignore[no-untyped-def]
+    # Prepare: three pooled testers at a test phase with commitments
+    params = Params.from_dict({"testers": 3, "pooled_cases": True}, base=preset("minimal"))
+    n = len(setup.split.participants)
+    keys = [hashlib.sha256(f"s{i}".encode()).digest() for i in range(n)]
+    client = StateClient(initialize_state(params, b"\x04" * 32, keys))
+    book = ModelBook.of_genesis(MemoryModelStore(), setup.init, {})
+    brains = relay_brains(setup, book, 1)
+    share_cases(brains)
+    driver = RoundDriver(client, [Agent(client.signer(k), b) for k, b in zip(keys, brains, strict=True)])
+    state = client.state
+    while state.phase != Phase.TEST or len(state.commits) < 2:
+        assert state.round < 20
+        driver.step()
+        book.follow(state)
+    testers = state.roles.testers.tolist()
+    me = testers[0]
+    honest = brains[me].score(state, me)[1]
+    fields = {f.name: getattr(brains[me], f.name) for f in dataclasses.fields(brains[me])}
+    owners = set(state.commits.owner.tolist())
+    # Execute: the same tester as a strategic liar whose group holds one seat, then two of three
+    alone = Adversary(**fields, kind="strategic_liar", group=frozenset({me, *owners}) - set(testers[1:]))
+    majority = Adversary(**fields, kind="strategic_liar", group=frozenset({me, testers[1], *owners}))
+    # Assert: honest scores with one seat; the group's models on top with a majority
+    assert alone.score(state, me)[1].tolist() == honest.tolist()
+    lied = majority.score(state, me)[1]
+    assert lied.tolist() != honest.tolist() and set(lied.tolist()) <= {0, params.test_cases}

@@ -17,6 +17,9 @@ Each kind is one participant's behaviour, written once and used by the relay (an
 - ``lying_tester``: trains honestly, but when it tests, it reports the best possible score for
   every model trained by a member of its own group and 0 for all others (a colluding
   tester+trainer group). In FedAvg there are no testers: it behaves honestly.
+- ``strategic_liar``: a ``lying_tester`` that lies only in rounds where its group holds a
+  majority of the tester seats (the draw is public), so that it is never off the medians
+  and never unpaid; otherwise it scores honestly.
 - ``omitting_miner``: trains honestly, but as the commit miner it leaves out every commitment
   of a trainer outside its group that the rules let it leave out (all but those posted to the
   ledger): those trainers' deposits burn and its group's children face fewer rivals
@@ -143,8 +146,12 @@ class Adversary(RelayBrain):
 
     def score(self, state: State, me: int) -> tuple[bytes, I64]:
         digest, scores = super().score(state, me)
-        if self.kind != "lying_tester":
+        if self.kind not in ("lying_tester", "strategic_liar"):
             return digest, scores
+        if self.kind == "strategic_liar" and state.roles is not None:
+            seats = sum(int(t) in self.group for t in state.roles.testers.tolist())
+            if 2 * seats <= state.roles.testers.size:  # no majority of the seats: lying would show
+                return digest, scores
         owners = state.commits.owner.tolist()
         ours = [o in self.group for o in owners] + [False] * (scores.size - len(owners))
         return digest, np.where(ours, state.params.test_cases, 0).astype(np.int64)
