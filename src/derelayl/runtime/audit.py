@@ -136,7 +136,6 @@ class ReadOnlyStores(ModelStore):
 
     def __init__(self, roots: list[Path]) -> None:
         self.roots = roots
-        self.root = roots[0]
 
     def _path(self, digest: bytes) -> Path | None:
         name = f"{digest.hex()}.safetensors"
