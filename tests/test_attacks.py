@@ -8,6 +8,7 @@ import hashlib
 import json
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -16,7 +17,7 @@ from typer.testing import CliRunner
 
 from derelayl.agents.adversaries import HONEST, KINDS, TARGET, Adversary, assign, poison, stamp
 from derelayl.agents.agent import Agent
-from derelayl.agents.relay import ModelBook, relay_brains, share_cases
+from derelayl.agents.relay import ModelBook, RelayBrain, relay_brains, share_cases
 from derelayl.baselines.federated import trimmed_mean
 from derelayl.cli import app
 from derelayl.errors import ConfigError
@@ -30,6 +31,7 @@ from derelayl.ledger.client import StateClient
 from derelayl.protocol import Phase
 from derelayl.protocol.genesis import initialize_state
 from derelayl.protocol.params import Params, preset
+from derelayl.protocol.state import State
 from derelayl.runtime.driver import RoundDriver
 
 SMALL_TOML = """
@@ -52,6 +54,26 @@ SMALL = tomllib.loads(SMALL_TOML)
 @pytest.fixture(scope="module")
 def setup():  # type: ignore[no-untyped-def]
     return build_experiment_setup(parse_config(SMALL))
+
+
+def network_at_test_phase(
+    setup: Any, params: Params, tag: str, beacon: bytes, ready: Any = None, max_rounds: int = 20
+) -> tuple[State, list[RelayBrain], ModelBook]:
+    """A network of relay agents (testers share their cases) driven to a test phase with at
+    least two commitments and whatever ``ready(state)`` asks for: (state, brains, book)."""
+    n = len(setup.split.participants)
+    keys = [hashlib.sha256(f"{tag}{i}".encode()).digest() for i in range(n)]
+    client = StateClient(initialize_state(params, beacon, keys))
+    book = ModelBook.of_genesis(MemoryModelStore(), setup.init, {})
+    brains = relay_brains(setup, book, 1)
+    share_cases(brains)
+    driver = RoundDriver(client, [Agent(client.signer(k), b) for k, b in zip(keys, brains, strict=True)])
+    state = client.state
+    while state.phase != Phase.TEST or len(state.commits) < 2 or (ready is not None and not ready(state)):
+        assert state.round < max_rounds
+        driver.step()
+        book.follow(state)
+    return state, brains, book
 
 
 def test_assignment_is_seeded_spares_the_genesis_owner_and_counts_exactly() -> None:
@@ -198,18 +220,7 @@ def test_an_experiment_with_adversaries_reports_each_group(tmp_path: Path) -> No
 def test_with_pooled_cases_honest_testers_report_the_same_scores(setup, pooled: bool) -> None:  # type: ignore[no-untyped-def]
     # Prepare: a network with three testers, driven to a test phase with several commitments
     params = Params.from_dict({"testers": 3, "pooled_cases": pooled}, base=preset("minimal"))
-    n = len(setup.split.participants)
-    keys = [hashlib.sha256(f"p{i}".encode()).digest() for i in range(n)]
-    client = StateClient(initialize_state(params, b"\x02" * 32, keys))
-    book = ModelBook.of_genesis(MemoryModelStore(), setup.init, {})
-    brains = relay_brains(setup, book, 1)
-    share_cases(brains)
-    driver = RoundDriver(client, [Agent(client.signer(k), b) for k, b in zip(keys, brains, strict=True)])
-    state = client.state
-    while state.phase != Phase.TEST or len(state.commits) < 2:
-        assert state.round < 20
-        driver.step()
-        book.follow(state)
+    state, brains, book = network_at_test_phase(setup, params, "p", b"\x02" * 32)
     # Execute: every tester scores
     testers = state.roles.testers.tolist()
     reports = [brains[t].score(state, t) for t in testers]
@@ -255,18 +266,7 @@ def test_the_attacks_table_posts_commitments_only_in_its_last_arm(tmp_path: Path
 def test_a_strategic_liar_lies_only_when_its_group_holds_most_tester_seats(setup) -> None:  # type: ignore[no-untyped-def]
     # Prepare: three pooled testers at a test phase with commitments
     params = Params.from_dict({"testers": 3, "pooled_cases": True}, base=preset("minimal"))
-    n = len(setup.split.participants)
-    keys = [hashlib.sha256(f"s{i}".encode()).digest() for i in range(n)]
-    client = StateClient(initialize_state(params, b"\x04" * 32, keys))
-    book = ModelBook.of_genesis(MemoryModelStore(), setup.init, {})
-    brains = relay_brains(setup, book, 1)
-    share_cases(brains)
-    driver = RoundDriver(client, [Agent(client.signer(k), b) for k, b in zip(keys, brains, strict=True)])
-    state = client.state
-    while state.phase != Phase.TEST or len(state.commits) < 2:
-        assert state.round < 20
-        driver.step()
-        book.follow(state)
+    state, brains, _ = network_at_test_phase(setup, params, "s", b"\x04" * 32)
     testers = state.roles.testers.tolist()
     me = testers[0]
     honest = brains[me].score(state, me)[1]

@@ -43,6 +43,13 @@ def test_run_on_the_embedded_contract_equals_the_sqlite_run(tmp_path: Path, post
     assert (tmp_path / "evm" / "contract.json").is_file() and (tmp_path / "evm" / "latent.png").stat().st_size > 0
 
 
+def test_posting_commitments_on_a_local_chain_is_one_error_line(tmp_path: Path) -> None:
+    result = _run(tmp_path / "local", "--post-commitments")
+    assert result.exit_code == 2 and result.output.startswith("error:"), result.output  # type: ignore[attr-defined]
+    assert "--post-commitments needs --ledger evm" in result.output  # type: ignore[attr-defined]
+    assert not (tmp_path / "local").exists()
+
+
 def test_embedded_run_cannot_be_resumed_or_verified_later(tmp_path: Path) -> None:
     assert _run(tmp_path / "evm", "--ledger", "evm").exit_code == 0
     again = _run(tmp_path / "evm", "--ledger", "evm", rounds=8)

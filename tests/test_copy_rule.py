@@ -3,7 +3,6 @@ with the live model it predicts most like, and a copy of another live model must
 
 from __future__ import annotations
 
-import hashlib
 import tomllib
 from pathlib import Path
 
@@ -11,22 +10,16 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from derelayl.agents.agent import Agent
-from derelayl.agents.relay import ModelBook, relay_brains
 from derelayl.cli import app
 from derelayl.errors import ConfigError
 from derelayl.experiments.config import parse_config
 from derelayl.experiments.relay import run_derelayl
 from derelayl.experiments.runner import build_experiment_setup
 from derelayl.learning.serialization import weights_to_bytes
-from derelayl.learning.store import MemoryModelStore
-from derelayl.ledger.client import StateClient
-from derelayl.protocol import Phase
 from derelayl.protocol.copies import apply_copy_rule, nearest_live
-from derelayl.protocol.genesis import initialize_state
 from derelayl.protocol.params import Params, preset
-from derelayl.runtime.driver import RoundDriver
 from test_attacks import SMALL_TOML as SMALL
+from test_attacks import network_at_test_phase
 
 
 @pytest.fixture(scope="module")
@@ -65,17 +58,9 @@ def test_a_copy_must_beat_the_model_it_copies_and_an_honest_child_only_its_paren
 
 def test_honest_testers_score_an_exact_copy_of_another_live_model_zero(setup) -> None:  # type: ignore[no-untyped-def]
     # Prepare: a network driven to a test phase with at least two live models and commitments
-    n = len(setup.split.participants)
-    keys = [hashlib.sha256(f"cr{i}".encode()).digest() for i in range(n)]
-    client = StateClient(initialize_state(rule(), b"\x03" * 32, keys))
-    book = ModelBook.of_genesis(MemoryModelStore(), setup.init, {})
-    brains = relay_brains(setup, book, 1)
-    driver = RoundDriver(client, [Agent(client.signer(k), b) for k, b in zip(keys, brains, strict=True)])
-    state = client.state
-    while not (state.phase == Phase.TEST and len(state.live) >= 2 and len(state.commits) >= 2):
-        assert state.round < 30
-        driver.step()
-        book.follow(state)
+    state, brains, book = network_at_test_phase(
+        setup, rule(), "cr", b"\x03" * 32, ready=lambda s: len(s.live) >= 2, max_rounds=30
+    )
     tester = int(state.roles.testers[0])
     _, honest = brains[tester].score(state, tester)
     # Execute: replace the first child's bytes by a copy of the best live model that is not its parent

@@ -36,12 +36,23 @@ def weights_from_bytes(data: bytes, name: str = "model") -> tuple[Weights, dict[
 
     try:
         weights = load(data)
-        header_len = int.from_bytes(data[:8], "little")
-        header = jsonsafe.loads(data[8 : 8 + header_len])
-        meta = jsonsafe.loads(header.get("__metadata__", {}).get(_META_KEY, "{}"))
+        meta = meta_from_header(data)
     except Exception as exc:  # safetensors raises its own error types and ValueError/OSError
         raise ModelError(f"{name}: not a readable model file ({type(exc).__name__}: {exc})") from exc
     return weights, meta
+
+
+def header_size(first8: bytes) -> int:
+    """Bytes of a model file's header after its first 8 (safetensors: a little-endian length)."""
+    return int.from_bytes(first8[:8], "little")
+
+
+def meta_from_header(data: bytes) -> dict[str, Any]:
+    """The metadata ``weights_to_bytes`` recorded, from the file's first ``8 + header_size``
+    bytes (no tensor is read). Malformed input raises ``ValueError``/``AttributeError``."""
+    header = jsonsafe.loads(data[8 : 8 + header_size(data)])
+    meta: dict[str, Any] = jsonsafe.loads(header.get("__metadata__", {}).get(_META_KEY, "{}"))
+    return meta
 
 
 def model_digest(data: bytes) -> bytes:

@@ -232,21 +232,20 @@ def _cases(folders: list[Path], digest: bytes) -> tuple[Any, Any] | None:
 
 
 def _genesis_model(store: ModelStore) -> bytes:
-    """The store's genesis model: the one model file whose metadata says round -1."""
-    import json
+    """The store's genesis model: the one model file whose metadata says round -1 (read from
+    each file's header only; blobs that are not model files are skipped)."""
+    from derelayl.learning.serialization import header_size, meta_from_header
 
     found = []
     for digest in store.digests():
-        head = store.peek(digest, 8)
-        size = int.from_bytes(head, "little")
+        size = header_size(store.peek(digest, 8))
         if not 0 < size < 1 << 20:
             continue
         try:
-            header = json.loads(store.peek(digest, 8 + size)[8:])
-            meta = json.loads(header.get("__metadata__", {}).get("derelayl", "{}"))
-        except ValueError:
+            meta = meta_from_header(store.peek(digest, 8 + size))
+        except (ValueError, AttributeError, TypeError):
             continue
-        if meta.get("round") == -1:
+        if isinstance(meta, dict) and meta.get("round") == -1:
             found.append(digest)
     if len(found) != 1:
         raise ConfigError(f"expected one genesis model (round -1) in the model stores, found {len(found)}")
