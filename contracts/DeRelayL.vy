@@ -1,1019 +1,200 @@
 # pragma version 0.4.3
 # pragma evm-version cancun
 """
-@title DeRelayL: the protocol's rules as an EVM contract
+@title DeRelayL: the protocol's rules as an EVM contract (the entry point)
 @notice The same rule set as the Python core (src/derelayl/protocol/transition.py), check for
         check; tests/test_contract_differential.py runs random action sequences through both and
         compares balances, escrow, roles, owners, selected models, versions and rejections.
         The coin is an ERC-20 (6 decimals = the core's integer units). Each revert reason is the
         name of the core's exception class and a number (RoleError: 23); the numbers are spelled
-        out in src/derelayl/evm/reasons.py, which the client applies (code size: EIP-170).
-@dev    Costs that do not grow with lineage depth: lineage rewards above the most recent common
-        ancestor of the live models are paid lazily (a per-participant count of trunk models
-        times an accumulator, like staking rewards), so a settlement walks only the unmerged
-        generations. Orders are verified, not sorted, where the block lists items (bids,
-        commitments: O(n)); the settlement ranks the round's models with an in-memory heap.
+        out in src/derelayl/evm/reasons.py, which the client applies.
+@dev    Two contracts over one storage (EIP-170 caps each at 24,576 bytes): this one holds the
+        genesis, the coin, registration, the deposit and commit blocks and the views; every other
+        call (post, test, settle: contracts/TestAndSettle.vy) is run by ``__default__`` in this
+        contract's storage through DELEGATECALL to EXTENSION, fixed at deployment. Both
+        ``initializes: rules`` (contracts/rules.vy: types, events, storage, shared checks) and
+        declare no storage of their own, so their storage layouts are the same.
 """
 
-MAX_PARTICIPANTS: constant(uint256) = 1024
-WORDS: constant(uint256) = 4  # bitmap words: MAX_PARTICIPANTS / 256
-MAX_ITEMS: constant(uint256) = 512  # bids of one kind, commitments, live models: <= the cap
-MAX_JOINS: constant(uint256) = 64
-MAX_TESTERS: constant(uint256) = 16
-MAX_MULTIPLIERS: constant(uint256) = 256
-MAX_KEPT: constant(uint256) = 1024
-MAX_CO_SCORES: constant(uint256) = MAX_ITEMS * (MAX_TESTERS - 1)
-MAX_FHE_KEY: constant(uint256) = 4096
-M32: constant(uint256) = 2**32 - 1
-M64: constant(uint256) = 2**64 - 1
-BIAS: constant(int256) = 2**63
+import rules
 
-# phases (= derelayl.protocol.types.Phase)
-DEPOSIT: constant(uint256) = 0
-COMMIT: constant(uint256) = 1
-TEST: constant(uint256) = 2
-SETTLE: constant(uint256) = 3
+initializes: rules
 
-# draw purposes (= derelayl.protocol.beacon), 8 bytes each
-ROLES: constant(bytes8) = 0x726f6c6573000000
-MINERS: constant(bytes8) = 0x6d696e6572730000
-TESTERS: constant(bytes8) = 0x7465737465727300
-AUCTION: constant(bytes8) = 0x61756374696f6e00
-SETTLE_KEY: constant(bytes8) = 0x736574746c650000
-
-# message tags for signatures (derelayl.evm.signing)
-TAG_BID: constant(bytes32) = keccak256("derelayl/bid")
-TAG_COMMIT: constant(bytes32) = keccak256("derelayl/commit")
-TAG_SCORES: constant(bytes32) = keccak256("derelayl/scores")
-TAG_JOIN: constant(bytes32) = keccak256("derelayl/join")
-
-struct Params:
-    k: uint256
-    select_num: uint256
-    select_den: uint256
-    cap_num: uint256
-    cap_den: uint256
-    cap: uint256                 # 0: none (cap_num/cap_den of participants)
-    test_cases: uint256
-    testers: uint256
-    mo_budget: uint256
-    reward_per_deposit: uint256
-    reward_per_commitment: uint256
-    reward_per_test_case: uint256
-    reward_per_tested_model: uint256
-    reward_per_settled_model: uint256
-    reward_per_model_case: uint256
-    lineage_reward: uint256
-    scheme: uint256              # 0 lineage, 1 decay, 2 capped
-    supply_cap: uint256
-    payee_is_trainer: bool       # lineage_payee: false = model_owner (reference)
-    phase_timeout: uint256       # 0: none
-    min_improvement: uint256     # 0: off (the improvement rule's margin)
-    pooled_cases: bool           # testers score on the pool; one off the median is not paid
-    min_trainer_bid: uint256     # the least deposit a trainer may bid (0: none)
-    multipliers: DynArray[uint256, MAX_MULTIPLIERS]
-
-struct Bid:
-    participant: uint256
-    amount: uint256
-    v: uint8
-    r: bytes32
-    s: bytes32
-
-struct JoinItem:
-    key: address
-    v: uint8
-    r: bytes32
-    s: bytes32
-
-struct Commitment:
-    participant: uint256
-    digest: bytes32
-    v: uint8
-    r: bytes32
-    s: bytes32
-
-struct CoTester:
-    tester: uint256
-    digest: bytes32
-    v: uint8
-    r: bytes32
-    s: bytes32
-
-# ---------------------------------------------------------------- ERC-20 events
-
-event Transfer:
-    sender: indexed(address)
-    receiver: indexed(address)
-    value: uint256
-
-event Approval:
-    owner: indexed(address)
-    spender: indexed(address)
-    value: uint256
-
-# ---------------------------------------------------------------- history (replayed by the Python core)
-
-event Genesis:
-    params_json: String[4096]
-    seed: bytes32
-    genesis_model: bytes32
-    participants: DynArray[address, MAX_PARTICIPANTS]
-
-event Registered:
-    participant: uint256
-    key: indexed(address)
-    direct: bool
-
-event Block:
-    round: indexed(uint256)
-    kind: uint256              # 0 deposit, 1 commit, 2 test, 3 settle (after its items' logs)
-    miner: uint256
-    time: uint256
-    randomness: bytes32
-    mixed: bool
-
-event BidLogged:
-    round: indexed(uint256)
-    role: uint256              # 0 trainer, 1 model owner
-    participant: uint256
-    amount: uint256
-    v: uint8
-    r: bytes32
-    s: bytes32
-
-event JoinLogged:
-    key: indexed(address)
-    v: uint8
-    r: bytes32
-    s: bytes32
-
-event CommitLogged:
-    round: indexed(uint256)
-    participant: uint256
-    digest: bytes32
-    v: uint8
-    r: bytes32
-    s: bytes32
-
-event CommitPosted:
-    round: indexed(uint256)
-    participant: uint256
-    digest: bytes32
-    v: uint8
-    r: bytes32
-    s: bytes32
-
-event FheKey:
-    round: indexed(uint256)
-    key: Bytes[MAX_FHE_KEY]
-
-event ScoresLogged:
-    round: indexed(uint256)
-    tester: uint256
-    n_test_cases: uint256
-    digest: bytes32
-    scores: DynArray[int64, MAX_ITEMS]
-    v: uint8
-    r: bytes32
-    s: bytes32
-
-event Selected:
-    round: indexed(uint256)
-    models: DynArray[uint256, MAX_ITEMS]
-
-event Checkpoint:
-    round: uint256
-    phase: uint256
-    minted: uint256
-    burned: uint256
-    escrow: uint256
-    beacon: bytes32
-
-# ---------------------------------------------------------------- storage
+exports: (rules.allowance, rules.mix_randomness, rules.domain, rules.genesis_model)
 
 name: public(constant(String[16])) = "DeRelayL coin"
 symbol: public(constant(String[8])) = "DRL"
 decimals: public(constant(uint8)) = 6
-allowance: public(HashMap[address, HashMap[address, uint256]])
 
-params: Params
-mix_randomness: public(bool)
-domain: public(bytes32)
-genesis_model: public(bytes32)  # SHA-256 of the genesis model's bytes (zero: an abstract model)
-
-n_participants: uint256
-key_of: HashMap[uint256, address]
-index_plus_one: HashMap[address, uint256]
-stored: HashMap[uint256, uint256]          # realised balance
-trunk_count: HashMap[uint256, uint256]     # trunk models paying this participant
-trunk_snap: HashMap[uint256, uint256]      # trunk_acc when last realised
-trunk_acc: uint256                 # units paid per trunk model so far
-trunk_total: uint256                       # sum of trunk_count
-
-round: uint256
-phase: uint256
-phase_start: uint256
-beacon: bytes32
-minted: uint256
-burned: uint256
-escrow: uint256
-latest_version: uint256
-next_model_id: uint256
-
-trainer_bits: uint256[WORDS]
-block_miners: uint256[4]
-co_testers: DynArray[uint256, MAX_TESTERS]
-
-# live models, rank order: model_id | owner << 64 | version << 96 | (score + 2**63) << 160
-live: DynArray[uint256, MAX_ITEMS]
-owner_pos: HashMap[uint256, uint256]       # (round + 1) << 32 | live position, for this round's owners
-# pairs: live_pos | mo << 32 | trainer << 64 | mo_deposit << 96 | trainer_deposit << 160
-pairs: DynArray[uint256, MAX_ITEMS]
-pair_of: HashMap[uint256, uint256]         # (round + 1) << 32 | pair position, for matched trainers
-# commitments: trainer | pair_pos << 32 | (score + 2**63) << 64
-commits: DynArray[uint256, MAX_ITEMS]
-digests: DynArray[bytes32, MAX_ITEMS]
-# commitments posted straight to the contract this commit phase: participant / digest -> round + 1
-posted: HashMap[uint256, bytes32]
-posted_round: HashMap[uint256, uint256]
-posted_digest_round: HashMap[bytes32, uint256]
-n_posted: uint256
-
-# lineage: level -> position -> payee | parent_pos << 32 ; levels below trunk_top are folded
-level_size: HashMap[uint256, uint256]
-level_node: HashMap[uint256, HashMap[uint256, uint256]]
-n_levels: uint256
-trunk_top: uint256
-
-
-# ================================================================ genesis
+# the TestAndSettle code this contract runs for the calls it does not define itself
+EXTENSION: public(immutable(address))
 
 
 @deploy
-def __init__(p: Params, seed: bytes32, keys: DynArray[address, MAX_PARTICIPANTS], mix_randomness: bool, params_json: String[4096], genesis_model: bytes32):
+def __init__(extension: address, p: rules.Params, seed: bytes32, keys: DynArray[address, rules.MAX_PARTICIPANTS], mix_randomness: bool, params_json: String[4096], genesis_model: bytes32):
     assert len(keys) >= 2, "ConfigError: 1"
-    assert p.k >= 1 and p.test_cases >= 1 and p.testers >= 1 and p.testers <= MAX_TESTERS, "ConfigError: 2"
+    EXTENSION = extension
+    assert p.k >= 1 and p.test_cases >= 1 and p.testers >= 1 and p.testers <= rules.MAX_TESTERS, "ConfigError: 2"
     assert p.select_den > 0 and p.select_num > 0 and p.select_num <= p.select_den, "ConfigError: 3"
     assert p.cap_den > 0 and p.cap_num > 0 and p.cap_num < p.cap_den, "ConfigError: 4"
     assert p.scheme <= 2 and len(p.multipliers) >= 1, "ConfigError: 5"
-    self.params = p
-    self.mix_randomness = mix_randomness
-    self.domain = keccak256(abi_encode(keccak256("derelayl/2"), chain.id, self))
-    self.beacon = seed
+    assert p.appeal_testers <= rules.MAX_TESTERS and (p.appeal_testers == 0 or p.pooled_cases), "ConfigError: 49"
+    rules.params = p
+    rules.mix_randomness = mix_randomness
+    rules.domain = keccak256(abi_encode(keccak256("derelayl/2"), chain.id, self))
+    rules.beacon = seed
     for key: address in keys:
-        self._register(key, False)
-    self.next_model_id = 1
+        rules._register(key, False)
+    rules.next_model_id = 1
     # the genesis model (version 0, score 0), held by participant 0; lineage level 0
-    self.live.append(convert(BIAS, uint256) << 160)
-    self.level_size[0] = 1
-    self.level_node[0][0] = 0
-    self.n_levels = 1
-    self._draw_roles()
-    self.genesis_model = genesis_model
-    log Genesis(params_json=params_json, seed=seed, genesis_model=genesis_model, participants=keys)
-
-
-# ================================================================ ERC-20
+    rules.live.append(convert(rules.BIAS, uint256) << 160)
+    rules.level_size[0] = 1
+    rules.level_node[0][0] = 0
+    rules.n_levels = 1
+    rules._draw_roles()
+    rules.genesis_model = genesis_model
+    log rules.Genesis(params_json=params_json, seed=seed, genesis_model=genesis_model, participants=keys)
 
 
 @view
 @external
 def totalSupply() -> uint256:
-    return self.minted - self.burned
+    return rules.minted - rules.burned
 
 
 @view
 @external
 def balanceOf(owner: address) -> uint256:
     if owner == self:
-        return self.escrow
-    i: uint256 = self.index_plus_one[owner]
+        return rules.escrow
+    i: uint256 = rules.index_plus_one[owner]
     if i == 0:
         return 0
-    return self._balance(i - 1)
+    return rules._balance(i - 1)
 
 
 @external
 def transfer(receiver: address, amount: uint256) -> bool:
-    self._transfer(msg.sender, receiver, amount)
+    rules._transfer(msg.sender, receiver, amount)
     return True
 
 
 @external
 def transferFrom(sender: address, receiver: address, amount: uint256) -> bool:
-    allowed: uint256 = self.allowance[sender][msg.sender]
+    allowed: uint256 = rules.allowance[sender][msg.sender]
     assert allowed >= amount, "BalanceError: 6"
-    self._transfer(sender, receiver, amount)
+    rules._transfer(sender, receiver, amount)
     if allowed != max_value(uint256):
-        self.allowance[sender][msg.sender] = allowed - amount
+        rules.allowance[sender][msg.sender] = allowed - amount
     return True
 
 
 @external
 def approve(spender: address, amount: uint256) -> bool:
-    self.allowance[msg.sender][spender] = amount
-    log Approval(owner=msg.sender, spender=spender, value=amount)
+    rules.allowance[msg.sender][spender] = amount
+    log rules.Approval(owner=msg.sender, spender=spender, value=amount)
     return True
-
-
-@internal
-def _transfer(sender: address, receiver: address, amount: uint256):
-    # Verify both ends are registered participants (the coin's supply lives in the protocol state)
-    s: uint256 = self.index_plus_one[sender]
-    r: uint256 = self.index_plus_one[receiver]
-    assert s != 0, "UnknownParticipantError: 7"
-    assert r != 0, "UnknownParticipantError: 8"
-    assert amount <= convert(max_value(int64), uint256), "MalformedError: 9"
-    self._debit(s - 1, amount, "BalanceError: 10")
-    self.stored[r - 1] += amount
-    log Transfer(sender=sender, receiver=receiver, value=amount)
-
-
-# ================================================================ registration
 
 
 @external
 def register():
     """Permissionless: any address joins; it takes part from the next role draw."""
-    self._register(msg.sender, True)
-
-
-@internal
-def _register(key: address, direct: bool):
-    assert key != empty(address), "MalformedError: 11"
-    assert self.index_plus_one[key] == 0, "DuplicateError: 12"
-    i: uint256 = self.n_participants
-    assert i < MAX_PARTICIPANTS, "MalformedError: 13"
-    self.key_of[i] = key
-    self.index_plus_one[key] = i + 1
-    self.n_participants = i + 1
-    log Registered(participant=i, key=key, direct=direct)
-
-
-# ================================================================ the four blocks
+    rules._register(msg.sender, True)
 
 
 @external
-def deposit(round: uint256, trainer_bids: DynArray[Bid, MAX_ITEMS], mo_bids: DynArray[Bid, MAX_ITEMS], joins: DynArray[JoinItem, MAX_JOINS]):
+def deposit(round: uint256, trainer_bids: DynArray[rules.Bid, rules.MAX_ITEMS], mo_bids: DynArray[rules.Bid, rules.MAX_ITEMS], joins: DynArray[rules.JoinItem, rules.MAX_JOINS]):
     """Bids in (in canonical order), auction run, deposits escrowed, newcomers registered."""
-    miner: uint256 = self._verify_header(round, DEPOSIT)
-    k: uint256 = self.params.k
-    seen: uint256[WORDS] = empty(uint256[WORDS])
+    miner: uint256 = rules._verify_header(round, rules.DEPOSIT)
+    k: uint256 = rules.params.k
+    seen: uint256[rules.WORDS] = empty(uint256[rules.WORDS])
     prev_amount: uint256 = 0
     prev_key: uint256 = 0
-    for i: uint256 in range(len(trainer_bids), bound=MAX_ITEMS):
-        b: Bid = trainer_bids[i]
-        seen = self._check_bid(b, seen, 1, False, round)
-        log BidLogged(round=round, role=0, participant=b.participant, amount=b.amount, v=b.v, r=b.r, s=b.s)
+    for i: uint256 in range(len(trainer_bids), bound=rules.MAX_ITEMS):
+        b: rules.Bid = trainer_bids[i]
+        seen = rules._check_bid(b, seen, 1, False, round)
+        log rules.BidLogged(round=round, role=0, participant=b.participant, amount=b.amount, v=b.v, r=b.r, s=b.s)
         # Verify trainer bids are listed highest first, equal bids in the round's auction-key order
-        key: uint256 = self._key(AUCTION, b.participant)
+        key: uint256 = rules._key(rules.AUCTION, b.participant)
         if i > 0:
             assert prev_amount > b.amount or (prev_amount == b.amount and prev_key < key), "MalformedError: 14"
         prev_amount = b.amount
         prev_key = key
-    seen = empty(uint256[WORDS])
+    seen = empty(uint256[rules.WORDS])
     prev_pos: uint256 = 0
-    for i: uint256 in range(len(mo_bids), bound=MAX_ITEMS):
-        b: Bid = mo_bids[i]
-        seen = self._check_bid(b, seen, k, True, round)
-        log BidLogged(round=round, role=1, participant=b.participant, amount=b.amount, v=b.v, r=b.r, s=b.s)
+    for i: uint256 in range(len(mo_bids), bound=rules.MAX_ITEMS):
+        b: rules.Bid = mo_bids[i]
+        seen = rules._check_bid(b, seen, k, True, round)
+        log rules.BidLogged(round=round, role=1, participant=b.participant, amount=b.amount, v=b.v, r=b.r, s=b.s)
         # Verify model-owner bids are listed in the order of the live models their bidders hold
-        pos: uint256 = self.owner_pos[b.participant] & M32
+        pos: uint256 = rules.owner_pos[b.participant] & rules.M32
         if i > 0:
             assert prev_pos < pos, "MalformedError: 15"
         prev_pos = pos
 
     # Apply: match (trainer bid i -> owner bid i // k), escrow, pay the miner, register.
     n_pairs: uint256 = min(len(trainer_bids), k * len(mo_bids))
-    self.pairs = []
+    rules.pairs = []
     tag: uint256 = (round + 1) << 32
     total: uint256 = 0
-    for i: uint256 in range(n_pairs, bound=MAX_ITEMS):
-        t: Bid = trainer_bids[i]
-        m: Bid = mo_bids[i // k]
-        pos: uint256 = self.owner_pos[m.participant] & M32
-        self._debit(t.participant, t.amount, "BalanceError: 16")
-        self._debit(m.participant, m.amount, "BalanceError: 17")
-        self.pairs.append(pos | (m.participant << 32) | (t.participant << 64) | (m.amount << 96) | (t.amount << 160))
-        self.pair_of[t.participant] = tag | i
+    for i: uint256 in range(n_pairs, bound=rules.MAX_ITEMS):
+        t: rules.Bid = trainer_bids[i]
+        m: rules.Bid = mo_bids[i // k]
+        pos: uint256 = rules.owner_pos[m.participant] & rules.M32
+        rules._debit(t.participant, t.amount, "BalanceError: 16")
+        rules._debit(m.participant, m.amount, "BalanceError: 17")
+        rules.pairs.append(pos | (m.participant << 32) | (t.participant << 64) | (m.amount << 96) | (t.amount << 160))
+        rules.pair_of[t.participant] = tag | i
         total += t.amount + m.amount
-        log Transfer(sender=self.key_of[t.participant], receiver=self, value=t.amount)
-        log Transfer(sender=self.key_of[m.participant], receiver=self, value=m.amount)
-    self.escrow += total
-    self._pay_miner(miner, self.params.reward_per_deposit * n_pairs)
-    for j: JoinItem in joins:
-        message: bytes32 = keccak256(abi_encode(self.domain, TAG_JOIN, j.key))
-        assert self._signer(message, j.v, j.r, j.s) == j.key, "SignatureError: 18"
-        self._register(j.key, False)
-        log JoinLogged(key=j.key, v=j.v, r=j.r, s=j.s)
-    self._end_block(round, DEPOSIT, miner)
+        log rules.Transfer(sender=rules.key_of[t.participant], receiver=self, value=t.amount)
+        log rules.Transfer(sender=rules.key_of[m.participant], receiver=self, value=m.amount)
+    rules.escrow += total
+    rules._pay_miner(miner, rules.params.reward_per_deposit * n_pairs)
+    for j: rules.JoinItem in joins:
+        message: bytes32 = keccak256(abi_encode(rules.domain, rules.TAG_JOIN, j.key))
+        assert rules._signer(message, j.v, j.r, j.s) == j.key, "SignatureError: 18"
+        rules._register(j.key, False)
+        log rules.JoinLogged(key=j.key, v=j.v, r=j.r, s=j.s)
+    rules._end_block(round, rules.DEPOSIT, miner)
 
 
 @external
-def post(round: uint256, c: Commitment):
-    """A matched trainer's signed commitment, straight to the contract in the commit phase (anyone
-    may send it): the round's commit block must carry it, so no miner can leave it out."""
-    assert round == self.round and self.phase == COMMIT, "PhaseError: 19"
-    self._check_commitment(round, c)
-    assert self.posted_round[c.participant] != round + 1, "DuplicateError: 20"
-    assert self.posted_digest_round[c.digest] != round + 1, "DuplicateError: 21"
-    self.posted[c.participant] = c.digest
-    self.posted_round[c.participant] = round + 1
-    self.posted_digest_round[c.digest] = round + 1
-    self.n_posted += 1
-    log CommitPosted(round=round, participant=c.participant, digest=c.digest, v=c.v, r=c.r, s=c.s)
-
-
-@internal
-def _check_commitment(round: uint256, c: Commitment) -> uint256:
-    """The pair position of a commitment's trainer, if it is matched this round and signed it."""
-    assert c.participant < self.n_participants, "UnknownParticipantError: 22"
-    stamp: uint256 = self.pair_of[c.participant]
-    assert stamp & ~M32 == (round + 1) << 32, "RoleError: 23"
-    message: bytes32 = keccak256(abi_encode(self.domain, TAG_COMMIT, round, c.digest))
-    assert self._signer(message, c.v, c.r, c.s) == self.key_of[c.participant], "SignatureError: 24"
-    return stamp & M32
-
-
-@external
-def commit(round: uint256, commitments: DynArray[Commitment, MAX_ITEMS], fhe_public_key: Bytes[MAX_FHE_KEY]):
+def commit(round: uint256, commitments: DynArray[rules.Commitment, rules.MAX_ITEMS], fhe_public_key: Bytes[rules.MAX_FHE_KEY]):
     """Matched trainers commit to their new models, in pair order, before any test case is known."""
-    miner: uint256 = self._verify_header(round, COMMIT)
+    miner: uint256 = rules._verify_header(round, rules.COMMIT)
     n: uint256 = len(commitments)
     prev_pair: uint256 = 0
     carried: uint256 = 0
-    for i: uint256 in range(n, bound=MAX_ITEMS):
-        c: Commitment = commitments[i]
+    for i: uint256 in range(n, bound=rules.MAX_ITEMS):
+        c: rules.Commitment = commitments[i]
         # Verify each committer is a trainer matched this round, and signed its commitment
-        pair: uint256 = self._check_commitment(round, c)
+        pair: uint256 = rules._check_commitment(round, c)
         # Verify pair order (so no trainer commits twice) and no repeated digest
         if i > 0:
             assert prev_pair != pair, "DuplicateError: 25"
             assert prev_pair < pair, "MalformedError: 26"
         prev_pair = pair
-        for j: uint256 in range(i, bound=MAX_ITEMS):
+        for j: uint256 in range(i, bound=rules.MAX_ITEMS):
             assert commitments[j].digest != c.digest, "DuplicateError: 27"
-        if self.posted_round[c.participant] == round + 1:
-            assert self.posted[c.participant] == c.digest, "MalformedError: 28"
+        if rules.posted_round[c.participant] == round + 1:
+            assert rules.posted[c.participant] == c.digest, "MalformedError: 28"
             carried += 1
-        log CommitLogged(round=round, participant=c.participant, digest=c.digest, v=c.v, r=c.r, s=c.s)
+        log rules.CommitLogged(round=round, participant=c.participant, digest=c.digest, v=c.v, r=c.r, s=c.s)
     # Verify the block carries every commitment posted straight to the contract
-    assert carried == self.n_posted, "MalformedError: 28"
-    self.n_posted = 0
+    assert carried == rules.n_posted, "MalformedError: 28"
+    rules.n_posted = 0
 
-    self.commits = []
-    self.digests = []
-    for c: Commitment in commitments:
-        self.commits.append(c.participant | ((self.pair_of[c.participant] & M32) << 32))
-        self.digests.append(c.digest)
-    self.next_model_id += n
+    rules.commits = []
+    rules.digests = []
+    for c: rules.Commitment in commitments:
+        rules.commits.append(c.participant | ((rules.pair_of[c.participant] & rules.M32) << 32))
+        rules.digests.append(c.digest)
+    rules.next_model_id += n
     if n > 0:
-        self.latest_version = max(self.latest_version, round + 1)
-    self._pay_miner(miner, self.params.reward_per_commitment * n)
-    log FheKey(round=round, key=fhe_public_key)
-    self._end_block(round, COMMIT, miner)
-
-
-@external
-def test(round: uint256, n_test_cases: uint256, test_cases_digest: bytes32, scores: DynArray[int64, MAX_ITEMS], co_testers: DynArray[CoTester, MAX_TESTERS], co_scores: DynArray[int64, MAX_CO_SCORES]):
-    """The round's testers score every committed model (and, with the improvement rule, every
-    live model after them); a model's score is the lower median. Co-testers' scores come flat,
-    tester after tester (``m`` each)."""
-    miner: uint256 = self._verify_header(round, TEST)
-    n: uint256 = len(self.commits)
-    m: uint256 = n
-    if self.params.min_improvement > 0:
-        m = n + len(self.live)
-    # Verify the required number of test cases
-    assert n_test_cases == self.params.test_cases, "MalformedError: 29"
-    # Verify one score per commitment (and per live model)
-    assert len(scores) == m, "MalformedError: 30"
-    # Verify one report from each co-tester drawn this round, in role order; once the phase has
-    # timed out, a silent co-tester's report may be missing (it forfeits its reward)
-    timed: bool = self._timed_out()
-    expected: uint256 = len(self.co_testers)
-    assert timed or len(co_testers) == expected, "RoleError: 31"
-    at: uint256 = 0
-    for i: uint256 in range(len(co_testers), bound=MAX_TESTERS):
-        found: bool = False
-        for _: uint256 in range(MAX_TESTERS):
-            if at >= expected:
-                break
-            if self.co_testers[at] == co_testers[i].tester:
-                found = True
-                at += 1
-                break
-            assert timed, "RoleError: 31"
-            at += 1
-        assert found, "RoleError: 31"
-    assert len(co_scores) == m * len(co_testers), "MalformedError: 32"
-    log ScoresLogged(round=round, tester=miner, n_test_cases=n_test_cases, digest=test_cases_digest, scores=scores, v=0, r=empty(bytes32), s=empty(bytes32))
-    for i: uint256 in range(len(co_testers), bound=MAX_TESTERS):
-        c: CoTester = co_testers[i]
-        own: DynArray[int64, MAX_ITEMS] = []
-        for j: uint256 in range(m, bound=MAX_ITEMS):
-            own.append(co_scores[i * m + j])
-        message: bytes32 = keccak256(abi_encode(self.domain, TAG_SCORES, round, c.digest, keccak256(abi_encode(own))))
-        assert self._signer(message, c.v, c.r, c.s) == self.key_of[c.tester], "SignatureError: 33"
-        log ScoresLogged(round=round, tester=c.tester, n_test_cases=n_test_cases, digest=c.digest, scores=own, v=c.v, r=c.r, s=c.s)
-
-    t: uint256 = len(co_testers) + 1
-    medians: DynArray[int64, MAX_ITEMS] = []
-    for i: uint256 in range(m, bound=MAX_ITEMS):
-        column: DynArray[int64, MAX_TESTERS] = [scores[i]]
-        for c: uint256 in range(len(co_testers), bound=MAX_TESTERS):
-            # insertion sort: testers are few
-            column.append(co_scores[c * m + i])
-            j: uint256 = len(column) - 1
-            for _: uint256 in range(MAX_TESTERS):
-                if j == 0 or column[j - 1] <= column[j]:
-                    break
-                tmp: int64 = column[j]
-                column[j] = column[j - 1]
-                column[j - 1] = tmp
-                j -= 1
-        medians.append(column[(t - 1) // 2])
-    margin: int256 = convert(self.params.min_improvement, int256)
-    for i: uint256 in range(n, bound=MAX_ITEMS):
-        word: uint256 = (self.commits[i] & M64) | (convert(convert(medians[i], int256) + BIAS, uint256) << 64)
-        # The improvement rule: a child below its parent's median + the margin is flagged (bit
-        # 128) and never selected (= derelayl.protocol.transition.compute_eligible)
-        if margin > 0:
-            parent: uint256 = self.pairs[(word >> 32) & M32] & M32
-            if convert(medians[i], int256) < convert(medians[n + parent], int256) + margin:
-                word = word | (1 << 128)
-        self.commits[i] = word
-    amount: uint256 = self.params.reward_per_test_case * self.params.test_cases + self.params.reward_per_tested_model * n
-    # with pooled cases, honest testers agree: one whose scores are not the medians is not paid
-    pooled: bool = self.params.pooled_cases
-    for c: uint256 in range(len(co_testers) + 1, bound=MAX_TESTERS):
-        ok: bool = True
-        for i: uint256 in range(m, bound=MAX_ITEMS):
-            if not pooled:
-                break
-            given: int64 = scores[i]
-            if c > 0:
-                given = co_scores[(c - 1) * m + i]
-            if given != medians[i]:
-                ok = False
-                break
-        if ok:
-            if c == 0:
-                self._pay_miner(miner, amount)
-            else:
-                self._pay_miner(co_testers[c - 1].tester, amount)
-    self._end_block(round, TEST, miner)
-
-
-@external
-def settle(round: uint256):
-    """Rank, select the top fraction, refund winners, burn the rest, pay lineages, draw roles."""
-    miner: uint256 = self._verify_header(round, SETTLE)
-    randomness: bytes32 = self._mix()
-    mixed: bool = self.mix_randomness
-    n: uint256 = len(self.commits)
-    selected: DynArray[uint256, MAX_ITEMS] = self._rank(n, self.params.select_num * n // self.params.select_den)
-
-    # Refund the deposits of selected models; burn all others.
-    refunded: uint256 = 0
-    for c: uint256 in selected:
-        pair: uint256 = self.pairs[(self.commits[c] >> 32) & M32]
-        mo: uint256 = (pair >> 32) & M32
-        trainer: uint256 = (pair >> 64) & M32
-        mo_deposit: uint256 = (pair >> 96) & M64
-        trainer_deposit: uint256 = (pair >> 160) & M64
-        self.stored[trainer] += trainer_deposit
-        self.stored[mo] += mo_deposit
-        refunded += trainer_deposit + mo_deposit
-        log Transfer(sender=self, receiver=self.key_of[trainer], value=trainer_deposit)
-        log Transfer(sender=self, receiver=self.key_of[mo], value=mo_deposit)
-    burned: uint256 = self.escrow - refunded
-    self.escrow = 0
-    self.burned += burned
-    log Transfer(sender=self, receiver=empty(address), value=burned)
-    per_model: uint256 = self.params.reward_per_settled_model + self.params.reward_per_model_case * self.params.test_cases
-    self._pay_miner(miner, per_model * n)
-
-    selected_ids: DynArray[uint256, MAX_ITEMS] = []
-    base_id: uint256 = self.next_model_id - n
-    for c: uint256 in selected:
-        selected_ids.append(base_id + c)
-    if len(selected) > 0:
-        self._pay_lineages(selected)
-        new_live: DynArray[uint256, MAX_ITEMS] = []
-        for c: uint256 in selected:
-            commit: uint256 = self.commits[c]
-            new_live.append((base_id + c) | ((commit & M32) << 64) | ((round + 1) << 96) | (((commit >> 64) & M64) << 160))
-        self.live = new_live
-    log Selected(round=round, models=selected_ids)
-    log Block(round=round, kind=SETTLE, miner=miner, time=block.number, randomness=randomness, mixed=mixed)
-    self.round = round + 1
-    self.pairs = []
-    self.commits = []
-    self.digests = []
-    self._end_phase(DEPOSIT)
-    self._draw_roles()
-
-
-# ================================================================ checks and money
-
-
-@internal
-def _verify_header(round: uint256, phase: uint256) -> uint256:
-    """The miner's participant index, if it may produce this phase's block now."""
-    # Verify the block belongs to the current round and phase
-    assert round == self.round, "PhaseError: 34"
-    assert phase == self.phase, "PhaseError: 35"
-    # Verify the block comes from the miner drawn for it, or from any participant once the phase has timed out
-    expected: uint256 = self.block_miners[phase]
-    i: uint256 = self.index_plus_one[msg.sender]
-    if i != 0 and i - 1 == expected:
-        return expected
-    assert self._timed_out(), "WrongMinerError: 36"
-    assert i != 0, "UnknownParticipantError: 37"
-    return i - 1
-
-
-@view
-@internal
-def _timed_out() -> bool:
-    timeout: uint256 = self.params.phase_timeout
-    return timeout != 0 and block.number >= self.phase_start + timeout
-
-
-@internal
-def _check_bid(b: Bid, seen: uint256[WORDS], per: uint256, owner: bool, round: uint256) -> uint256[WORDS]:
-    # Verify the bidder is registered, holds the role this round, and bids once
-    assert b.participant < self.n_participants, "UnknownParticipantError: 38"
-    role: uint256 = 0
-    if owner:
-        assert self.owner_pos[b.participant] >> 32 == round + 1, "RoleError: 39"
-        role = 1
-    else:
-        assert self._is_trainer(b.participant), "RoleError: 40"
-    word: uint256 = b.participant // 256
-    bit: uint256 = 1 << (b.participant % 256)
-    assert seen[word] & bit == 0, "DuplicateError: 41"
-    out: uint256[WORDS] = seen
-    out[word] = seen[word] | bit
-    # Verify the amount is covered by the bidder's balance (per times for model owners)
-    assert b.amount <= self._balance(b.participant) // per, "BalanceError: 42"
-    assert owner or b.amount >= self.params.min_trainer_bid, "BalanceError: 43"
-    message: bytes32 = keccak256(abi_encode(self.domain, TAG_BID, round, role, b.amount))
-    assert self._signer(message, b.v, b.r, b.s) == self.key_of[b.participant], "SignatureError: 44"
-    return out
-
-
-@view
-@internal
-def _signer(message: bytes32, v: uint8, r: bytes32, s: bytes32) -> address:
-    digest: bytes32 = keccak256(concat(b"\x19Ethereum Signed Message:\n32", message))
-    return ecrecover(digest, convert(v, uint256), convert(r, uint256), convert(s, uint256))
-
-
-@view
-@internal
-def _is_trainer(p: uint256) -> bool:
-    return self.trainer_bits[p // 256] & (1 << (p % 256)) != 0
-
-
-@view
-@internal
-def _balance(p: uint256) -> uint256:
-    return self.stored[p] + self.trunk_count[p] * (self.trunk_acc - self.trunk_snap[p])
-
-
-@internal
-def _realise(p: uint256):
-    """Move trunk rewards accrued so far into the stored balance."""
-    count: uint256 = self.trunk_count[p]
-    acc: uint256 = self.trunk_acc
-    if count != 0:
-        accrued: uint256 = count * (acc - self.trunk_snap[p])
-        if accrued != 0:
-            self.stored[p] += accrued
-            log Transfer(sender=empty(address), receiver=self.key_of[p], value=accrued)
-    self.trunk_snap[p] = acc
-
-
-@internal
-def _debit(p: uint256, amount: uint256, reason: String[64]):
-    self._realise(p)
-    have: uint256 = self.stored[p]
-    assert have >= amount, reason
-    self.stored[p] = have - amount
-
-
-@view
-@internal
-def _mint_room(amount: uint256) -> uint256:
-    if self.params.scheme == 2:
-        supply: uint256 = self.minted - self.burned
-        if supply >= self.params.supply_cap:
-            return 0
-        return min(amount, self.params.supply_cap - supply)
-    return amount
-
-
-@internal
-def _pay_miner(miner: uint256, amount: uint256):
-    paid: uint256 = self._mint_room(amount)
-    self.stored[miner] += paid
-    self.minted += paid
-    if paid != 0:
-        log Transfer(sender=empty(address), receiver=self.key_of[miner], value=paid)
-
-
-@internal
-def _mix() -> bytes32:
-    """Mix this block's randomness (the EVM's prevrandao) into the beacon; returns it."""
-    if not self.mix_randomness:
-        self.beacon = sha256(self.beacon)
-        return empty(bytes32)
-    r: bytes32 = block.prevrandao
-    self.beacon = sha256(concat(self.beacon, r))
-    return r
-
-
-@internal
-def _end_block(round: uint256, kind: uint256, miner: uint256):
-    """Mix the block's randomness, log the block (its items are logged before it), next phase."""
-    randomness: bytes32 = self._mix()
-    log Block(round=round, kind=kind, miner=miner, time=block.number, randomness=randomness, mixed=self.mix_randomness)
-    self._end_phase(kind + 1)
-
-
-@internal
-def _end_phase(phase: uint256):
-    self.phase = phase
-    self.phase_start = block.number
-    log Checkpoint(round=self.round, phase=phase, minted=self.minted, burned=self.burned, escrow=self.escrow, beacon=self.beacon)
-
-
-# ================================================================ randomness
-
-
-@view
-@internal
-def _word(purpose: bytes8, index: uint256) -> uint256:
-    return convert(sha256(concat(self.beacon, purpose, convert(index, bytes32))), uint256)
-
-
-@view
-@internal
-def _key(purpose: bytes8, item: uint256) -> uint256:
-    """ticket << 32 | item: ticket = 32-bit chunk item % 8 of word(purpose, item // 8)."""
-    h: uint256 = self._word(purpose, item // 8)
-    return (((h >> (32 * (7 - item % 8))) & M32) << 32) | item
-
-
-# ================================================================ roles
-
-
-@internal
-def _draw_roles():
-    """= derelayl.protocol.roles.assign_roles: trainers are the m non-owners with the lowest
-    role keys (a bounded max-heap, O(n log m)); miners the rest; block miners and co-testers
-    drawn from the miners."""
-    n: uint256 = self.n_participants
-    owner_mask: uint256[WORDS] = empty(uint256[WORDS])
-    tag: uint256 = (self.round + 1) << 32
-    n_owners: uint256 = len(self.live)
-    for pos: uint256 in range(n_owners, bound=MAX_ITEMS):
-        o: uint256 = (self.live[pos] >> 64) & M32
-        owner_mask[o // 256] |= 1 << (o % 256)
-        self.owner_pos[o] = tag | pos
-    cap: uint256 = 0
-    if self.params.cap != 0:
-        cap = self.params.cap
-    else:
-        cap = self.params.cap_num * n // self.params.cap_den
-    cap = min(cap, n - 1)
-    others: uint256 = n - n_owners
-    m: uint256 = 0
-    if cap > n_owners and others > 1:
-        m = min(cap - n_owners, others - 1)
-
-    # the m smallest role keys among non-owners (max-heap of size m)
-    heap: DynArray[uint256, MAX_PARTICIPANTS] = []
-    h: uint256 = 0
-    if m > 0:
-        for p: uint256 in range(n, bound=MAX_PARTICIPANTS):
-            if p % 8 == 0:
-                h = self._word(ROLES, p // 8)
-            if owner_mask[p // 256] & (1 << (p % 256)) != 0:
-                continue
-            key: uint256 = (((h >> (32 * (7 - p % 8))) & M32) << 32) | p
-            if len(heap) < m:
-                heap.append(key)
-                c: uint256 = len(heap) - 1
-                for _: uint256 in range(11):
-                    if c == 0:
-                        break
-                    parent: uint256 = (c - 1) // 2
-                    if heap[parent] >= heap[c]:
-                        break
-                    tmp: uint256 = heap[parent]
-                    heap[parent] = heap[c]
-                    heap[c] = tmp
-                    c = parent
-            elif key < heap[0]:
-                heap[0] = key
-                c: uint256 = 0
-                for _: uint256 in range(11):
-                    left: uint256 = 2 * c + 1
-                    if left >= m:
-                        break
-                    big: uint256 = left
-                    if left + 1 < m and heap[left + 1] > heap[left]:
-                        big = left + 1
-                    if heap[c] >= heap[big]:
-                        break
-                    tmp: uint256 = heap[big]
-                    heap[big] = heap[c]
-                    heap[c] = tmp
-                    c = big
-    bits: uint256[WORDS] = empty(uint256[WORDS])
-    for key: uint256 in heap:
-        t: uint256 = key & M32
-        bits[t // 256] |= 1 << (t % 256)
-    self.trainer_bits = bits
-
-    miners: DynArray[uint256, MAX_PARTICIPANTS] = []
-    for p: uint256 in range(n, bound=MAX_PARTICIPANTS):
-        if (owner_mask[p // 256] | bits[p // 256]) & (1 << (p % 256)) == 0:
-            miners.append(p)
-    count: uint256 = len(miners)
-    chosen: uint256[4] = empty(uint256[4])
-    for j: uint256 in range(4):
-        pick: uint256 = self._word(MINERS, j) % count
-        chosen[j] = miners[pick]
-    self.block_miners = chosen
-
-    # co-testers: partial Fisher-Yates over the miners without the testing miner
-    pool: DynArray[uint256, MAX_PARTICIPANTS] = []
-    if self.params.testers > 1:
-        for p: uint256 in miners:
-            if p != chosen[2]:
-                pool.append(p)
-    extra: uint256 = min(self.params.testers - 1, len(pool))
-    co: DynArray[uint256, MAX_TESTERS] = []
-    for j: uint256 in range(extra, bound=MAX_TESTERS):
-        draw: uint256 = self._word(TESTERS, j)
-        i: uint256 = j + draw % (len(pool) - j)
-        tmp: uint256 = pool[j]
-        pool[j] = pool[i]
-        pool[i] = tmp
-        co.append(pool[j])
-    self.co_testers = co
-
-
-# ================================================================ settlement
-
-
-@internal
-def _rank(n: uint256, take: uint256) -> DynArray[uint256, MAX_ITEMS]:
-    """The first ``take`` commitments by score (highest first), equal scores by settle key,
-    leaving out those the improvement rule flagged: heapsort over flag << 192 | (2**64 - 1 -
-    biased score) << 64 | key, smallest first (flagged ones sort last)."""
-    values: DynArray[uint256, MAX_ITEMS] = []
-    h: uint256 = 0
-    for i: uint256 in range(n, bound=MAX_ITEMS):
-        if i % 8 == 0:
-            h = self._word(SETTLE_KEY, i // 8)
-        key: uint256 = (((h >> (32 * (7 - i % 8))) & M32) << 32) | i
-        biased: uint256 = (self.commits[i] >> 64) & M64
-        values.append((((self.commits[i] >> 128) & 1) << 192) | ((M64 - biased) << 64) | key)
-    # build a max-heap (sift down from the last parent), then move the maximum to the end
-    # repeatedly: values end in ascending order
-    for step: uint256 in range(2 * n, bound=2 * MAX_ITEMS):
-        size: uint256 = n
-        c: uint256 = 0
-        if step < n // 2:
-            c = n // 2 - 1 - step
-        elif step < n // 2 + n - 1:
-            size = n - 1 - (step - n // 2)
-            tmp: uint256 = values[0]
-            values[0] = values[size]
-            values[size] = tmp
-        else:
-            break
-        for _: uint256 in range(11):
-            left: uint256 = 2 * c + 1
-            if left >= size:
-                break
-            big: uint256 = left
-            if left + 1 < size and values[left + 1] > values[left]:
-                big = left + 1
-            if values[c] >= values[big]:
-                break
-            tmp: uint256 = values[big]
-            values[big] = values[c]
-            values[c] = tmp
-            c = big
-    out: DynArray[uint256, MAX_ITEMS] = []
-    for i: uint256 in range(take, bound=MAX_ITEMS):
-        if values[i] >> 192 == 0:
-            out.append(values[i] & M32)
-    return out
-
-
-@internal
-def _pay_lineages(selected: DynArray[uint256, MAX_ITEMS]):
-    """= derelayl.protocol.lineage.LineageTree.settle (+ the capped rate): append the selected
-    models as a new level, pay every ancestor below the trunk by walking the kept levels
-    upward with descendant counts, pay the trunk through the accumulator, fold coalesced top
-    levels into the trunk."""
-    s: uint256 = len(selected)
-    new_level: uint256 = self.n_levels
-    top: uint256 = self.trunk_top
-    mults: DynArray[uint256, MAX_MULTIPLIERS] = self.params.multipliers
-    horizon: uint256 = len(mults) - 1
-    beyond: uint256 = mults[horizon]
-
-    # the new level: payee and parent position of each selected model, in rank order
-    for i: uint256 in range(s, bound=MAX_ITEMS):
-        pair: uint256 = self.pairs[(self.commits[selected[i]] >> 32) & M32]
-        payee: uint256 = (pair >> 32) & M32
-        if self.params.payee_is_trainer:
-            payee = (pair >> 64) & M32
-        self.level_node[new_level][i] = payee | ((pair & M32) << 32)
-    self.level_size[new_level] = s
-    self.n_levels = new_level + 1
-
-    # reward per (ancestor, descendant) count: the capped scheme lowers it to fit the room
-    kept: uint256 = new_level + 1 - top
-    rate: uint256 = mults[0]
-    if self.params.scheme != 1:
-        counts: uint256 = s * (kept + self.trunk_total)
-        room: uint256 = self._mint_room(rate * counts)
-        if room < rate * counts:
-            rate = room // counts
-
-    # walk the kept levels upward: weights[i] = selected models descending from node i
-    weights: DynArray[uint256, MAX_ITEMS] = []
-    for i: uint256 in range(s, bound=MAX_ITEMS):
-        weights.append(1)
-    total: uint256 = 0
-    single: DynArray[uint256, MAX_KEPT] = []   # per level from the new one up: the payee if one node lives, else max
-    for d: uint256 in range(kept, bound=MAX_KEPT):
-        level: uint256 = new_level - d
-        mult: uint256 = rate
-        if self.params.scheme == 1:
-            mult = mults[min(d, horizon)]
-        width: uint256 = self.level_size[level]
-        up: DynArray[uint256, MAX_ITEMS] = []
-        if level > top:
-            for i: uint256 in range(self.level_size[level - 1], bound=MAX_ITEMS):
-                up.append(0)
-        alive: uint256 = 0
-        last_payee: uint256 = 0
-        for i: uint256 in range(width, bound=MAX_ITEMS):
-            w: uint256 = weights[i]
-            if w == 0:
-                continue
-            node: uint256 = self.level_node[level][i]
-            payee: uint256 = node & M32
-            alive += 1
-            last_payee = payee
-            if mult != 0:
-                self.stored[payee] += w * mult
-                total += w * mult
-                log Transfer(sender=empty(address), receiver=self.key_of[payee], value=w * mult)
-            if level > top:
-                parent: uint256 = (node >> 32) & M32
-                up[parent] += w
-        if alive == 1:
-            single.append(last_payee)
-        else:
-            single.append(max_value(uint256))
-        weights = up
-
-    # the trunk: every trunk model earns s * rate this round, paid lazily
-    if self.params.scheme != 1 and rate != 0:
-        self.trunk_acc += s * rate
-        total += s * rate * self.trunk_total
-    self.minted += total
-
-    # fold: coalesced top levels join the trunk (constant schemes), or leave (decay beyond horizon)
-    for _: uint256 in range(kept, bound=MAX_KEPT):
-        if new_level + 1 - top <= 1 or new_level - top < horizon:
-            break
-        if beyond == 0:
-            top += 1
-            continue
-        payee: uint256 = single[new_level - top]
-        if payee == max_value(uint256):
-            break
-        self._realise(payee)
-        self.trunk_count[payee] += 1
-        self.trunk_total += 1
-        top += 1
-    self.trunk_top = top
-
-
-# ================================================================ views for clients
+        rules.latest_version = max(rules.latest_version, round + 1)
+    rules._pay_miner(miner, rules.params.reward_per_commitment * n)
+    log rules.FheKey(round=round, key=fhe_public_key)
+    rules._end_block(round, rules.COMMIT, miner)
 
 
 struct Head:
@@ -1037,63 +218,77 @@ struct Head:
 def head() -> Head:
     """The round's scalars in one call."""
     return Head(
-        round=self.round,
-        phase=self.phase,
-        phase_start=self.phase_start,
-        beacon=self.beacon,
-        minted=self.minted,
-        burned=self.burned,
-        escrow=self.escrow,
-        latest_version=self.latest_version,
-        next_model_id=self.next_model_id,
-        n_participants=self.n_participants,
-        trunk_acc=self.trunk_acc,
-        n_levels=self.n_levels,
-        trunk_top=self.trunk_top,
+        round=rules.round,
+        phase=rules.phase,
+        phase_start=rules.phase_start,
+        beacon=rules.beacon,
+        minted=rules.minted,
+        burned=rules.burned,
+        escrow=rules.escrow,
+        latest_version=rules.latest_version,
+        next_model_id=rules.next_model_id,
+        n_participants=rules.n_participants,
+        trunk_acc=rules.trunk_acc,
+        n_levels=rules.n_levels,
+        trunk_top=rules.trunk_top,
     )
 
 
 @view
 @external
-def params_of() -> Params:
-    return self.params
+def params_of() -> rules.Params:
+    return rules.params
 
 
 @view
 @external
-def participant_keys(start: uint256, count: uint256) -> DynArray[address, MAX_PARTICIPANTS]:
-    out: DynArray[address, MAX_PARTICIPANTS] = []
-    for i: uint256 in range(start, start + count, bound=MAX_PARTICIPANTS):
-        if i >= self.n_participants:
+def participant_keys(start: uint256, count: uint256) -> DynArray[address, rules.MAX_PARTICIPANTS]:
+    out: DynArray[address, rules.MAX_PARTICIPANTS] = []
+    for i: uint256 in range(start, start + count, bound=rules.MAX_PARTICIPANTS):
+        if i >= rules.n_participants:
             break
-        out.append(self.key_of[i])
+        out.append(rules.key_of[i])
     return out
 
 
 @view
 @external
-def roles() -> (uint256[WORDS], uint256[4], DynArray[uint256, MAX_TESTERS]):
-    return self.trainer_bits, self.block_miners, self.co_testers
+def roles() -> (uint256[rules.WORDS], uint256[4], DynArray[uint256, rules.MAX_TESTERS]):
+    return rules.trainer_bits, rules.block_miners, rules.co_testers
 
 
 @view
 @external
-def live_models() -> DynArray[uint256, MAX_ITEMS]:
-    return self.live
+def dispute() -> (bool, DynArray[uint256, rules.MAX_TESTERS], DynArray[uint256, rules.MAX_TESTERS]):
+    """A disputed round, until its settle block: tester | held << 64 each, and the appellants."""
+    return rules.disputed, rules.dispute_testers, rules.appellants
 
 
 @view
 @external
-def round_items() -> (DynArray[uint256, MAX_ITEMS], DynArray[uint256, MAX_ITEMS], DynArray[bytes32, MAX_ITEMS]):
-    return self.pairs, self.commits, self.digests
+def live_models() -> DynArray[uint256, rules.MAX_ITEMS]:
+    return rules.live
 
 
 @view
 @external
-def balances(start: uint256, count: uint256) -> DynArray[uint256, MAX_PARTICIPANTS]:
-    out: DynArray[uint256, MAX_PARTICIPANTS] = []
-    for i: uint256 in range(start, start + count, bound=MAX_PARTICIPANTS):
-        if i >= self.n_participants:
+def round_items() -> (DynArray[uint256, rules.MAX_ITEMS], DynArray[uint256, rules.MAX_ITEMS], DynArray[bytes32, rules.MAX_ITEMS]):
+    return rules.pairs, rules.commits, rules.digests
+
+
+@view
+@external
+def balances(start: uint256, count: uint256) -> DynArray[uint256, rules.MAX_PARTICIPANTS]:
+    out: DynArray[uint256, rules.MAX_PARTICIPANTS] = []
+    for i: uint256 in range(start, start + count, bound=rules.MAX_PARTICIPANTS):
+        if i >= rules.n_participants:
             break
-        out.append(self._balance(i))
+        out.append(rules._balance(i))
     return out
+
+
+@external
+def __default__():
+    """post, test, settle: run TestAndSettle's code on this contract's storage (its revert
+    reasons and logs come back as this contract's)."""
+    raw_call(EXTENSION, msg.data, is_delegate_call=True)

@@ -21,6 +21,7 @@ from derelayl.evm.node import Node, anvil, anvil_path, embedded
 from derelayl.learning.latent import LatentTrainer
 from derelayl.protocol import Bids, Params, Phase, blocks
 from derelayl.protocol.blocks import Block, CommitBlock, DepositBlock, Join, SettleBlock, Transfer
+from derelayl.protocol.validate import scores_expected
 from evm_harness import Pair, mine
 
 BACKENDS = ["embedded", pytest.param("anvil", marks=pytest.mark.skipif(anvil_path() is None, reason="no anvil"))]
@@ -37,6 +38,8 @@ SCHEMES: list[dict[str, object]] = [
     {"min_improvement": 500_000_000, "testers": 3},
     {"pooled_cases": True, "testers": 3},
     {"pooled_cases": True, "testers": 4, "min_improvement": 1},
+    {"pooled_cases": True, "testers": 3, "appeal_testers": 3, "phase_timeout": 2},
+    {"pooled_cases": True, "testers": 3, "appeal_testers": 2, "reward_scheme": "capped", "supply_cap": 4 * 10**6},
     {"min_trainer_bid": 1000},
 ]
 DEFENCES = [s for s in SCHEMES if {"min_improvement", "pooled_cases", "min_trainer_bid"} & set(s)]
@@ -186,11 +189,30 @@ def scoring_variants(
 
 def settle_variants(pair: Pair, block: SettleBlock) -> list[tuple[str, Block]]:
     s = pair.ref
-    return [
+    out: list[tuple[str, Block]] = [
         ("honest", block),
         ("wrong miner", dataclasses.replace(block, miner=(block.miner + 1) % s.n_participants)),
         ("wrong round", dataclasses.replace(block, round=block.round - 1)),
     ]
+    if s.dispute is None:  # appeal reports in a round nobody disputed
+        stray = blocks.TesterReport(0, bytes(32), np.zeros(scores_expected(s), dtype=np.int64))
+        out.append(("stray appeal report", dataclasses.replace(block, appeals=(stray,))))
+    elif block.appeals:
+        first, rest = block.appeals[0], block.appeals[1:]
+        out += [
+            (
+                "valid: an appellant lies",
+                dataclasses.replace(block, appeals=(dataclasses.replace(first, scores=first.scores + 1), *rest)),
+            ),
+            ("appeal report missing", dataclasses.replace(block, appeals=rest)),
+            (
+                "appeal report short",
+                dataclasses.replace(block, appeals=(dataclasses.replace(first, scores=first.scores[1:]), *rest)),
+            ),
+        ]
+        if rest:
+            out.append(("appeal reports reversed", dataclasses.replace(block, appeals=block.appeals[::-1])))
+    return out
 
 
 def play(pair: Pair, data: st.DataObject, phases: int) -> None:
@@ -233,6 +255,9 @@ def play(pair: Pair, data: st.DataObject, phases: int) -> None:
                 # a silent co-tester's report left out once the phase has timed out
                 quiet = dataclasses.replace(honest, co_testers=honest.co_testers[1:])
                 variants.insert(0, ("late test block without a silent co-tester", quiet))
+            if isinstance(honest, SettleBlock) and honest.appeals:
+                quiet = dataclasses.replace(honest, miner=other, appeals=honest.appeals[1:])
+                variants.insert(0, ("late settle block without a silent appellant", quiet))
         # faulty variants first (each must be rejected by both or accepted by both), then one
         # accepted block moves the round on
         picks = data.draw(st.lists(st.integers(0, len(variants) - 1), max_size=3), label="variants")
@@ -442,3 +467,38 @@ def test_a_commitment_posted_to_the_chain_cannot_be_left_out_by_the_miner(fastes
     assert t in pair.ref.commits.owner.tolist() and not pair.ref.posted
     late = blocks.PostedCommitment(r, other, bytes(range(32)))
     assert pair.apply(late, "after the commit block") == ("PhaseError", "PhaseError")
+
+
+def test_an_appeal_reverses_a_lying_majority_of_testers_in_both(fastest_node: Node) -> None:
+    # Prepare: five pooled testers and three appellants; the round at its test phase
+    params = Params(k=2, test_cases=5, testers=5, pooled_cases=True, appeal_testers=3)
+    pair = Pair(fastest_node, params, participants=24, seed=12)
+    population = LatentPopulation(LatentTrainer(seed=12))
+    while pair.ref.phase != Phase.TEST or len(pair.ref.commits) < 2:
+        pair.apply(population.next_block(pair.ref), "honest")
+    honest = population.next_block(pair.ref)
+    assert isinstance(honest, blocks.TestBlock) and len(honest.co_testers) == 4
+    lying_scores = np.zeros_like(honest.scores)
+    lying_scores[int(np.argmin(honest.scores))] = 10**6
+    lying = dataclasses.replace(
+        honest,
+        co_testers=(
+            *honest.co_testers[:1],
+            *(dataclasses.replace(r, scores=lying_scores) for r in honest.co_testers[1:]),
+        ),
+    )
+    # Execute: three co-testers lie; both hold the rewards and draw the same appellants
+    assert pair.apply(lying, "three lying co-testers") == ("ok", "ok")
+    assert pair.ref.dispute is not None and pair.ref.dispute.appellants.size == 3
+    settle = population.next_block(pair.ref)
+    assert isinstance(settle, SettleBlock) and len(settle.appeals) == 3
+    # Assert: a settle block without every appellant, or in another order, is refused by both
+    # before the timeout; the one with the appeal is accepted and the honest scores rank
+    assert pair.apply(dataclasses.replace(settle, appeals=settle.appeals[1:]), "an appellant left out") == (
+        "RoleError",
+        "RoleError",
+    )
+    assert pair.apply(dataclasses.replace(settle, appeals=()), "no appeal") == ("RoleError", "RoleError")
+    assert pair.apply(settle, "the appeal") == ("ok", "ok")
+    assert not pair.mismatches and pair.replay_matches() == []
+    assert pair.ref.dispute is None and pair.ref.escrow == 0

@@ -15,6 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from derelayl.cli import app
+from derelayl.evm.artifact import load_artifact
 from derelayl.evm.node import Node, embedded_rpc
 from derelayl.evm.signing import derive_evm_keys
 from derelayl.ledger.crypto import canonical
@@ -60,6 +61,12 @@ event Checkpoint:
     escrow: uint256
     beacon: bytes32
 
+EXTENSION: public(immutable(address))
+
+@deploy
+def __init__(extension: address):
+    EXTENSION = extension
+
 @external
 def genesis(params_json: String[4096], seed: bytes32, participants: DynArray[address, 1024]):
     log Genesis(params_json=params_json, seed=seed, genesis_model=empty(bytes32), participants=participants)
@@ -90,13 +97,22 @@ def node() -> Iterator[Node]:
         n.close()
 
 
-def _deploy(node: Node) -> Any:
+def _deploy(node: Node, *, real_extension: bool = True) -> Any:
+    """The impostor, pointing at a real TestAndSettle (so that its logs are what is judged), or
+    at itself."""
     import vyper
 
     out = vyper.compile_code(IMPOSTOR, output_formats=["abi", "bytecode"])
     w3 = node.w3
+    sender = {"from": w3.eth.accounts[0]}
+    extension = "0x" + "00" * 20
+    if real_extension:
+        code = load_artifact()["extension_bytecode"]
+        extension = w3.eth.wait_for_transaction_receipt(w3.eth.send_transaction({**sender, "data": code}))[
+            "contractAddress"
+        ]
     factory = w3.eth.contract(abi=out["abi"], bytecode=out["bytecode"])
-    receipt = w3.eth.wait_for_transaction_receipt(factory.constructor().transact({"from": w3.eth.accounts[0]}))
+    receipt = w3.eth.wait_for_transaction_receipt(factory.constructor(extension).transact(sender))
     return w3.eth.contract(address=receipt["contractAddress"], abi=out["abi"])
 
 
@@ -165,3 +181,15 @@ def test_an_impostor_contract_is_refused_with_one_error_line(node: Node, case: s
     assert lines and lines[0].startswith(("error:", "INVALID at EVM block")), result.output
     assert all(w.lower() in text.lower() for w in words), (words, result.output)
     assert "Traceback" not in result.output and not isinstance(result.exception, AssertionError)
+
+
+@pytest.mark.parametrize("command", ["verify", "inspect"])
+def test_a_contract_that_delegates_to_other_code_is_refused(node: Node, command: str) -> None:
+    # Arrange: an impostor with a good genesis whose EXTENSION is not DeRelayL's TestAndSettle
+    contract = _deploy(node, real_extension=False)
+    _genesis(node, contract)
+    # Execute
+    result = runner.invoke(app, [command, "--rpc", node.url, "--contract", contract.address])
+    # Assert
+    assert result.exit_code in (1, 2) and result.output.startswith("error:"), result.output
+    assert "whose code is not DeRelayL's TestAndSettle" in result.output

@@ -146,15 +146,25 @@ class Adversary(RelayBrain):
 
     def score(self, state: State, me: int) -> tuple[bytes, I64]:
         digest, scores = super().score(state, me)
+        assert state.roles is not None
+        return digest, self._lie(state, scores, state.roles.testers.tolist())
+
+    def appeal(self, state: State, me: int) -> tuple[bytes, I64]:
+        """As an appellant, the same behaviour as a tester (the seats are the appellants')."""
+        digest, scores = super().appeal(state, me)
+        assert state.dispute is not None
+        return digest, self._lie(state, scores, state.dispute.appellants.tolist())
+
+    def _lie(self, state: State, scores: I64, seats: list[int]) -> I64:
+        """A lying tester's report for honest ``scores``: its group's models the best score, all
+        others 0 (a strategic liar only with a majority of ``seats``, else honest)."""
         if self.kind not in ("lying_tester", "strategic_liar"):
-            return digest, scores
-        if self.kind == "strategic_liar" and state.roles is not None:
-            seats = sum(int(t) in self.group for t in state.roles.testers.tolist())
-            if 2 * seats <= state.roles.testers.size:  # no majority of the seats: lying would show
-                return digest, scores
+            return scores
+        if self.kind == "strategic_liar" and 2 * sum(t in self.group for t in seats) <= len(seats):
+            return scores  # no majority of the seats: lying would show
         owners = state.commits.owner.tolist()
         ours = [o in self.group for o in owners] + [False] * (scores.size - len(owners))
-        return digest, np.where(ours, state.params.test_cases, 0).astype(np.int64)
+        return np.where(ours, state.params.test_cases, 0).astype(np.int64)
 
 
 @dataclass

@@ -7,6 +7,7 @@ own (its key, its data, the models it trained or was handed):
   to join;
 - commit: if matched, train the parent on its own data and commit to the child's digest;
 - test: if drawn as a co-tester, score every committed model on its own test cases;
+- settle: if drawn as an appellant of a disputed round, re-score the round's pooled cases;
 - as the drawn miner of any phase: assemble the block from the messages it received (only
   what the rules accept, in the order they require), plus its own scores as testing miner.
 
@@ -80,6 +81,11 @@ class Brain(Protocol):
         """As a tester: (digest of own test cases, one integer score per commitment)."""
         ...
 
+    def appeal(self, state: State, me: int) -> tuple[bytes, I64]:
+        """As an appellant of a disputed round: (digest of the cases scored, the scores) on the
+        round's pooled cases, the testers' published ones."""
+        ...
+
 
 @dataclass
 class Agent:
@@ -108,7 +114,8 @@ class Agent:
             join = JoinMessage(self.signer.public)
             return [self._signed(join)] if self.wants_to_join and state.phase == Phase.DEPOSIT else []
         assert state.roles is not None
-        roles, out = state.roles, []
+        roles = state.roles
+        out: list[Message] = []
         if state.phase == Phase.DEPOSIT:
             if _has(roles.trainers, me):
                 bid = int(taker_bid(state, me, self.basis))
@@ -122,6 +129,9 @@ class Agent:
                 out.append(CommitMessage(state.round, me, digest))
         elif state.phase == Phase.TEST and me in roles.testers[1:].tolist():
             digest, scores = self.brain.score(state, me)
+            out.append(ScoresMessage(state.round, me, digest, scores))
+        elif state.phase == Phase.SETTLE and state.dispute is not None and me in state.dispute.appellants.tolist():
+            digest, scores = self.brain.appeal(state, me)
             out.append(ScoresMessage(state.round, me, digest, scores))
         return [self._signed(m) for m in out]
 
@@ -155,7 +165,11 @@ class Agent:
             return self._commit(state, me, valid)
         if state.phase == Phase.TEST:
             return self._test(state, me, valid, now)
-        return Proposal(SettleBlock(state.round, me))
+        if state.dispute is None:
+            return Proposal(SettleBlock(state.round, me))
+        chosen = self._reports(state, valid, state.dispute.appellants.tolist(), now, "settle block", "appellant(s)")
+        appeals = tuple(TesterReport(t, s.message.test_cases_digest, s.message.scores) for t, s in chosen)  # type: ignore[union-attr]
+        return Proposal(SettleBlock(state.round, me, appeals), tuple(s.signature for _, s in chosen))
 
     def _verifies(self, state: State, signed: Signed) -> bool:
         message = signed.message
@@ -204,24 +218,29 @@ class Agent:
     def _test(self, state: State, me: int, inbox: list[Signed], now: int | None) -> Proposal:
         assert state.roles is not None
         digest, scores = self.brain.score(state, me)
+        chosen = self._reports(state, inbox, state.roles.testers[1:].tolist(), now, "test block", "co-tester(s)")
+        block_reports = tuple(TesterReport(t, s.message.test_cases_digest, s.message.scores) for t, s in chosen)  # type: ignore[union-attr]
+        block = TestBlock(state.round, me, state.params.test_cases, digest, scores, block_reports)
+        return Proposal(block, tuple(s.signature for _, s in chosen))
+
+    @staticmethod
+    def _reports(
+        state: State, inbox: list[Signed], expected: list[int], now: int | None, block: str, who: str
+    ) -> list[tuple[int, Signed]]:
+        """The first well-formed report of each ``expected`` sender, in that order; once the
+        phase has timed out, silent ones are left out (they forfeit), before that they are
+        waited for."""
         reports: dict[int, Signed] = {}
         for s in inbox:
             m = s.message
             if isinstance(m, ScoresMessage) and m.scores.size == scores_expected(state):
                 reports.setdefault(m.participant, s)
-        co_testers = [int(t) for t in state.roles.testers[1:]]
-        missing = [t for t in co_testers if t not in reports]
+        missing = [t for t in expected if t not in reports]
         if missing and now is not None and phase_timed_out(state, now + 1):
-            co_testers = [t for t in co_testers if t in reports]  # silent co-testers forfeit
+            expected = [t for t in expected if t in reports]
         elif missing:
-            raise DerelaylError(f"test block of round {state.round}: no report from co-tester(s) {missing}")
-        chosen = [reports[t] for t in co_testers]
-        block_reports = tuple(
-            TesterReport(t, s.message.test_cases_digest, s.message.scores)  # type: ignore[union-attr]
-            for t, s in zip(co_testers, chosen, strict=True)
-        )
-        block = TestBlock(state.round, me, state.params.test_cases, digest, scores, block_reports)
-        return Proposal(block, tuple(s.signature for s in chosen))
+            raise DerelaylError(f"{block} of round {state.round}: no report from {who} {missing}")
+        return [(t, reports[t]) for t in expected]
 
 
 def _has(sorted_ids: I64, who: int) -> bool:

@@ -64,6 +64,9 @@ class LatentBrain:
     def score(self, state: State, me: int) -> tuple[bytes, I64]:
         return latent_test_digest(self.trainer.seed, state.round, me), latent_round_scores(state)
 
+    def appeal(self, state: State, me: int) -> tuple[bytes, I64]:
+        return self.score(state, me)
+
 
 @dataclass
 class LatentPopulation:
@@ -122,4 +125,9 @@ class LatentPopulation:
                 scores,
                 reports,
             )
-        return SettleBlock(state.round, miner)
+        # a disputed round (somebody lied in the test block): every appellant re-scores honestly
+        appellants = [] if state.dispute is None else state.dispute.appellants.tolist()
+        scores = latent_round_scores(state)
+        seed = self.trainer.seed
+        appeals = tuple(TesterReport(a, latent_test_digest(seed, state.round, a), scores) for a in appellants)
+        return SettleBlock(state.round, miner, appeals)

@@ -221,7 +221,7 @@ class RelayBrain:
             self.on_cases(x, y)
         digest = case_digest(x, y)
         if state.params.pooled_cases:
-            x, y = self._pool(state, me, x, y)
+            x, y = self._pool(state, me, (x, y))
         digests = scored_digests(state, self.models)
         if self.fhe is None:
             self.traffic.trainer_to_tester += len(digests) * self.models.model_bytes
@@ -232,6 +232,14 @@ class RelayBrain:
             scores = np.array([self._correct(state, me, i, d, x, y) for i, d in enumerate(digests)], dtype=np.int64)
         self.traffic.test_cases += case_bytes(x, y)
         return digest, scores
+
+    def appeal(self, state: State, me: int) -> tuple[bytes, I64]:
+        """Re-score the round's pooled cases (every tester's published cases, in tester order)."""
+        assert state.roles is not None
+        x, y = self._pool(state, -1)
+        self.traffic.trainer_to_tester += len(scored_digests(state, self.models)) * self.models.model_bytes
+        self.traffic.test_cases += case_bytes(x, y)
+        return case_digest(x, y), clear_scores(state, self.models, self.evaluator, x, y)
 
     def _correct(self, state: State, me: int, i: int, digest: bytes, x: NDArray[np.float32], y: I64) -> int:
         """The score of one model: in the clear, or encrypted if it was committed that way."""
@@ -244,13 +252,16 @@ class RelayBrain:
         return self.evaluator.correct(self.models.load(digest), x, y)
 
     def _pool(
-        self, state: State, me: int, x: NDArray[np.float32], y: NDArray[np.int64]
+        self, state: State, me: int, own: tuple[NDArray[np.float32], NDArray[np.int64]] | None = None
     ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
-        """Every tester's published cases, in tester order (pooled cases)."""
+        """Every tester's published cases, in tester order (pooled cases); ``own``: this
+        tester's (``me``'s) own, already drawn."""
         if self.peer_cases is None:
             raise ModelError("pooled test cases need the other testers' cases (no peer_cases source)")
         assert state.roles is not None
-        parts = [(x, y) if t == me else self.peer_cases(state, t) for t in state.roles.testers.tolist()]
+        parts = [
+            own if t == me and own is not None else self.peer_cases(state, t) for t in state.roles.testers.tolist()
+        ]
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 

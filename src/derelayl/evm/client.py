@@ -26,6 +26,7 @@ from derelayl.protocol.blocks import (
     Join,
     PostedCommitment,
     TestBlock,
+    TesterReport,
     is_block,
 )
 from derelayl.protocol.lineage import compute_multipliers
@@ -71,6 +72,7 @@ def contract_params(params: Params) -> tuple[Any, ...]:
         params.min_improvement or 0,
         params.pooled_cases,
         params.min_trainer_bid,
+        params.appeal_testers,
         list(multipliers),
     )
 
@@ -79,6 +81,14 @@ def _vrs(signature: bytes) -> tuple[int, bytes, bytes]:
     if len(signature) != 65:
         raise ConfigError("an EVM message signature is 65 bytes (r, s, v)")
     return signature[64], signature[:32], signature[32:64]
+
+
+def _reports(reports: tuple[TesterReport, ...], sigs: list[bytes], who: str) -> tuple[list[Any], list[int]]:
+    """Signed reports as the contract takes them: (tester, digest, v, r, s) each, the scores flat."""
+    if len({r.scores.size for r in reports}) > 1:
+        raise MalformedError(f"{who} gave different numbers of scores")
+    items = [(r.tester, r.test_cases_digest, *_vrs(s)) for r, s in zip(reports, sigs, strict=True)]
+    return items, [int(x) for r in reports for x in r.scores]
 
 
 def encode_proposal(contract: Any, proposal: Proposal) -> bytes:
@@ -97,14 +107,12 @@ def encode_proposal(contract: Any, proposal: Proposal) -> bytes:
         items = [(int(p), d, *_vrs(s)) for p, d, s in zip(block.trainers, block.commitments, sigs, strict=True)]
         args, name = [block.round, items, block.fhe_public_key], "commit"
     elif isinstance(block, TestBlock):
-        if len({r.scores.size for r in block.co_testers}) > 1:
-            raise MalformedError("test block: co-testers gave different numbers of scores")
-        reports = [(r.tester, r.test_cases_digest, *_vrs(s)) for r, s in zip(block.co_testers, sigs, strict=True)]
-        flat = [int(x) for r in block.co_testers for x in r.scores]
+        reports, flat = _reports(block.co_testers, sigs, "test block: co-testers")
         scores = [int(x) for x in block.scores]
         args, name = [block.round, block.n_test_cases, block.test_cases_digest, scores, reports, flat], "test"
     else:
-        args, name = [block.round], "settle"
+        reports, flat = _reports(block.appeals, sigs, "settle block: appellants")
+        args, name = [block.round, reports, flat], "settle"
     try:
         data = contract.encode_abi(name, args=args)
     except Exception as exc:  # web3 raises its own types for values outside the ABI types
@@ -124,6 +132,7 @@ class ContractClient(ChainClient):
             raise LedgerError(f"no contract at {self.address} on chain {node.chain_id}")
         artifact = load_artifact()
         self.contract = w3.eth.contract(address=self.address, abi=artifact["abi"])
+        self._check_extension(artifact["extension_runtime_keccak"])
         self.history = self._genesis()
         self.history.on_event = on_event
         self._synced_to = self.history.genesis_block
@@ -148,9 +157,12 @@ class ContractClient(ChainClient):
         if len(keys) > MAX_PARTICIPANTS:
             raise ConfigError(f"the contract takes at most {MAX_PARTICIPANTS} participants, got {len(keys)}")
         artifact = load_artifact()
+        # the extension first (no constructor): DeRelayL fixes its address at deployment
+        extension = node.send(deployer, None, bytes.fromhex(artifact["extension_bytecode"].removeprefix("0x")))
         factory = node.w3.eth.contract(abi=artifact["abi"], bytecode=artifact["bytecode"])
         addresses = [address_of_key(k) for k in keys]
         data = factory.constructor(
+            extension["contractAddress"],
             contract_params(params),
             seed,
             addresses,
@@ -160,6 +172,16 @@ class ContractClient(ChainClient):
         ).data_in_transaction
         receipt = node.send(deployer, None, data)
         return cls(node, receipt["contractAddress"])
+
+    def _check_extension(self, expected: str) -> None:
+        """DeRelayL runs its extension's code on its own storage: that code must be ours."""
+        w3 = self.node.w3
+        try:
+            extension = self.contract.functions.EXTENSION().call()
+        except Exception as exc:  # web3 raises its own types when a call reverts or answers garbage
+            raise LedgerError(f"{self.address} is not a DeRelayL contract (no EXTENSION)") from exc
+        if "0x" + bytes(w3.keccak(bytes(w3.eth.get_code(extension)))).hex() != expected:
+            raise LedgerError(f"{self.address} delegates to {extension}, whose code is not DeRelayL's TestAndSettle")
 
     def _genesis(self) -> History:
         logs = self.contract.events.Genesis().get_logs(from_block=0)

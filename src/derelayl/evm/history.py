@@ -208,10 +208,10 @@ class History:
             elif item.event == "ScoresLogged":
                 scores = np.array([int(x) for x in i["scores"]], dtype=np.int64)
                 report = ScoresMessage(r, int(i["tester"]), bytes(i["digest"]), scores)
-                if "tester" not in extra:  # the testing miner's own scores come first, unsigned
+                if kind == BlockKind.TEST and "tester" not in extra:  # the testing miner's own, unsigned
                     extra.update(tester=report, n_test_cases=int(i["n_test_cases"]))
                     continue
-                self._verify(report, i, "co-tester scores")
+                self._verify(report, i, "co-tester scores" if kind == BlockKind.TEST else "appeal scores")
                 messages.append(report)
         if kind == BlockKind.TEST and extra.get("tester") is None:
             raise MalformedError("test block without the testing miner's scores")

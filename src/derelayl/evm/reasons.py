@@ -58,6 +58,11 @@ REASONS: dict[int, str] = {
     42: "bid above balance",
     43: "trainer bid below the minimum deposit",
     44: "bid not signed by its bidder",
+    45: "appeal reports, but the round's testers agreed",
+    46: "appeal reports do not match the round's appellants",
+    47: "appellant gave the wrong number of scores",
+    48: "appeal scores not signed by the appellant",
+    49: "appeal_testers must be at most 16 and needs pooled_cases",
 }
 
 _CODED = re.compile(r"^([A-Z][A-Za-z]*Error): (\d+)$")

@@ -22,7 +22,7 @@ from derelayl import jsonsafe
 from derelayl.errors import MalformedError, SignatureError, UnknownParticipantError
 from derelayl.ledger.base import StoredBlock
 from derelayl.ledger.crypto import KeyPair, canonical, sha256, verify_signature
-from derelayl.protocol.blocks import Block, CommitBlock, DepositBlock, TestBlock
+from derelayl.protocol.blocks import Block, CommitBlock, DepositBlock, SettleBlock, TestBlock, TesterReport
 from derelayl.protocol.messages import (
     BidMessage,
     BlockHeader,
@@ -114,12 +114,18 @@ def encode_block(proposal: Proposal) -> dict[str, Any]:
             "n_test_cases": block.n_test_cases,
             "test_cases_digest": block.test_cases_digest.hex(),
             "scores": [int(s) for s in block.scores],
-            "co_testers": [
-                [c.tester, c.test_cases_digest.hex(), [int(s) for s in c.scores], sig]
-                for c, sig in zip(block.co_testers, sigs, strict=True)
-            ],
+            "co_testers": _encode_reports(block.co_testers, sigs),
         }
+    if isinstance(block, SettleBlock) and block.appeals:  # (a settle block without appeals keeps its empty body)
+        return {"appeals": _encode_reports(block.appeals, sigs)}
     return {}
+
+
+def _encode_reports(reports: tuple[TesterReport, ...], sigs: list[str]) -> list[list[Any]]:
+    return [
+        [c.tester, c.test_cases_digest.hex(), [int(s) for s in c.scores], sig]
+        for c, sig in zip(reports, sigs, strict=True)
+    ]
 
 
 def seal(
@@ -245,19 +251,26 @@ def decode_block(header: dict[str, Any], body: Any, chain_id: bytes, keys: list[
         extra["fhe_public_key"] = _hex(body["fhe_public_key"], "fhe_public_key")
     elif kind == BlockKind.TEST:
         body = _fields(body, {"n_test_cases", "test_cases_digest", "scores", "co_testers"}, "test block body")
-        for who, digest_hex, co_scores, sig in _list(body["co_testers"], "co_testers", 4):
-            report = ScoresMessage(
-                r, who, _hex(digest_hex, "co-tester test_cases_digest", 32), _scores(co_scores, "co-tester scores")
-            )
-            _check(keys, who, sig, chain_id, report, "co-tester scores")
-            messages.append(report)
+        messages += _decode_reports(body["co_testers"], "co_testers", "co-tester", r, chain_id, keys)
         digest = _hex(body["test_cases_digest"], "test_cases_digest", 32)
         extra["tester"] = ScoresMessage(r, miner, digest, _scores(body["scores"], "scores"))
         extra["n_test_cases"] = _int(body["n_test_cases"], "n_test_cases")
-    else:
-        _fields(body, set(), "settle block body")
+    elif body:  # a disputed round's settle block carries the appeal reports
+        body = _fields(body, {"appeals"}, "settle block body")
+        messages += _decode_reports(body["appeals"], "appeals", "appellant", r, chain_id, keys)
     info = BlockHeader(kind, r, miner, header["time"], header["randomness"], **extra)
     return block_from_messages(info, messages)
+
+
+def _decode_reports(items: Any, name: str, who_is: str, r: int, chain_id: bytes, keys: list[bytes]) -> list[Message]:
+    out: list[Message] = []
+    for who, digest_hex, scores, sig in _list(items, name, 4):
+        report = ScoresMessage(
+            r, who, _hex(digest_hex, f"{who_is} test_cases_digest", 32), _scores(scores, f"{who_is} scores")
+        )
+        _check(keys, who, sig, chain_id, report, f"{who_is} scores")
+        out.append(report)
+    return out
 
 
 def decode_header(header: dict[str, Any], n_participants: int) -> dict[str, Any]:

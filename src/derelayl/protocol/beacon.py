@@ -9,7 +9,7 @@ randomness)``. Draws never come from a clock or a global RNG.
 
 Two kinds of draws:
 
-- ``compute_word``: one uint256 per index (block miners, co-testers);
+- ``compute_word``: one uint256 per index (block miners, co-testers, appellants);
 - ``compute_keys``: a 64-bit sort key per item, ``ticket << 32 | item`` with a 32-bit ticket
   (eight tickets per hash, big-endian) and the item's index in the low bits, so keys are
   unique and equal tickets fall back to the index. Used to draw trainers (lowest keys) and
@@ -25,6 +25,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 __all__ = [
+    "APPEAL",
     "AUCTION",
     "BEACON_SIZE",
     "MAX_RANDOMNESS",
@@ -47,6 +48,7 @@ MINERS = b"miners\0\0"
 TESTERS = b"testers\0"
 AUCTION = b"auction\0"
 SETTLE = b"settle\0\0"
+APPEAL = b"appeal\0\0"
 
 U64 = NDArray[np.uint64]
 _TICKETS_PER_HASH = 8

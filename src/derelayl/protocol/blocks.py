@@ -117,6 +117,9 @@ class TestBlock:
 class SettleBlock:
     round: int
     miner: int
+    appeals: tuple[TesterReport, ...] = ()
+    """In a disputed round (appeals on): each appellant's scores on the round's pooled cases, in
+    draw order (``State.dispute.appellants``); otherwise none."""
     time: int = 0
     randomness: bytes = b""
     kind: BlockKind = BlockKind.SETTLE
@@ -184,6 +187,8 @@ class TestReceipt:
     miner_reward: int
     co_tester_reward: int = 0
     """Paid to co-testers in all (each earns what the testing miner earns)."""
+    held: int = 0
+    """Disputed round: the testers' rewards held in escrow instead (nothing paid yet)."""
 
 
 @dataclass(frozen=True)
@@ -196,3 +201,7 @@ class SettleReceipt:
     lineage_payout: I64
     """Units paid to each participant (full-length array)."""
     miner_reward: int
+    appeal_reward: int = 0
+    """Disputed round: paid to the appellants on their median (rewards + forfeited holds)."""
+    forfeited: int = 0
+    """Disputed round: held rewards of testers off the final medians."""

@@ -86,7 +86,7 @@ class Signed:
 class Proposal:
     """A block as its miner assembled it, and the senders' signatures of its items in item
     order: deposit = trainer bids, model-owner bids, joins; commit = commitments; test =
-    co-tester reports; settle = none."""
+    co-tester reports; settle = appeal reports (a disputed round's; otherwise none)."""
 
     block: Block
     signatures: tuple[bytes, ...] = ()
@@ -107,6 +107,8 @@ def block_messages(block: Block) -> list[Message]:
         return [CommitMessage(r, int(t), d) for t, d in zip(block.trainers, block.commitments, strict=True)]
     if isinstance(block, TestBlock):
         return [ScoresMessage(r, c.tester, c.test_cases_digest, c.scores) for c in block.co_testers]
+    if isinstance(block, SettleBlock):
+        return [ScoresMessage(r, c.tester, c.test_cases_digest, c.scores) for c in block.appeals]
     return []
 
 
@@ -154,4 +156,7 @@ def block_from_messages(header: BlockHeader, messages: list[Message]) -> Block:
         return TestBlock(
             r, miner, header.n_test_cases, own.test_cases_digest, own.scores, reports, time=t, randomness=rnd
         )
-    return SettleBlock(r, miner, time=t, randomness=rnd)
+    appeals = tuple(
+        TesterReport(m.participant, m.test_cases_digest, m.scores) for m in messages if isinstance(m, ScoresMessage)
+    )
+    return SettleBlock(r, miner, appeals, time=t, randomness=rnd)

@@ -29,8 +29,14 @@ RewardScheme = Literal["lineage", "decay", "capped"]
 REWARD_SCHEMES: tuple[RewardScheme, ...] = ("lineage", "decay", "capped")
 LineagePayee = Literal["model_owner", "trainer"]
 LINEAGE_PAYEES: tuple[LineagePayee, ...] = ("model_owner", "trainer")
-_INT_FIELDS = ("k", "test_cases", "testers")
-_OPTIONAL = {"min_improvement": None, "pooled_cases": False, "min_trainer_bid": 0, "copy_rule": False}
+_INT_FIELDS = ("k", "test_cases", "testers", "appeal_testers")
+_OPTIONAL = {
+    "min_improvement": None,
+    "pooled_cases": False,
+    "min_trainer_bid": 0,
+    "copy_rule": False,
+    "appeal_testers": 0,
+}
 """Parameters added after chains existed: left out of ``to_dict`` while at these defaults."""
 MAX_TESTERS = 16
 MAX_AMOUNT = 2**62
@@ -133,6 +139,14 @@ class Params:
     that model by ``min_improvement`` as well, or its testers score it 0. A scoring rule like
     the count of correct cases itself: the chain sees only the scores, and the median of
     several testers enforces it. False (reference): scores are the counts."""
+    appeal_testers: int = 0
+    """Appeals (against lying testers; needs ``pooled_cases``): when the round's pooled reports
+    disagree (honest testers agree exactly, so someone lied), every tester's test reward is held
+    in escrow and this many participants, drawn from the miners that did not test after the
+    test block (so nobody knew them when the scores were given), re-score the same pool; the
+    settle block carries their reports. The lower median of theirs then decides the round's
+    scores; a tester off it forfeits its held reward to the appellants on it. 0 (reference):
+    no appeals."""
     extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -182,6 +196,10 @@ class Params:
             raise ConfigError("copy_rule needs min_improvement (testers must score the live models)")
         if self.phase_timeout is not None and self.phase_timeout > MAX_COUNT:
             raise ConfigError(f"phase_timeout must be at most {MAX_COUNT} blocks, got {self.phase_timeout}")
+        if not 0 <= self.appeal_testers <= MAX_TESTERS:
+            raise ConfigError(f"appeal_testers must be between 0 and {MAX_TESTERS}, got {self.appeal_testers}")
+        if self.appeal_testers and not self.pooled_cases:
+            raise ConfigError("appeal_testers needs pooled_cases (a lie shows only where honest testers agree)")
         if not 1 <= self.testers <= MAX_TESTERS:
             raise ConfigError(f"testers must be between 1 and {MAX_TESTERS}, got {self.testers}")
         for name in AMOUNT_FIELDS:

@@ -9,17 +9,21 @@ over the participants registered by then. Every step is one the EVM contract rep
 - miners are everyone else, in index order; block miner ``j`` is
   ``miners[word(miners, j) mod len(miners)]`` (with replacement, as in the reference);
 - co-testers (``params.testers - 1``) are distinct miners other than the testing miner, by a
-  partial Fisher-Yates shuffle of the rest, in index order, driven by ``word(testers, j)``.
+  partial Fisher-Yates shuffle of the rest, in index order, driven by ``word(testers, j)``;
+- appellants (``params.appeal_testers``, only when a test block's pooled reports disagree) are
+  drawn the same way from the miners that did not test, driven by ``word(appeal, j)`` on the
+  beacon after the test block.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import NDArray
 
-from derelayl.protocol.beacon import MINERS, ROLES, TESTERS, compute_keys, compute_word
+from derelayl.protocol.beacon import APPEAL, MINERS, ROLES, TESTERS, compute_keys, compute_word
 from derelayl.protocol.state import Roles, State
 
-__all__ = ["assign_roles"]
+__all__ = ["assign_roles", "draw_appellants"]
 
 
 def assign_roles(state: State) -> Roles:
@@ -42,11 +46,7 @@ def assign_roles(state: State) -> Roles:
     testers = np.array([block_miners[2]], dtype=np.int64)
     if state.params.testers > 1:
         pool = miners[miners != block_miners[2]]
-        count = min(state.params.testers - 1, pool.size)
-        for j in range(count):
-            i = j + compute_word(beacon, TESTERS, j) % (pool.size - j)
-            pool[[j, i]] = pool[[i, j]]
-        testers = np.concatenate([testers, pool[:count]])
+        testers = np.concatenate([testers, _shuffle_take(beacon, TESTERS, pool, state.params.testers - 1)])
     return Roles(
         model_owners=model_owners.astype(np.int64),
         trainers=trainers.astype(np.int64),
@@ -54,3 +54,22 @@ def assign_roles(state: State) -> Roles:
         block_miners=block_miners,
         testers=testers.astype(np.int64),
     )
+
+
+def draw_appellants(state: State, testers: list[int]) -> NDArray[np.int64]:
+    """Who re-scores a disputed round: ``appeal_testers`` miners that did not test (fewer if
+    there are fewer), in draw order; the beacon is the one after the test block."""
+    assert state.roles is not None
+    pool = state.roles.miners[~np.isin(state.roles.miners, testers)]
+    return _shuffle_take(state.beacon, APPEAL, pool, state.params.appeal_testers)
+
+
+def _shuffle_take(beacon: bytes, purpose: bytes, pool: NDArray[np.int64], count: int) -> NDArray[np.int64]:
+    """The first ``count`` of ``pool`` (all if fewer) after a partial Fisher-Yates shuffle
+    driven by ``word(purpose, j)``."""
+    pool = pool.copy()
+    count = min(count, pool.size)
+    for j in range(count):
+        i = j + compute_word(beacon, purpose, j) % (pool.size - j)
+        pool[[j, i]] = pool[[i, j]]
+    return pool[:count].astype(np.int64)

@@ -10,7 +10,7 @@ import numpy as np
 from derelayl.protocol.blocks import Bids, Block, CommitBlock, DepositBlock, SettleBlock, TestBlock, TesterReport
 from derelayl.protocol.lineage import Level, LineageTree
 from derelayl.protocol.params import Params
-from derelayl.protocol.state import Models, Pairs, Roles, State
+from derelayl.protocol.state import Dispute, Models, Pairs, Roles, State
 from derelayl.protocol.types import Phase
 
 __all__ = ["block_from_dict", "block_to_dict", "state_from_dict", "state_to_dict"]
@@ -92,7 +92,22 @@ def state_to_dict(state: State) -> dict[str, Any]:
         out["commit_eligible"] = [bool(e) for e in state.commit_eligible]
     if state.posted:  # (only during a commit phase with posted commitments)
         out["posted"] = {str(t): [d.hex(), sig.hex()] for t, (d, sig) in sorted(state.posted.items())}
+    if state.dispute is not None:  # (only in the settle phase of a disputed round)
+        dispute = state.dispute
+        out["dispute"] = {
+            "testers": _ints(dispute.testers),
+            "rows": [_ints(row) for row in dispute.rows],
+            "held": _ints(dispute.held),
+            "appellants": _ints(dispute.appellants),
+        }
     return out
+
+
+def _dispute_from(d: dict[str, Any] | None) -> Dispute | None:
+    if d is None:
+        return None
+    rows = np.array(d["rows"], dtype=np.int64).reshape(len(d["testers"]), -1)
+    return Dispute(_i64(d["testers"]), rows, _i64(d["held"]), _i64(d["appellants"]))
 
 
 def state_from_dict(d: dict[str, Any]) -> State:
@@ -131,6 +146,7 @@ def state_from_dict(d: dict[str, Any]) -> State:
         commit_eligible=np.array(d.get("commit_eligible", [True] * len(d["commit_pair"])), dtype=bool),
         commitments=[bytes.fromhex(c) for c in d["commitments"]],
         posted={int(t): (bytes.fromhex(v[0]), bytes.fromhex(v[1])) for t, v in d.get("posted", {}).items()},
+        dispute=_dispute_from(d.get("dispute")),
         lineage=LineageTree(
             multipliers=tuple(lineage["multipliers"]),
             levels=[Level(_i64(lv["owner"]), _i64(lv["parent"])) for lv in lineage["levels"]],
@@ -168,16 +184,24 @@ def block_to_dict(block: Block) -> dict[str, Any]:
             "n_test_cases": block.n_test_cases,
             "test_cases_digest": block.test_cases_digest.hex(),
             "scores": _numbers(block.scores),
-            "co_testers": [
-                {
-                    "tester": c.tester,
-                    "test_cases_digest": c.test_cases_digest.hex(),
-                    "scores": _numbers(c.scores),
-                }
-                for c in block.co_testers
-            ],
+            "co_testers": _reports(block.co_testers),
         }
+    elif isinstance(block, SettleBlock) and block.appeals:  # (settle blocks without appeals keep their form)
+        out["appeals"] = _reports(block.appeals)
     return out
+
+
+def _reports(reports: tuple[TesterReport, ...]) -> list[dict[str, Any]]:
+    return [
+        {"tester": c.tester, "test_cases_digest": c.test_cases_digest.hex(), "scores": _numbers(c.scores)}
+        for c in reports
+    ]
+
+
+def _reports_from(items: list[dict[str, Any]]) -> tuple[TesterReport, ...]:
+    return tuple(
+        TesterReport(c["tester"], bytes.fromhex(c["test_cases_digest"]), _numbers_from(c["scores"])) for c in items
+    )
 
 
 def block_from_dict(d: dict[str, Any]) -> Block:
@@ -202,19 +226,15 @@ def block_from_dict(d: dict[str, Any]) -> Block:
             **ledger,
         )
     if kind == "test":
-        reports = tuple(
-            TesterReport(c["tester"], bytes.fromhex(c["test_cases_digest"]), _numbers_from(c["scores"]))
-            for c in d.get("co_testers", [])
-        )
         return TestBlock(
             r,
             miner,
             d["n_test_cases"],
             bytes.fromhex(d["test_cases_digest"]),
             _numbers_from(d["scores"]),
-            reports,
+            _reports_from(d.get("co_testers", [])),
             **ledger,
         )
     if kind == "settle":
-        return SettleBlock(r, miner, **ledger)
+        return SettleBlock(r, miner, _reports_from(d.get("appeals", [])), **ledger)
     raise ValueError(f"unknown block kind {kind!r}")

@@ -19,7 +19,7 @@ from derelayl.protocol.lineage import LineageTree
 from derelayl.protocol.params import Params
 from derelayl.protocol.types import Phase
 
-__all__ = ["KEY_SIZE", "Models", "Pairs", "Roles", "State", "empty_i64"]
+__all__ = ["KEY_SIZE", "Dispute", "Models", "Pairs", "Roles", "State", "empty_i64"]
 
 KEY_SIZE = 32
 I64 = NDArray[np.int64]
@@ -75,6 +75,20 @@ class Pairs:
 
 
 @dataclass
+class Dispute:
+    """A test block whose pooled reports disagreed (with appeals on), until its settle block."""
+
+    testers: I64
+    """Who reported, in block order (the testing miner first)."""
+    rows: I64
+    """Their reports, one row each (scores of the committed, then the live models)."""
+    held: I64
+    """Each one's test reward, held in escrow until the appeal decides."""
+    appellants: I64
+    """Drawn after the test block to re-score the pool, in draw order (may be empty)."""
+
+
+@dataclass
 class State:
     params: Params
     keys: list[bytes]
@@ -109,6 +123,8 @@ class State:
     posted: dict[int, tuple[bytes, bytes]] = field(default_factory=dict)
     """Commit phase: trainer -> (digest, signature) of the commitments posted straight to the
     ledger (``PostedCommitment``), which the commit block must carry."""
+    dispute: Dispute | None = None
+    """Settle phase of a round whose testers disagreed (appeals on): what the appeal decides."""
     lineage: LineageTree = field(default_factory=lambda: LineageTree(multipliers=(0,)))
 
     @property

@@ -29,6 +29,7 @@ from derelayl.protocol.accounts import (
     process_transfer,
     register,
 )
+from derelayl.protocol.appeals import decide, hold, lower_median, verify_appeals
 from derelayl.protocol.auction import compute_matching, compute_ranking, is_canonical_bid_order
 from derelayl.protocol.beacon import AUCTION, SETTLE, compute_keys, compute_mixed_beacon
 from derelayl.protocol.blocks import (
@@ -242,14 +243,20 @@ def process_test_block(state: State, block: TestBlock) -> TestReceipt:
     for report in block.co_testers:
         verify_report(state, report.test_cases_digest, report.scores, f"co-tester {report.tester}")
 
-    rows = [block.scores.astype(np.int64), *(r.scores.astype(np.int64) for r in block.co_testers)]
-    medians = np.sort(np.stack(rows), axis=0)[(len(rows) - 1) // 2]
+    rows = np.stack([block.scores.astype(np.int64), *(r.scores.astype(np.int64) for r in block.co_testers)])
+    medians = lower_median(rows)
     n = len(state.commits)
     state.commits.score = medians[:n].copy()
     state.commit_eligible = compute_eligible(state, medians)
     amount = params.reward_per_test_case * params.test_cases + params.reward_per_tested_model * n
     # with pooled cases, honest testers agree: one whose scores are not the median is not paid
     paid = [not params.pooled_cases or bool((row == medians).all()) for row in rows]
+    if params.appeal_testers and not all(paid):  # a disagreement: hold every reward, draw appellants
+        _mix(state, block.randomness)
+        testers = [block.miner, *(r.tester for r in block.co_testers)]
+        held = hold(state, testers, rows, amount)
+        _end_phase(state, block, Phase.SETTLE)
+        return TestReceipt(miner_reward=0, held=held)
     reward = pay_miner(state, block.miner, amount) if paid[0] else 0
     co_reward = 0
     for report, ok in zip(block.co_testers, paid[1:], strict=True):
@@ -273,12 +280,15 @@ def compute_eligible(state: State, medians: I64) -> NDArray[np.bool_]:
 
 
 def process_settle_block(state: State, block: SettleBlock) -> SettleReceipt:
-    """Rank, select the top fraction, refund winners, burn the rest, pay lineages."""
+    """Decide a disputed round's appeal (``protocol.appeals``); rank, select the top fraction,
+    refund winners, burn the rest, pay lineages."""
     verify_header(state, block, Phase.SETTLE)
+    verify_appeals(state, block)
     params = state.params
     commits, pairs = state.commits, state.pairs
     n_models = len(commits)
 
+    appeal_reward, forfeited = decide(state, block.appeals) if state.dispute is not None else (0, 0)
     _mix(state, block.randomness)
     rank = compute_ranking(commits.score, compute_keys(state.beacon, SETTLE, n_models))
     # the top fraction of all models, taken among those the improvement rule lets through
@@ -315,6 +325,8 @@ def process_settle_block(state: State, block: SettleBlock) -> SettleReceipt:
         lineage_minted=minted,
         lineage_payout=payout,
         miner_reward=reward,
+        appeal_reward=appeal_reward,
+        forfeited=forfeited,
     )
     _next_round(state, block)
     return receipt

@@ -155,10 +155,10 @@ def scores_expected(state: State) -> int:
     return state.params.scored_models(len(state.commits), len(state.live))
 
 
-def verify_report(state: State, digest: bytes, scores: I64, who: str) -> None:
+def verify_report(state: State, digest: bytes, scores: I64, who: str, where: str = "test block") -> None:
     # Verify a digest of the test cases
     if not isinstance(digest, bytes) or len(digest) != DIGEST_SIZE:
-        raise MalformedError(f"test block: {who}'s test_cases_digest must be a {DIGEST_SIZE}-byte digest")
+        raise MalformedError(f"{where}: {who}'s test_cases_digest must be a {DIGEST_SIZE}-byte digest")
     # Verify exactly one integer score per commitment (and, with the improvement rule, per live model)
     want = scores_expected(state)
     if not isinstance(scores, np.ndarray) or scores.ndim != 1 or scores.size != want:
@@ -166,6 +166,6 @@ def verify_report(state: State, digest: bytes, scores: I64, who: str) -> None:
         what = f"{len(state.commits)} committed models" + (
             f" and {len(state.live)} live models" if want != len(state.commits) else ""
         )
-        raise MalformedError(f"test block: {who} gave {size} scores for {what}")
+        raise MalformedError(f"{where}: {who} gave {size} scores for {what}")
     if scores.size and scores.dtype != np.int64:
-        raise MalformedError(f"test block: {who}'s scores must be 64-bit integers")
+        raise MalformedError(f"{where}: {who}'s scores must be 64-bit integers")
