@@ -138,3 +138,23 @@ def test_appeals_need_pooled_cases_and_a_bounded_committee() -> None:
     with pytest.raises(ConfigError, match="appeal_testers must be between 0 and 16"):
         Params(testers=3, pooled_cases=True, appeal_testers=17)
     assert "appeal_testers" not in Params().to_dict()  # chains without appeals keep their params
+
+
+def test_in_a_disputed_settle_phase_a_node_lets_the_appellants_fetch_the_models() -> None:
+    from derelayl.node.view import make_view
+
+    # Prepare: a disputed round at its settle phase (a node's view of it)
+    state, honest, _ = _at_test()
+    process_block(state, _lie(honest, 1, 0))
+    assert state.dispute is not None
+    appellants = set(state.dispute.appellants.tolist())
+    # Execute
+    view = make_view(state, 0, {}, timed_out=False)
+    late = make_view(state, 0, {}, timed_out=True)
+    # Assert: every committed model may go to the appellants (to anyone once timed out), to
+    # nobody else; an undisputed settle phase lets nobody fetch
+    assert all(view.entitled[d] == frozenset(appellants) for d in state.commitments)
+    assert all(late.entitled[d] == frozenset(range(state.n_participants)) for d in state.commitments)
+    state, honest, _ = _at_test()
+    process_block(state, honest)
+    assert make_view(state, 0, {}, timed_out=False).entitled == {}

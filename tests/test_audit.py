@@ -66,6 +66,20 @@ def test_a_lying_tester_is_named_in_every_round_it_tested(tmp_path: Path, pooled
     assert result.exit_code == 1 and json.loads(result.output)["findings"][0]["tester"] == LIAR
 
 
+def test_with_appeals_the_liar_forfeits_and_the_appellants_reports_are_audited_too(tmp_path: Path) -> None:
+    # Prepare: the lying tester of above, with pooled cases and appeals to 3 more participants
+    out = tmp_path / "appealed"
+    summary = run_network(_config(pooled_cases=True, appeal_testers=3, rounds=12), out, LyingTask)
+    # Execute
+    audit = audit_run(out)
+    # Assert: every round the liar tested was disputed, and its appeal re-run as well: the
+    # appellants' reports (beyond the 3 per test block) all match re-execution, only the liar lies
+    tested = len({f.round for f in audit.lies})
+    assert tested >= 1 and {f.tester for f in audit.lies} == {LIAR}
+    assert audit.reports == 3 * 12 + 3 * tested and audit.checked == audit.reports
+    assert summary["rounds"] == 12, summary
+
+
 def test_cases_that_are_missing_or_altered_are_reported_unchecked_not_passed(honest: Path, tmp_path: Path) -> None:
     # Prepare: a copy of the honest run with one published case file altered and one removed
     import shutil
@@ -101,3 +115,17 @@ def test_a_run_on_the_contract_is_audited_from_its_saved_chain(tmp_path: Path) -
     assert made.exit_code == 0, made.output
     audit = audit_run(out)  # anvil restarted on the run's saved chain, then stopped
     assert audit.rounds == 3 and audit.reports == 9 and audit.checked == 9 and not audit.findings
+
+
+@pytest.mark.skipif(anvil_path() is None, reason="anvil is not installed (scripts/setup with npm)")
+def test_with_appeals_the_contract_run_ends_as_the_sqlite_run(tmp_path: Path) -> None:
+    # Prepare / Execute: the lying tester with appeals, on the SQLite chain and on the contract
+    config = _config(pooled_cases=True, appeal_testers=3, rounds=8)
+    sqlite = run_network(config, tmp_path / "sqlite", LyingTask)
+    evm_config = dataclasses.replace(config, ledger="evm", rpc="anvil", chain_randomness=False)
+    evm = run_network(evm_config, tmp_path / "evm", LyingTask)
+    # Assert: the same disputes decided the same way (same balances); both audits name the liar
+    assert sqlite["balances"] == evm["balances"], (sqlite, evm)
+    for out in (tmp_path / "sqlite", tmp_path / "evm"):
+        audit = audit_run(out)
+        assert {f.tester for f in audit.lies} == {LIAR} and audit.checked == audit.reports > 3 * 8

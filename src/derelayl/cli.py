@@ -72,6 +72,13 @@ def run(
             help="Copy rule (needs --min-improvement): a child must also beat the live model it predicts most like.",
         ),
     ] = None,
+    appeal_testers: Annotated[
+        int | None,
+        typer.Option(
+            help="Appeals (needs --pooled-cases): when testers disagree, this many others re-score the pool "
+            "and decide; testers off their median forfeit their reward (off)."
+        ),
+    ] = None,
     post_commitments: Annotated[
         bool,
         typer.Option(help="With --ledger evm: trainers also send commitments straight to the contract."),
@@ -105,6 +112,7 @@ def run(
             testers=testers,
             pooled_cases=pooled_cases,
             copy_rule=copy_rule,
+            appeal_testers=appeal_testers,
             post_commitments=post_commitments,
             fhe=on_off(fhe, "--fhe"),
         )

@@ -54,7 +54,9 @@ def defences(testers: int = POOLED_TESTERS) -> dict[str, dict[str, Any]]:
     must also beat the live model whose predictions it shares most
     (``derelayl.protocol.copies``); with posted commitments every trainer also sends its
     commitment straight to the ledger, so no commit miner can leave it out (an agent policy,
-    not a parameter: ``post_commitments`` is taken out before the rest become ``Params``)."""
+    not a parameter: ``post_commitments`` is taken out before the rest become ``Params``); with
+    appeals, a disagreement among the testers is decided by ``testers`` appellants drawn
+    afterwards (``derelayl.protocol.appeals``)."""
     pooled = {"min_improvement": 1, "testers": testers, "pooled_cases": True}
     return {
         "relay (faithful)": {},
@@ -65,6 +67,12 @@ def defences(testers: int = POOLED_TESTERS) -> dict[str, dict[str, Any]]:
             **pooled,
             "copy_rule": True,
             "post_commitments": True,
+        },
+        f"relay (all defences + appeals to {testers} more)": {
+            **pooled,
+            "copy_rule": True,
+            "post_commitments": True,
+            "appeal_testers": testers,
         },
     }
 

@@ -54,12 +54,6 @@ from derelayl.protocol.validate import phase_timed_out
 __all__ = ["Node", "NodeSettings", "View"]
 
 log = logging.getLogger(__name__)
-_PHASE_OF = {
-    BidMessage: Phase.DEPOSIT,
-    JoinMessage: Phase.DEPOSIT,
-    CommitMessage: Phase.COMMIT,
-    ScoresMessage: Phase.TEST,
-}
 
 
 @dataclass(frozen=True)
@@ -146,7 +140,8 @@ class Node:
 
     def _make_view(self) -> View:
         state = self.client.state
-        timed_out = state.phase == Phase.TEST and phase_timed_out(state, self.client.synced_to + 1)
+        scoring = state.phase == Phase.TEST or (state.phase == Phase.SETTLE and state.dispute is not None)
+        timed_out = scoring and phase_timed_out(state, self.client.synced_to + 1)
         return make_view(state, state.key_index.get(self.signer.public), self.models.index, timed_out)
 
     # ------------------------------------------------------------ messages in
@@ -346,7 +341,10 @@ class Node:
         assert state.roles is not None
         box = self.inbox.get(state.round, {})
         waited = time.monotonic() - self.phase_seen_at.get((state.round, int(state.phase)), time.monotonic())
-        if waited >= self.settings.patience[int(state.phase)]:
+        disputed = state.phase == Phase.SETTLE and state.dispute is not None
+        # a disputed round's settle block waits for its appellants as a test block for its testers
+        patience = self.settings.patience[int(Phase.TEST if disputed else state.phase)]
+        if waited >= patience:
             return True
         if phase_timed_out(state, self.evm.block_number() + 1):
             return True  # the phase has timed out on chain: whoever stayed silent is left out
@@ -362,13 +360,22 @@ class Node:
         if state.phase == Phase.TEST:
             have_s = {m.participant for m in (s.message for s in box.values()) if isinstance(m, ScoresMessage)}
             return {int(t) for t in state.roles.testers[1:]} <= have_s
+        if disputed:
+            assert state.dispute is not None
+            have_a = {m.participant for m in (s.message for s in box.values()) if isinstance(m, ScoresMessage)}
+            return set(state.dispute.appellants.tolist()) <= have_a
         return True
 
     def _produce(self, state: State) -> None:
         if not self._ready(state):
             return
         inbox = list(self.inbox.get(state.round, {}).values())
-        kinds = {Phase.DEPOSIT: (BidMessage, JoinMessage), Phase.COMMIT: (CommitMessage,), Phase.TEST: (ScoresMessage,)}
+        kinds = {
+            Phase.DEPOSIT: (BidMessage, JoinMessage),
+            Phase.COMMIT: (CommitMessage,),
+            Phase.TEST: (ScoresMessage,),
+            Phase.SETTLE: (ScoresMessage,),  # a disputed round's appeal reports
+        }
         wanted = kinds.get(state.phase, ())
         inbox = [s for s in inbox if isinstance(s.message, wanted)]
         started = time.monotonic()

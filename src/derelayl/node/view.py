@@ -4,6 +4,7 @@ all who the chain entitles to fetch which model from this node now (``make_view`
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from derelayl.protocol.state import State
@@ -26,7 +27,8 @@ class View:
 
 def make_view(state: State, me: int | None, index: dict[int, bytes], timed_out: bool) -> View:
     """``index``: model id -> committed digest (``ModelBook.index``); ``timed_out``: the test
-    phase has timed out on chain (then anyone may fetch what testers may)."""
+    phase (or a disputed round's settle phase) has timed out on chain (then anyone may fetch
+    what testers, or appellants, may)."""
     entitled: dict[bytes, set[int]] = defaultdict(set)
     if me is not None and state.phase == Phase.COMMIT:
         # a matched trainer may fetch the parent its pair names (from whoever holds it)
@@ -34,11 +36,16 @@ def make_view(state: State, me: int | None, index: dict[int, bytes], timed_out: 
             digest = index.get(int(state.live.model_id[pos]))
             if digest is not None:
                 entitled[digest].add(int(trainer))
-    if me is not None and state.phase == Phase.TEST and state.roles is not None:
-        # after the commit block, the round's testers may fetch every committed model;
-        # once the phase has timed out on chain, anyone may (a volunteer produces the
-        # test block of a silent testing miner with scores of its own)
-        scorers = range(state.n_participants) if timed_out else state.roles.testers
+    scorers: Iterable[int] = ()
+    if state.phase == Phase.TEST and state.roles is not None:
+        scorers = state.roles.testers.tolist()
+    elif state.phase == Phase.SETTLE and state.dispute is not None:
+        scorers = state.dispute.appellants.tolist()  # a disputed round: the appellants re-score
+    if me is not None and scorers:
+        # after the commit block, the round's testers (in a disputed round's settle phase, its
+        # appellants) may fetch every committed model; once the phase has timed out on chain,
+        # anyone may (a volunteer produces the block of a silent miner with scores of its own)
+        scorers = range(state.n_participants) if timed_out else scorers
         for digest in state.commitments:
             entitled[digest].update(int(t) for t in scorers)
         if state.params.min_improvement is not None:  # the improvement rule scores the parents too

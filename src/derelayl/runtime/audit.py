@@ -26,7 +26,7 @@ import numpy as np
 from derelayl.errors import ConfigError, DerelaylError, ModelError
 from derelayl.learning.data import case_digest, cases_from_blob
 from derelayl.learning.store import ModelStore
-from derelayl.protocol.blocks import TestBlock
+from derelayl.protocol.blocks import SettleBlock, TestBlock
 from derelayl.protocol.state import State
 
 __all__ = ["Audit", "Finding", "ReadOnlyStores", "audit_run"]
@@ -90,12 +90,17 @@ def audit_run(out_dir: Path, say: Callable[[str], None] | None = None) -> Audit:
     cases = [h / CASES_DIR for h in homes]
     audit = Audit()
 
+    tested: list[tuple[State, TestBlock]] = []  # the round's state after its test block
+
     def on_state(block: Any, state: State) -> None:
         models.follow(state)
         if isinstance(block, TestBlock):
             _audit_test_block(audit, state, block, models, evaluator, cases)
+            tested[:] = [(state.copy(), block)]
             if say is not None and audit.rounds % 10 == 0:
                 say(f"round {state.round}: {audit.checked} reports re-run, {len(audit.lies)} differ")
+        elif isinstance(block, SettleBlock) and block.appeals and tested:
+            _audit_appeals(audit, *tested[0], block, models, evaluator, cases)
 
     if (out_dir / "chain.sqlite").is_file():
         _replay_sqlite(out_dir / "chain.sqlite", on_state)
@@ -170,7 +175,6 @@ class ReadOnlyStores(ModelStore):
 def _audit_test_block(
     audit: Audit, state: State, block: TestBlock, models: Any, evaluator: Any, cases_dirs: list[Path]
 ) -> None:
-    from derelayl.agents.relay import clear_scores
     from derelayl.fhe.scoring import read_manifest
 
     audit.rounds += 1
@@ -184,37 +188,75 @@ def _audit_test_block(
     cases = {tester: _cases(cases_dirs, digest) for tester, digest, _ in reports}
     for tester, _digest, reported in reports:
         if state.params.pooled_cases:  # every tester scored on the pool, in tester order
-            order = state.roles.testers.tolist() if state.roles is not None else []
-            missing = [t for t in order if cases.get(t) is None]
-            parts = [c for t in order if (c := cases.get(t)) is not None]
-            mine = (
-                None
-                if missing or not parts
-                else (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
-            )
+            missing, mine = _pool(state, cases)
         else:
             missing, mine = ([] if cases[tester] is not None else [tester]), cases[tester]
-        if mine is None:
-            audit.findings.append(Finding(block.round, tester, "unchecked", f"cases of tester(s) {missing} not found"))
-            continue
-        try:
-            expected = clear_scores(state, models, evaluator, mine[0], mine[1])
-        except DerelaylError as exc:
-            audit.findings.append(Finding(block.round, tester, "unchecked", str(exc)))
-            continue
-        audit.checked += 1
-        reported = np.asarray(reported, dtype=np.int64)
-        if reported.shape != expected.shape or not np.array_equal(reported, expected):
-            wrong = int((reported != expected).sum()) if reported.shape == expected.shape else len(expected)
-            audit.findings.append(
-                Finding(
-                    block.round,
-                    tester,
-                    "lied",
-                    f"{wrong} of {len(expected)} scores differ from re-execution "
-                    f"(reported {reported.tolist()[:6]}…, re-run {expected.tolist()[:6]}…)",
-                )
+        _check(audit, state, block.round, tester, reported, missing, mine, models, evaluator)
+
+
+def _audit_appeals(
+    audit: Audit,
+    state: State,
+    test: TestBlock,
+    settle: SettleBlock,
+    models: Any,
+    evaluator: Any,
+    cases_dirs: list[Path],
+) -> None:
+    """A disputed round's appeal reports: each appellant re-scored the test block's pool."""
+    reports = [(test.miner, test.test_cases_digest), *((r.tester, r.test_cases_digest) for r in test.co_testers)]
+    cases = {tester: _cases(cases_dirs, digest) for tester, digest in reports}
+    missing, pool = _pool(state, cases)
+    audit.reports += len(settle.appeals)
+    for report in settle.appeals:
+        _check(audit, state, settle.round, report.tester, report.scores, missing, pool, models, evaluator)
+
+
+def _pool(state: State, cases: dict[int, Any]) -> tuple[list[int], tuple[Any, Any] | None]:
+    """(testers whose cases are missing, the pool of all testers' cases in tester order)."""
+    order = state.roles.testers.tolist() if state.roles is not None else []
+    missing = [t for t in order if cases.get(t) is None]
+    parts = [c for t in order if (c := cases.get(t)) is not None]
+    if missing or not parts:
+        return missing, None
+    return missing, (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
+
+
+def _check(
+    audit: Audit,
+    state: State,
+    round_: int,
+    tester: int,
+    reported: Any,
+    missing: list[int],
+    cases: tuple[Any, Any] | None,
+    models: Any,
+    evaluator: Any,
+) -> None:
+    """Re-run one report on ``cases`` and record what was found."""
+    from derelayl.agents.relay import clear_scores
+
+    if cases is None:
+        audit.findings.append(Finding(round_, tester, "unchecked", f"cases of tester(s) {missing} not found"))
+        return
+    try:
+        expected = clear_scores(state, models, evaluator, cases[0], cases[1])
+    except DerelaylError as exc:
+        audit.findings.append(Finding(round_, tester, "unchecked", str(exc)))
+        return
+    audit.checked += 1
+    reported = np.asarray(reported, dtype=np.int64)
+    if reported.shape != expected.shape or not np.array_equal(reported, expected):
+        wrong = int((reported != expected).sum()) if reported.shape == expected.shape else len(expected)
+        audit.findings.append(
+            Finding(
+                round_,
+                tester,
+                "lied",
+                f"{wrong} of {len(expected)} scores differ from re-execution "
+                f"(reported {reported.tolist()[:6]}…, re-run {expected.tolist()[:6]}…)",
             )
+        )
 
 
 def _cases(folders: list[Path], digest: bytes) -> tuple[Any, Any] | None:

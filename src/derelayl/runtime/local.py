@@ -86,6 +86,8 @@ class RunConfig:
     testers: int | None = None
     pooled_cases: bool | None = None
     copy_rule: bool | None = None
+    appeal_testers: int | None = None
+    """Appellants drawn when pooled reports disagree (``Params.appeal_testers``; None: the preset's)."""
     post_commitments: bool = False
     """Trainers also send their commitments straight to the contract (``--ledger evm`` only)."""
     fhe: bool = False
@@ -99,6 +101,7 @@ class RunConfig:
             "testers": self.testers,
             "pooled_cases": self.pooled_cases,
             "copy_rule": self.copy_rule,
+            "appeal_testers": self.appeal_testers,
         }
         changed = {k: v for k, v in given.items() if v is not None}
         base = preset(self.preset)
@@ -137,6 +140,8 @@ class RunConfig:
             raise ConfigError("--post-commitments needs --ledger evm (a SQLite chain takes commitments only in blocks)")
         if self.copy_rule and self.fhe:
             raise ConfigError(COPY_RULE_NOT_ENCRYPTED)
+        if self.appeal_testers and self.fhe:
+            raise ConfigError("--appeal-testers re-scores the pooled cases in the clear: it cannot run with --fhe on")
 
 
 def run_seed(seed: int) -> bytes:
