@@ -115,6 +115,10 @@ def devnet(
     copy_rule: Annotated[
         bool, typer.Option(help="Copy rule (needs --min-improvement): a child must also beat its nearest live model.")
     ] = False,
+    appeal_testers: Annotated[
+        int,
+        typer.Option(help="Appeals (needs --pooled-cases): when testers disagree, this many others re-score (0: off)."),
+    ] = 0,
     post_commitments: Annotated[
         bool, typer.Option(help="Nodes also send commitments straight to the contract (no miner can omit them).")
     ] = False,
@@ -142,6 +146,7 @@ def devnet(
         testers=testers,
         pooled_cases=pooled_cases,
         copy_rule=copy_rule,
+        appeal_testers=appeal_testers,
         post_commitments=post_commitments,
         fhe=fhe == "on",
     )

@@ -74,6 +74,8 @@ class DevnetConfig:
     """Testers score on all testers' cases, fetched from their nodes."""
     copy_rule: bool = False
     """Testers apply the copy rule (``derelayl.protocol.copies``)."""
+    appeal_testers: int = 0
+    """Appellants drawn when pooled reports disagree (``derelayl.protocol.appeals``)."""
     post_commitments: bool = False
     """Nodes send their commitments straight to the contract too."""
     fhe: bool = False
@@ -87,6 +89,7 @@ class DevnetConfig:
             testers=self.testers,
             pooled_cases=self.pooled_cases,
             copy_rule=self.copy_rule,
+            appeal_testers=self.appeal_testers,
         )
 
     def data_spec(self, shard: int = 0) -> DataSpec:
@@ -118,6 +121,8 @@ class DevnetConfig:
             raise ConfigError(f"--block-time must be in (0, 60] seconds, got {self.block_time}")
         if self.fhe and self.copy_rule:
             raise ConfigError(COPY_RULE_NOT_ENCRYPTED)
+        if self.fhe and self.appeal_testers:
+            raise ConfigError("--appeal-testers re-scores the pooled cases in the clear: it cannot run with --fhe on")
         if self.fhe and self.task != "digits":
             from derelayl.fhe.scoring import check_model
 
