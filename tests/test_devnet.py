@@ -141,6 +141,26 @@ def test_the_defences_run_on_the_network_as_in_process(tmp_path: Path, options: 
             assert audit.checked == audit.reports
 
 
+@needs_anvil
+def test_lying_nodes_are_appealed_on_the_network_and_named_by_the_audit(tmp_path: Path) -> None:
+    """Three of ten nodes lie whenever they test (``--adversaries``); with pooled cases a lie is
+    a disagreement, and the appellants, fetching the models and the testers' cases from their
+    nodes, decide the round in its settle block."""
+    from derelayl.node.devnet import DevnetConfig
+
+    options = ["--testers", "3", "--pooled-cases", "--min-improvement", "1", "--appeal-testers", "2"]
+    options += ["--adversaries", "lying_tester=0.3"]
+    output = _wait(_devnet(tmp_path / "dev", 10, 4, 8740, *options), timeout=300)
+    liars = {i for i, k in enumerate(DevnetConfig(nodes=10, adversaries="lying_tester=0.3").kinds()) if k != "honest"}
+    summary = json.loads((tmp_path / "dev" / "summary.json").read_text())
+    assert summary["rounds"] == 4 and summary["verified"]["round"] == 4, output
+    audit = audit_run(tmp_path / "dev")  # (anvil restarted on the devnet's saved chain)
+    # Assert: liars, and only liars, named; beyond the 3 reports per test block, the appellants'
+    # reports of the disputed rounds were re-run too, and all of theirs were honest
+    assert audit.lies and {f.tester for f in audit.lies} <= liars, output
+    assert audit.reports > 3 * 4 and audit.checked == audit.reports
+
+
 def _holder(state, role: str) -> int | None:
     """A participant holding ``role`` in the state's current round and phase."""
     roles = state.roles

@@ -320,6 +320,19 @@ def test_simulate_and_experiment_refuse_a_folder_another_command_holds(tmp_path:
         (["run", "--testers", "0", "--out", "r"], ["testers must be between 1 and 16"]),
         (["devnet", "--testers", "99", "--out", "d"], ["testers must be between 1 and 16"]),
         (["simulate", "--sybil-share", "-0.5", "--out", "s"], ["sybil_share must be in [0, 1)"]),
+        (["run", "--appeal-testers", "3", "--out", "r"], ["appeal_testers needs pooled_cases"]),
+        (["run", "--pooled-cases", "--testers", "3", "--appeal-testers", "17", "--out", "r"], ["between 0 and 16"]),
+        (["devnet", "--adversaries", "omitting_miner=0.3", "--out", "d"], ["--adversaries: 'omitting_miner=0.3'"]),
+        (["devnet", "--adversaries", "lying_tester=lots", "--out", "d"], ["is not kind=share"]),
+        (
+            ["node", "--key", "k.json", "--rpc", "http://127.0.0.1:9", "--contract", "0x0", "--data", "digits:0/2"]
+            + ["--home", "h", "--behave", "nonsense"],
+            ["--behave must be honest or one of"],
+        ),
+        (
+            ["devnet", "--pooled-cases", "--testers", "3", "--appeal-testers", "2", "--fhe", "on", "--out", "d"],
+            ["in the clear"],
+        ),
         (["devnet", "--task", "cifar", "--out", "d"], ["--task must be digits or an experiment config .toml"]),
         (["devnet", "--task", "missing.toml", "--out", "d"], ["cannot read config"]),
         (["run", "--task", "missing.toml", "--out", "r"], ["cannot read config"]),

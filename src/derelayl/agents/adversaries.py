@@ -32,6 +32,7 @@ stays honest.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -48,6 +49,7 @@ from derelayl.protocol.messages import CommitMessage, Proposal, Signed
 from derelayl.protocol.state import State
 
 __all__ = [
+    "BRAIN_KINDS",
     "HONEST",
     "KINDS",
     "TARGET",
@@ -56,6 +58,7 @@ __all__ = [
     "OmittingMiner",
     "assign",
     "backdoor_success",
+    "behaving",
     "poison",
     "stamp",
 ]
@@ -66,6 +69,8 @@ TRIGGER_VALUE = 4.0
 """The trigger: the last four features set to this (4 standard deviations after standardizing)."""
 BACKDOOR_SHARE = 0.5
 """Share of a backdoor poisoner's samples that carry the trigger."""
+BRAIN_KINDS = tuple(k for k in KINDS if k != "omitting_miner")
+"""Kinds that are a model side's behaviour (``Adversary``); an omitting miner is an ``Agent``'s."""
 
 F32 = NDArray[np.float32]
 I64 = NDArray[np.int64]
@@ -165,6 +170,18 @@ class Adversary(RelayBrain):
         owners = state.commits.owner.tolist()
         ours = [o in self.group for o in owners] + [False] * (scores.size - len(owners))
         return np.where(ours, state.params.test_cases, 0).astype(np.int64)
+
+
+def behaving(brain: RelayBrain, kind: str, group: frozenset[int], n_classes: int) -> RelayBrain:
+    """``brain``, or an ``Adversary`` of ``kind`` (one of ``BRAIN_KINDS``) with the same
+    shard, trainer and store, colluding with ``group`` (the participants of its kind): how the
+    experiments and a node alike make a participant dishonest."""
+    if kind == HONEST:
+        return brain
+    if kind not in BRAIN_KINDS:
+        raise ConfigError(f"{kind!r} is not a model side's behaviour; choose from {', '.join(BRAIN_KINDS)}")
+    fields = {f.name: getattr(brain, f.name) for f in dataclasses.fields(RelayBrain)}
+    return Adversary(**fields, kind=kind, group=group, n_classes=n_classes)
 
 
 @dataclass

@@ -11,13 +11,12 @@ test set, which no participant ever sees.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 from typing import Any
 
 import numpy as np
 
-from derelayl.agents.adversaries import HONEST, KINDS, Adversary, OmittingMiner, assign, backdoor_success
+from derelayl.agents.adversaries import HONEST, KINDS, OmittingMiner, assign, backdoor_success, behaving
 from derelayl.agents.agent import Agent
 from derelayl.agents.relay import ModelBook, RelayBrain, Traffic, relay_brains, share_cases
 from derelayl.baselines.curve import Budget, Curve, Point
@@ -74,7 +73,10 @@ def run_derelayl(
     for brain in brains:
         brain.fhe = scoring
     kinds = assign(n, adversaries or {}, seed)
-    brains = [_behaving(b, kind, kinds, setup.dataset.n_classes) for b, kind in zip(brains, kinds, strict=True)]
+    brains = [
+        behaving(b, kind, frozenset(p for p, k in enumerate(kinds) if k == kind), setup.dataset.n_classes)
+        for b, kind in zip(brains, kinds, strict=True)
+    ]
     share_cases(brains)
     backdoor = measure_backdoor or "backdoor" in kinds
     agents = [_agent(client.signer(k), b, kinds, post_commitments) for k, b in zip(keys, brains, strict=True)]
@@ -189,15 +191,6 @@ def _agent(signer: Any, brain: RelayBrain, kinds: list[str], post_commitments: b
         group = frozenset(p for p, k in enumerate(kinds) if k == kind)
         return OmittingMiner(signer, brain, post_commitments=post_commitments, group=group)
     return Agent(signer, brain, post_commitments=post_commitments)
-
-
-def _behaving(brain: RelayBrain, kind: str, kinds: list[str], n_classes: int) -> RelayBrain:
-    """``brain``, or an ``Adversary`` of ``kind`` with the same shard, trainer and store."""
-    if kind == HONEST:
-        return brain
-    group = frozenset(p for p, k in enumerate(kinds) if k == kind)
-    fields = {f.name: getattr(brain, f.name) for f in dataclasses.fields(RelayBrain)}
-    return Adversary(**fields, kind=kind, group=group, n_classes=n_classes)
 
 
 def group_report(kinds: list[str], balances: np.ndarray, trained: np.ndarray, selected: np.ndarray) -> dict[str, Any]:

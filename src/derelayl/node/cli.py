@@ -54,6 +54,13 @@ def node(
     post_commitments: Annotated[
         bool, typer.Option(help="Also send commitments straight to the contract: no commit miner can omit them.")
     ] = False,
+    behave: Annotated[
+        str,
+        typer.Option(help="For experiments: honest, or a dishonest kind (lying_tester, copier, …; docs/attacks.md)."),
+    ] = "honest",
+    group: Annotated[
+        str, typer.Option(help="With --behave: the participant indices of its group, comma-separated.")
+    ] = "",
     verbose: Annotated[bool, typer.Option("--verbose", help="Log each step.")] = False,
 ) -> None:
     """Run one participant: its key, its data, its model store, an HTTP server and the contract."""
@@ -79,11 +86,27 @@ def node(
             public_url=public_url,
             local_epochs=local_epochs,
             post_commitments=post_commitments,
+            behave=behave,
+            group=_group(behave, group),
         )
         run_node(options)
     except DerelaylError as exc:
         raise fail(str(exc)) from exc
     console.print("node stopped")
+
+
+def _group(behave: str, text: str) -> frozenset[int]:
+    from derelayl.agents.adversaries import BRAIN_KINDS, HONEST
+
+    if behave != HONEST and behave not in BRAIN_KINDS:
+        raise DerelaylError(f"--behave must be honest or one of {', '.join(BRAIN_KINDS)}, got {behave!r}")
+    try:
+        members = frozenset(int(p) for p in text.split(",") if p.strip())
+    except ValueError:
+        raise DerelaylError(f"--group must be participant indices separated by commas, got {text[:40]!r}") from None
+    if any(not 0 <= m < 1024 for m in members):
+        raise DerelaylError("--group: participant indices are in 0..1023")
+    return members
 
 
 def devnet(
@@ -122,6 +145,10 @@ def devnet(
     post_commitments: Annotated[
         bool, typer.Option(help="Nodes also send commitments straight to the contract (no miner can omit them).")
     ] = False,
+    adversaries: Annotated[
+        str,
+        typer.Option(help='Dishonest nodes, drawn from the seed: "lying_tester=0.25,copier=0.1" (docs/attacks.md).'),
+    ] = "",
     fhe: Annotated[str, typer.Option(help="on: testers score encrypted models (CKKS; quad-activation MLP).")] = "off",
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress display.")] = False,
 ) -> None:
@@ -148,6 +175,7 @@ def devnet(
         copy_rule=copy_rule,
         appeal_testers=appeal_testers,
         post_commitments=post_commitments,
+        adversaries=adversaries,
         fhe=fhe == "on",
     )
 

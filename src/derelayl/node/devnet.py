@@ -78,6 +78,9 @@ class DevnetConfig:
     """Appellants drawn when pooled reports disagree (``derelayl.protocol.appeals``)."""
     post_commitments: bool = False
     """Nodes send their commitments straight to the contract too."""
+    adversaries: str = ""
+    """Dishonest nodes: ``kind=share,…`` (``derelayl.agents.adversaries``; drawn from the seed,
+    node 0 stays honest); empty: all honest."""
     fhe: bool = False
     """Encrypted scoring between the nodes (``derelayl.node.fhe``)."""
 
@@ -91,6 +94,23 @@ class DevnetConfig:
             copy_rule=self.copy_rule,
             appeal_testers=self.appeal_testers,
         )
+
+    def kinds(self) -> list[str]:
+        """Each node's behaviour (``--adversaries``)."""
+        from derelayl.agents.adversaries import BRAIN_KINDS, assign
+
+        shares: dict[str, float] = {}
+        for item in (p.strip() for p in self.adversaries.split(",") if p.strip()):
+            kind, _, share = item.partition("=")
+            try:
+                value = float(share)
+            except ValueError:
+                raise ConfigError(f"--adversaries: {item!r} is not kind=share") from None
+            if kind not in BRAIN_KINDS or not 0 < value <= 0.5:
+                kinds = ", ".join(BRAIN_KINDS)
+                raise ConfigError(f"--adversaries: {item!r}: the kind must be one of {kinds}, the share in (0, 0.5]")
+            shares[kind] = value
+        return assign(self.nodes, shares, self.seed)
 
     def data_spec(self, shard: int = 0) -> DataSpec:
         """Shard ``shard`` of the network's data (the task's split over the nodes)."""
@@ -121,6 +141,7 @@ class DevnetConfig:
             raise ConfigError(f"--block-time must be in (0, 60] seconds, got {self.block_time}")
         if self.fhe and self.copy_rule:
             raise ConfigError(COPY_RULE_NOT_ENCRYPTED)
+        self.kinds()  # a bad --adversaries stops here
         if self.fhe and self.appeal_testers:
             raise ConfigError("--appeal-testers re-scores the pooled cases in the clear: it cannot run with --fhe on")
         if self.fhe and self.task != "digits":
@@ -280,7 +301,15 @@ class Devnet:
             "--fhe",
             "on" if c.fhe else "off",
             *(["--post-commitments"] if c.post_commitments else []),
+            *self._behaviour(i),
         ]
+
+    def _behaviour(self, i: int) -> list[str]:
+        kinds = self.config.kinds()
+        if kinds[i] == "honest":
+            return []
+        group = ",".join(str(p) for p, k in enumerate(kinds) if k == kinds[i])
+        return ["--behave", kinds[i], "--group", group]
 
     def start_node(self, i: int, urls: str) -> subprocess.Popen[bytes]:
         home = self.out / "nodes" / str(i)

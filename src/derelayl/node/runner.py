@@ -103,12 +103,19 @@ class NodeOptions:
     local_epochs: int = 1
     post_commitments: bool = False
     """Send this node's commitments straight to the contract too (no commit miner can omit them)."""
+    behave: str = "honest"
+    """How this node behaves (``derelayl.agents.adversaries``; a devnet's ``--adversaries``)."""
+    group: frozenset[int] = frozenset()
+    """The participants a dishonest node colludes with (its own kind)."""
 
 
-def _brain_factory(spec: DataSpec, seed: int, local_epochs: int = 1) -> Any:
+def _brain_factory(
+    spec: DataSpec, seed: int, local_epochs: int = 1, behave: str = "honest", group: frozenset[int] = frozenset()
+) -> Any:
     def make(store: Any, fetch: Any) -> Any:
         import torch
 
+        from derelayl.agents.adversaries import behaving
         from derelayl.agents.relay import ModelBook, RelayBrain
 
         torch.set_num_threads(1)
@@ -117,7 +124,12 @@ def _brain_factory(spec: DataSpec, seed: int, local_epochs: int = 1) -> Any:
         models.fetch = fetch
         shard = setup.shards()[spec.shard]
         trainer = setup.trainer(dataclasses.replace(setup.train_config, local_epochs=local_epochs))
-        brain = RelayBrain(shard, trainer, setup.evaluator(), models, seed, meta=meta)
+        brain = behaving(
+            RelayBrain(shard, trainer, setup.evaluator(), models, seed, meta=meta),
+            behave,
+            group,
+            setup.dataset.n_classes,
+        )
         if spec.fhe:
             from derelayl.fhe.scoring import encrypted_scoring
 
@@ -145,7 +157,7 @@ def _run_locked(options: NodeOptions, ready: threading.Event | None) -> None:
     url = options.public_url or f"http://{options.host}:{options.port}"
     peers = PeerBook(list(options.peers), own_url=url)
     evm = open_node(options.rpc)
-    brains = _brain_factory(options.data, options.seed, options.local_epochs)
+    brains = _brain_factory(options.data, options.seed, options.local_epochs, options.behave, options.group)
     settings = NodeSettings(post_commitments=options.post_commitments)
     node = Node(key, options.home, evm, options.contract, brains, peers, settings)
     me = node.client.state.key_index.get(node.signer.public)
