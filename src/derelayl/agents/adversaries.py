@@ -173,13 +173,14 @@ class Adversary(RelayBrain):
 
 
 def behaving(brain: RelayBrain, kind: str, group: frozenset[int], n_classes: int) -> RelayBrain:
-    """``brain``, or an ``Adversary`` of ``kind`` (one of ``BRAIN_KINDS``) with the same
-    shard, trainer and store, colluding with ``group`` (the participants of its kind): how the
-    experiments and a node alike make a participant dishonest."""
+    """``brain``, or an ``Adversary`` of ``kind`` with the same shard, trainer and store,
+    colluding with ``group`` (the participants of its kind): how the experiments and a node
+    alike make a participant dishonest. (An ``omitting_miner``'s brain is honest; its agent is
+    an ``OmittingMiner``.)"""
     if kind == HONEST:
         return brain
-    if kind not in BRAIN_KINDS:
-        raise ConfigError(f"{kind!r} is not a model side's behaviour; choose from {', '.join(BRAIN_KINDS)}")
+    if kind not in KINDS:
+        raise ConfigError(f"unknown adversary kind {kind!r}; choose from {', '.join(KINDS)}")
     fields = {f.name: getattr(brain, f.name) for f in dataclasses.fields(RelayBrain)}
     return Adversary(**fields, kind=kind, group=group, n_classes=n_classes)
 
