@@ -325,8 +325,10 @@ def test_simulate_and_experiment_refuse_a_folder_another_command_holds(tmp_path:
         (["devnet", "--adversaries", "omitting_miner=0.3", "--out", "d"], ["--adversaries: 'omitting_miner=0.3'"]),
         (["devnet", "--adversaries", "lying_tester=lots", "--out", "d"], ["is not kind=share"]),
         (
-            ["node", "--key", "k.json", "--rpc", "http://127.0.0.1:9", "--contract", "0x0", "--data", "digits:0/2"]
-            + ["--home", "h", "--behave", "nonsense"],
+            [
+                *["node", "--key", "k.json", "--rpc", "http://127.0.0.1:9", "--contract", "0x0"],
+                *["--data", "digits:0/2", "--home", "h", "--behave", "nonsense"],
+            ],
             ["--behave must be honest or one of"],
         ),
         (

@@ -106,6 +106,14 @@ def simulate(
             rich_help_panel=_P,
         ),
     ] = None,
+    appeal_testers: Annotated[
+        int | None,
+        typer.Option(
+            help="Appeals (needs --pooled-cases): appellants drawn when testers disagree (default: 0, off; latent "
+            "testers are honest, so they never disagree).",
+            rich_help_panel=_P,
+        ),
+    ] = None,
     min_improvement: Annotated[
         int | None,
         typer.Option(
@@ -216,6 +224,7 @@ def simulate(
         phase_timeout=phase_timeout,
         min_improvement=min_improvement,
         pooled_cases=pooled_cases,
+        appeal_testers=appeal_testers,
         mo_budget=mo_budget,
         lineage_reward=lineage_reward,
         supply_cap=supply_cap,
