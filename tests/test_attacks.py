@@ -125,6 +125,9 @@ def test_the_improvement_rule_turns_every_free_rider_away(setup) -> None:  # typ
     assert guarded.info["groups"]["free_rider"]["models_committed"] > 0
     assert guarded.info["groups"]["free_rider"]["models_selected"] == 0
     assert guarded.info["groups"]["free_rider"]["turned_away"] == 1.0
+    # never selected, never a model owner: not a unit of the lineage rewards (fees only)
+    assert guarded.info["groups"]["free_rider"]["lineage_share"] == 0.0
+    assert guarded.info["groups"]["honest"]["lineage_share"] == 1.0
 
 
 def test_adversaries_leave_honest_data_private(setup) -> None:  # type: ignore[no-untyped-def]

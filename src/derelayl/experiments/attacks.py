@@ -9,7 +9,8 @@ table reports per (attack, method), as mean and 95% interval over seeds:
   protocol's first-ranked model; FedAvg: the global model), averaged over the last
   ``LAST`` rounds to take out round-to-round noise, and its loss against the honest pair;
 - ``share``: the dishonest group's share of all coins at the end (relay only: every coin is a
-  reward, balances start at 0);
+  reward, balances start at 0), and its share of the lineage rewards alone (what models earn;
+  the rest are miners' and testers' fees for work the rules check);
 - ``turned away``: the share of the dishonest group's committed models that the rules did
   not select (the honest group's share is given beside it: selection turns half away anyway);
 - ``backdoor``: the share of stamped test inputs of other classes that the model puts in
@@ -194,6 +195,7 @@ def _summary(curve: Curve, method: str, kind: str, seed: int, group: list[str]) 
         "backdoor_success": float(np.mean([p.extra["backdoor_success"] for p in last])),
         "models_committed": sum(curve.info.get("models_trained", [])),
         "reward_share": bad.get("reward_share"),
+        "lineage_share": bad.get("lineage_share"),
         "turned_away": bad.get("turned_away"),
         "honest_turned_away": groups.get(HONEST, {}).get("turned_away"),
         "groups": groups,
@@ -225,6 +227,7 @@ def _table(runs: list[dict[str, Any]], kinds: tuple[str, ...], arms: tuple[str, 
                 row["fair_share"] = interval(
                     [_share(honest[(method, r["seed"])]["balances"], r["dishonest"]) for r in mine]
                 )
+                row["lineage_share"] = interval([r["lineage_share"] or 0.0 for r in mine])
                 row["turned_away"] = interval([r["turned_away"] or 0.0 for r in mine])
                 row["honest_turned_away"] = interval([r["honest_turned_away"] or 0.0 for r in mine])
             rows.append(row)
@@ -247,8 +250,8 @@ def render(results: dict[str, Any]) -> str:
         + ".",
         "",
         "| attack | method | accuracy % | loss pp | dishonest share of rewards % (same people, all honest) | "
-        "their models turned away % (honest %) | backdoor success % |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "of lineage rewards alone % | their models turned away % (honest %) | backdoor success % |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for row in results["table"]:
         share_text = (
@@ -259,9 +262,10 @@ def render(results: dict[str, Any]) -> str:
             if "turned_away" in row
             else "–"
         )
+        lineage = _pm(row["lineage_share"], 100) if "lineage_share" in row else "–"
         lines.append(
             f"| {row['attack']} | {row['method']} | {_pm(row['accuracy'], 100)} | {_pm(row['loss_pp'])} | "
-            f"{share_text} | {away} | {_pm(row['backdoor_success'], 100)} |"
+            f"{share_text} | {lineage} | {away} | {_pm(row['backdoor_success'], 100)} |"
         )
     lines += ["", "Targets (issue 10): loss within 1 pp and dishonest share below 5%.", ""]
     for row in results["table"]:

@@ -89,6 +89,7 @@ def run_derelayl(
     held = _Holdings(n)
     held.give(0, 0, accuracy[0])
     trained, selected = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
+    lineage_paid = np.zeros(n, dtype=np.int64)  # units each participant earned from lineages
     curve = Curve(
         name,
         info={
@@ -131,6 +132,7 @@ def run_derelayl(
         settle = driver.step()
         assert isinstance(settle, SettleReceipt)
         np.add.at(selected, settle.selected_owner, 1)
+        lineage_paid += settle.lineage_payout[:n]
         if scoring is not None:
             scoring.prune([models.digest_of(m) for m in state.live.model_id.tolist()])
         top = int(state.live.model_id[0])  # the protocol's first-ranked model (live is in rank order)
@@ -180,7 +182,7 @@ def run_derelayl(
     if scoring is not None:
         curve.info["fhe_seconds"] = dict(scoring.seconds)
     if adversaries:
-        curve.info["groups"] = group_report(kinds, state.balances, trained, selected)
+        curve.info["groups"] = group_report(kinds, state.balances, trained, selected, lineage_paid)
     return curve
 
 
@@ -193,11 +195,14 @@ def _agent(signer: Any, brain: RelayBrain, kinds: list[str], post_commitments: b
     return Agent(signer, brain, post_commitments=post_commitments)
 
 
-def group_report(kinds: list[str], balances: np.ndarray, trained: np.ndarray, selected: np.ndarray) -> dict[str, Any]:
+def group_report(
+    kinds: list[str], balances: np.ndarray, trained: np.ndarray, selected: np.ndarray, lineage: np.ndarray
+) -> dict[str, Any]:
     """Per group (honest and each adversary kind): members, share of all coins held at the end
-    (every coin is a reward: balances start at 0), models committed and selected, and the share
-    of its committed models that the rules turned away ("caught")."""
-    total = int(balances.sum())
+    (every coin is a reward: balances start at 0), share of the lineage rewards alone (what
+    models earn, as against miners' and testers' fees), models committed and selected, and the
+    share of its committed models that the rules turned away ("caught")."""
+    total, total_lineage = int(balances.sum()), int(lineage.sum())
     out: dict[str, Any] = {}
     for kind in [HONEST, *(k for k in KINDS if k in kinds)]:
         members = [p for p, k in enumerate(kinds) if k == kind]
@@ -205,6 +210,7 @@ def group_report(kinds: list[str], balances: np.ndarray, trained: np.ndarray, se
         out[kind] = {
             "participants": len(members),
             "reward_share": int(balances[members].sum()) / total if total else 0.0,
+            "lineage_share": int(lineage[members].sum()) / total_lineage if total_lineage else 0.0,
             "models_committed": committed,
             "models_selected": chosen,
             "turned_away": 1 - chosen / committed if committed else None,
