@@ -24,7 +24,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -36,11 +36,10 @@ from derelayl.evm.node import ANVIL_DEV_KEY, Node, anvil, anvil_path, die_with_p
 from derelayl.evm.signing import EvmKey
 from derelayl.evm.tools import verify_contract
 from derelayl.folders import FolderLock, write_atomic
+from derelayl.node.devnet_config import DevnetConfig
 from derelayl.node.keys import load_key, new_key
-from derelayl.node.runner import DataSpec, genesis_digest
+from derelayl.node.runner import genesis_digest
 from derelayl.protocol.blocks import SettleBlock
-from derelayl.protocol.copies import COPY_RULE_NOT_ENCRYPTED
-from derelayl.protocol.params import Params, preset
 from derelayl.protocol.state import State
 from derelayl.protocol.types import UNIT, format_units
 
@@ -48,106 +47,6 @@ __all__ = ["DevnetConfig", "run_devnet"]
 
 log = logging.getLogger(__name__)
 RECORD = "devnet.json"
-CHAINS = ("auto", "anvil", "embedded")
-
-
-@dataclass(frozen=True)
-class DevnetConfig:
-    nodes: int = 8
-    rounds: int = 10
-    seed: int = 42
-    task: str = "digits"
-    base_port: int = 8700
-    block_time: float = 0.5
-    phase_timeout: int = 40
-    """Blocks; at ``block_time`` 0.5 s, a silent miner is replaced after ~20 s of silence."""
-    chain_randomness: bool = False
-    """Off by default so a devnet equals ``derelayl run`` with the same seed."""
-    local_epochs: int = 1
-    """Epochs of local training; 0 passes the parent on (measures the protocol alone)."""
-    chain: str = "auto"
-    """anvil; embedded (py-evm served over JSON-RPC, kept in memory); auto: anvil if installed."""
-    min_improvement: int | None = None
-    """The improvement rule's margin (correct test cases a child must gain over its parent)."""
-    testers: int = 1
-    pooled_cases: bool = False
-    """Testers score on all testers' cases, fetched from their nodes."""
-    copy_rule: bool = False
-    """Testers apply the copy rule (``derelayl.protocol.copies``)."""
-    appeal_testers: int = 0
-    """Appellants drawn when pooled reports disagree (``derelayl.protocol.appeals``)."""
-    post_commitments: bool = False
-    """Nodes send their commitments straight to the contract too."""
-    adversaries: str = ""
-    """Dishonest nodes: ``kind=share,…`` (``derelayl.agents.adversaries``; drawn from the seed,
-    node 0 stays honest); empty: all honest."""
-    fhe: bool = False
-    """Encrypted scoring between the nodes (``derelayl.node.fhe``)."""
-
-    def params(self) -> Params:
-        return replace(
-            preset("reference"),
-            phase_timeout=self.phase_timeout,
-            min_improvement=self.min_improvement,
-            testers=self.testers,
-            pooled_cases=self.pooled_cases,
-            copy_rule=self.copy_rule,
-            appeal_testers=self.appeal_testers,
-        )
-
-    def kinds(self) -> list[str]:
-        """Each node's behaviour (``--adversaries``)."""
-        from derelayl.agents.adversaries import BRAIN_KINDS, assign
-
-        shares: dict[str, float] = {}
-        for item in (p.strip() for p in self.adversaries.split(",") if p.strip()):
-            kind, _, share = item.partition("=")
-            try:
-                value = float(share)
-            except ValueError:
-                raise ConfigError(f"--adversaries: {item!r} is not kind=share") from None
-            if kind not in BRAIN_KINDS or not 0 < value <= 0.5:
-                kinds = ", ".join(BRAIN_KINDS)
-                raise ConfigError(f"--adversaries: {item!r}: the kind must be one of {kinds}, the share in (0, 0.5]")
-            shares[kind] = value
-        return assign(self.nodes, shares, self.seed)
-
-    def data_spec(self, shard: int = 0) -> DataSpec:
-        """Shard ``shard`` of the network's data (the task's split over the nodes)."""
-        task = self.task if self.task == "digits" else str(Path(self.task).resolve())
-        return DataSpec(shard, self.nodes, self.seed, task=task, fhe=self.fhe)
-
-    def validate(self) -> None:
-        if not 2 <= self.nodes <= 256:
-            raise ConfigError(f"--nodes must be in 2..256, got {self.nodes}")
-        if self.rounds < 1:
-            raise ConfigError(f"--rounds must be at least 1, got {self.rounds}")
-        from derelayl.runtime.tasks import is_config
-
-        if self.task != "digits" and not is_config(self.task):
-            raise ConfigError(f"--task must be digits or an experiment config .toml, got {self.task!r}")
-        if is_config(self.task):
-            from derelayl.experiments.config import load_config
-
-            load_config(Path(self.task))  # a bad file or plugin name stops here
-        if not 1024 <= self.base_port <= 65535 - self.nodes:
-            raise ConfigError(f"--base-port must leave room for {self.nodes} ports below 65536")
-        if not 0 <= self.local_epochs <= 1000:
-            raise ConfigError(f"--local-epochs must be in 0..1000, got {self.local_epochs}")
-        if self.chain not in CHAINS:
-            raise ConfigError(f"--chain must be one of {', '.join(CHAINS)}, got {self.chain!r}")
-        self.params()  # the rules' own checks of the protocol options
-        if not 0 < self.block_time <= 60:
-            raise ConfigError(f"--block-time must be in (0, 60] seconds, got {self.block_time}")
-        if self.fhe and self.copy_rule:
-            raise ConfigError(COPY_RULE_NOT_ENCRYPTED)
-        self.kinds()  # a bad --adversaries stops here
-        if self.fhe and self.appeal_testers:
-            raise ConfigError("--appeal-testers re-scores the pooled cases in the clear: it cannot run with --fhe on")
-        if self.fhe and self.task != "digits":
-            from derelayl.fhe.scoring import check_model
-
-            check_model(self.data_spec().learning()[0].spec)  # a model CKKS cannot score stops here
 
 
 class Devnet:
