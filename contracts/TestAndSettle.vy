@@ -288,7 +288,7 @@ def _median(column: DynArray[int64, rules.MAX_TESTERS]) -> int64:
 @internal
 def _set_scores(medians: DynArray[int64, rules.MAX_ITEMS], n: uint256):
     """The round's scores; the improvement rule flags (bit 128) a child below its parent's
-    median + the margin, never selected (= derelayl.protocol.transition.compute_eligible)."""
+    median + the margin, never selected (= derelayl.protocol.scores.compute_eligible)."""
     margin: int256 = convert(rules.params.min_improvement, int256)
     for i: uint256 in range(n, bound=rules.MAX_ITEMS):
         word: uint256 = (rules.commits[i] & rules.M64) | (convert(convert(medians[i], int256) + rules.BIAS, uint256) << 64)

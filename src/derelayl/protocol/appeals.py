@@ -26,18 +26,13 @@ from derelayl.errors import MalformedError, RoleError
 from derelayl.protocol.accounts import compute_mint_room, pay_miner
 from derelayl.protocol.blocks import SettleBlock, TesterReport
 from derelayl.protocol.roles import draw_appellants
+from derelayl.protocol.scores import lower_median, set_scores
 from derelayl.protocol.state import Dispute, State
 from derelayl.protocol.validate import in_order_within, timed_out, verify_report
 
-__all__ = ["decide", "hold", "lower_median", "verify_appeals"]
+__all__ = ["decide", "hold", "verify_appeals"]
 
 I64 = NDArray[np.int64]
-
-
-def lower_median(rows: I64) -> I64:
-    """Per column, the lower median of the rows (what every backend ranks by)."""
-    median: I64 = np.sort(rows, axis=0)[(rows.shape[0] - 1) // 2]
-    return median
 
 
 def hold(state: State, testers: list[int], rows: I64, amount: int) -> int:
@@ -78,16 +73,13 @@ def decide(state: State, appeals: tuple[TesterReport, ...]) -> tuple[int, int]:
     """Settle block of a disputed round (verified): set the round's scores from the appeal,
     return or forfeit the held rewards, pay the appellants. Returns (paid to appellants,
     forfeited)."""
-    from derelayl.protocol.transition import compute_eligible  # (transition imports this module)
-
     dispute = state.dispute
     assert dispute is not None
     params = state.params
     n = len(state.commits)
     if appeals:
         final = lower_median(np.stack([r.scores.astype(np.int64) for r in appeals]))
-        state.commits.score = final[:n].copy()
-        state.commit_eligible = compute_eligible(state, final)
+        set_scores(state, final)
     else:
         final = lower_median(dispute.rows)
     # held rewards: back to the testers on the final medians, forfeited by the others

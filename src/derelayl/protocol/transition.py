@@ -29,7 +29,7 @@ from derelayl.protocol.accounts import (
     process_transfer,
     register,
 )
-from derelayl.protocol.appeals import decide, hold, lower_median, verify_appeals
+from derelayl.protocol.appeals import decide, hold, verify_appeals
 from derelayl.protocol.auction import compute_matching, compute_ranking, is_canonical_bid_order
 from derelayl.protocol.beacon import AUCTION, SETTLE, compute_keys, compute_mixed_beacon
 from derelayl.protocol.blocks import (
@@ -48,6 +48,7 @@ from derelayl.protocol.blocks import (
     Transfer,
 )
 from derelayl.protocol.roles import assign_roles
+from derelayl.protocol.scores import lower_median, set_scores
 from derelayl.protocol.state import Models, Pairs, State
 from derelayl.protocol.types import Phase
 from derelayl.protocol.validate import (
@@ -246,8 +247,7 @@ def process_test_block(state: State, block: TestBlock) -> TestReceipt:
     rows = np.stack([block.scores.astype(np.int64), *(r.scores.astype(np.int64) for r in block.co_testers)])
     medians = lower_median(rows)
     n = len(state.commits)
-    state.commits.score = medians[:n].copy()
-    state.commit_eligible = compute_eligible(state, medians)
+    set_scores(state, medians)
     amount = params.reward_per_test_case * params.test_cases + params.reward_per_tested_model * n
     # with pooled cases, honest testers agree: one whose scores are not the median is not paid
     paid = [not params.pooled_cases or bool((row == medians).all()) for row in rows]
@@ -264,19 +264,6 @@ def process_test_block(state: State, block: TestBlock) -> TestReceipt:
     _mix(state, block.randomness)
     _end_phase(state, block, Phase.SETTLE)
     return TestReceipt(miner_reward=reward, co_tester_reward=co_reward)
-
-
-def compute_eligible(state: State, medians: I64) -> NDArray[np.bool_]:
-    """Which committed models may be selected. ``medians``: the round's median scores, one per
-    committed model, then (with the improvement rule) one per live model. A child passes if it
-    scores at least its parent (the live model its pair's owner held) + ``min_improvement``."""
-    n = len(state.commits)
-    margin = state.params.min_improvement
-    if margin is None:
-        return np.ones(n, dtype=bool)
-    parent = medians[n + state.pairs.live_pos[state.commit_pair]]
-    # (Python integers: a score near the int64 limits + the margin must not wrap around)
-    return np.array([int(c) >= int(p) + margin for c, p in zip(medians[:n], parent, strict=True)], dtype=bool)
 
 
 def process_settle_block(state: State, block: SettleBlock) -> SettleReceipt:
