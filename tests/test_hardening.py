@@ -335,6 +335,18 @@ def test_simulate_and_experiment_refuse_a_folder_another_command_holds(tmp_path:
             ["devnet", "--pooled-cases", "--testers", "3", "--appeal-testers", "2", "--fhe", "on", "--out", "d"],
             ["in the clear"],
         ),
+        (
+            ["run", "--task", "digits", "--pooled-cases", "--testers", "3", "--appeal-testers", "2", "--fhe", "on"],
+            ["in the clear"],
+        ),
+        (["simulate", "--appeal-testers", "3", "--out", "s"], ["appeal_testers needs pooled_cases"]),
+        (
+            [
+                *["node", "--key", "k.json", "--rpc", "http://127.0.0.1:9", "--contract", "0x0"],
+                *["--data", "digits:0/2", "--home", "h", "--behave", "lying_tester", "--group", "1,x"],
+            ],
+            ["--group must be participant indices"],
+        ),
         (["devnet", "--task", "cifar", "--out", "d"], ["--task must be digits or an experiment config .toml"]),
         (["devnet", "--task", "missing.toml", "--out", "d"], ["cannot read config"]),
         (["run", "--task", "missing.toml", "--out", "r"], ["cannot read config"]),

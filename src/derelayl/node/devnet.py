@@ -53,6 +53,8 @@ class Devnet:
     def __init__(self, config: DevnetConfig, out: Path, say: Callable[[str], None]) -> None:
         self.say = say
         self.config = config
+        self.kinds = config.kinds()
+        """Each node's behaviour (``--adversaries``), drawn once."""
         self.out = out
         self.processes: list[subprocess.Popen[bytes] | None] = []
         self.chain: Node | None = None
@@ -204,7 +206,7 @@ class Devnet:
         ]
 
     def _behaviour(self, i: int) -> list[str]:
-        kinds = self.config.kinds()
+        kinds = self.kinds
         if kinds[i] == "honest":
             return []
         group = ",".join(str(p) for p, k in enumerate(kinds) if k == kinds[i])

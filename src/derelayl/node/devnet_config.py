@@ -13,6 +13,7 @@ from pathlib import Path
 
 from derelayl.errors import ConfigError
 from derelayl.node.runner import DataSpec
+from derelayl.protocol.appeals import APPEALS_NOT_ENCRYPTED
 from derelayl.protocol.copies import COPY_RULE_NOT_ENCRYPTED
 from derelayl.protocol.params import Params, preset
 
@@ -113,7 +114,7 @@ class DevnetConfig:
             raise ConfigError(COPY_RULE_NOT_ENCRYPTED)
         self.kinds()  # a bad --adversaries stops here
         if self.fhe and self.appeal_testers:
-            raise ConfigError("--appeal-testers re-scores the pooled cases in the clear: it cannot run with --fhe on")
+            raise ConfigError(APPEALS_NOT_ENCRYPTED)
         if self.fhe and self.task != "digits":
             from derelayl.fhe.scoring import check_model
 

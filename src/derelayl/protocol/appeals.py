@@ -30,7 +30,9 @@ from derelayl.protocol.scores import lower_median, set_scores
 from derelayl.protocol.state import Dispute, State
 from derelayl.protocol.validate import in_order_within, timed_out, verify_report
 
-__all__ = ["decide", "hold", "verify_appeals"]
+__all__ = ["APPEALS_NOT_ENCRYPTED", "decide", "hold", "verify_appeals"]
+
+APPEALS_NOT_ENCRYPTED = "appeal_testers re-scores the pooled cases in the clear: it cannot run with encrypted scoring"
 
 I64 = NDArray[np.int64]
 

@@ -29,6 +29,7 @@ from derelayl.ledger.chain import Chain
 from derelayl.ledger.client import ChainClient, LocalChainClient
 from derelayl.ledger.crypto import KeyPair, derive_keys, sha256
 from derelayl.ledger.sqlite import SQLiteLedger
+from derelayl.protocol.appeals import APPEALS_NOT_ENCRYPTED
 from derelayl.protocol.copies import COPY_RULE_NOT_ENCRYPTED
 from derelayl.protocol.params import Params, preset
 from derelayl.protocol.state import State
@@ -141,7 +142,7 @@ class RunConfig:
         if self.copy_rule and self.fhe:
             raise ConfigError(COPY_RULE_NOT_ENCRYPTED)
         if self.appeal_testers and self.fhe:
-            raise ConfigError("--appeal-testers re-scores the pooled cases in the clear: it cannot run with --fhe on")
+            raise ConfigError(APPEALS_NOT_ENCRYPTED)
 
 
 def run_seed(seed: int) -> bytes:
