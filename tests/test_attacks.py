@@ -153,7 +153,7 @@ def test_attacks_command_writes_the_table(tmp_path: Path) -> None:
     results = json.loads((tmp_path / "a" / "results.json").read_text())
     rows = {(r["attack"], r["method"]) for r in results["table"]}
     assert ("free_rider", "relay (improvement rule)") in rows and ("lying_tester", "fedavg (trimmed mean)") in rows
-    assert len(results["runs"]) == 2 * 3 * 8  # seeds x (none + 2 kinds) x methods
+    assert len(results["runs"]) == 2 * 3 * (len(DEFENCES) + 2)  # seeds x (none + 2 kinds) x (relay arms + 2 FedAvg)
     free = next(r for r in results["table"] if r["attack"] == "free_rider" and r["method"] == "relay (faithful)")
     assert 0 <= free["reward_share"][0] <= 1 and free["seeds"] == 2
     report = (tmp_path / "a" / "report.md").read_text()
@@ -254,13 +254,14 @@ def test_an_omitting_miner_burns_honest_deposits_unless_commitments_are_posted(s
     assert [p.accuracy for p in posted.points] == [p.accuracy for p in honest.points]
 
 
-def test_the_attacks_table_posts_commitments_only_in_its_last_two_arms(tmp_path: Path) -> None:
+def test_the_attacks_table_posts_commitments_only_in_its_last_three_arms(tmp_path: Path) -> None:
     config = parse_config(SMALL)
     results = run_attacks(config, tmp_path / "a", seeds=(4,), kinds=("omitting_miner",), rounds=8)
     runs = {(r["attack"], r["method"]): r for r in results["runs"]}
     first, last = "relay (faithful)", list(DEFENCES)[-1]
-    assert [m for m, arm in DEFENCES.items() if arm.get("post_commitments")] == list(DEFENCES)[-2:]
-    assert DEFENCES[last].get("appeal_testers") and not DEFENCES[list(DEFENCES)[-2]].get("appeal_testers")
+    assert [m for m, arm in DEFENCES.items() if arm.get("post_commitments")] == list(DEFENCES)[-3:]
+    assert [m for m, arm in DEFENCES.items() if arm.get("appeal_testers")] == list(DEFENCES)[-2:]
+    assert [m for m, arm in DEFENCES.items() if arm.get("improvement_z")] == [last]
     # without posting the omitting miners drop commitments; with it the run is the honest one
     assert runs[("omitting_miner", first)]["models_committed"] < runs[("none", first)]["models_committed"]
     assert runs[("omitting_miner", last)]["models_committed"] == runs[("none", last)]["models_committed"]

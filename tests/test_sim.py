@@ -367,8 +367,8 @@ def test_every_protocol_parameter_has_a_simulate_flag() -> None:
     from derelayl.sim.cli import simulate
 
     flags = set(inspect.signature(simulate).parameters)
-    # (copy_rule compares real models' predictions: the simulator refuses it, test_copy_rule.py)
-    fields = {f.name for f in dataclasses.fields(Params)} - {"extra", "reward_scheme", "copy_rule"}
+    # (copy_rule and improvement_z compare real models' predictions: the simulator refuses them, test_copy_rule.py)
+    fields = {f.name for f in dataclasses.fields(Params)} - {"extra", "reward_scheme", "copy_rule", "improvement_z"}
     assert fields <= flags, f"no flag for {sorted(fields - flags)}"
     assert "scheme" in flags  # reward_scheme: --scheme (a comma list compares several)
 

@@ -72,6 +72,13 @@ def run(
             help="Copy rule (needs --min-improvement): a child must also beat the live model it predicts most like.",
         ),
     ] = None,
+    improvement_z: Annotated[
+        int | None,
+        typer.Option(
+            help="Sign test (needs --min-improvement), in hundredths of a standard deviation: a child's lead over its "
+            "parent must be at least this many sd of the cases the two split (100 = 1 sd; 0: off)."
+        ),
+    ] = None,
     appeal_testers: Annotated[
         int | None,
         typer.Option(
@@ -112,6 +119,7 @@ def run(
             testers=testers,
             pooled_cases=pooled_cases,
             copy_rule=copy_rule,
+            improvement_z=improvement_z,
             appeal_testers=appeal_testers,
             post_commitments=post_commitments,
             fhe=on_off(fhe, "--fhe"),

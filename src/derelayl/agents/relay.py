@@ -37,7 +37,7 @@ from derelayl.learning.serialization import Weights, model_digest, param_bytes, 
 from derelayl.learning.setup import LearningSetup
 from derelayl.learning.store import ModelStore
 from derelayl.learning.torch_models import TorchEvaluator, TorchTrainer, TrainConfig, average
-from derelayl.protocol.copies import COPY_RULE_NOT_ENCRYPTED, apply_copy_rule
+from derelayl.protocol.copies import PREDICTIONS_NOT_ENCRYPTED, apply_copy_rule, apply_improvement_z
 from derelayl.protocol.state import State
 
 __all__ = ["ModelBook", "RelayBrain", "Traffic", "clear_scores", "relay_brains", "scored_digests", "share_cases"]
@@ -226,8 +226,8 @@ class RelayBrain:
         if self.fhe is None:
             self.traffic.trainer_to_tester += len(digests) * self.models.model_bytes
             scores = clear_scores(state, self.models, self.evaluator, x, y)
-        elif state.params.copy_rule:
-            raise ModelError(COPY_RULE_NOT_ENCRYPTED)
+        elif state.params.compares_predictions:
+            raise ModelError(PREDICTIONS_NOT_ENCRYPTED)
         else:
             scores = np.array([self._correct(state, me, i, d, x, y) for i, d in enumerate(digests)], dtype=np.int64)
         self.traffic.test_cases += case_bytes(x, y)
@@ -276,23 +276,28 @@ def scored_digests(state: State, models: ModelBook) -> list[bytes]:
 
 def clear_scores(state: State, models: ModelBook, evaluator: TorchEvaluator, x: NDArray[np.float32], y: I64) -> I64:
     """An honest tester's report on cases ``(x, y)`` in the clear: the count of cases each model
-    of ``scored_digests`` gets right, with the copy rule applied when it is on. A tester
-    computes it to score; anyone holding the models and the published cases recomputes it to
-    check a report (``derelayl audit``)."""
+    of ``scored_digests`` gets right, with the copy rule and the sign test applied when they
+    are on (``derelayl.protocol.copies``). A tester computes it to score; anyone holding the
+    models and the published cases recomputes it to check a report (``derelayl audit``)."""
     digests = scored_digests(state, models)
     if not digests:
         return np.zeros(0, dtype=np.int64)
     preds = np.stack([evaluator.predict(models.load(d), x) for d in digests])
-    scores: I64 = (preds == y[None, :]).sum(axis=1).astype(np.int64)
-    if not state.params.copy_rule:
+    right = preds == y[None, :]
+    scores: I64 = right.sum(axis=1).astype(np.int64)
+    params = state.params
+    if not params.compares_predictions:
         return scores
     n = len(state.commitments)
-    pairs = state.pairs
-    position = dict(zip(pairs.trainer.tolist(), pairs.live_pos.tolist(), strict=True))
-    parents = np.array([position[o] for o in state.commits.owner.tolist()], dtype=np.int64)
-    margin = state.params.min_improvement
-    assert margin is not None  # copy_rule needs it (Params)
-    children, _ = apply_copy_rule(scores[:n], scores[n:], preds[:n], preds[n:], parents, margin)
+    position = dict(zip(state.pairs.trainer.tolist(), state.pairs.live_pos.tolist(), strict=True))
+    compared = np.array([position[o] for o in state.commits.owner.tolist()], dtype=np.int64)  # the parents
+    margin = params.min_improvement
+    assert margin is not None  # both rules need it (Params)
+    children = scores[:n]
+    if params.copy_rule:
+        children, compared = apply_copy_rule(children, scores[n:], preds[:n], preds[n:], compared, margin)
+    if params.improvement_z:
+        children = apply_improvement_z(children, right[:n], right[n:], compared, params.improvement_z)
     return np.concatenate([children, scores[n:]])
 
 

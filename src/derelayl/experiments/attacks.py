@@ -45,6 +45,9 @@ __all__ = ["DEFENCES", "LAST", "POOLED_TESTERS", "check_options", "defences", "r
 LAST = 10
 """Rounds averaged for a run's accuracy."""
 POOLED_TESTERS = 5
+SIGN_TEST_Z = 100
+"""The sign test's threshold in the last arm: one standard deviation (``Params.improvement_z``;
+measured against 0.5, 1.5, 2 and 3 in ``docs/attacks.md``)."""
 
 
 def defences(testers: int = POOLED_TESTERS) -> dict[str, dict[str, Any]]:
@@ -57,7 +60,9 @@ def defences(testers: int = POOLED_TESTERS) -> dict[str, dict[str, Any]]:
     commitment straight to the ledger, so no commit miner can leave it out (an agent policy,
     not a parameter: ``post_commitments`` is taken out before the rest become ``Params``); with
     appeals, a disagreement among the testers is decided by ``testers`` appellants drawn
-    afterwards (``derelayl.protocol.appeals``)."""
+    afterwards (``derelayl.protocol.appeals``); with the sign test, a child's lead must also be
+    one standard deviation of the cases it and the model it is compared with split
+    (``SIGN_TEST_Z``, ``derelayl.protocol.copies.significant``)."""
     pooled = {"min_improvement": 1, "testers": testers, "pooled_cases": True}
     return {
         "relay (faithful)": {},
@@ -74,6 +79,13 @@ def defences(testers: int = POOLED_TESTERS) -> dict[str, dict[str, Any]]:
             "copy_rule": True,
             "post_commitments": True,
             "appeal_testers": testers,
+        },
+        "relay (all defences + appeals + sign test, z = 1)": {
+            **pooled,
+            "copy_rule": True,
+            "post_commitments": True,
+            "appeal_testers": testers,
+            "improvement_z": SIGN_TEST_Z,
         },
     }
 

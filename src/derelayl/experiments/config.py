@@ -34,7 +34,7 @@ from typing import Any
 
 from derelayl.agents.kinds import KINDS
 from derelayl.errors import ConfigError
-from derelayl.protocol.copies import COPY_RULE_NOT_ENCRYPTED
+from derelayl.protocol.copies import PREDICTIONS_NOT_ENCRYPTED
 from derelayl.protocol.params import Params, preset
 from derelayl.sim.config import usable_memory
 
@@ -334,8 +334,9 @@ def parse_config(raw: dict[str, Any], base: Path | None = None) -> ExperimentCon
         raise ConfigError(f'budget = "fedavg" in {", ".join(needs_fedavg)} needs [methods.fedavg]')
     if "derelayl" in methods:
         _check_params(methods["derelayl"]["preset"], methods["derelayl"]["params"] or {}, "methods.derelayl")
-        if methods["derelayl"]["fhe"] and (methods["derelayl"]["params"] or {}).get("copy_rule"):
-            raise ConfigError(f"[methods.derelayl] {COPY_RULE_NOT_ENCRYPTED}")
+        rules = relay_params(methods["derelayl"]["preset"], methods["derelayl"]["params"] or {})
+        if methods["derelayl"]["fhe"] and rules.compares_predictions:
+            raise ConfigError(f"[methods.derelayl] {PREDICTIONS_NOT_ENCRYPTED}")
         if methods["derelayl"]["fhe"] and (model["activation"] != "quad" or len(hidden) != 1):
             raise ConfigError(
                 '[methods.derelayl] fhe = true needs [model] activation = "quad" and one hidden layer '

@@ -138,6 +138,13 @@ def devnet(
     copy_rule: Annotated[
         bool, typer.Option(help="Copy rule (needs --min-improvement): a child must also beat its nearest live model.")
     ] = False,
+    improvement_z: Annotated[
+        int,
+        typer.Option(
+            help="Sign test (needs --min-improvement), in hundredths of a standard deviation: a child's lead over its "
+            "parent must be at least this many sd of the cases the two split (100 = 1 sd; 0: off)."
+        ),
+    ] = 0,
     appeal_testers: Annotated[
         int,
         typer.Option(help="Appeals (needs --pooled-cases): when testers disagree, this many others re-score (0: off)."),
@@ -173,6 +180,7 @@ def devnet(
         testers=testers,
         pooled_cases=pooled_cases,
         copy_rule=copy_rule,
+        improvement_z=improvement_z,
         appeal_testers=appeal_testers,
         post_commitments=post_commitments,
         adversaries=adversaries,

@@ -14,7 +14,7 @@ from pathlib import Path
 from derelayl.errors import ConfigError
 from derelayl.node.runner import DataSpec
 from derelayl.protocol.appeals import APPEALS_NOT_ENCRYPTED
-from derelayl.protocol.copies import COPY_RULE_NOT_ENCRYPTED
+from derelayl.protocol.copies import PREDICTIONS_NOT_ENCRYPTED
 from derelayl.protocol.params import Params, preset
 
 __all__ = ["CHAINS", "DevnetConfig"]
@@ -45,6 +45,8 @@ class DevnetConfig:
     """Testers score on all testers' cases, fetched from their nodes."""
     copy_rule: bool = False
     """Testers apply the copy rule (``derelayl.protocol.copies``)."""
+    improvement_z: int = 0
+    """Testers apply the sign test at this many hundredths of a standard deviation (0: off)."""
     appeal_testers: int = 0
     """Appellants drawn when pooled reports disagree (``derelayl.protocol.appeals``)."""
     post_commitments: bool = False
@@ -63,6 +65,7 @@ class DevnetConfig:
             testers=self.testers,
             pooled_cases=self.pooled_cases,
             copy_rule=self.copy_rule,
+            improvement_z=self.improvement_z,
             appeal_testers=self.appeal_testers,
         )
 
@@ -110,8 +113,8 @@ class DevnetConfig:
         self.params()  # the rules' own checks of the protocol options
         if not 0 < self.block_time <= 60:
             raise ConfigError(f"--block-time must be in (0, 60] seconds, got {self.block_time}")
-        if self.fhe and self.copy_rule:
-            raise ConfigError(COPY_RULE_NOT_ENCRYPTED)
+        if self.fhe and self.params().compares_predictions:
+            raise ConfigError(PREDICTIONS_NOT_ENCRYPTED)
         self.kinds()  # a bad --adversaries stops here
         if self.fhe and self.appeal_testers:
             raise ConfigError(APPEALS_NOT_ENCRYPTED)

@@ -1,5 +1,7 @@
-"""The copy rule (``Params.copy_rule``): how an honest tester scores a child that behaves like
-another live model rather than like its parent.
+"""How an honest tester scores a child against the models it is compared with, case by case:
+the copy rule (``Params.copy_rule``), for a child that behaves like another live model rather
+than like its parent, and the sign test (``Params.improvement_z``), for a child whose lead
+over that model is within the noise of the round's cases.
 
 The improvement rule compares a child with its parent only, so a copier that commits a copy
 of a *better* live model passes it. With the copy rule, each child is compared with its
@@ -10,8 +12,17 @@ the tester scores it 0, which fails the improvement rule. This is the ε-rule of
 model subnets (a copy must improve on what it copies) applied to the model a child actually
 resembles, without a threshold: an exact copy predicts exactly what its source predicts.
 
+A child's lead over the model it is compared with is ``b - c``: ``b`` cases only the child
+gets right, ``c`` only the other. The improvement rule asks ``b - c >= min_improvement``; a
+child that differs from its parent in many cases (a poisoner's, trained on flipped labels)
+passes that by chance as often as not. With ``improvement_z = z`` (hundredths of a standard
+deviation) the lead must also pass the one-sided sign (McNemar) test: under "no better", each
+of the ``b + c`` cases the two split is a fair coin, so ``b - c`` has standard deviation
+``sqrt(b + c)``, and the child passes only if ``100 (b - c) >= z sqrt(b + c)``, in integers
+``b > c`` and ``10^4 (b - c)^2 >= z^2 (b + c)``.
+
 The chain sees only scores, like the count of correct cases itself; the median of several
-testers (and, with pooled cases, their exact agreement) enforces it. Pure: the predictions
+testers (and, with pooled cases, their exact agreement) enforces them. Pure: the predictions
 come from the tester's own evaluation of the models.
 """
 
@@ -20,11 +31,14 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["COPY_RULE_NOT_ENCRYPTED", "apply_copy_rule", "nearest_live"]
+__all__ = ["PREDICTIONS_NOT_ENCRYPTED", "apply_copy_rule", "apply_improvement_z", "nearest_live", "significant"]
 
-COPY_RULE_NOT_ENCRYPTED = "copy_rule compares models' predictions in the clear: it cannot run with encrypted scoring"
+PREDICTIONS_NOT_ENCRYPTED = (
+    "copy_rule and improvement_z compare models' predictions in the clear: they cannot run with encrypted scoring"
+)
 
 I64 = NDArray[np.int64]
+Bools = NDArray[np.bool_]
 
 
 def nearest_live(child: I64, live: I64, parent: int) -> int:
@@ -49,3 +63,22 @@ def apply_copy_rule(
         if j != int(parents[i]) and out[i] < live_scores[j] + margin:
             out[i] = 0
     return out, nearest
+
+
+def significant(b: int, c: int, z: int) -> bool:
+    """Whether a lead of ``b`` cases won against ``c`` lost passes the one-sided sign test at
+    ``z`` hundredths of a standard deviation: ``100 (b - c) >= z sqrt(b + c)``, exactly."""
+    return b > c and 10_000 * (b - c) ** 2 >= z * z * (b + c)
+
+
+def apply_improvement_z(scores: I64, right: Bools, live_right: Bools, compared: I64, z: int) -> I64:
+    """The children's scores after the sign test: child ``i`` (``right[i]``: which cases it gets
+    right) keeps its score only if its lead over live model ``compared[i]`` (``live_right[j]``)
+    is significant at ``z``; otherwise 0, which fails the improvement rule."""
+    out = np.array(scores, dtype=np.int64, copy=True)
+    for i, j in enumerate(compared.tolist()):
+        b = int((right[i] & ~live_right[j]).sum())
+        c = int((live_right[j] & ~right[i]).sum())
+        if not significant(b, c, z):
+            out[i] = 0
+    return out

@@ -29,16 +29,19 @@ RewardScheme = Literal["lineage", "decay", "capped"]
 REWARD_SCHEMES: tuple[RewardScheme, ...] = ("lineage", "decay", "capped")
 LineagePayee = Literal["model_owner", "trainer"]
 LINEAGE_PAYEES: tuple[LineagePayee, ...] = ("model_owner", "trainer")
-_INT_FIELDS = ("k", "test_cases", "testers", "appeal_testers")
+_INT_FIELDS = ("k", "test_cases", "testers", "appeal_testers", "improvement_z")
 _OPTIONAL = {
     "min_improvement": None,
     "pooled_cases": False,
     "min_trainer_bid": 0,
     "copy_rule": False,
     "appeal_testers": 0,
+    "improvement_z": 0,
 }
 """Parameters added after chains existed: left out of ``to_dict`` while at these defaults."""
 MAX_TESTERS = 16
+MAX_IMPROVEMENT_Z = 10_000
+"""Largest ``improvement_z``: 100 standard deviations."""
 MAX_AMOUNT = 2**62
 """Largest amount a parameter may name, in units (sums of a round's amounts stay in int64)."""
 MAX_COUNT = 1_000_000
@@ -139,6 +142,13 @@ class Params:
     that model by ``min_improvement`` as well, or its testers score it 0. A scoring rule like
     the count of correct cases itself: the chain sees only the scores, and the median of
     several testers enforces it. False (reference): scores are the counts."""
+    improvement_z: int = 0
+    """How honest testers score (against children that only seem better, e.g. poisoned ones;
+    needs ``min_improvement``), in hundredths of a standard deviation: a child's lead over the
+    model it is compared with (its parent; with the copy rule, its nearest live model) must
+    pass a one-sided sign test on the round's cases. With ``b`` cases only the child gets right
+    and ``c`` only the other, it must hold that ``100·(b − c) ≥ improvement_z·√(b + c)``, or its
+    testers score it 0 (``derelayl.protocol.copies.significant``). 0 (reference): off."""
     appeal_testers: int = 0
     """Appeals (against lying testers; needs ``pooled_cases``): when the round's pooled reports
     disagree (honest testers agree exactly, so someone lied), every tester's test reward is held
@@ -194,6 +204,13 @@ class Params:
             )
         if self.copy_rule and self.min_improvement is None:
             raise ConfigError("copy_rule needs min_improvement (testers must score the live models)")
+        if not 0 <= self.improvement_z <= MAX_IMPROVEMENT_Z:
+            raise ConfigError(
+                f"improvement_z must be in 0..{MAX_IMPROVEMENT_Z} (hundredths of a standard deviation), "
+                f"got {self.improvement_z}"
+            )
+        if self.improvement_z and self.min_improvement is None:
+            raise ConfigError("improvement_z needs min_improvement (testers must score the live models)")
         if self.phase_timeout is not None and self.phase_timeout > MAX_COUNT:
             raise ConfigError(f"phase_timeout must be at most {MAX_COUNT} blocks, got {self.phase_timeout}")
         if not 0 <= self.appeal_testers <= MAX_TESTERS:
@@ -223,6 +240,12 @@ class Params:
     def n_selected(self, n_models: int) -> int:
         """floor(s * n_models), exact."""
         return int(self.select_fraction * n_models)
+
+    @property
+    def compares_predictions(self) -> bool:
+        """Honest testers compare models' predictions case by case (the copy rule,
+        ``improvement_z``): real models scored in the clear only."""
+        return self.copy_rule or self.improvement_z > 0
 
     def scored_models(self, n_commits: int, n_live: int) -> int:
         """Scores each tester reports: one per committed model, then (with the improvement

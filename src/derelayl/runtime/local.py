@@ -30,7 +30,7 @@ from derelayl.ledger.client import ChainClient, LocalChainClient
 from derelayl.ledger.crypto import KeyPair, derive_keys, sha256
 from derelayl.ledger.sqlite import SQLiteLedger
 from derelayl.protocol.appeals import APPEALS_NOT_ENCRYPTED
-from derelayl.protocol.copies import COPY_RULE_NOT_ENCRYPTED
+from derelayl.protocol.copies import PREDICTIONS_NOT_ENCRYPTED
 from derelayl.protocol.params import Params, preset
 from derelayl.protocol.state import State
 from derelayl.protocol.types import UNIT, Phase, format_units
@@ -87,6 +87,8 @@ class RunConfig:
     testers: int | None = None
     pooled_cases: bool | None = None
     copy_rule: bool | None = None
+    improvement_z: int | None = None
+    """The sign test's threshold in hundredths of a standard deviation (``Params.improvement_z``)."""
     appeal_testers: int | None = None
     """Appellants drawn when pooled reports disagree (``Params.appeal_testers``; None: the preset's)."""
     post_commitments: bool = False
@@ -102,6 +104,7 @@ class RunConfig:
             "testers": self.testers,
             "pooled_cases": self.pooled_cases,
             "copy_rule": self.copy_rule,
+            "improvement_z": self.improvement_z,
             "appeal_testers": self.appeal_testers,
         }
         changed = {k: v for k, v in given.items() if v is not None}
@@ -133,14 +136,15 @@ class RunConfig:
             raise ConfigError("--rpc needs --ledger evm")
         if self.fhe and self.task == "latent":
             raise ConfigError("--fhe on needs real models (--task digits or a config .toml); latent has none")
-        if self.copy_rule and self.task == "latent":
+        if self.task == "latent" and self.params().compares_predictions:
             raise ConfigError(
-                "--copy-rule compares models' predictions: it needs real models (--task digits or a .toml)"
+                "--copy-rule and --improvement-z compare models' predictions: "
+                "they need real models (--task digits or a .toml)"
             )
         if self.post_commitments and self.ledger != "evm":
             raise ConfigError("--post-commitments needs --ledger evm (a SQLite chain takes commitments only in blocks)")
-        if self.copy_rule and self.fhe:
-            raise ConfigError(COPY_RULE_NOT_ENCRYPTED)
+        if self.fhe and self.params().compares_predictions:
+            raise ConfigError(PREDICTIONS_NOT_ENCRYPTED)
         if self.appeal_testers and self.fhe:
             raise ConfigError(APPEALS_NOT_ENCRYPTED)
 

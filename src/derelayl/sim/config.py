@@ -306,8 +306,10 @@ def resolve_config(
         **protocol_overrides(flag_protocol, "--"),
     }
     params = Params.from_dict(protocol, base=preset(name))
-    if params.copy_rule:
-        raise ConfigError("protocol.copy_rule compares real models' predictions; latent models have none")
+    if params.compares_predictions:
+        raise ConfigError(
+            "protocol.copy_rule and protocol.improvement_z compare real models' predictions; latent models have none"
+        )
     if "scheme" in merged:
         schemes = parse_schemes(merged.pop("scheme"))
     else:
