@@ -63,14 +63,14 @@ def _client(out: Path) -> ContractClient:
 @needs_anvil
 def test_a_stopped_devnet_resumes_from_its_saved_chain(tmp_path: Path) -> None:
     """anvil keeps the chain in the folder (--state): a devnet stopped after 2 rounds and run
-    again to 4 continues from round 2, loses nothing, and verifies."""
+    again to 3 continues from round 2, loses nothing, and verifies."""
     out = tmp_path / "dev"
-    first = _wait(_devnet(out, 8, 2, 8770), timeout=300)
-    again = _wait(_devnet(out, 8, 4, 8770), timeout=300)
+    first = _wait(_devnet(out, 5, 2, 8770), timeout=300)
+    again = _wait(_devnet(out, 5, 3, 8770), timeout=300)
     checked = runner.invoke(app, ["verify", str(out)])
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["rounds"] == 4, first + again
-    assert checked.exit_code == 0 and "valid: 16 blocks, round 4" in checked.output, checked.output
+    assert summary["rounds"] == 3, first + again
+    assert checked.exit_code == 0 and "valid: 12 blocks, round 3" in checked.output, checked.output
 
 
 def _stopped_client(out: Path) -> ContractClient:
