@@ -317,6 +317,7 @@ def test_simulate_and_experiment_refuse_a_folder_another_command_holds(tmp_path:
         (["run", "--min-improvement", "0", "--out", "r"], ["min_improvement must be an integer in 1.."]),
         (["devnet", "--min-improvement", "-3", "--out", "d"], ["min_improvement must be an integer in 1.."]),
         (["attacks", "--share", "0.9", "--out", "a"], ["--share must be in (0, 0.5]"]),
+        (["attacks", "--improvement-z", "0", "--out", "a"], ["--improvement-z must be in 1..10000"]),
         (["run", "--testers", "0", "--out", "r"], ["testers must be between 1 and 16"]),
         (["devnet", "--testers", "99", "--out", "d"], ["testers must be between 1 and 16"]),
         (["simulate", "--sybil-share", "-0.5", "--out", "s"], ["sybil_share must be in [0, 1)"]),

@@ -36,21 +36,21 @@ from derelayl.errors import ConfigError
 from derelayl.experiments.config import ExperimentConfig, relay_params
 from derelayl.experiments.relay import run_derelayl
 from derelayl.folders import FolderLock, save_figure, write_atomic
-from derelayl.protocol.params import MAX_TESTERS, Params
+from derelayl.protocol.params import MAX_IMPROVEMENT_Z, MAX_TESTERS, Params
 from derelayl.stats import format_interval as _pm
 from derelayl.stats import interval
 
-__all__ = ["DEFENCES", "LAST", "POOLED_TESTERS", "check_options", "defences", "run_attacks"]
+__all__ = ["DEFENCES", "LAST", "POOLED_TESTERS", "SIGN_TEST_Z", "check_options", "defences", "run_attacks"]
 
 LAST = 10
 """Rounds averaged for a run's accuracy."""
 POOLED_TESTERS = 5
 SIGN_TEST_Z = 100
-"""The sign test's threshold in the last arm: one standard deviation (``Params.improvement_z``;
-measured against 0.5, 1.5, 2 and 3 in ``docs/attacks.md``)."""
+"""The sign test's threshold in the last arm by default: one standard deviation
+(``Params.improvement_z``; the sweep over other values is in ``docs/attacks.md``)."""
 
 
-def defences(testers: int = POOLED_TESTERS) -> dict[str, dict[str, Any]]:
+def defences(testers: int = POOLED_TESTERS, z: int = SIGN_TEST_Z) -> dict[str, dict[str, Any]]:
     """Protocol parameters of each relay arm, on top of the config's: a child must beat its
     parent by one test case (the improvement rule); several testers score each model (median);
     with pooled cases every tester (``testers`` of them) scores on all testers' cases, so honest
@@ -61,8 +61,8 @@ def defences(testers: int = POOLED_TESTERS) -> dict[str, dict[str, Any]]:
     not a parameter: ``post_commitments`` is taken out before the rest become ``Params``); with
     appeals, a disagreement among the testers is decided by ``testers`` appellants drawn
     afterwards (``derelayl.protocol.appeals``); with the sign test, a child's lead must also be
-    one standard deviation of the cases it and the model it is compared with split
-    (``SIGN_TEST_Z``, ``derelayl.protocol.copies.significant``)."""
+    ``z`` hundredths of a standard deviation of the cases it and the model it is compared with
+    split (``derelayl.protocol.copies.significant``)."""
     pooled = {"min_improvement": 1, "testers": testers, "pooled_cases": True}
     return {
         "relay (faithful)": {},
@@ -80,12 +80,12 @@ def defences(testers: int = POOLED_TESTERS) -> dict[str, dict[str, Any]]:
             "post_commitments": True,
             "appeal_testers": testers,
         },
-        "relay (all defences + appeals + sign test, z = 1)": {
+        f"relay (all defences + appeals + sign test, z = {z / 100:g})": {
             **pooled,
             "copy_rule": True,
             "post_commitments": True,
             "appeal_testers": testers,
-            "improvement_z": SIGN_TEST_Z,
+            "improvement_z": z,
         },
     }
 
@@ -104,20 +104,25 @@ def run_attacks(
     kinds: tuple[str, ...] = KINDS,
     rounds: int = 50,
     testers: int = POOLED_TESTERS,
+    z: int = SIGN_TEST_Z,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
-    check_options(share, kinds, rounds, testers)
+    check_options(share, kinds, rounds, testers, z)
     with FolderLock(out_dir, "derelayl attacks"):
-        return _run(config, out_dir, share, seeds, kinds, rounds, defences(testers), progress or (lambda _: None))
+        return _run(config, out_dir, share, seeds, kinds, rounds, defences(testers, z), progress or (lambda _: None))
 
 
-def check_options(share: float, kinds: tuple[str, ...], rounds: int, testers: int = POOLED_TESTERS) -> None:
+def check_options(
+    share: float, kinds: tuple[str, ...], rounds: int, testers: int = POOLED_TESTERS, z: int = SIGN_TEST_Z
+) -> None:
     if not (math.isfinite(share) and 0 < share <= 0.5):
         raise ConfigError(f"--share must be in (0, 0.5], got {share}")
     if not 1 <= rounds <= 10_000:
         raise ConfigError(f"--rounds must be in 1..10000, got {rounds}")
     if not 2 <= testers <= MAX_TESTERS:
         raise ConfigError(f"--testers must be in 2..{MAX_TESTERS}, got {testers}")
+    if not 1 <= z <= MAX_IMPROVEMENT_Z:
+        raise ConfigError(f"--improvement-z must be in 1..{MAX_IMPROVEMENT_Z} (hundredths of a standard deviation), got {z}")
     unknown = sorted(set(kinds) - set(KINDS))
     if unknown or not kinds:
         raise ConfigError(f"--kinds: unknown {', '.join(unknown) or 'none given'}; choose from {', '.join(KINDS)}")

@@ -45,6 +45,9 @@ def attacks(
     ] = "all",
     rounds: Annotated[int, typer.Option(help="Relay rounds per run.")] = 50,
     testers: Annotated[int, typer.Option(help="Testers per round in the pooled-cases arms (2..16).")] = 5,
+    improvement_z: Annotated[
+        int, typer.Option(help="The sign test's threshold in the last arm, hundredths of a standard deviation.")
+    ] = 100,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress lines.")] = False,
 ) -> None:
     """Each kind of dishonest participant against the relay (faithful and defended) and FedAvg
@@ -56,7 +59,7 @@ def attacks(
 
     try:
         chosen = KINDS if kinds == "all" else tuple(k.strip() for k in kinds.split(",") if k.strip())
-        check_options(share, chosen, rounds, testers)
+        check_options(share, chosen, rounds, testers, improvement_z)
         chosen_seeds = parse_seeds(seeds)
         cfg = load_config(config)
         results = run_attacks(
@@ -67,6 +70,7 @@ def attacks(
             kinds=chosen,
             rounds=rounds,
             testers=testers,
+            z=improvement_z,
             progress=None if quiet else lambda line: console.print(line),
         )
     except DerelaylError as exc:
