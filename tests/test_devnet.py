@@ -115,8 +115,9 @@ def test_devnet_equals_the_in_process_run_and_verifies(tmp_path: Path) -> None:
 )
 def test_the_defences_run_on_the_network_as_in_process(tmp_path: Path, options: list[str]) -> None:
     """Improvement rule (in both): testers fetch the live models (the parents) too, entitled
-    by the chain; with the copy rule and the sign test they compare predictions. Pooled cases: each tester fetches the others' cases from their nodes after the
-    commit block, and honest testers agree (all are paid, as in one process). Encrypted
+    by the chain; with the copy rule and the sign test they compare predictions. Pooled cases:
+    each tester fetches the others' cases from their nodes after the commit block, and honest
+    testers agree (all are paid, as in one process). Encrypted
     scoring: testers fetch ciphertexts and keys from the trainers' nodes and ask them to
     decrypt (the parents' trainers too); the next trainer gets the model file through its
     commitment. Same results, though not the same chain: encryption is randomised. The nodes

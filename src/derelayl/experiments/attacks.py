@@ -122,7 +122,9 @@ def check_options(
     if not 2 <= testers <= MAX_TESTERS:
         raise ConfigError(f"--testers must be in 2..{MAX_TESTERS}, got {testers}")
     if not 1 <= z <= MAX_IMPROVEMENT_Z:
-        raise ConfigError(f"--improvement-z must be in 1..{MAX_IMPROVEMENT_Z} (hundredths of a standard deviation), got {z}")
+        raise ConfigError(
+            f"--improvement-z must be in 1..{MAX_IMPROVEMENT_Z} (hundredths of a standard deviation), got {z}"
+        )
     unknown = sorted(set(kinds) - set(KINDS))
     if unknown or not kinds:
         raise ConfigError(f"--kinds: unknown {', '.join(unknown) or 'none given'}; choose from {', '.join(KINDS)}")
