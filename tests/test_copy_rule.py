@@ -96,12 +96,18 @@ def test_the_copy_rule_turns_every_copier_away(setup) -> None:  # type: ignore[n
     [
         ({"copy_rule": True}, "copy_rule needs min_improvement"),
         ({"copy_rule": 1, "min_improvement": 1}, "copy_rule must be true or false"),
+        ({"improvement_z": 100}, "improvement_z needs min_improvement"),
+        ({"improvement_z": -1, "min_improvement": 1}, "improvement_z must be in 0..10000"),
+        ({"improvement_z": 10_001, "min_improvement": 1}, "improvement_z must be in 0..10000"),
+        ({"improvement_z": 1.5, "min_improvement": 1}, "improvement_z must be an integer"),
+        ({"improvement_z": True, "min_improvement": 1}, "improvement_z must be an integer"),
     ],
 )
-def test_bad_copy_rule_params_are_refused(values: dict[str, object], words: str) -> None:
+def test_bad_scoring_rule_params_are_refused(values: dict[str, object], words: str) -> None:
     with pytest.raises(ConfigError, match=words):
         Params.from_dict(values, base=preset("reference"))
-    assert "copy_rule" not in preset("reference").to_dict()  # chains without it keep their params
+    # chains without them keep their params
+    assert not {"copy_rule", "improvement_z"} & set(preset("reference").to_dict())
 
 
 @pytest.mark.parametrize(
@@ -112,20 +118,27 @@ def test_bad_copy_rule_params_are_refused(values: dict[str, object], words: str)
         (["run", "--task", "digits", "--min-improvement", "1", "--copy-rule", "--fhe", "on"], "encrypted scoring"),
         (["devnet", "--min-improvement", "1", "--copy-rule", "--fhe", "on"], "encrypted scoring"),
         (["attacks", "--testers", "1"], "--testers must be in 2..16"),
+        (["run", "--task", "latent", "--min-improvement", "1", "--improvement-z", "100"], "need real models"),
+        (["run", "--task", "digits", "--improvement-z", "100"], "improvement_z needs min_improvement"),
+        (["run", "--task", "digits", "--min-improvement", "1", "--improvement-z", "-3"], "improvement_z must be"),
+        (["run", "--task", "digits", "--min-improvement", "1", "--improvement-z", "100", "--fhe", "on"], "encrypted"),
+        (["devnet", "--min-improvement", "1", "--improvement-z", "100", "--fhe", "on"], "encrypted scoring"),
+        (["devnet", "--improvement-z", "20000", "--min-improvement", "1"], "improvement_z must be"),
     ],
 )
-def test_bad_copy_rule_options_are_one_error_line(tmp_path: Path, args: list[str], words: str) -> None:
+def test_bad_scoring_rule_options_are_one_error_line(tmp_path: Path, args: list[str], words: str) -> None:
     result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "o")])
     assert result.exit_code == 2 and result.output.startswith("error:") and words in result.output, result.output
     assert not (tmp_path / "o").exists()
 
 
-def test_configs_refuse_the_copy_rule_where_it_cannot_run(tmp_path: Path) -> None:
+@pytest.mark.parametrize("rule", ["copy_rule = true", "improvement_z = 100"])
+def test_configs_refuse_the_scoring_rules_where_they_cannot_run(tmp_path: Path, rule: str) -> None:
     fhe = SMALL.replace("[model]\n", '[model]\nactivation = "quad"\n') + "fhe = true\n"
-    fhe += "params = { min_improvement = 1, copy_rule = true }\n"
+    fhe += f"params = {{ min_improvement = 1, {rule} }}\n"
     with pytest.raises(ConfigError, match="encrypted scoring"):
         parse_config(tomllib.loads(fhe))
-    (tmp_path / "s.toml").write_text("[protocol]\nmin_improvement = 1\ncopy_rule = true\n")
+    (tmp_path / "s.toml").write_text(f"[protocol]\nmin_improvement = 1\n{rule}\n")
     result = CliRunner().invoke(app, ["simulate", "--config", str(tmp_path / "s.toml"), "--out", str(tmp_path / "o")])
     assert result.exit_code == 2 and "latent models have none" in result.output, result.output
     assert not (tmp_path / "o").exists()
@@ -209,47 +222,3 @@ def test_the_sign_test_turns_away_more_label_flippers_than_the_improvement_rule_
         for p in (plain, signed)
     ]
     assert selected[1] < selected[0], selected
-
-
-@pytest.mark.parametrize(
-    ("values", "words"),
-    [
-        ({"improvement_z": 100}, "improvement_z needs min_improvement"),
-        ({"improvement_z": -1, "min_improvement": 1}, "improvement_z must be in 0..10000"),
-        ({"improvement_z": 10_001, "min_improvement": 1}, "improvement_z must be in 0..10000"),
-        ({"improvement_z": 1.5, "min_improvement": 1}, "improvement_z must be an integer"),
-        ({"improvement_z": True, "min_improvement": 1}, "improvement_z must be an integer"),
-    ],
-)
-def test_bad_sign_test_params_are_refused(values: dict[str, object], words: str) -> None:
-    with pytest.raises(ConfigError, match=words):
-        Params.from_dict(values, base=preset("reference"))
-    assert "improvement_z" not in preset("reference").to_dict()  # chains without it keep their params
-
-
-@pytest.mark.parametrize(
-    ("args", "words"),
-    [
-        (["run", "--task", "latent", "--min-improvement", "1", "--improvement-z", "100"], "need real models"),
-        (["run", "--task", "digits", "--improvement-z", "100"], "improvement_z needs min_improvement"),
-        (["run", "--task", "digits", "--min-improvement", "1", "--improvement-z", "-3"], "improvement_z must be"),
-        (["run", "--task", "digits", "--min-improvement", "1", "--improvement-z", "100", "--fhe", "on"], "encrypted"),
-        (["devnet", "--min-improvement", "1", "--improvement-z", "100", "--fhe", "on"], "encrypted scoring"),
-        (["devnet", "--improvement-z", "20000", "--min-improvement", "1"], "improvement_z must be"),
-    ],
-)
-def test_bad_sign_test_options_are_one_error_line(tmp_path: Path, args: list[str], words: str) -> None:
-    result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "o")])
-    assert result.exit_code == 2 and result.output.startswith("error:") and words in result.output, result.output
-    assert not (tmp_path / "o").exists()
-
-
-def test_configs_refuse_the_sign_test_where_it_cannot_run(tmp_path: Path) -> None:
-    fhe = SMALL.replace("[model]\n", '[model]\nactivation = "quad"\n') + "fhe = true\n"
-    fhe += "params = { min_improvement = 1, improvement_z = 100 }\n"
-    with pytest.raises(ConfigError, match="encrypted scoring"):
-        parse_config(tomllib.loads(fhe))
-    (tmp_path / "s.toml").write_text("[protocol]\nmin_improvement = 1\nimprovement_z = 100\n")
-    result = CliRunner().invoke(app, ["simulate", "--config", str(tmp_path / "s.toml"), "--out", str(tmp_path / "o")])
-    assert result.exit_code == 2 and "latent models have none" in result.output, result.output
-    assert not (tmp_path / "o").exists()
