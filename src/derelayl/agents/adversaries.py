@@ -25,6 +25,12 @@ Each kind is one participant's behaviour, written once and used by the relay (an
   ledger): those trainers' deposits burn and its group's children face fewer rivals
   (``OmittingMiner``, an ``Agent``: the behaviour is a miner's, not a model's). In FedAvg there
   are no miners: it behaves honestly.
+- ``case_picker``: trains and scores honestly, but as a tester publishes test cases it picks
+  from its own data *after* seeing the committed models: samples on which a model of its
+  group is right and every other child wrong, repeated to fill its share of the cases. Its
+  scores are true for its cases, so honest co-testers scoring the pool agree with it, no
+  appeal opens and ``derelayl audit`` finds nothing: the attack is on the cases, not the
+  scores. In FedAvg there are no testers: it behaves honestly.
 
 Who is dishonest is drawn from the seed (``assign``); participant 0 (the genesis owner)
 stays honest.
@@ -148,6 +154,25 @@ class Adversary(RelayBrain):
             if others:  # live models are in rank order: the best one that is not its parent
                 source = self.models.digest_of(others[0])
         return self.commit_child(state, me, self.models.load(source), parent, 1 + (source != parent))
+
+    def own_cases(self, state: State, me: int) -> tuple[F32, I64]:
+        """The cases this participant publishes as a tester: a case picker's are picked
+        (``_pick``), every other kind's are honest."""
+        x, y = super().own_cases(state, me)
+        return self._pick(state, me, len(y)) if self.kind == "case_picker" and state.commitments else (x, y)
+
+    def _pick(self, state: State, me: int, n: int) -> tuple[F32, I64]:
+        """``n`` cases from this participant's data that favour its group's children most: the
+        samples on which the most favourable difference (some child of the group right, minus
+        some other child right) is reached, in data order, repeated to fill ``n``."""
+        xs, ys = self.shard.read(me)
+        owners = state.commits.owner.tolist()
+        right = np.stack([self.evaluator.predict(self.models.load(d), xs) == ys for d in state.commitments])
+        ours = np.array([o in self.group for o in owners], dtype=bool)
+        gain = right[ours].any(axis=0).astype(np.int64) - right[~ours].any(axis=0).astype(np.int64)
+        best = np.flatnonzero(gain == gain.max())
+        pick = np.resize(best, n)
+        return xs[pick], ys[pick]
 
     def score(self, state: State, me: int) -> tuple[bytes, I64]:
         digest, scores = super().score(state, me)
