@@ -25,6 +25,7 @@ from derelayl.experiments.attacks import DEFENCES, run_attacks
 from derelayl.experiments.config import parse_config
 from derelayl.experiments.relay import run_derelayl
 from derelayl.experiments.runner import build_experiment_setup
+from derelayl.learning.data import case_digest
 from derelayl.learning.serialization import weights_from_bytes
 from derelayl.learning.store import MemoryModelStore
 from derelayl.ledger.client import StateClient
@@ -284,3 +285,33 @@ def test_a_strategic_liar_lies_only_when_its_group_holds_most_tester_seats(setup
     assert alone.score(state, me)[1].tolist() == honest.tolist()
     lied = majority.score(state, me)[1]
     assert lied.tolist() != honest.tolist() and set(lied.tolist()) <= {0, params.test_cases}
+
+
+def test_a_case_picker_publishes_cases_that_favour_its_group_and_reports_true_scores_on_them(setup) -> None:  # type: ignore[no-untyped-def]
+    # Prepare: pooled testers at a test phase; the first tester turned case picker, colluding
+    # with the owner of the child that alone is right on most of the picker's samples
+    params = Params.from_dict({"testers": 3, "pooled_cases": True}, base=preset("minimal"))
+    state, brains, book = network_at_test_phase(setup, params, "p", b"\x06" * 32, ready=lambda s: s.round >= 6)
+    me = int(state.roles.testers[0])
+    xs, ys = brains[me].shard.read(me)
+    alone = np.stack([brains[me].evaluator.predict(book.load(d), xs) == ys for d in state.commitments])
+    alone &= alone.sum(axis=0) == 1
+    assert alone.sum() > 0  # some sample only one child gets right
+    friend = int(state.commits.owner[int(alone.sum(axis=1).argmax())])
+    fields = {f.name: getattr(brains[me], f.name) for f in dataclasses.fields(brains[me])}
+    picker = Adversary(**fields, kind="case_picker", group=frozenset({me, friend}))
+    honest_cases = brains[me].own_cases(state, me)
+    # Execute
+    x, y = picker.own_cases(state, me)
+    brains[me] = picker
+    reports = {t: brains[t].score(state, t)[1] for t in state.roles.testers.tolist()}
+    # Assert: as many cases as an honest tester's, drawn from its own data, on every one of
+    # which the friend's child is right and every other child wrong
+    assert len(y) == len(honest_cases[1]) and case_digest(x, y) != case_digest(*honest_cases)
+    own = {row.tobytes() for row in picker.shard.read(me)[0]}
+    assert all(row.tobytes() in own for row in x)
+    right = np.stack([picker.evaluator.predict(book.load(d), x) == y for d in state.commitments])
+    ours = np.array([o == friend for o in state.commits.owner.tolist()])
+    assert right[ours].any(axis=0).all() and not right[~ours].any()
+    # every tester, honest or not, reports the same scores: nothing for appeals or audit to see
+    assert len({tuple(r.tolist()) for r in reports.values()}) == 1
