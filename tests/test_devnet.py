@@ -123,7 +123,8 @@ def test_the_defences_run_on_the_network_as_in_process(tmp_path: Path, options: 
     commitment. Same results, though not the same chain: encryption is randomised. The nodes
     also post their commitments straight to the contract, and ``derelayl audit`` re-runs every
     report from the nodes' stores and published cases (encrypted ones it leaves unchecked)."""
-    output = _wait(_devnet(tmp_path / "dev", 6, 3, 8760, *options, "--post-commitments"), timeout=300)
+    port = 8820 if "--fhe" in options else 8760  # each case its own ports
+    output = _wait(_devnet(tmp_path / "dev", 6, 3, port, *options, "--post-commitments"), timeout=300)
     local = runner.invoke(
         app, ["run", "--participants", "6", "--rounds", "3", *options, "--out", str(tmp_path / "run"), "--quiet"]
     )
@@ -295,7 +296,7 @@ def test_a_devnet_relay_trains_a_plugin_task_as_run_does(tmp_path: Path) -> None
         'name = "plugged"\n[data]\ndataset = "plug.py:load"\npreprocess = "none"\n'
         '[model]\nfactory = "plug.py:net"\n[methods.fedavg]\nrounds = 1\n'
     )
-    output = _wait(_devnet(tmp_path / "dev", 4, 2, 8750, "--task", str(config)), timeout=300)
+    output = _wait(_devnet(tmp_path / "dev", 4, 2, 8780, "--task", str(config)), timeout=300)
     local = runner.invoke(
         app,
         [
