@@ -117,12 +117,12 @@ def test_the_defences_run_on_the_network_as_in_process(tmp_path: Path, options: 
     """Improvement rule (in both): testers fetch the live models (the parents) too, entitled
     by the chain; with the copy rule and the sign test they compare predictions. Pooled cases:
     each tester fetches the others' cases from their nodes after the commit block, and honest
-    testers agree (all are paid, as in one process). Encrypted
-    scoring: testers fetch ciphertexts and keys from the trainers' nodes and ask them to
-    decrypt (the parents' trainers too); the next trainer gets the model file through its
-    commitment. Same results, though not the same chain: encryption is randomised. The nodes
-    also post their commitments straight to the contract, and ``derelayl audit`` re-runs every
-    report from the nodes' stores and published cases (encrypted ones it leaves unchecked)."""
+    testers agree (all are paid, as in one process). Encrypted scoring: testers fetch
+    ciphertexts and keys from the trainers' nodes and ask them to decrypt (the parents'
+    trainers too); the next trainer gets the model file through its commitment. Same results,
+    though not the same chain: encryption is randomised. The nodes also post their commitments
+    straight to the contract, and ``derelayl audit`` re-runs every report from the nodes' stores
+    and published cases (encrypted ones it leaves unchecked)."""
     port = 8820 if "--fhe" in options else 8760  # each case its own ports
     output = _wait(_devnet(tmp_path / "dev", 6, 3, port, *options, "--post-commitments"), timeout=300)
     local = runner.invoke(
