@@ -333,8 +333,7 @@ def parse_config(raw: dict[str, Any], base: Path | None = None) -> ExperimentCon
     if needs_fedavg and "fedavg" not in methods:
         raise ConfigError(f'budget = "fedavg" in {", ".join(needs_fedavg)} needs [methods.fedavg]')
     if "derelayl" in methods:
-        _check_params(methods["derelayl"]["preset"], methods["derelayl"]["params"] or {}, "methods.derelayl")
-        rules = relay_params(methods["derelayl"]["preset"], methods["derelayl"]["params"] or {})
+        rules = _check_params(methods["derelayl"]["preset"], methods["derelayl"]["params"] or {}, "methods.derelayl")
         if methods["derelayl"]["fhe"] and rules.compares_predictions:
             raise ConfigError(f"[methods.derelayl] {PREDICTIONS_NOT_ENCRYPTED}")
         if methods["derelayl"]["fhe"] and (model["activation"] != "quad" or len(hidden) != 1):
@@ -413,9 +412,10 @@ def relay_params(preset_name: str, params: dict[str, Any]) -> Params:
     return Params.from_dict(protocol_overrides(params, "params."), base=preset(preset_name))
 
 
-def _check_params(preset_name: str, params: dict[str, Any], where: str) -> None:
+def _check_params(preset_name: str, params: dict[str, Any], where: str) -> Params:
+    """The relay's rules (``relay_params``); a bad value names ``where`` it was given."""
     try:
-        relay_params(preset_name, params)
+        return relay_params(preset_name, params)
     except ConfigError as exc:
         raise ConfigError(f"[{where}] {exc}") from exc
 
