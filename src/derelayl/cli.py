@@ -86,6 +86,13 @@ def run(
             "and decide; testers off their median forfeit their reward (off)."
         ),
     ] = None,
+    case_commitments: Annotated[
+        bool | None,
+        typer.Option(
+            "--case-commitments/--no-case-commitments",
+            help="Testers commit to their test cases' digest in the deposit block, before any new model exists.",
+        ),
+    ] = None,
     post_commitments: Annotated[
         bool,
         typer.Option(help="With --ledger evm: trainers also send commitments straight to the contract."),
@@ -121,6 +128,7 @@ def run(
             copy_rule=copy_rule,
             improvement_z=improvement_z,
             appeal_testers=appeal_testers,
+            case_commitments=case_commitments,
             post_commitments=post_commitments,
             fhe=on_off(fhe, "--fhe"),
         )

@@ -30,7 +30,11 @@ Each kind is one participant's behaviour, written once and used by the relay (an
   group is right and every other child wrong, repeated to fill its share of the cases. Its
   scores are true for its cases, so honest co-testers scoring the pool agree with it, no
   appeal opens and ``derelayl audit`` finds nothing: the attack is on the cases, not the
-  scores. In FedAvg there are no testers: it behaves honestly.
+  scores. Under case commitments (``Params.case_commitments``) picked cases would not match
+  the digest it committed to before any child existed, so it publishes its committed cases
+  and does the next best thing it can: it hands them to its group, whose trainers train on
+  them as well ("teaching to the test"; in one process through ``share_group_cases``, a side
+  channel the network nodes do not have). In FedAvg there are no testers: it behaves honestly.
 
 Who is dishonest is drawn from the seed (``assign``); participant 0 (the genesis owner)
 stays honest.
@@ -39,6 +43,7 @@ stays honest.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -66,6 +71,7 @@ __all__ = [
     "backdoor_success",
     "behaving",
     "poison",
+    "share_group_cases",
     "stamp",
 ]
 
@@ -137,10 +143,25 @@ class Adversary(RelayBrain):
     group: frozenset[int] = field(default_factory=frozenset)
     """Participants of the same kind (a lying tester favours their models)."""
     n_classes: int = 2
+    group_cases: Callable[[State, int], tuple[F32, I64]] | None = None
+    """A case picker's side channel to its group's testers: their committed cases (``share_group_cases``)."""
 
-    def training_data(self, me: int) -> tuple[F32, I64]:
-        x, y = super().training_data(me)
+    def training_data(self, state: State, me: int) -> tuple[F32, I64]:
+        x, y = super().training_data(state, me)
+        if self.kind == "case_picker" and state.params.case_commitments and self.group_cases is not None:
+            return self._with_leaked_cases(state, me, x, y)
         return poison(self.kind, x, y, self.n_classes, derive_seed(self.seed, "poison", me))
+
+    def _with_leaked_cases(self, state: State, me: int, x: F32, y: I64) -> tuple[F32, I64]:
+        """Own data plus the cases this round's testers of the group committed to, repeated to
+        as many samples as its own (so that training fits them)."""
+        assert state.roles is not None and self.group_cases is not None
+        leaked = [self.group_cases(state, t) for t in state.roles.testers.tolist() if t in self.group and t != me]
+        if not leaked:
+            return x, y
+        lx, ly = np.concatenate([c[0] for c in leaked]), np.concatenate([c[1] for c in leaked])
+        pick = np.resize(np.arange(len(ly)), max(len(y), len(ly)))
+        return np.concatenate([x, lx[pick]]), np.concatenate([y, ly[pick]])
 
     def train(self, state: State, me: int) -> bytes | None:
         if self.kind not in UNTRAINED:
@@ -157,9 +178,11 @@ class Adversary(RelayBrain):
 
     def own_cases(self, state: State, me: int) -> tuple[F32, I64]:
         """The cases this participant publishes as a tester: a case picker's are picked
-        (``_pick``), every other kind's are honest."""
+        (``_pick``) once the models are committed, unless it committed to its cases before;
+        every other kind's are honest."""
         x, y = super().own_cases(state, me)
-        return self._pick(state, me, len(y)) if self.kind == "case_picker" and state.commitments else (x, y)
+        picking = self.kind == "case_picker" and state.commitments and not state.params.case_commitments
+        return self._pick(state, me, len(y)) if picking else (x, y)
 
     def _pick(self, state: State, me: int, n: int) -> tuple[F32, I64]:
         """``n`` cases from this participant's data that favour its group's children most: the
@@ -195,6 +218,14 @@ class Adversary(RelayBrain):
         owners = state.commits.owner.tolist()
         ours = [o in self.group for o in owners] + [False] * (scores.size - len(owners))
         return np.where(ours, state.params.test_cases, 0).astype(np.int64)
+
+
+def share_group_cases(brains: list[RelayBrain]) -> None:
+    """In one process, give every case picker its group testers' committed cases (the side
+    channel a colluding group would use; read from each tester's own brain)."""
+    for brain in brains:
+        if isinstance(brain, Adversary) and brain.kind == "case_picker":
+            brain.group_cases = lambda state, t: brains[t].own_cases(state, t)
 
 
 def behaving(brain: RelayBrain, kind: str, group: frozenset[int], n_classes: int) -> RelayBrain:

@@ -4,7 +4,7 @@ An ``Agent`` does what its role asks in each phase, using only public state and 
 own (its key, its data, the models it trained or was handed):
 
 - deposit: bid (trainer: the taker bid; model owner: its budget per trainer); a newcomer asks
-  to join;
+  to join; a drawn tester commits to its test cases' digest (with case commitments);
 - commit: if matched, train the parent on its own data and commit to the child's digest;
 - test: if drawn as a co-tester, score every committed model on its own test cases;
 - settle: if drawn as an appellant of a disputed round, re-score the round's pooled cases;
@@ -30,6 +30,7 @@ from derelayl.agents.policies import OwnVersion, mo_bid, taker_bid
 from derelayl.errors import DerelaylError
 from derelayl.protocol.blocks import (
     Bids,
+    CaseCommitment,
     CommitBlock,
     DepositBlock,
     PostedCommitment,
@@ -39,6 +40,7 @@ from derelayl.protocol.blocks import (
 )
 from derelayl.protocol.messages import (
     BidMessage,
+    CasesMessage,
     CommitMessage,
     JoinMessage,
     Message,
@@ -75,6 +77,11 @@ class Brain(Protocol):
     def train(self, state: State, me: int) -> bytes | None:
         """As a matched trainer: train the pair's parent on own data; the child's digest, or
         None if training failed (the agent then commits nothing)."""
+        ...
+
+    def cases_digest(self, state: State, me: int) -> bytes:
+        """As a tester, in the deposit phase (with case commitments): the digest of the test
+        cases it will publish this round."""
         ...
 
     def score(self, state: State, me: int) -> tuple[bytes, I64]:
@@ -123,6 +130,8 @@ class Agent:
                     out.append(BidMessage(state.round, me, "trainer", bid))
             if _has(roles.model_owners, me):
                 out.append(BidMessage(state.round, me, "model_owner", int(mo_bid(state, me))))
+            if state.params.case_commitments and me in roles.testers.tolist():
+                out.append(CasesMessage(state.round, me, self.brain.cases_digest(state, me)))
         elif state.phase == Phase.COMMIT and me in state.pairs.trainer.tolist():
             digest = self.brain.train(state, me)
             if digest is not None:
@@ -160,7 +169,7 @@ class Agent:
         assert me is not None and state.roles is not None
         valid = [s for s in inbox if self._verifies(state, s)]
         if state.phase == Phase.DEPOSIT:
-            return self._deposit(state, me, valid)
+            return self._deposit(state, me, valid, now)
         if state.phase == Phase.COMMIT:
             return self._commit(state, me, valid)
         if state.phase == Phase.TEST:
@@ -181,7 +190,7 @@ class Agent:
             public = state.keys[message.participant]
         return self.signer.verify(public, message, signed.signature)
 
-    def _deposit(self, state: State, me: int, inbox: list[Signed]) -> Proposal:
+    def _deposit(self, state: State, me: int, inbox: list[Signed], now: int | None) -> Proposal:
         by_role: dict[str, list[tuple[int, int]]] = {"trainer": [], "model_owner": []}
         sigs: dict[tuple[str, int, int], bytes] = {}
         joins: dict[bytes, bytes] = {}
@@ -200,8 +209,23 @@ class Agent:
             for bids, role in ((trainer_bids, "trainer"), (mo_bids, "model_owner"))
             for p, a in zip(bids.participant, bids.amount, strict=True)
         ]
-        block = DepositBlock(state.round, me, trainer_bids, mo_bids, tuple(joins))
-        return Proposal(block, (*signatures, *joins.values()))
+        cases: list[tuple[int, Signed]] = []
+        if state.params.case_commitments:
+            assert state.roles is not None
+            committed = [s for s in inbox if isinstance(s.message, CasesMessage) and len(s.message.digest) == 32]
+            testers = state.roles.testers.tolist()
+            cases = self._first_of_each(
+                state, committed, testers, now, "deposit block", "case commitment from tester(s)"
+            )
+        block = DepositBlock(
+            state.round,
+            me,
+            trainer_bids,
+            mo_bids,
+            tuple(joins),
+            case_commitments=tuple(CaseCommitment(t, s.message.digest) for t, s in cases),  # type: ignore[union-attr]
+        )
+        return Proposal(block, (*signatures, *joins.values(), *(s.signature for _, s in cases)))
 
     def _commit(self, state: State, me: int, inbox: list[Signed]) -> Proposal:
         # commitments posted straight to the ledger first: the rules require every one of them
@@ -218,29 +242,47 @@ class Agent:
     def _test(self, state: State, me: int, inbox: list[Signed], now: int | None) -> Proposal:
         assert state.roles is not None
         digest, scores = self.brain.score(state, me)
+        if state.params.case_commitments:  # a report on other cases than its sender committed to is refused
+            inbox = [s for s in inbox if _names_committed_cases(state, s.message)]
         chosen = self._reports(state, inbox, state.roles.testers[1:].tolist(), now, "test block", "co-tester(s)")
         block_reports = tuple(TesterReport(t, s.message.test_cases_digest, s.message.scores) for t, s in chosen)  # type: ignore[union-attr]
         block = TestBlock(state.round, me, state.params.test_cases, digest, scores, block_reports)
         return Proposal(block, tuple(s.signature for _, s in chosen))
 
-    @staticmethod
+    @classmethod
     def _reports(
-        state: State, inbox: list[Signed], expected: list[int], now: int | None, block: str, who: str
+        cls, state: State, inbox: list[Signed], expected: list[int], now: int | None, block: str, who: str
     ) -> list[tuple[int, Signed]]:
         """The first well-formed report of each ``expected`` sender, in that order; once the
         phase has timed out, silent ones are left out (they forfeit), before that they are
         waited for."""
+        reports = [
+            s for s in inbox if isinstance(s.message, ScoresMessage) and s.message.scores.size == scores_expected(state)
+        ]
+        return cls._first_of_each(state, reports, expected, now, block, f"report from {who}")
+
+    @staticmethod
+    def _first_of_each(
+        state: State, inbox: list[Signed], expected: list[int], now: int | None, block: str, what: str
+    ) -> list[tuple[int, Signed]]:
+        """The first of ``inbox`` from each ``expected`` sender, in that order; once the phase
+        has timed out, silent ones are left out, before that they are waited for (``what``:
+        what is missing, for the error)."""
         reports: dict[int, Signed] = {}
         for s in inbox:
-            m = s.message
-            if isinstance(m, ScoresMessage) and m.scores.size == scores_expected(state):
-                reports.setdefault(m.participant, s)
+            reports.setdefault(s.message.participant, s)  # type: ignore[union-attr]
         missing = [t for t in expected if t not in reports]
         if missing and now is not None and phase_timed_out(state, now + 1):
             expected = [t for t in expected if t in reports]
         elif missing:
-            raise DerelaylError(f"{block} of round {state.round}: no report from {who} {missing}")
+            raise DerelaylError(f"{block} of round {state.round}: no {what} {missing}")
         return [(t, reports[t]) for t in expected]
+
+
+def _names_committed_cases(state: State, message: Message) -> bool:
+    return (
+        isinstance(message, ScoresMessage) and state.case_digests.get(message.participant) == message.test_cases_digest
+    )
 
 
 def _has(sorted_ids: I64, who: int) -> bool:

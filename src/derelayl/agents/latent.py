@@ -20,7 +20,16 @@ from numpy.typing import NDArray
 
 from derelayl.agents.policies import OwnVersion, mo_bid, taker_bid
 from derelayl.learning.latent import LatentTrainer, latent_commitments, latent_scores
-from derelayl.protocol.blocks import Bids, Block, CommitBlock, DepositBlock, SettleBlock, TestBlock, TesterReport
+from derelayl.protocol.blocks import (
+    Bids,
+    Block,
+    CaseCommitment,
+    CommitBlock,
+    DepositBlock,
+    SettleBlock,
+    TestBlock,
+    TesterReport,
+)
 from derelayl.protocol.producer import order_bids
 from derelayl.protocol.state import State
 from derelayl.protocol.types import Phase
@@ -61,8 +70,11 @@ class LatentBrain:
             return None
         return latent_commitments(state.round, np.array([me], dtype=np.int64), score)[0]
 
+    def cases_digest(self, state: State, me: int) -> bytes:
+        return latent_test_digest(self.trainer.seed, state.round, me)
+
     def score(self, state: State, me: int) -> tuple[bytes, I64]:
-        return latent_test_digest(self.trainer.seed, state.round, me), latent_round_scores(state)
+        return self.cases_digest(state, me), latent_round_scores(state)
 
     def appeal(self, state: State, me: int) -> tuple[bytes, I64]:
         return self.score(state, me)
@@ -100,7 +112,11 @@ class LatentPopulation:
                 Bids(trainers[afford], bids[afford]),
                 Bids(owners, mo_bid(state, owners)),
             )
-            return DepositBlock(state.round, miner, trainer_bids, mo_bids, joins)
+            cases = tuple(
+                CaseCommitment(t, latent_test_digest(self.trainer.seed, state.round, t))
+                for t in (roles.testers.tolist() if state.params.case_commitments else [])
+            )
+            return DepositBlock(state.round, miner, trainer_bids, mo_bids, joins, case_commitments=cases)
         if state.phase == Phase.COMMIT:
             # every matched trainer trains; those that succeed commit, in pair order (digests
             # are distinct by construction: they encode the trainer)

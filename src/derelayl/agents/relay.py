@@ -163,15 +163,15 @@ class RelayBrain:
     def train(self, state: State, me: int) -> bytes | None:
         pair = int(np.flatnonzero(state.pairs.trainer == me)[0])
         start, parent, received = self._start_weights(state, int(state.pairs.live_pos[pair]))
-        x, y = self.training_data(me)
+        x, y = self.training_data(state, me)
         child = self.trainer.train(start, x, y, seed=derive_seed(self.seed, "train", state.round, me))
         epochs = self.trainer.config.local_epochs
         self.traffic.local_epochs += epochs
         self.traffic.samples += epochs * len(y)
         return self.commit_child(state, me, child, parent, received)
 
-    def training_data(self, me: int) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
-        """What this participant trains on: its own shard."""
+    def training_data(self, state: State, me: int) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+        """What this participant trains on in the round ``state`` is in: its own shard."""
         return self.shard.read(me)
 
     def commit_child(self, state: State, me: int, child: Weights, parent: bytes, received: int) -> bytes:
@@ -215,6 +215,9 @@ class RelayBrain:
     def cases_for(self, round_: int, me: int, n: int) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
         return self.shard.draw_test_cases(me, n, derive_seed(self.seed, "tests", round_, me))
 
+    def cases_digest(self, state: State, me: int) -> bytes:
+        return case_digest(*self.own_cases(state, me))
+
     def score(self, state: State, me: int) -> tuple[bytes, I64]:
         x, y = self.own_cases(state, me)
         if self.on_cases is not None:
@@ -255,13 +258,18 @@ class RelayBrain:
         self, state: State, me: int, own: tuple[NDArray[np.float32], NDArray[np.int64]] | None = None
     ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
         """Every tester's published cases, in tester order (pooled cases); ``own``: this
-        tester's (``me``'s) own, already drawn."""
+        tester's (``me``'s) own, already drawn. With case commitments, each must be the cases
+        its tester committed to."""
         if self.peer_cases is None:
             raise ModelError("pooled test cases need the other testers' cases (no peer_cases source)")
         assert state.roles is not None
-        parts = [
-            own if t == me and own is not None else self.peer_cases(state, t) for t in state.roles.testers.tolist()
-        ]
+        parts = []
+        for t in state.roles.testers.tolist():
+            x, y = own if t == me and own is not None else self.peer_cases(state, t)
+            committed = state.case_digests.get(t) if state.params.case_commitments else None
+            if committed is not None and case_digest(x, y) != committed:
+                raise ModelError(f"tester {t} published other test cases than it committed to in the deposit block")
+            parts.append((x, y))
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 

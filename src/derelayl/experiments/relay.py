@@ -16,7 +16,15 @@ from typing import Any
 
 import numpy as np
 
-from derelayl.agents.adversaries import HONEST, KINDS, OmittingMiner, assign, backdoor_success, behaving
+from derelayl.agents.adversaries import (
+    HONEST,
+    KINDS,
+    OmittingMiner,
+    assign,
+    backdoor_success,
+    behaving,
+    share_group_cases,
+)
 from derelayl.agents.agent import Agent
 from derelayl.agents.relay import ModelBook, RelayBrain, Traffic, relay_brains, share_cases
 from derelayl.baselines.curve import Budget, Curve, Point
@@ -78,6 +86,7 @@ def run_derelayl(
         for b, kind in zip(brains, kinds, strict=True)
     ]
     share_cases(brains)
+    share_group_cases(brains)
     backdoor = measure_backdoor or "backdoor" in kinds
     agents = [_agent(client.signer(k), b, kinds, post_commitments) for k, b in zip(keys, brains, strict=True)]
     driver = RoundDriver(client, agents)

@@ -26,6 +26,7 @@ from derelayl.protocol.blocks import Block, CommitBlock, DepositBlock, SettleBlo
 from derelayl.protocol.messages import (
     BidMessage,
     BlockHeader,
+    CasesMessage,
     CommitMessage,
     JoinMessage,
     Message,
@@ -60,6 +61,8 @@ def message_bytes(chain_id: bytes, message: Message) -> bytes:
         fields: dict[str, Any] = {"type": "bid", "role": message.role, "amount": message.amount}
     elif isinstance(message, CommitMessage):
         fields = {"type": "commit", "digest": message.digest.hex()}
+    elif isinstance(message, CasesMessage):
+        fields = {"type": "cases", "digest": message.digest.hex()}
     elif isinstance(message, ScoresMessage):
         fields = {
             "type": "scores",
@@ -95,13 +98,19 @@ def encode_block(proposal: Proposal) -> dict[str, Any]:
         raise MalformedError(f"{len(proposal.signatures)} signatures for {len(messages)} messages")
     sigs = [s.hex() for s in proposal.signatures]
     if isinstance(block, DepositBlock):
-        t, m = len(block.trainer_bids), len(block.mo_bids)
+        t, m, j = len(block.trainer_bids), len(block.mo_bids), len(block.joins)
         bids = [[msg.participant, msg.amount, sig] for msg, sig in zip(messages[: t + m], sigs[: t + m], strict=True)]
-        return {
+        body: dict[str, Any] = {
             "trainer_bids": bids[:t],
             "mo_bids": bids[t:],
-            "joins": [[k.hex(), sig] for k, sig in zip(block.joins, sigs[t + m :], strict=True)],
+            "joins": [[k.hex(), sig] for k, sig in zip(block.joins, sigs[t + m : t + m + j], strict=True)],
         }
+        if block.case_commitments:  # (left out when empty: chains without case commitments keep their bytes)
+            body["case_commitments"] = [
+                [c.tester, c.digest.hex(), sig]
+                for c, sig in zip(block.case_commitments, sigs[t + m + j :], strict=True)
+            ]
+        return body
     if isinstance(block, CommitBlock):
         return {
             "commitments": [
@@ -231,7 +240,10 @@ def decode_block(header: dict[str, Any], body: Any, chain_id: bytes, keys: list[
     messages: list[Message] = []
     extra: dict[str, Any] = {}
     if kind == BlockKind.DEPOSIT:
-        body = _fields(body, {"trainer_bids", "mo_bids", "joins"}, "deposit block body")
+        names = {"trainer_bids", "mo_bids", "joins"}
+        if isinstance(body, dict) and "case_commitments" in body:
+            names.add("case_commitments")
+        body = _fields(body, names, "deposit block body")
         for name, role in (("trainer_bids", "trainer"), ("mo_bids", "model_owner")):
             for who, amount, sig in _list(body[name], name, 3):
                 bid = BidMessage(r, who, role, _int(amount, f"{role} bid amount", INT64_MIN))  # type: ignore[arg-type]
@@ -242,6 +254,12 @@ def decode_block(header: dict[str, Any], body: Any, chain_id: bytes, keys: list[
             if not verify_signature(join.key, _hex(sig, "join signature"), message_bytes(chain_id, join)):
                 raise SignatureError(f"join of key {key_hex[:16]}…: signature does not verify")
             messages.append(join)
+        if _list(body.get("case_commitments", [None]), "case_commitments") == []:
+            raise MalformedError("deposit block body: case_commitments is empty (it is left out when there are none)")
+        for who, digest_hex, sig in _list(body.get("case_commitments", []), "case_commitments", 3):
+            committed = CasesMessage(r, who, _hex(digest_hex, "case commitment", 32))
+            _check(keys, who, sig, chain_id, committed, "case commitment")
+            messages.append(committed)
     elif kind == BlockKind.COMMIT:
         body = _fields(body, {"commitments", "fhe_public_key"}, "commit block body")
         for who, digest_hex, sig in _list(body["commitments"], "commitments", 3):

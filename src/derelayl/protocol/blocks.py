@@ -25,6 +25,7 @@ from derelayl.protocol.types import BlockKind
 __all__ = [
     "Bids",
     "Block",
+    "CaseCommitment",
     "CommitBlock",
     "CommitReceipt",
     "DepositBlock",
@@ -64,6 +65,14 @@ class Bids:
 
 
 @dataclass(frozen=True)
+class CaseCommitment:
+    """A tester's signed digest of the test cases it will publish this round (``Params.case_commitments``)."""
+
+    tester: int
+    digest: bytes
+
+
+@dataclass(frozen=True)
 class DepositBlock:
     round: int
     miner: int
@@ -73,6 +82,10 @@ class DepositBlock:
     """Public keys registering now; they take part from the next round's role draw."""
     time: int = 0
     randomness: bytes = b""
+    case_commitments: tuple[CaseCommitment, ...] = ()
+    """With ``Params.case_commitments``: each of the round's testers' digest of the test cases
+    it will publish, in tester order, fixed before any trainer is matched (once the phase has
+    timed out, a silent tester's may be missing: it may then not report); otherwise none."""
     kind: BlockKind = BlockKind.DEPOSIT
 
 

@@ -14,11 +14,21 @@ from typing import Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from derelayl.protocol.blocks import Bids, Block, CommitBlock, DepositBlock, SettleBlock, TestBlock, TesterReport
+from derelayl.protocol.blocks import (
+    Bids,
+    Block,
+    CaseCommitment,
+    CommitBlock,
+    DepositBlock,
+    SettleBlock,
+    TestBlock,
+    TesterReport,
+)
 from derelayl.protocol.types import BlockKind
 
 __all__ = [
     "BidMessage",
+    "CasesMessage",
     "CommitMessage",
     "JoinMessage",
     "Message",
@@ -48,6 +58,15 @@ class CommitMessage:
 
 
 @dataclass(frozen=True)
+class CasesMessage:
+    """A tester's commitment to the digest of the test cases it will publish this round."""
+
+    round: int
+    participant: int
+    digest: bytes
+
+
+@dataclass(frozen=True)
 class ScoresMessage:
     round: int
     participant: int
@@ -71,7 +90,7 @@ class JoinMessage:
     key: bytes
 
 
-Message = BidMessage | CommitMessage | ScoresMessage | JoinMessage
+Message = BidMessage | CommitMessage | CasesMessage | ScoresMessage | JoinMessage
 
 
 @dataclass(frozen=True)
@@ -85,7 +104,8 @@ class Signed:
 @dataclass(frozen=True)
 class Proposal:
     """A block as its miner assembled it, and the senders' signatures of its items in item
-    order: deposit = trainer bids, model-owner bids, joins; commit = commitments; test =
+    order: deposit = trainer bids, model-owner bids, joins, case commitments; commit =
+    commitments; test =
     co-tester reports; settle = appeal reports (a disputed round's; otherwise none)."""
 
     block: Block
@@ -102,7 +122,8 @@ def block_messages(block: Block) -> list[Message]:
                 BidMessage(r, int(p), role, int(a))  # type: ignore[arg-type]
                 for p, a in zip(bids.participant, bids.amount, strict=True)
             ]
-        return out + [JoinMessage(k) for k in block.joins]
+        out += [JoinMessage(k) for k in block.joins]
+        return out + [CasesMessage(r, c.tester, c.digest) for c in block.case_commitments]
     if isinstance(block, CommitBlock):
         return [CommitMessage(r, int(t), d) for t, d in zip(block.trainers, block.commitments, strict=True)]
     if isinstance(block, TestBlock):
@@ -138,8 +159,16 @@ def block_from_messages(header: BlockHeader, messages: list[Message]) -> Block:
             for role in ("trainer", "model_owner")
         }
         joins = tuple(m.key for m in messages if isinstance(m, JoinMessage))
+        cases = tuple(CaseCommitment(m.participant, m.digest) for m in messages if isinstance(m, CasesMessage))
         return DepositBlock(
-            r, miner, Bids.of(bids["trainer"]), Bids.of(bids["model_owner"]), joins, time=t, randomness=rnd
+            r,
+            miner,
+            Bids.of(bids["trainer"]),
+            Bids.of(bids["model_owner"]),
+            joins,
+            time=t,
+            randomness=rnd,
+            case_commitments=cases,
         )
     if header.kind == BlockKind.COMMIT:
         commits = [m for m in messages if isinstance(m, CommitMessage)]

@@ -37,6 +37,7 @@ _OPTIONAL = {
     "copy_rule": False,
     "appeal_testers": 0,
     "improvement_z": 0,
+    "case_commitments": False,
 }
 """Parameters added after chains existed: left out of ``to_dict`` while at these defaults."""
 MAX_TESTERS = 16
@@ -157,6 +158,13 @@ class Params:
     settle block carries their reports. The lower median of theirs then decides the round's
     scores; a tester off it forfeits its held reward to the appellants on it. 0 (reference):
     no appeals."""
+    case_commitments: bool = False
+    """Testers fix their test cases before any new model exists (against case pickers): each of
+    the round's testers (drawn at the last settlement) signs the digest of the cases it will
+    publish, and the deposit block carries these case commitments, in tester order, with the
+    bids. The test block accepts a tester's report only if it names the digest that tester
+    committed to. False (reference): a tester names its cases' digest when it reports, after it
+    has seen the committed models."""
     extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -171,7 +179,13 @@ class Params:
                 raise ConfigError(f"{name} must be an integer, got {value!r}")
         if self.cap is not None and (not isinstance(self.cap, int) or isinstance(self.cap, bool)):
             raise ConfigError(f"cap must be an integer, got {self.cap!r}")
-        for name in ("encryption_miner_holds_models", "trainer_holds_parent", "pooled_cases", "copy_rule"):
+        for name in (
+            "encryption_miner_holds_models",
+            "trainer_holds_parent",
+            "pooled_cases",
+            "copy_rule",
+            "case_commitments",
+        ):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if self.phase_timeout is not None and (

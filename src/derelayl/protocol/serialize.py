@@ -90,6 +90,8 @@ def state_to_dict(state: State) -> dict[str, Any]:
     }
     if state.params.min_improvement is not None:  # (states without the rule keep their old form)
         out["commit_eligible"] = [bool(e) for e in state.commit_eligible]
+    if state.case_digests:  # (from the deposit block of a round with case commitments to its settlement)
+        out["case_digests"] = {str(t): d.hex() for t, d in sorted(state.case_digests.items())}
     if state.posted:  # (only during a commit phase with posted commitments)
         out["posted"] = {str(t): [d.hex(), sig.hex()] for t, (d, sig) in sorted(state.posted.items())}
     if state.dispute is not None:  # (only in the settle phase of a disputed round)
@@ -146,6 +148,7 @@ def state_from_dict(d: dict[str, Any]) -> State:
         commit_eligible=np.array(d.get("commit_eligible", [True] * len(d["commit_pair"])), dtype=bool),
         commitments=[bytes.fromhex(c) for c in d["commitments"]],
         posted={int(t): (bytes.fromhex(v[0]), bytes.fromhex(v[1])) for t, v in d.get("posted", {}).items()},
+        case_digests={int(t): bytes.fromhex(v) for t, v in d.get("case_digests", {}).items()},
         dispute=_dispute_from(d.get("dispute")),
         lineage=LineageTree(
             multipliers=tuple(lineage["multipliers"]),

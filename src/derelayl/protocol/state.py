@@ -123,6 +123,9 @@ class State:
     posted: dict[int, tuple[bytes, bytes]] = field(default_factory=dict)
     """Commit phase: trainer -> (digest, signature) of the commitments posted straight to the
     ledger (``PostedCommitment``), which the commit block must carry."""
+    case_digests: dict[int, bytes] = field(default_factory=dict)
+    """With ``Params.case_commitments``, from the deposit block to the settlement: tester -> the
+    digest of the cases it committed to in the deposit block (its report must name it)."""
     dispute: Dispute | None = None
     """Settle phase of a round whose testers disagreed (appeals on): what the appeal decides."""
     lineage: LineageTree = field(default_factory=lambda: LineageTree(multipliers=(0,)))

@@ -57,6 +57,7 @@ from derelayl.protocol.validate import (
     timed_out,
     validate_new_keys,
     verify_bids,
+    verify_committed_cases,
     verify_header,
     verify_minimum_bids,
     verify_report,
@@ -113,6 +114,7 @@ def process_deposit_block(state: State, block: DepositBlock) -> DepositReceipt:
     if owner_pos.size > 1 and not bool((owner_pos[:-1] < owner_pos[1:]).all()):
         raise MalformedError("deposit block: model-owner bids are not in the order of the live models")
     validate_new_keys(state.key_index, block.joins)
+    case_digests = _verify_case_commitments(state, block)
 
     owner_of_pair, trainer_of_pair = compute_matching(len(trainer_bids), len(mo_bids), k)
     pairs = Pairs(
@@ -131,6 +133,7 @@ def process_deposit_block(state: State, block: DepositBlock) -> DepositReceipt:
         parent_version = state.live.version[pairs.live_pos]
         state.held_version[pairs.trainer] = np.maximum(state.held_version[pairs.trainer], parent_version)
     state.pairs = pairs
+    state.case_digests = case_digests
     reward = pay_miner(state, block.miner, state.params.reward_per_deposit * len(pairs))
     register(state, block.joins)
     _mix(state, block.randomness)
@@ -203,6 +206,31 @@ def process_commit_block(state: State, block: CommitBlock) -> CommitReceipt:
     return CommitReceipt(model_id=model_id, parent_model=parent_model, miner_reward=reward)
 
 
+def _verify_case_commitments(state: State, block: DepositBlock) -> dict[int, bytes]:
+    """The testers' case commitments a deposit block carries, checked: tester -> digest."""
+    cases = block.case_commitments
+    # Verify case commitments only where the rules take them, each a 32-byte digest
+    if not isinstance(cases, tuple):
+        raise MalformedError("deposit block: case_commitments must be a list")
+    if not state.params.case_commitments:
+        if cases:
+            raise MalformedError("deposit block: case commitments, but the rules take none (case_commitments is off)")
+        return {}
+    for c in cases:
+        if not isinstance(c.digest, bytes) or len(c.digest) != DIGEST_SIZE:
+            raise MalformedError(
+                f"deposit block: tester {c.tester!r}'s case commitment must be a {DIGEST_SIZE}-byte digest"
+            )
+    # Verify one case commitment from each of the round's testers, in role order; once the
+    # phase has timed out, a silent tester's may be missing (it may then not report)
+    assert state.roles is not None
+    expected = state.roles.testers.tolist()
+    given = [c.tester for c in cases]
+    if given != expected and not (timed_out(state, block) and in_order_within(given, expected)):
+        raise RoleError(f"deposit block: case commitments from {given}, but the round's testers are {expected}")
+    return {c.tester: c.digest for c in cases}
+
+
 def process_posted_commitment(state: State, post: PostedCommitment) -> None:
     """A matched trainer's commitment, posted straight to the ledger in the commit phase; the
     commit block must then carry it (against miners that leave commitments out)."""
@@ -235,6 +263,7 @@ def process_test_block(state: State, block: TestBlock) -> TestReceipt:
     if block.n_test_cases != params.test_cases:
         raise MalformedError(f"test block: {block.n_test_cases} test cases, the rules require {params.test_cases}")
     verify_report(state, block.test_cases_digest, block.scores, "the testing miner")
+    verify_committed_cases(state, block.miner, block.test_cases_digest)
     # Verify one report from each co-tester drawn this round, in role order; once the phase
     # has timed out, a silent co-tester's report may be missing (it forfeits its reward)
     expected = state.roles.testers[1:].tolist()
@@ -243,6 +272,7 @@ def process_test_block(state: State, block: TestBlock) -> TestReceipt:
         raise RoleError(f"test block: co-tester reports from {given}, but the round's co-testers are {expected}")
     for report in block.co_testers:
         verify_report(state, report.test_cases_digest, report.scores, f"co-tester {report.tester}")
+        verify_committed_cases(state, report.tester, report.test_cases_digest)
 
     rows = np.stack([block.scores.astype(np.int64), *(r.scores.astype(np.int64) for r in block.co_testers)])
     medians = lower_median(rows)
@@ -340,6 +370,7 @@ def _next_round(state: State, block: SettleBlock) -> None:
     state.commit_pair = np.zeros(0, dtype=np.int64)
     state.commit_eligible = np.zeros(0, dtype=bool)
     state.commitments = []
+    state.case_digests = {}
     state.roles = assign_roles(state)
 
 

@@ -31,6 +31,7 @@ __all__ = [
     "timed_out",
     "validate_new_keys",
     "verify_bids",
+    "verify_committed_cases",
     "verify_header",
     "verify_minimum_bids",
     "verify_report",
@@ -169,3 +170,19 @@ def verify_report(state: State, digest: bytes, scores: I64, who: str, where: str
         raise MalformedError(f"{where}: {who} gave {size} scores for {what}")
     if scores.size and scores.dtype != np.int64:
         raise MalformedError(f"{where}: {who}'s scores must be 64-bit integers")
+
+
+def verify_committed_cases(state: State, reporter: int, digest: bytes) -> None:
+    """With case commitments, a drawn tester's report must name the cases it committed to in
+    the deposit block (a producer of a timed-out test block that is no tester committed none)."""
+    assert state.roles is not None
+    # Verify a tester's cases are the ones it committed to before any model could be seen
+    if not state.params.case_commitments or reporter not in state.roles.testers.tolist():
+        return
+    committed = state.case_digests.get(reporter)
+    if committed is None:
+        raise MalformedError(
+            f"test block: tester {reporter} reports but committed to no test cases in the deposit block"
+        )
+    if digest != committed:
+        raise MalformedError(f"test block: tester {reporter}'s test cases are not the ones it committed to")

@@ -91,6 +91,8 @@ class RunConfig:
     """The sign test's threshold in hundredths of a standard deviation (``Params.improvement_z``)."""
     appeal_testers: int | None = None
     """Appellants drawn when pooled reports disagree (``Params.appeal_testers``; None: the preset's)."""
+    case_commitments: bool | None = None
+    """Testers commit to their cases' digest in the deposit block (``Params.case_commitments``)."""
     post_commitments: bool = False
     """Trainers also send their commitments straight to the contract (``--ledger evm`` only)."""
     fhe: bool = False
@@ -106,6 +108,7 @@ class RunConfig:
             "copy_rule": self.copy_rule,
             "improvement_z": self.improvement_z,
             "appeal_testers": self.appeal_testers,
+            "case_commitments": self.case_commitments,
         }
         changed = {k: v for k, v in given.items() if v is not None}
         base = preset(self.preset)
