@@ -62,7 +62,9 @@ def defences(testers: int = POOLED_TESTERS, z: int = SIGN_TEST_Z) -> dict[str, d
     appeals, a disagreement among the testers is decided by ``testers`` appellants drawn
     afterwards (``derelayl.protocol.appeals``); with the sign test, a child's lead must also be
     ``z`` hundredths of a standard deviation of the cases it and the model it is compared with
-    split (``derelayl.protocol.copies.significant``)."""
+    split (``derelayl.protocol.copies.significant``); with case commitments, testers fix their
+    cases in the deposit block, before any child exists (honest testers' cases are the same
+    either way, so this changes only what a case picker can do)."""
     pooled = {"min_improvement": 1, "testers": testers, "pooled_cases": True}
     return {
         "relay (faithful)": {},
@@ -80,12 +82,13 @@ def defences(testers: int = POOLED_TESTERS, z: int = SIGN_TEST_Z) -> dict[str, d
             "post_commitments": True,
             "appeal_testers": testers,
         },
-        f"relay (all defences + appeals + sign test, z = {z / 100:g})": {
+        f"relay (all defences + appeals + sign test, z = {z / 100:g}, case commitments)": {
             **pooled,
             "copy_rule": True,
             "post_commitments": True,
             "appeal_testers": testers,
             "improvement_z": z,
+            "case_commitments": True,
         },
     }
 

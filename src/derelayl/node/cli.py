@@ -149,6 +149,9 @@ def devnet(
         int,
         typer.Option(help="Appeals (needs --pooled-cases): when testers disagree, this many others re-score (0: off)."),
     ] = 0,
+    case_commitments: Annotated[
+        bool, typer.Option(help="Testers commit to their test cases' digest in the deposit block.")
+    ] = False,
     post_commitments: Annotated[
         bool, typer.Option(help="Nodes also send commitments straight to the contract (no miner can omit them).")
     ] = False,
@@ -182,6 +185,7 @@ def devnet(
         copy_rule=copy_rule,
         improvement_z=improvement_z,
         appeal_testers=appeal_testers,
+        case_commitments=case_commitments,
         post_commitments=post_commitments,
         adversaries=adversaries,
         fhe=fhe == "on",

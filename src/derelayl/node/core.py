@@ -46,7 +46,7 @@ from derelayl.node.peers import PeerBook
 from derelayl.node.view import View, make_view
 from derelayl.node.wire import FetchRequest
 from derelayl.protocol.blocks import Join, is_block
-from derelayl.protocol.messages import BidMessage, CommitMessage, JoinMessage, ScoresMessage, Signed
+from derelayl.protocol.messages import BidMessage, CasesMessage, CommitMessage, JoinMessage, ScoresMessage, Signed
 from derelayl.protocol.state import State
 from derelayl.protocol.types import Phase
 from derelayl.protocol.validate import phase_timed_out
@@ -353,6 +353,11 @@ class Node:
             need = {(int(t), "trainer") for t in state.roles.trainers} | {
                 (int(o), "model_owner") for o in state.roles.model_owners
             }
+            if state.params.case_commitments:
+                have |= {
+                    (m.participant, "cases") for m in (s.message for s in box.values()) if isinstance(m, CasesMessage)
+                }
+                need |= {(int(t), "cases") for t in state.roles.testers}
             return need <= have
         if state.phase == Phase.COMMIT:
             have_c = {m.participant for m in (s.message for s in box.values()) if isinstance(m, CommitMessage)}
@@ -371,7 +376,7 @@ class Node:
             return
         inbox = list(self.inbox.get(state.round, {}).values())
         kinds = {
-            Phase.DEPOSIT: (BidMessage, JoinMessage),
+            Phase.DEPOSIT: (BidMessage, JoinMessage, CasesMessage),
             Phase.COMMIT: (CommitMessage,),
             Phase.TEST: (ScoresMessage,),
             Phase.SETTLE: (ScoresMessage,),  # a disputed round's appeal reports

@@ -49,6 +49,8 @@ class DevnetConfig:
     """Testers apply the sign test at this many hundredths of a standard deviation (0: off)."""
     appeal_testers: int = 0
     """Appellants drawn when pooled reports disagree (``derelayl.protocol.appeals``)."""
+    case_commitments: bool = False
+    """Testers commit to their cases' digest in the deposit block (``Params.case_commitments``)."""
     post_commitments: bool = False
     """Nodes send their commitments straight to the contract too."""
     adversaries: str = ""
@@ -67,6 +69,7 @@ class DevnetConfig:
             copy_rule=self.copy_rule,
             improvement_z=self.improvement_z,
             appeal_testers=self.appeal_testers,
+            case_commitments=self.case_commitments,
         )
 
     def kinds(self) -> list[str]:

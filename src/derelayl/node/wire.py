@@ -1,6 +1,6 @@
 """What crosses the wire between nodes, strictly decoded.
 
-- A participant message (bid, commitment, co-tester scores, join) as JSON with its EIP-191
+- A participant message (bid, commitment, case commitment, co-tester scores, join) as JSON with its EIP-191
   signature (``derelayl.evm.signing``): ``message_to_json`` / ``message_from_json``.
 - A signed fetch request for a model: the requester signs (contract domain, round, digest,
   nonce); the server checks who signed, whether the chain entitles them to that model now,
@@ -24,7 +24,7 @@ from eth_utils import keccak
 
 from derelayl.errors import MalformedError
 from derelayl.evm.signing import EvmSigner, recover
-from derelayl.protocol.messages import BidMessage, CommitMessage, JoinMessage, ScoresMessage, Signed
+from derelayl.protocol.messages import BidMessage, CasesMessage, CommitMessage, JoinMessage, ScoresMessage, Signed
 from derelayl.protocol.validate import INT64_MAX, INT64_MIN
 
 __all__ = [
@@ -54,9 +54,9 @@ def message_to_json(signed: Signed) -> dict[str, Any]:
             "amount": m.amount,
             "signature": sig,
         }
-    if isinstance(m, CommitMessage):
+    if isinstance(m, CommitMessage | CasesMessage):
         return {
-            "kind": "commit",
+            "kind": "commit" if isinstance(m, CommitMessage) else "cases",
             "round": m.round,
             "participant": m.participant,
             "digest": m.digest.hex(),
@@ -97,6 +97,7 @@ def _hex(data: dict[str, Any], name: str, size: int) -> bytes:
 _FIELDS = {
     "bid": {"kind", "round", "participant", "role", "amount", "signature"},
     "commit": {"kind", "round", "participant", "digest", "signature"},
+    "cases": {"kind", "round", "participant", "digest", "signature"},
     "scores": {"kind", "round", "participant", "digest", "scores", "signature"},
     "join": {"kind", "key", "signature"},
 }
@@ -105,7 +106,7 @@ _FIELDS = {
 def message_from_json(data: Any) -> Signed:
     """A signed message from its JSON form (the signature is not checked here)."""
     if not isinstance(data, dict) or not isinstance(data.get("kind"), str) or data["kind"] not in _FIELDS:
-        raise MalformedError("a message is an object whose kind is bid, commit, scores or join")
+        raise MalformedError("a message is an object whose kind is bid, commit, cases, scores or join")
     kind = data["kind"]
     if set(data) != _FIELDS[kind]:
         raise MalformedError(f"a {kind} message has exactly the fields {sorted(_FIELDS[kind])}")
@@ -119,6 +120,8 @@ def message_from_json(data: Any) -> Signed:
         return Signed(BidMessage(r, who, data["role"], _int(data, "amount")), signature)
     if kind == "commit":
         return Signed(CommitMessage(r, who, _hex(data, "digest", 32)), signature)
+    if kind == "cases":
+        return Signed(CasesMessage(r, who, _hex(data, "digest", 32)), signature)
     scores = data["scores"]
     if not isinstance(scores, list) or len(scores) > MAX_SCORES:
         raise MalformedError(f"scores must be a list of at most {MAX_SCORES} integers")
