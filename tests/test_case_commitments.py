@@ -258,3 +258,24 @@ def test_a_testing_miner_leaves_out_a_report_on_other_cases_than_committed(setup
     assert co not in [r.tester for r in late.block.co_testers]
     assert isinstance(late.block, blocks.TestBlock)
     process_block(state.copy(), replace(late.block, time=state.phase_start + 3))
+
+
+def test_simulate_takes_case_commitments_and_its_honest_latent_testers_change_no_result(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from typer.testing import CliRunner
+
+    from derelayl.cli import app
+
+    summaries = []
+    for flag in ("--no-case-commitments", "--case-commitments"):
+        out = tmp_path / flag
+        args = ["simulate", "--participants", "40", "--rounds", "20", "--testers", "3", flag, "--out", str(out)]
+        result = CliRunner().invoke(app, [*args, "--quiet"])
+        assert result.exit_code == 0, result.output
+        summaries.append(json.loads((out / "summary.json").read_text()))
+    plain, committed = summaries
+    assert committed["config"]["params"]["case_commitments"] is True
+    assert "case_commitments" not in plain["config"]["params"]
+    for key in ("final", "per_round", "balance_quantiles_coins", "version_shares"):
+        assert plain[key] == committed[key]

@@ -114,6 +114,15 @@ def simulate(
             rich_help_panel=_P,
         ),
     ] = None,
+    case_commitments: Annotated[
+        bool | None,
+        typer.Option(
+            "--case-commitments/--no-case-commitments",
+            help="Testers commit to their cases' digest in the deposit block (default: off; latent testers "
+            "are honest, so it changes no result).",
+            rich_help_panel=_P,
+        ),
+    ] = None,
     min_improvement: Annotated[
         int | None,
         typer.Option(
@@ -225,6 +234,7 @@ def simulate(
         min_improvement=min_improvement,
         pooled_cases=pooled_cases,
         appeal_testers=appeal_testers,
+        case_commitments=case_commitments,
         mo_budget=mo_budget,
         lineage_reward=lineage_reward,
         supply_cap=supply_cap,
