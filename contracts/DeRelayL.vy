@@ -103,8 +103,9 @@ def register():
 
 
 @external
-def deposit(round: uint256, trainer_bids: DynArray[rules.Bid, rules.MAX_ITEMS], mo_bids: DynArray[rules.Bid, rules.MAX_ITEMS], joins: DynArray[rules.JoinItem, rules.MAX_JOINS]):
-    """Bids in (in canonical order), auction run, deposits escrowed, newcomers registered."""
+def deposit(round: uint256, trainer_bids: DynArray[rules.Bid, rules.MAX_ITEMS], mo_bids: DynArray[rules.Bid, rules.MAX_ITEMS], joins: DynArray[rules.JoinItem, rules.MAX_JOINS], case_commitments: DynArray[rules.CoTester, rules.MAX_TESTERS]):
+    """Bids in (in canonical order), testers' case commitments (with case_commitments), auction
+    run, deposits escrowed, newcomers registered."""
     miner: uint256 = rules._verify_header(round, rules.DEPOSIT)
     k: uint256 = rules.params.k
     seen: uint256[rules.WORDS] = empty(uint256[rules.WORDS])
@@ -131,6 +132,22 @@ def deposit(round: uint256, trainer_bids: DynArray[rules.Bid, rules.MAX_ITEMS], 
         if i > 0:
             assert prev_pos < pos, "MalformedError: 15"
         prev_pos = pos
+    # Verify case commitments only where the rules take them: one from each of the round's
+    # testers, in role order (once the phase has timed out, a silent tester's may be missing),
+    # each signed by its tester; a tester's report must then name its digest
+    if not rules.params.case_commitments:
+        assert len(case_commitments) == 0, "MalformedError: 50"
+    else:
+        testers: DynArray[uint256, rules.MAX_TESTERS] = [rules.block_miners[rules.TEST]]
+        for t: uint256 in rules.co_testers:
+            testers.append(t)
+        rules._check_order(case_commitments, testers, "RoleError: 51")
+        for c: rules.CoTester in case_commitments:
+            message: bytes32 = keccak256(abi_encode(rules.domain, rules.TAG_CASES, round, c.digest))
+            assert rules._signer(message, c.v, c.r, c.s) == rules.key_of[c.tester], "SignatureError: 52"
+            rules.case_digest[c.tester] = c.digest
+            rules.case_round[c.tester] = round + 1
+            log rules.CasesLogged(round=round, tester=c.tester, digest=c.digest, v=c.v, r=c.r, s=c.s)
 
     # Apply: match (trainer bid i -> owner bid i // k), escrow, pay the miner, register.
     n_pairs: uint256 = min(len(trainer_bids), k * len(mo_bids))

@@ -40,10 +40,14 @@ def test(round: uint256, n_test_cases: uint256, test_cases_digest: bytes32, scor
     assert n_test_cases == rules.params.test_cases, "MalformedError: 29"
     # Verify one score per commitment (and per live model)
     assert len(scores) == m, "MalformedError: 30"
+    # Verify a tester's cases are the ones it committed to before any model could be seen
+    self._check_cases(round, miner, test_cases_digest)
     # Verify one report from each co-tester drawn this round, in role order; once the phase has
     # timed out, a silent co-tester's report may be missing (it forfeits its reward)
-    self._check_order(co_testers, rules.co_testers, "RoleError: 31")
+    rules._check_order(co_testers, rules.co_testers, "RoleError: 31")
     assert len(co_scores) == m * len(co_testers), "MalformedError: 32"
+    for c: rules.CoTester in co_testers:
+        self._check_cases(round, c.tester, c.digest)
     log rules.ScoresLogged(round=round, tester=miner, n_test_cases=n_test_cases, digest=test_cases_digest, scores=scores, v=0, r=empty(bytes32), s=empty(bytes32))
     rows: DynArray[bytes32, rules.MAX_TESTERS] = [keccak256(abi_encode(scores))]
     co_rows: DynArray[bytes32, rules.MAX_TESTERS] = self._check_reports(round, co_testers, co_scores, m, "SignatureError: 33")
@@ -152,7 +156,7 @@ def _decide(round: uint256, appeals: DynArray[rules.CoTester, rules.MAX_TESTERS]
     n: uint256 = len(rules.commits)
     m: uint256 = self._scored(n)
     # Verify one report from each appellant, in draw order (after the timeout, silent ones may be missing)
-    self._check_order(appeals, rules.appellants, "RoleError: 46")
+    rules._check_order(appeals, rules.appellants, "RoleError: 46")
     assert len(appeal_scores) == m * len(appeals), "MalformedError: 47"
     rows: DynArray[bytes32, rules.MAX_TESTERS] = self._check_reports(round, appeals, appeal_scores, m, "SignatureError: 48")
     final: bytes32 = rules.dispute_medians
@@ -230,23 +234,16 @@ def _scored(n: uint256) -> uint256:
 
 @view
 @internal
-def _check_order(given: DynArray[rules.CoTester, rules.MAX_TESTERS], expected: DynArray[uint256, rules.MAX_TESTERS], reason: String[16]):
-    """``given`` names ``expected`` in order; once the phase has timed out, some may be missing."""
-    timed: bool = rules._timed_out()
-    assert timed or len(given) == len(expected), reason
-    at: uint256 = 0
-    for i: uint256 in range(len(given), bound=rules.MAX_TESTERS):
-        found: bool = False
-        for _: uint256 in range(rules.MAX_TESTERS):
-            if at >= len(expected):
-                break
-            if expected[at] == given[i].tester:
-                found = True
-                at += 1
-                break
-            assert timed, reason
-            at += 1
-        assert found, reason
+def _check_cases(round: uint256, reporter: uint256, digest: bytes32):
+    """= derelayl.protocol.validate.verify_committed_cases: with case commitments, a drawn
+    tester's report names the digest it committed to in the deposit block (the producer of a
+    timed-out test block that is no tester committed none)."""
+    if not rules.params.case_commitments:
+        return
+    if reporter != rules.block_miners[rules.TEST] and reporter not in rules.co_testers:
+        return
+    assert rules.case_round[reporter] == round + 1, "MalformedError: 53"
+    assert rules.case_digest[reporter] == digest, "MalformedError: 54"
 
 
 @internal

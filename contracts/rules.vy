@@ -45,6 +45,7 @@ TAG_BID: constant(bytes32) = keccak256("derelayl/bid")
 TAG_COMMIT: constant(bytes32) = keccak256("derelayl/commit")
 TAG_SCORES: constant(bytes32) = keccak256("derelayl/scores")
 TAG_JOIN: constant(bytes32) = keccak256("derelayl/join")
+TAG_CASES: constant(bytes32) = keccak256("derelayl/cases")
 
 struct Params:
     k: uint256
@@ -71,6 +72,7 @@ struct Params:
     pooled_cases: bool           # testers score on the pool; one off the median is not paid
     min_trainer_bid: uint256     # the least deposit a trainer may bid (0: none)
     appeal_testers: uint256      # appellants drawn when pooled reports disagree (0: no appeals)
+    case_commitments: bool       # testers commit to their cases' digest in the deposit block
     multipliers: DynArray[uint256, MAX_MULTIPLIERS]
 
 struct Bid:
@@ -178,6 +180,14 @@ event ScoresLogged:
     r: bytes32
     s: bytes32
 
+event CasesLogged:
+    round: indexed(uint256)
+    tester: uint256
+    digest: bytes32
+    v: uint8
+    r: bytes32
+    s: bytes32
+
 event Selected:
     round: indexed(uint256)
     models: DynArray[uint256, MAX_ITEMS]
@@ -246,6 +256,9 @@ posted: HashMap[uint256, bytes32]
 posted_round: HashMap[uint256, uint256]
 posted_digest_round: HashMap[bytes32, uint256]
 n_posted: uint256
+# case commitments (Params.case_commitments), from the deposit block: tester -> digest / round + 1
+case_digest: HashMap[uint256, bytes32]
+case_round: HashMap[uint256, uint256]
 
 # lineage: level -> position -> payee | parent_pos << 32 ; levels below trunk_top are folded
 level_size: HashMap[uint256, uint256]
@@ -307,6 +320,27 @@ def _verify_header(round: uint256, phase: uint256) -> uint256:
     assert self._timed_out(), "WrongMinerError: 36"
     assert i != 0, "UnknownParticipantError: 37"
     return i - 1
+
+
+@view
+@internal
+def _check_order(given: DynArray[CoTester, MAX_TESTERS], expected: DynArray[uint256, MAX_TESTERS], reason: String[16]):
+    """``given`` names ``expected`` in order; once the phase has timed out, some may be missing."""
+    timed: bool = self._timed_out()
+    assert timed or len(given) == len(expected), reason
+    at: uint256 = 0
+    for i: uint256 in range(len(given), bound=MAX_TESTERS):
+        found: bool = False
+        for _: uint256 in range(MAX_TESTERS):
+            if at >= len(expected):
+                break
+            if expected[at] == given[i].tester:
+                found = True
+                at += 1
+                break
+            assert timed, reason
+            at += 1
+        assert found, reason
 
 
 @view

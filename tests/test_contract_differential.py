@@ -17,10 +17,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from derelayl.agents.latent import LatentPopulation
-from derelayl.evm.node import Node, anvil, anvil_path, embedded
+from derelayl.errors import SignatureError
+from derelayl.evm.node import Node, TxFailed, anvil, anvil_path, embedded
 from derelayl.learning.latent import LatentTrainer
 from derelayl.protocol import Bids, Params, Phase, blocks
-from derelayl.protocol.blocks import Block, CommitBlock, DepositBlock, Join, SettleBlock, Transfer
+from derelayl.protocol.blocks import Block, CaseCommitment, CommitBlock, DepositBlock, Join, SettleBlock, Transfer
+from derelayl.protocol.messages import CasesMessage
+from derelayl.protocol.state import State
 from derelayl.protocol.validate import scores_expected
 from evm_harness import Pair, mine
 
@@ -41,8 +44,10 @@ SCHEMES: list[dict[str, object]] = [
     {"pooled_cases": True, "testers": 3, "appeal_testers": 3, "phase_timeout": 2},
     {"pooled_cases": True, "testers": 3, "appeal_testers": 2, "reward_scheme": "capped", "supply_cap": 4 * 10**6},
     {"min_trainer_bid": 1000},
+    {"case_commitments": True, "pooled_cases": True, "testers": 3},
+    {"case_commitments": True, "testers": 3, "phase_timeout": 2},
 ]
-DEFENCES = [s for s in SCHEMES if {"min_improvement", "pooled_cases", "min_trainer_bid"} & set(s)]
+DEFENCES = [s for s in SCHEMES if {"min_improvement", "pooled_cases", "min_trainer_bid", "case_commitments"} & set(s)]
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
@@ -111,6 +116,27 @@ def deposit_variants(pair: Pair, block: DepositBlock) -> list[tuple[str, Block]]
     if newcomer is not None:
         out.append(("valid: join in deposit block", dataclasses.replace(block, joins=(newcomer.public,))))
     out.append(("join of a registered key", dataclasses.replace(block, joins=(s.keys[1],))))
+    return out + case_commitment_variants(pair, block)
+
+
+def case_commitment_variants(pair: Pair, block: DepositBlock) -> list[tuple[str, Block]]:
+    """A deposit block's testers' case commitments: missing, out of order, from a non-tester,
+    or any at all when the rules take none."""
+    s = pair.ref
+    assert s.roles is not None
+    cases = block.case_commitments
+    if not s.params.case_commitments:
+        stray = CaseCommitment(int(s.roles.testers[0]), b"\x01" * 32)
+        return [("case commitment, rule off", dataclasses.replace(block, case_commitments=(stray,)))]
+    out: list[tuple[str, Block]] = [
+        ("a tester's case commitment missing", dataclasses.replace(block, case_commitments=cases[1:])),
+        ("no case commitments", dataclasses.replace(block, case_commitments=())),
+    ]
+    if len(cases) > 1:
+        out.append(("case commitments reversed", dataclasses.replace(block, case_commitments=cases[::-1])))
+    if len(s.roles.trainers):
+        stranger = CaseCommitment(int(s.roles.trainers[0]), b"\x01" * 32)
+        out.append(("case commitment by a trainer", dataclasses.replace(block, case_commitments=(*cases, stranger))))
     return out
 
 
@@ -150,6 +176,34 @@ def commit_variants(pair: Pair, block: CommitBlock) -> list[tuple[str, Block]]:
     return out
 
 
+def by_miner(s: State, block: Block, miner: int) -> Block:
+    """``block`` produced by ``miner``: a test block's own report then names the cases its new
+    producer committed to, if it did (so that the miner is the block's only change)."""
+    if isinstance(block, blocks.TestBlock) and miner in s.case_digests:
+        return dataclasses.replace(block, miner=miner, test_cases_digest=s.case_digests[miner])
+    return dataclasses.replace(block, miner=miner)
+
+
+def without_silent_testers(pair: Pair, block: Block) -> Block:
+    """With case commitments, a tester left out of a timed-out deposit block may not report: the
+    honest test block leaves its report out, and one whose testing miner is silent comes from
+    a non-tester; either only once the phase has timed out (mined here)."""
+    s = pair.ref
+    if not isinstance(block, blocks.TestBlock) or not s.params.case_commitments:
+        return block
+    assert s.roles is not None
+    reports = tuple(r for r in block.co_testers if r.tester in s.case_digests)
+    miner = block.miner
+    if miner not in s.case_digests:
+        testers = s.roles.testers.tolist()
+        miner = next(p for p in range(s.n_participants) if p not in testers)
+    if reports == block.co_testers and miner == block.miner:
+        return block
+    assert s.params.phase_timeout is not None  # (without one, every tester committed)
+    mine(pair.node, s.params.phase_timeout)
+    return dataclasses.replace(block, miner=miner, co_testers=reports)
+
+
 def scoring_variants(
     pair: Pair, block: blocks.TestBlock, draw: Callable[[st.SearchStrategy[int]], int]
 ) -> list[tuple[str, Block]]:
@@ -161,7 +215,7 @@ def scoring_variants(
         ("honest", block),
         ("valid: chosen scores", dataclasses.replace(block, scores=chosen)),
         ("too few test cases", dataclasses.replace(block, n_test_cases=block.n_test_cases - 1)),
-        ("wrong miner", dataclasses.replace(block, miner=(block.miner + 1) % s.n_participants)),
+        ("wrong miner", by_miner(s, block, (block.miner + 1) % s.n_participants)),
     ]
     if n:
         out.append(("one score short", dataclasses.replace(block, scores=block.scores[:-1])))
@@ -184,6 +238,13 @@ def scoring_variants(
         ]
         if len(block.co_testers) > 1:
             out.append(("co-testers reversed", dataclasses.replace(block, co_testers=block.co_testers[::-1])))
+    if s.params.case_commitments:  # reports on other cases than the committed ones
+        other = bytes(range(32))
+        out.append(("tester's cases not the committed ones", dataclasses.replace(block, test_cases_digest=other)))
+        if block.co_testers:
+            swapped = dataclasses.replace(block.co_testers[0], test_cases_digest=other)
+            changed = dataclasses.replace(block, co_testers=(swapped, *block.co_testers[1:]))
+            out.append(("co-tester's cases not the committed ones", changed))
     return out
 
 
@@ -229,7 +290,7 @@ def play(pair: Pair, data: st.DataObject, phases: int) -> None:
         elif extra == "join" and pair.newcomer() is not None:
             pair.apply(Join(pair.newcomer().public), "direct join")  # type: ignore[union-attr]
         s = pair.ref  # the state after any transfer or join
-        honest = population.next_block(s)
+        honest = without_silent_testers(pair, population.next_block(s))
         if extra == "post":  # a commitment straight to the chain (refused outside the commit phase)
             if isinstance(honest, CommitBlock) and honest.commitments:
                 i = data.draw(st.integers(0, len(honest.commitments) - 1), label="posted")
@@ -250,7 +311,7 @@ def play(pair: Pair, data: st.DataObject, phases: int) -> None:
             # a participant other than the drawn miner produces the phase once it has timed out
             mine(pair.node, s.params.phase_timeout)
             other = (honest.miner + 1) % s.n_participants
-            variants = [("late honest block by another participant", dataclasses.replace(honest, miner=other))]
+            variants = [("late honest block by another participant", by_miner(s, honest, other))]
             if isinstance(honest, blocks.TestBlock) and honest.co_testers:
                 # a silent co-tester's report left out once the phase has timed out
                 quiet = dataclasses.replace(honest, co_testers=honest.co_testers[1:])
@@ -502,3 +563,96 @@ def test_an_appeal_reverses_a_lying_majority_of_testers_in_both(fastest_node: No
     assert pair.apply(settle, "the appeal") == ("ok", "ok")
     assert not pair.mismatches and pair.replay_matches() == []
     assert pair.ref.dispute is None and pair.ref.escrow == 0
+
+
+CASES = Params(k=2, test_cases=5, testers=3, pooled_cases=True, case_commitments=True)
+
+
+def _at_phase(pair: Pair, population: LatentPopulation, phase: Phase) -> Block:
+    """Honest blocks until ``phase`` of a round with commitments, after genesis (whose deposit
+    phase starts at block 0); the honest block for it."""
+    while pair.ref.phase != phase or pair.ref.round == 0 or (phase == Phase.TEST and len(pair.ref.commits) == 0):
+        assert pair.ref.round < 30
+        pair.apply(population.next_block(pair.ref), "honest")
+    return population.next_block(pair.ref)
+
+
+def test_case_commitments_faults_are_refused_by_both_and_the_committed_path_agrees(fastest_node: Node) -> None:
+    # Prepare: three testers that commit to their cases in the deposit block
+    pair = Pair(fastest_node, CASES, participants=12, seed=13)
+    population = LatentPopulation(LatentTrainer(seed=13))
+    deposit = _at_phase(pair, population, Phase.DEPOSIT)
+    assert isinstance(deposit, DepositBlock)
+    cases = deposit.case_commitments
+    assert [c.tester for c in cases] == pair.ref.roles.testers.tolist() and len(cases) == 3
+    # Execute / Assert: a missing, misordered or stranger's case commitment is refused by both
+    for name, bad in [
+        ("a tester's case commitment missing", cases[1:]),
+        ("case commitments out of order", (cases[1], cases[0], cases[2])),
+        ("a non-tester's case commitment", (*cases, CaseCommitment(int(pair.ref.roles.trainers[0]), bytes(32)))),
+    ]:
+        assert pair.apply(dataclasses.replace(deposit, case_commitments=bad), name) == ("RoleError", "RoleError")
+    # a forged signature: the contract reverts, and the client's replay refuses such a log
+    proposal = pair.proposal(deposit)
+    stranger = pair.signers[pair.newcomers[0].public]
+    message = CasesMessage(deposit.round, cases[-1].tester, cases[-1].digest)
+    forged = dataclasses.replace(proposal, signatures=(*proposal.signatures[:-1], stranger.sign(message)))
+    with pytest.raises(TxFailed, match="SignatureError: case commitment not signed by its tester"):
+        pair.client.submit(forged, pair._signer_of_index(deposit.miner))
+    sig = forged.signatures[-1]
+    with pytest.raises(SignatureError, match="case commitment"):
+        pair.client.history._verify(message, {"r": sig[:32], "s": sig[32:64], "v": sig[64]}, "case commitment")
+    # every tester committed: accepted by both, and the replay of the logs carries the digests
+    assert pair.apply(deposit, "honest deposit") == ("ok", "ok")
+    assert pair.replay_matches() == [] and pair.client.state.case_digests == {c.tester: c.digest for c in cases}
+    test = _at_phase(pair, population, Phase.TEST)
+    assert isinstance(test, blocks.TestBlock) and len(test.co_testers) == 2
+    other = bytes(range(32))
+    first = test.co_testers[0]
+    swapped = (dataclasses.replace(first, test_cases_digest=other), *test.co_testers[1:])
+    assert pair.apply(dataclasses.replace(test, test_cases_digest=other), "miner's other cases") == (
+        "MalformedError",
+        "MalformedError",
+    )
+    assert pair.apply(dataclasses.replace(test, co_testers=swapped), "co-tester's other cases") == (
+        "MalformedError",
+        "MalformedError",
+    )
+    # reports on the committed cases: accepted by both; both end the round in the same state
+    assert pair.apply(test, "honest test") == ("ok", "ok")
+    assert pair.apply(population.next_block(pair.ref), "honest settle") == ("ok", "ok")
+    assert not pair.mismatches and pair.replay_matches() == [] and pair.client.state.case_digests == {}
+
+
+def test_a_case_commitment_is_refused_by_both_when_the_rules_take_none(node: Node) -> None:
+    pair = Pair(node, Params(k=2, test_cases=5, testers=3), participants=10, seed=14)
+    deposit = LatentPopulation(LatentTrainer(seed=14)).next_block(pair.ref)
+    assert isinstance(deposit, DepositBlock) and deposit.case_commitments == ()
+    stray = (CaseCommitment(int(pair.ref.roles.testers[0]), b"\x01" * 32),)
+    assert pair.apply(dataclasses.replace(deposit, case_commitments=stray), "stray case commitment") == (
+        "MalformedError",
+        "MalformedError",
+    )
+    assert pair.apply(deposit, "honest") == ("ok", "ok") and not pair.mismatches
+
+
+def test_a_silent_tester_left_out_after_the_timeout_may_not_report_in_either(node: Node) -> None:
+    # Prepare: case commitments with a 2-block phase timeout; the round at its deposit phase
+    pair = Pair(node, dataclasses.replace(CASES, phase_timeout=2), participants=12, seed=15)
+    population = LatentPopulation(LatentTrainer(seed=15))
+    deposit = _at_phase(pair, population, Phase.DEPOSIT)
+    assert isinstance(deposit, DepositBlock)
+    silent = deposit.case_commitments[1].tester
+    quiet = dataclasses.replace(deposit, case_commitments=deposit.case_commitments[::2])
+    # Execute / Assert: left out, refused before the timeout and accepted after it by both
+    assert pair.apply(quiet, "silent tester, in time") == ("RoleError", "RoleError")
+    mine(pair.node, 2)
+    assert pair.apply(quiet, "silent tester, timed out") == ("ok", "ok")
+    test = _at_phase(pair, population, Phase.TEST)
+    assert isinstance(test, blocks.TestBlock) and silent in [r.tester for r in test.co_testers]
+    # the silent tester's report is refused by both; without it (after the timeout) accepted
+    assert pair.apply(test, "the silent tester reports") == ("MalformedError", "MalformedError")
+    mine(pair.node, 2)
+    rest = tuple(r for r in test.co_testers if r.tester != silent)
+    assert pair.apply(dataclasses.replace(test, co_testers=rest), "without the silent tester") == ("ok", "ok")
+    assert not pair.mismatches and pair.replay_matches() == []

@@ -108,15 +108,19 @@ def test_devnet_equals_the_in_process_run_and_verifies(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "options",
     [
-        ["--testers", "3", "--pooled-cases", "--min-improvement", "1", "--copy-rule", "--improvement-z", "50"],
+        [
+            *("--testers", "3", "--pooled-cases", "--min-improvement", "1", "--copy-rule", "--improvement-z", "50"),
+            "--case-commitments",
+        ],
         ["--fhe", "on", "--min-improvement", "1"],
     ],
-    ids=["pooled-cases-copy-rule-sign-test", "encrypted-scoring"],
+    ids=["pooled-cases-copy-rule-sign-test-case-commitments", "encrypted-scoring"],
 )
 def test_the_defences_run_on_the_network_as_in_process(tmp_path: Path, options: list[str]) -> None:
     """Improvement rule (in both): testers fetch the live models (the parents) too, entitled
     by the chain; with the copy rule and the sign test they compare predictions. Pooled cases:
-    each tester fetches the others' cases from their nodes after the commit block, and honest
+    each tester fetches the others' cases from their nodes after the commit block (with case
+    commitments, each committed in the deposit block and checked against it), and honest
     testers agree (all are paid, as in one process). Encrypted scoring: testers fetch
     ciphertexts and keys from the trainers' nodes and ask them to decrypt (the parents'
     trainers too); the next trainer gets the model file through its commitment. Same results,

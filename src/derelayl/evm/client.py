@@ -73,6 +73,7 @@ def contract_params(params: Params) -> tuple[Any, ...]:
         params.pooled_cases,
         params.min_trainer_bid,
         params.appeal_testers,
+        params.case_commitments,
         list(multipliers),
     )
 
@@ -100,8 +101,11 @@ def encode_proposal(contract: Any, proposal: Proposal) -> bytes:
         def bids(b: Any, signatures: list[bytes]) -> list[tuple[Any, ...]]:
             return [(int(p), int(a), *_vrs(s)) for p, a, s in zip(b.participant, b.amount, signatures, strict=True)]
 
-        joins = [(address_of_key(k), *_vrs(s)) for k, s in zip(block.joins, sigs[t + m :], strict=True)]
-        args: list[Any] = [block.round, bids(block.trainer_bids, sigs[:t]), bids(block.mo_bids, sigs[t : t + m]), joins]
+        j = t + m + len(block.joins)
+        joins = [(address_of_key(k), *_vrs(s)) for k, s in zip(block.joins, sigs[t + m : j], strict=True)]
+        cases = [(c.tester, c.digest, *_vrs(s)) for c, s in zip(block.case_commitments, sigs[j:], strict=True)]
+        trainer_bids, mo_bids = bids(block.trainer_bids, sigs[:t]), bids(block.mo_bids, sigs[t : t + m])
+        args: list[Any] = [block.round, trainer_bids, mo_bids, joins, cases]
         name = "deposit"
     elif isinstance(block, CommitBlock):
         items = [(int(p), d, *_vrs(s)) for p, d, s in zip(block.trainers, block.commitments, sigs, strict=True)]

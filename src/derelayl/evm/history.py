@@ -32,6 +32,7 @@ from derelayl.protocol.genesis import initialize_state
 from derelayl.protocol.messages import (
     BidMessage,
     BlockHeader,
+    CasesMessage,
     CommitMessage,
     JoinMessage,
     Message,
@@ -45,7 +46,7 @@ from derelayl.protocol.types import BlockKind
 
 __all__ = ["History", "LogEntry", "decode_logs", "signature_bytes"]
 
-_ITEMS = ("BidLogged", "JoinLogged", "CommitLogged", "FheKey", "ScoresLogged", "Selected")
+_ITEMS = ("BidLogged", "JoinLogged", "CasesLogged", "CommitLogged", "FheKey", "ScoresLogged", "Selected")
 _ROLES = ("trainer", "model_owner")
 
 _PREFIX = b"\x19Ethereum Signed Message:\n32"
@@ -199,6 +200,10 @@ class History:
                 join = JoinMessage(key_of_address(i["key"]))
                 self._verify(join, i, "join", signer=join.key)
                 messages.append(join)
+            elif item.event == "CasesLogged":
+                cases = CasesMessage(r, int(i["tester"]), bytes(i["digest"]))
+                self._verify(cases, i, "case commitment")
+                messages.append(cases)
             elif item.event == "CommitLogged":
                 commit = CommitMessage(r, int(i["participant"]), bytes(i["digest"]))
                 self._verify(commit, i, "commitment")

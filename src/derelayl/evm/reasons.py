@@ -63,6 +63,11 @@ REASONS: dict[int, str] = {
     47: "appellant gave the wrong number of scores",
     48: "appeal scores not signed by the appellant",
     49: "appeal_testers must be at most 16 and needs pooled_cases",
+    50: "case commitments, but the rules take none (case_commitments is off)",
+    51: "case commitments do not match the round's testers",
+    52: "case commitment not signed by its tester",
+    53: "a tester reports but committed to no test cases in the deposit block",
+    54: "a tester's test cases are not the ones it committed to",
 }
 
 _CODED = re.compile(r"^([A-Z][A-Za-z]*Error): (\d+)$")

@@ -21,7 +21,7 @@ from eth_abi import encode
 from eth_utils import keccak
 
 from derelayl.errors import ConfigError, MalformedError
-from derelayl.protocol.messages import BidMessage, CommitMessage, Message, ScoresMessage
+from derelayl.protocol.messages import BidMessage, CasesMessage, CommitMessage, Message, ScoresMessage
 
 __all__ = [
     "EvmKey",
@@ -39,6 +39,7 @@ TAG_BID = keccak(b"derelayl/bid")
 TAG_COMMIT = keccak(b"derelayl/commit")
 TAG_SCORES = keccak(b"derelayl/scores")
 TAG_JOIN = keccak(b"derelayl/join")
+TAG_CASES = keccak(b"derelayl/cases")
 _PREFIX = b"\x19Ethereum Signed Message:\n32"
 _ROLE = {"trainer": 0, "model_owner": 1}
 
@@ -80,6 +81,8 @@ def _message_hash(domain: bytes, message: Message) -> bytes:
         tag = TAG_BID
     elif isinstance(message, CommitMessage):
         types, values, tag = ["uint256", "bytes32"], [message.round, message.digest], TAG_COMMIT
+    elif isinstance(message, CasesMessage):
+        types, values, tag = ["uint256", "bytes32"], [message.round, message.digest], TAG_CASES
     elif isinstance(message, ScoresMessage):
         scores = keccak(encode(["int64[]"], [[int(s) for s in message.scores]]))
         types, values = ["uint256", "bytes32", "bytes32"], [message.round, message.test_cases_digest, scores]
