@@ -254,9 +254,10 @@ def decode_block(header: dict[str, Any], body: Any, chain_id: bytes, keys: list[
             if not verify_signature(join.key, _hex(sig, "join signature"), message_bytes(chain_id, join)):
                 raise SignatureError(f"join of key {key_hex[:16]}…: signature does not verify")
             messages.append(join)
-        if _list(body.get("case_commitments", [None]), "case_commitments") == []:
+        cases = _list(body["case_commitments"], "case_commitments", 3) if "case_commitments" in body else []
+        if "case_commitments" in body and not cases:
             raise MalformedError("deposit block body: case_commitments is empty (it is left out when there are none)")
-        for who, digest_hex, sig in _list(body.get("case_commitments", []), "case_commitments", 3):
+        for who, digest_hex, sig in cases:
             committed = CasesMessage(r, who, _hex(digest_hex, "case commitment", 32))
             _check(keys, who, sig, chain_id, committed, "case commitment")
             messages.append(committed)
