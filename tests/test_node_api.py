@@ -40,7 +40,15 @@ from derelayl.node.api import MAX_BODY, make_app
 from derelayl.node.core import Node
 from derelayl.node.runner import DataSpec
 from derelayl.node.wire import MAX_SCORES, FetchRequest, message_from_json, message_to_json
-from derelayl.protocol.messages import BidMessage, CommitMessage, JoinMessage, Message, ScoresMessage, Signed
+from derelayl.protocol.messages import (
+    BidMessage,
+    CasesMessage,
+    CommitMessage,
+    JoinMessage,
+    Message,
+    ScoresMessage,
+    Signed,
+)
 from derelayl.protocol.state import State
 from derelayl.protocol.types import Phase
 from derelayl.runtime.driver import RoundDriver
@@ -591,7 +599,7 @@ JSON = st.recursive(
 FIELDS = ["kind", "round", "participant", "role", "amount", "digest", "scores", "signature", "key", "extra"]
 DROP = object()
 MUTATIONS = st.lists(st.tuples(st.sampled_from(FIELDS), st.just(DROP) | JSON), min_size=1, max_size=3)
-KINDS = st.sampled_from(["bid", "commit", "scores", "join"])
+KINDS = st.sampled_from(["bid", "commit", "cases", "scores", "join"])
 
 
 def _base(kind: str, sign: Callable[[Message], bytes]) -> dict[str, Any]:
@@ -600,6 +608,8 @@ def _base(kind: str, sign: Callable[[Message], bytes]) -> dict[str, Any]:
         message = BidMessage(0, 7, "model_owner", 3)
     elif kind == "commit":
         message = CommitMessage(0, 7, b"\x07" * 32)
+    elif kind == "cases":
+        message = CasesMessage(0, 7, b"\x07" * 32)
     elif kind == "scores":
         message = ScoresMessage(0, 7, b"\x07" * 32, np.arange(3, dtype=np.int64))
     else:

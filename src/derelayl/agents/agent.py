@@ -27,7 +27,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from derelayl.agents.policies import OwnVersion, mo_bid, taker_bid
-from derelayl.errors import DerelaylError
+from derelayl.errors import DerelaylError, MalformedError
 from derelayl.protocol.blocks import (
     Bids,
     CaseCommitment,
@@ -51,7 +51,7 @@ from derelayl.protocol.messages import (
 from derelayl.protocol.producer import compute_includable_bids, compute_includable_commitments
 from derelayl.protocol.state import State
 from derelayl.protocol.types import Phase
-from derelayl.protocol.validate import phase_timed_out, scores_expected
+from derelayl.protocol.validate import DIGEST_SIZE, phase_timed_out, scores_expected, verify_committed_cases
 
 __all__ = ["Agent", "Brain", "Signer"]
 
@@ -212,7 +212,9 @@ class Agent:
         cases: list[tuple[int, Signed]] = []
         if state.params.case_commitments:
             assert state.roles is not None
-            committed = [s for s in inbox if isinstance(s.message, CasesMessage) and len(s.message.digest) == 32]
+            committed = [
+                s for s in inbox if isinstance(s.message, CasesMessage) and len(s.message.digest) == DIGEST_SIZE
+            ]
             testers = state.roles.testers.tolist()
             cases = self._first_of_each(
                 state, committed, testers, now, "deposit block", "case commitment from tester(s)"
@@ -280,9 +282,14 @@ class Agent:
 
 
 def _names_committed_cases(state: State, message: Message) -> bool:
-    return (
-        isinstance(message, ScoresMessage) and state.case_digests.get(message.participant) == message.test_cases_digest
-    )
+    """Whether the rules take ``message`` as a report on the cases its sender committed to."""
+    if not isinstance(message, ScoresMessage):
+        return False
+    try:
+        verify_committed_cases(state, message.participant, message.test_cases_digest)
+    except MalformedError:
+        return False
+    return True
 
 
 def _has(sorted_ids: I64, who: int) -> bool:
