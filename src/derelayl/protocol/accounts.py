@@ -49,6 +49,11 @@ def process_transfer(state: State, transfer: Transfer) -> None:
     amount = transfer.amount
     if not isinstance(amount, int) or isinstance(amount, bool) or not 0 <= amount <= INT64_MAX:
         raise MalformedError(f"transfer amount must be a non-negative integer of units, got {amount!r}")
+    # Verify the sender is not a tester of the round (with tester_stake: its stake is frozen)
+    if state.params.tester_stake and state.roles is not None and transfer.sender in state.roles.testers:
+        raise BalanceError(
+            f"participant {transfer.sender} tests this round: with tester_stake its coins stay put until the settlement"
+        )
     if amount > state.balances[transfer.sender]:
         raise BalanceError(
             f"transfer of {amount} units above participant {transfer.sender}'s balance of "

@@ -5,11 +5,11 @@ reports are equal; a disagreement means somebody lied. The median protects the r
 while honest testers hold most seats. With ``appeal_testers = a`` the rules go one step further:
 
 1. the test block (``hold``): every reporting tester's reward is held in escrow instead of
-   paid, and ``a`` appellants are drawn from the miners that did not test, on the beacon after
+   paid (with ``tester_stake``, its stake from its balance too), and ``a`` appellants are drawn from the miners that did not test, on the beacon after
    the test block (nobody knew them when the scores were given);
 2. the settle block carries the appellants' reports on the same pool (``verify_appeals``);
    their lower median becomes the round's scores before the ranking (``decide``). A tester
-   whose report equals it gets its held reward back; one that differs forfeits it to the
+   whose report equals it gets its held reward (and stake) back; one that differs forfeits them to the
    appellants whose reports equal it (each also paid a tester's reward), the remainder burned.
 
 Appellants that stay silent may be left out only after the phase timeout, as co-testers may. A
@@ -42,15 +42,19 @@ def hold(state: State, testers: list[int], rows: I64, amount: int) -> int:
     have been paid) and draw the appellants. Call after the block's randomness is mixed in.
     Returns the units held."""
     held = np.zeros(len(testers), dtype=np.int64)
-    for j in range(len(testers)):
+    staked = np.zeros(len(testers), dtype=np.int64)
+    for j, tester in enumerate(testers):
         held[j] = compute_mint_room(state, amount)
         state.minted += int(held[j])
-        state.escrow += int(held[j])
+        staked[j] = min(int(state.balances[tester]), state.params.tester_stake)
+        state.balances[tester] -= staked[j]
+        state.escrow += int(held[j] + staked[j])
     state.dispute = Dispute(
         testers=np.array(testers, dtype=np.int64),
         rows=rows,
         held=held,
         appellants=draw_appellants(state, testers),
+        staked=staked,
     )
     return int(held.sum())
 
@@ -84,13 +88,14 @@ def decide(state: State, appeals: tuple[TesterReport, ...]) -> tuple[int, int]:
         set_scores(state, final)
     else:
         final = lower_median(dispute.rows)
-    # held rewards: back to the testers on the final medians, forfeited by the others
-    state.escrow -= int(dispute.held.sum())
+    # held rewards and stakes: back to the testers on the final medians, forfeited by the others
+    at_stake = dispute.held + dispute.staked
+    state.escrow -= int(at_stake.sum())
     on_final = [bool((row == final).all()) for row in dispute.rows]
-    forfeited = int(dispute.held[[not ok for ok in on_final]].sum())
-    for tester, held, ok in zip(dispute.testers.tolist(), dispute.held.tolist(), on_final, strict=True):
+    forfeited = int(at_stake[[not ok for ok in on_final]].sum())
+    for tester, returned, ok in zip(dispute.testers.tolist(), at_stake.tolist(), on_final, strict=True):
         if ok:
-            state.balances[tester] += held
+            state.balances[tester] += returned
     # appellants on their median: a tester's reward each, and the forfeits shared
     agree = [r.tester for r in appeals if bool((r.scores == final).all())]
     amount = params.reward_per_test_case * params.test_cases + params.reward_per_tested_model * n

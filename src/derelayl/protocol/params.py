@@ -38,6 +38,7 @@ _OPTIONAL = {
     "appeal_testers": 0,
     "improvement_z": 0,
     "case_commitments": False,
+    "tester_stake": 0,
 }
 """Parameters added after chains existed: left out of ``to_dict`` while at these defaults."""
 MAX_TESTERS = 16
@@ -59,6 +60,7 @@ AMOUNT_FIELDS = (
     "lineage_reward",
     "supply_cap",
     "min_trainer_bid",
+    "tester_stake",
 )
 """Fields that are amounts of money, in units (``supply_cap`` may be None)."""
 _MILLI = UNIT // 1000
@@ -165,6 +167,13 @@ class Params:
     bids. The test block accepts a tester's report only if it names the digest that tester
     committed to. False (reference): a tester names its cases' digest when it reports, after it
     has seen the committed models."""
+    tester_stake: int = 0
+    """What a tester must have at stake (against lying testers; needs ``appeal_testers``), in
+    units: the round's testers are drawn only from the miners whose balance is at least this
+    (from every miner while fewer than ``testers`` have it), a drawn tester may not transfer
+    coins until its round settles, and in a disputed round each reporting tester's stake (its
+    balance, up to this) is held in escrow with its reward. A tester off the appeal's medians
+    forfeits both to the appellants on them. 0 (reference): the held reward is the only stake."""
     extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -239,6 +248,8 @@ class Params:
                 continue
             if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_AMOUNT:
                 raise ConfigError(f"{name} must be an integer of units in 0..{MAX_AMOUNT}, got {value!r}")
+        if self.tester_stake and not self.appeal_testers:
+            raise ConfigError("tester_stake needs appeal_testers (only an appeal proves a lie)")
         if self.reward_scheme not in REWARD_SCHEMES:
             raise ConfigError(f"reward_scheme must be lineage, decay or capped, got {self.reward_scheme!r}")
         if not (0 <= self.royalty_decay < 1):

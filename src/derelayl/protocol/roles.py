@@ -10,6 +10,9 @@ over the participants registered by then. Every step is one the EVM contract rep
   ``miners[word(miners, j) mod len(miners)]`` (with replacement, as in the reference);
 - co-testers (``params.testers - 1``) are distinct miners other than the testing miner, by a
   partial Fisher-Yates shuffle of the rest, in index order, driven by ``word(testers, j)``;
+- with ``params.tester_stake``, the testing miner (``word(miners, 2)``) and the co-testers are
+  drawn the same way from the miners whose balance is at least the stake, in index order,
+  unless fewer than ``params.testers`` miners have it (then from every miner);
 - appellants (``params.appeal_testers``, only when a test block's pooled reports disagree) are
   drawn the same way from the miners that did not test, driven by ``word(appeal, j)`` on the
   beacon after the test block.
@@ -41,11 +44,13 @@ def assign_roles(state: State) -> Roles:
         trainers = others[:0]
     is_other[trainers] = False
     miners = np.flatnonzero(is_other)
+    eligible = _staked(state, miners)
     picks = [int(miners[compute_word(beacon, MINERS, j) % miners.size]) for j in range(4)]
+    picks[2] = int(eligible[compute_word(beacon, MINERS, 2) % eligible.size])
     block_miners = (picks[0], picks[1], picks[2], picks[3])
     testers = np.array([block_miners[2]], dtype=np.int64)
     if state.params.testers > 1:
-        pool = miners[miners != block_miners[2]]
+        pool = eligible[eligible != block_miners[2]]
         testers = np.concatenate([testers, _shuffle_take(beacon, TESTERS, pool, state.params.testers - 1)])
     return Roles(
         model_owners=model_owners.astype(np.int64),
@@ -54,6 +59,16 @@ def assign_roles(state: State) -> Roles:
         block_miners=block_miners,
         testers=testers.astype(np.int64),
     )
+
+
+def _staked(state: State, miners: NDArray[np.int64]) -> NDArray[np.int64]:
+    """The miners testers are drawn from: with ``tester_stake``, those whose balance is at least
+    the stake, unless fewer than ``testers`` have it (then every miner, as without it)."""
+    stake = state.params.tester_stake
+    if not stake:
+        return miners
+    staked = miners[state.balances[miners] >= stake]
+    return staked if staked.size >= state.params.testers else miners
 
 
 def draw_appellants(state: State, testers: list[int]) -> NDArray[np.int64]:

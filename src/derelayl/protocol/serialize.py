@@ -101,6 +101,7 @@ def state_to_dict(state: State) -> dict[str, Any]:
             "rows": [_ints(row) for row in dispute.rows],
             "held": _ints(dispute.held),
             "appellants": _ints(dispute.appellants),
+            **({"staked": _ints(dispute.staked)} if dispute.staked.any() else {}),
         }
     return out
 
@@ -109,7 +110,9 @@ def _dispute_from(d: dict[str, Any] | None) -> Dispute | None:
     if d is None:
         return None
     rows = np.array(d["rows"], dtype=np.int64).reshape(len(d["testers"]), -1)
-    return Dispute(_i64(d["testers"]), rows, _i64(d["held"]), _i64(d["appellants"]))
+    testers = _i64(d["testers"])
+    staked = _i64(d["staked"]) if "staked" in d else np.zeros(testers.size, dtype=np.int64)
+    return Dispute(testers, rows, _i64(d["held"]), _i64(d["appellants"]), staked)
 
 
 def state_from_dict(d: dict[str, Any]) -> State:

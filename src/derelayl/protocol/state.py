@@ -86,6 +86,9 @@ class Dispute:
     """Each one's test reward, held in escrow until the appeal decides."""
     appellants: I64
     """Drawn after the test block to re-score the pool, in draw order (may be empty)."""
+    staked: I64
+    """With ``tester_stake``: each one's stake (its balance, up to the stake), held in escrow
+    with its reward (zeros without it)."""
 
 
 @dataclass
