@@ -269,6 +269,16 @@ def test_the_attacks_table_posts_commitments_only_in_its_last_three_arms(tmp_pat
     assert runs[("omitting_miner", last)]["accuracy"] == runs[("none", last)]["accuracy"]
 
 
+def test_the_tester_stake_goes_into_the_last_arm_only_when_asked() -> None:
+    from derelayl.experiments.attacks import defences
+
+    assert not any("tester_stake" in arm for arm in DEFENCES.values())
+    staked = defences(stake=5_000_000)
+    assert list(staked)[:-1] == list(DEFENCES)[:-1]
+    assert list(staked)[-1].endswith(", tester stake 5)")
+    assert staked[list(staked)[-1]] == {**DEFENCES[list(DEFENCES)[-1]], "tester_stake": 5_000_000}
+
+
 def test_a_strategic_liar_lies_only_when_its_group_holds_most_tester_seats(setup) -> None:  # type: ignore[no-untyped-def]
     # Prepare: three pooled testers at a test phase with commitments
     params = Params.from_dict({"testers": 3, "pooled_cases": True}, base=preset("minimal"))

@@ -341,6 +341,11 @@ def test_simulate_and_experiment_refuse_a_folder_another_command_holds(tmp_path:
             ["in the clear"],
         ),
         (["simulate", "--appeal-testers", "3", "--out", "s"], ["appeal_testers needs pooled_cases"]),
+        (["run", "--tester-stake", "1", "--out", "r"], ["tester_stake needs appeal_testers"]),
+        (["run", "--tester-stake", "-1", "--out", "r"], ["--tester-stake must be non-negative"]),
+        (["devnet", "--tester-stake", "lots", "--out", "d"], ["--tester-stake: not a coin amount"]),
+        (["simulate", "--tester-stake", "0.0000001", "--out", "s"], ["finer than the smallest unit"]),
+        (["attacks", "--tester-stake", "nan", "--out", "a"], ["--tester-stake"]),
         (
             [
                 *["node", "--key", "k.json", "--rpc", "http://127.0.0.1:9", "--contract", "0x0"],

@@ -93,6 +93,13 @@ def run(
             help="Testers commit to their test cases' digest in the deposit block, before any new model exists.",
         ),
     ] = None,
+    tester_stake: Annotated[
+        str | None,
+        typer.Option(
+            help="Tester stake in coins (needs --appeal-testers): testers are drawn from the miners holding it, "
+            "and a tester off the appeal's median forfeits it (off)."
+        ),
+    ] = None,
     post_commitments: Annotated[
         bool,
         typer.Option(help="With --ledger evm: trainers also send commitments straight to the contract."),
@@ -110,6 +117,7 @@ def run(
     resumes if OUT holds one."""
     from derelayl.runtime.local import RunConfig, run_network
     from derelayl.runtime.tasks import default_participants, make_task
+    from derelayl.sim.config import parse_coins
 
     try:
         n = participants if participants is not None else default_participants(task)
@@ -129,6 +137,7 @@ def run(
             improvement_z=improvement_z,
             appeal_testers=appeal_testers,
             case_commitments=case_commitments,
+            tester_stake=None if tester_stake is None else parse_coins(tester_stake, "--tester-stake"),
             post_commitments=post_commitments,
             fhe=on_off(fhe, "--fhe"),
         )

@@ -37,6 +37,7 @@ from derelayl.experiments.config import ExperimentConfig, relay_params
 from derelayl.experiments.relay import run_derelayl
 from derelayl.folders import FolderLock, save_figure, write_atomic
 from derelayl.protocol.params import MAX_IMPROVEMENT_Z, MAX_TESTERS, Params
+from derelayl.protocol.types import format_units
 from derelayl.stats import format_interval as _pm
 from derelayl.stats import interval
 
@@ -50,7 +51,7 @@ SIGN_TEST_Z = 100
 (``Params.improvement_z``; the sweep over other values is in ``docs/attacks.md``)."""
 
 
-def defences(testers: int = POOLED_TESTERS, z: int = SIGN_TEST_Z) -> dict[str, dict[str, Any]]:
+def defences(testers: int = POOLED_TESTERS, z: int = SIGN_TEST_Z, stake: int = 0) -> dict[str, dict[str, Any]]:
     """Protocol parameters of each relay arm, on top of the config's: a child must beat its
     parent by one test case (the improvement rule); several testers score each model (median);
     with pooled cases every tester (``testers`` of them) scores on all testers' cases, so honest
@@ -64,8 +65,11 @@ def defences(testers: int = POOLED_TESTERS, z: int = SIGN_TEST_Z) -> dict[str, d
     ``z`` hundredths of a standard deviation of the cases it and the model it is compared with
     split (``derelayl.protocol.copies.significant``); with case commitments, testers fix their
     cases in the deposit block, before any child exists (honest testers' cases are the same
-    either way, so this changes only what a case picker can do)."""
+    either way, so this changes only what a case picker can do); with a tester stake (``stake``
+    units, off by default), testers are drawn from the miners holding it and a tester the
+    appeal finds lying forfeits it (``Params.tester_stake``)."""
     pooled = {"min_improvement": 1, "testers": testers, "pooled_cases": True}
+    staked = f", tester stake {format_units(stake)}" if stake else ""
     return {
         "relay (faithful)": {},
         "relay (improvement rule)": {"min_improvement": 1},
@@ -82,13 +86,14 @@ def defences(testers: int = POOLED_TESTERS, z: int = SIGN_TEST_Z) -> dict[str, d
             "post_commitments": True,
             "appeal_testers": testers,
         },
-        f"relay (all defences + appeals + sign test, z = {z / 100:g}, case commitments)": {
+        f"relay (all defences + appeals + sign test, z = {z / 100:g}, case commitments{staked})": {
             **pooled,
             "copy_rule": True,
             "post_commitments": True,
             "appeal_testers": testers,
             "improvement_z": z,
             "case_commitments": True,
+            **({"tester_stake": stake} if stake else {}),
         },
     }
 
@@ -108,11 +113,13 @@ def run_attacks(
     rounds: int = 50,
     testers: int = POOLED_TESTERS,
     z: int = SIGN_TEST_Z,
+    stake: int = 0,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     check_options(share, kinds, rounds, testers, z)
+    arms = defences(testers, z, stake)
     with FolderLock(out_dir, "derelayl attacks"):
-        return _run(config, out_dir, share, seeds, kinds, rounds, defences(testers, z), progress or (lambda _: None))
+        return _run(config, out_dir, share, seeds, kinds, rounds, arms, progress or (lambda _: None))
 
 
 def check_options(

@@ -48,6 +48,9 @@ def attacks(
     improvement_z: Annotated[
         int, typer.Option(help="The sign test's threshold in the last arm, hundredths of a standard deviation.")
     ] = 100,
+    tester_stake: Annotated[
+        str, typer.Option(help="Coins a tester must hold in the last arm, forfeited when an appeal finds it lying.")
+    ] = "0",
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress lines.")] = False,
 ) -> None:
     """Each kind of dishonest participant against the relay (faithful and defended) and FedAvg
@@ -55,11 +58,12 @@ def attacks(
     success; writes results.json, report.md and attacks.png."""
     from derelayl.experiments.attacks import check_options, run_attacks
     from derelayl.experiments.config import load_config
-    from derelayl.sim.config import parse_seeds
+    from derelayl.sim.config import parse_coins, parse_seeds
 
     try:
         chosen = KINDS if kinds == "all" else tuple(k.strip() for k in kinds.split(",") if k.strip())
         check_options(share, chosen, rounds, testers, improvement_z)
+        stake = parse_coins(tester_stake, "--tester-stake")
         chosen_seeds = parse_seeds(seeds)
         cfg = load_config(config)
         results = run_attacks(
@@ -71,6 +75,7 @@ def attacks(
             rounds=rounds,
             testers=testers,
             z=improvement_z,
+            stake=stake,
             progress=None if quiet else lambda line: console.print(line),
         )
     except DerelaylError as exc:

@@ -152,6 +152,10 @@ def devnet(
     case_commitments: Annotated[
         bool, typer.Option(help="Testers commit to their test cases' digest in the deposit block.")
     ] = False,
+    tester_stake: Annotated[
+        str,
+        typer.Option(help="Tester stake in coins (needs --appeal-testers): testers must hold it; a liar forfeits it."),
+    ] = "0",
     post_commitments: Annotated[
         bool, typer.Option(help="Nodes also send commitments straight to the contract (no miner can omit them).")
     ] = False,
@@ -166,9 +170,14 @@ def devnet(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from derelayl.node.devnet import DevnetConfig, run_devnet
+    from derelayl.sim.config import parse_coins
 
     if fhe not in ("on", "off"):
         raise fail(f"--fhe must be on or off, got {fhe!r}")
+    try:
+        stake = parse_coins(tester_stake, "--tester-stake")
+    except DerelaylError as exc:
+        raise fail(str(exc)) from exc
     config = DevnetConfig(
         nodes=nodes,
         rounds=rounds,
@@ -186,6 +195,7 @@ def devnet(
         improvement_z=improvement_z,
         appeal_testers=appeal_testers,
         case_commitments=case_commitments,
+        tester_stake=stake,
         post_commitments=post_commitments,
         adversaries=adversaries,
         fhe=fhe == "on",

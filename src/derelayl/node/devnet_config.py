@@ -51,6 +51,8 @@ class DevnetConfig:
     """Appellants drawn when pooled reports disagree (``derelayl.protocol.appeals``)."""
     case_commitments: bool = False
     """Testers commit to their cases' digest in the deposit block (``Params.case_commitments``)."""
+    tester_stake: int = 0
+    """Units a tester must hold, at stake in a disputed round (``Params.tester_stake``)."""
     post_commitments: bool = False
     """Nodes send their commitments straight to the contract too."""
     adversaries: str = ""
@@ -70,6 +72,7 @@ class DevnetConfig:
             improvement_z=self.improvement_z,
             appeal_testers=self.appeal_testers,
             case_commitments=self.case_commitments,
+            tester_stake=self.tester_stake,
         )
 
     def kinds(self) -> list[str]:

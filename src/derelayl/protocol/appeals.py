@@ -5,12 +5,14 @@ reports are equal; a disagreement means somebody lied. The median protects the r
 while honest testers hold most seats. With ``appeal_testers = a`` the rules go one step further:
 
 1. the test block (``hold``): every reporting tester's reward is held in escrow instead of
-   paid (with ``tester_stake``, its stake from its balance too), and ``a`` appellants are drawn from the miners that did not test, on the beacon after
-   the test block (nobody knew them when the scores were given);
+   paid (with ``tester_stake``, its stake from its balance too), and ``a`` appellants are
+   drawn from the miners that did not test, on the beacon after the test block (nobody knew
+   them when the scores were given);
 2. the settle block carries the appellants' reports on the same pool (``verify_appeals``);
    their lower median becomes the round's scores before the ranking (``decide``). A tester
-   whose report equals it gets its held reward (and stake) back; one that differs forfeits them to the
-   appellants whose reports equal it (each also paid a tester's reward), the remainder burned.
+   whose report equals it gets its held reward (and stake) back; one that differs forfeits
+   them to the appellants whose reports equal it (each also paid a tester's reward), the
+   remainder burned.
 
 Appellants that stay silent may be left out only after the phase timeout, as co-testers may. A
 round without appellant reports keeps the test block's medians. The contract does the same in

@@ -93,6 +93,8 @@ class RunConfig:
     """Appellants drawn when pooled reports disagree (``Params.appeal_testers``; None: the preset's)."""
     case_commitments: bool | None = None
     """Testers commit to their cases' digest in the deposit block (``Params.case_commitments``)."""
+    tester_stake: int | None = None
+    """Units a tester must hold, at stake in a disputed round (``Params.tester_stake``)."""
     post_commitments: bool = False
     """Trainers also send their commitments straight to the contract (``--ledger evm`` only)."""
     fhe: bool = False
@@ -109,6 +111,7 @@ class RunConfig:
             "improvement_z": self.improvement_z,
             "appeal_testers": self.appeal_testers,
             "case_commitments": self.case_commitments,
+            "tester_stake": self.tester_stake,
         }
         changed = {k: v for k, v in given.items() if v is not None}
         base = preset(self.preset)

@@ -139,6 +139,13 @@ def simulate(
     min_trainer_bid: Annotated[
         str | None, typer.Option(help="Least deposit a trainer must bid to be matched [0].", rich_help_panel=_M)
     ] = None,
+    tester_stake: Annotated[
+        str | None,
+        typer.Option(
+            help="Coins a tester must hold, at stake in a disputed round (needs --appeal-testers) [0].",
+            rich_help_panel=_M,
+        ),
+    ] = None,
     reward_per_deposit: Annotated[
         str | None, typer.Option(help="Miner reward per deposit [0.001].", rich_help_panel=_M)
     ] = None,
@@ -239,6 +246,7 @@ def simulate(
         lineage_reward=lineage_reward,
         supply_cap=supply_cap,
         min_trainer_bid=min_trainer_bid,
+        tester_stake=tester_stake,
         reward_per_deposit=reward_per_deposit,
         reward_per_commitment=reward_per_commitment,
         reward_per_test_case=reward_per_test_case,

@@ -30,7 +30,16 @@ from derelayl.errors import ConfigError
 from derelayl.protocol.params import AMOUNT_FIELDS, REWARD_SCHEMES, Params, preset
 from derelayl.protocol.types import coins_to_units
 
-__all__ = ["AMOUNT_FIELDS", "SCHEMES", "SimConfig", "load_toml", "parse_seeds", "protocol_overrides", "resolve_config"]
+__all__ = [
+    "AMOUNT_FIELDS",
+    "SCHEMES",
+    "SimConfig",
+    "load_toml",
+    "parse_coins",
+    "parse_seeds",
+    "protocol_overrides",
+    "resolve_config",
+]
 
 SCHEMES = REWARD_SCHEMES
 # AMOUNT_FIELDS: ``Params`` fields that are money, given in coins in TOML and flags, stored in units.
@@ -198,7 +207,9 @@ def parse_schemes(value: str | list[str]) -> tuple[str, ...]:
     return tuple(str(s).strip() for s in items if str(s).strip())
 
 
-def _coins(value: Any, name: str) -> int:
+def parse_coins(value: Any, name: str) -> int:
+    """An amount of coins as written (a string, an integer or a TOML decimal) in units, >= 0;
+    errors name ``name``."""
     if isinstance(value, bool):
         raise ConfigError(f"{name}: {value!r} is not an amount of coins")
     if isinstance(value, float):
@@ -223,7 +234,7 @@ def protocol_overrides(data: dict[str, Any], where: str) -> dict[str, Any]:
     for key, value in data.items():
         if key in AMOUNT_FIELDS and value is not None:
             # named as the user wrote it: --supply-cap on the command line, protocol.supply_cap in a file
-            out[key] = _coins(value, f"--{key.replace('_', '-')}" if where == "--" else f"{where}{key}")
+            out[key] = parse_coins(value, f"--{key.replace('_', '-')}" if where == "--" else f"{where}{key}")
         elif key in ("select_fraction", "cap_fraction", "royalty_decay"):
             out[key] = Decimal(str(value)) if isinstance(value, float) else value
         else:
