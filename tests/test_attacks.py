@@ -269,14 +269,15 @@ def test_the_attacks_table_posts_commitments_only_in_its_last_three_arms(tmp_pat
     assert runs[("omitting_miner", last)]["accuracy"] == runs[("none", last)]["accuracy"]
 
 
-def test_the_tester_stake_goes_into_the_last_arm_only_when_asked() -> None:
+def test_the_tester_stake_goes_into_the_last_arm_only() -> None:
     from derelayl.experiments.attacks import defences
 
-    assert not any("tester_stake" in arm for arm in DEFENCES.values())
-    staked = defences(stake=5_000_000)
-    assert list(staked)[:-1] == list(DEFENCES)[:-1]
-    assert list(staked)[-1].endswith(", tester stake 5)")
-    assert staked[list(staked)[-1]] == {**DEFENCES[list(DEFENCES)[-1]], "tester_stake": 5_000_000}
+    last = list(DEFENCES)[-1]
+    assert [m for m, arm in DEFENCES.items() if arm.get("tester_stake")] == [last]
+    assert last.endswith(", tester stake 20)") and DEFENCES[last]["tester_stake"] == 20_000_000
+    unstaked = defences(stake=0)
+    assert list(unstaked)[:-1] == list(DEFENCES)[:-1] and list(unstaked)[-1].endswith("case commitments)")
+    assert {**unstaked[list(unstaked)[-1]], "tester_stake": 20_000_000} == DEFENCES[last]
 
 
 def test_a_strategic_liar_lies_only_when_its_group_holds_most_tester_seats(setup) -> None:  # type: ignore[no-untyped-def]

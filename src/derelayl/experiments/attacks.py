@@ -37,11 +37,20 @@ from derelayl.experiments.config import ExperimentConfig, relay_params
 from derelayl.experiments.relay import run_derelayl
 from derelayl.folders import FolderLock, save_figure, write_atomic
 from derelayl.protocol.params import MAX_IMPROVEMENT_Z, MAX_TESTERS, Params
-from derelayl.protocol.types import format_units
+from derelayl.protocol.types import UNIT, format_units
 from derelayl.stats import format_interval as _pm
 from derelayl.stats import interval
 
-__all__ = ["DEFENCES", "LAST", "POOLED_TESTERS", "SIGN_TEST_Z", "check_options", "defences", "run_attacks"]
+__all__ = [
+    "DEFENCES",
+    "LAST",
+    "POOLED_TESTERS",
+    "SIGN_TEST_Z",
+    "TESTER_STAKE",
+    "check_options",
+    "defences",
+    "run_attacks",
+]
 
 LAST = 10
 """Rounds averaged for a run's accuracy."""
@@ -49,9 +58,14 @@ POOLED_TESTERS = 5
 SIGN_TEST_Z = 100
 """The sign test's threshold in the last arm by default: one standard deviation
 (``Params.improvement_z``; the sweep over other values is in ``docs/attacks.md``)."""
+TESTER_STAKE = 20 * UNIT
+"""The tester stake in the last arm by default: 20 coins (``Params.tester_stake``; the sweep
+over other values is in ``docs/attacks.md``)."""
 
 
-def defences(testers: int = POOLED_TESTERS, z: int = SIGN_TEST_Z, stake: int = 0) -> dict[str, dict[str, Any]]:
+def defences(
+    testers: int = POOLED_TESTERS, z: int = SIGN_TEST_Z, stake: int = TESTER_STAKE
+) -> dict[str, dict[str, Any]]:
     """Protocol parameters of each relay arm, on top of the config's: a child must beat its
     parent by one test case (the improvement rule); several testers score each model (median);
     with pooled cases every tester (``testers`` of them) scores on all testers' cases, so honest
@@ -66,7 +80,7 @@ def defences(testers: int = POOLED_TESTERS, z: int = SIGN_TEST_Z, stake: int = 0
     split (``derelayl.protocol.copies.significant``); with case commitments, testers fix their
     cases in the deposit block, before any child exists (honest testers' cases are the same
     either way, so this changes only what a case picker can do); with a tester stake (``stake``
-    units, off by default), testers are drawn from the miners holding it and a tester the
+    units; 0 for none), testers are drawn from the miners holding it and a tester the
     appeal finds lying forfeits it (``Params.tester_stake``)."""
     pooled = {"min_improvement": 1, "testers": testers, "pooled_cases": True}
     staked = f", tester stake {format_units(stake)}" if stake else ""
@@ -113,7 +127,7 @@ def run_attacks(
     rounds: int = 50,
     testers: int = POOLED_TESTERS,
     z: int = SIGN_TEST_Z,
-    stake: int = 0,
+    stake: int = TESTER_STAKE,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     check_options(share, kinds, rounds, testers, z)

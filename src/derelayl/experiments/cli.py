@@ -49,8 +49,11 @@ def attacks(
         int, typer.Option(help="The sign test's threshold in the last arm, hundredths of a standard deviation.")
     ] = 100,
     tester_stake: Annotated[
-        str, typer.Option(help="Coins a tester must hold in the last arm, forfeited when an appeal finds it lying.")
-    ] = "0",
+        str,
+        typer.Option(
+            help="Coins a tester must hold in the last arm, forfeited when an appeal finds it lying (0: none)."
+        ),
+    ] = "20",
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress lines.")] = False,
 ) -> None:
     """Each kind of dishonest participant against the relay (faithful and defended) and FedAvg
