@@ -157,6 +157,8 @@ def test_attacks_command_writes_the_table(tmp_path: Path) -> None:
     assert len(results["runs"]) == 2 * 3 * (len(DEFENCES) + 2)  # seeds x (none + 2 kinds) x (relay arms + 2 FedAvg)
     free = next(r for r in results["table"] if r["attack"] == "free_rider" and r["method"] == "relay (faithful)")
     assert 0 <= free["reward_share"][0] <= 1 and free["seeds"] == 2
+    # the excess over the same people's honest share is paired by seed
+    assert free["excess_pp"][0] == pytest.approx(100 * (free["reward_share"][0] - free["fair_share"][0]))
     report = (tmp_path / "a" / "report.md").read_text()
     assert "| free_rider | relay (improvement rule) |" in report and (tmp_path / "a" / "attacks.png").stat().st_size
 

@@ -267,9 +267,11 @@ def _table(runs: list[dict[str, Any]], kinds: tuple[str, ...], arms: tuple[str, 
             if kind != "none" and mine[0]["reward_share"] is not None:
                 row["reward_share"] = interval([r["reward_share"] for r in mine])
                 # the same participants' share when everybody is honest
-                row["fair_share"] = interval(
-                    [_share(honest[(method, r["seed"])]["balances"], r["dishonest"]) for r in mine]
-                )
+                fair = [_share(honest[(method, r["seed"])]["balances"], r["dishonest"]) for r in mine]
+                row["fair_share"] = interval(fair)
+                # paired by seed: which people are dishonest changes with the seed, and so does
+                # their fair share; the difference does not carry that spread
+                row["excess_pp"] = interval([100 * (r["reward_share"] - f) for r, f in zip(mine, fair, strict=True)])
                 row["lineage_share"] = interval([r["lineage_share"] or 0.0 for r in mine])
                 row["turned_away"] = interval([r["turned_away"] or 0.0 for r in mine])
                 row["honest_turned_away"] = interval([r["honest_turned_away"] or 0.0 for r in mine])
@@ -293,8 +295,9 @@ def render(results: dict[str, Any]) -> str:
         + ".",
         "",
         "| attack | method | accuracy % | loss pp | dishonest share of rewards % (same people, all honest) | "
-        "of lineage rewards alone % | their models turned away % (honest %) | backdoor success % |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "over their honest share, pp (paired) | of lineage rewards alone % | their models turned away % "
+        "(honest %) | backdoor success % |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in results["table"]:
         share_text = (
@@ -306,9 +309,10 @@ def render(results: dict[str, Any]) -> str:
             else "–"
         )
         lineage = _pm(row["lineage_share"], 100) if "lineage_share" in row else "–"
+        excess = _pm(row["excess_pp"]) if "excess_pp" in row else "–"
         lines.append(
             f"| {row['attack']} | {row['method']} | {_pm(row['accuracy'], 100)} | {_pm(row['loss_pp'])} | "
-            f"{share_text} | {lineage} | {away} | {_pm(row['backdoor_success'], 100)} |"
+            f"{share_text} | {excess} | {lineage} | {away} | {_pm(row['backdoor_success'], 100)} |"
         )
     lines += ["", "Targets (issue 10): loss within 1 pp and dishonest share below 5%.", ""]
     for row in results["table"]:
