@@ -39,6 +39,7 @@ def __init__(extension: address, p: rules.Params, seed: bytes32, keys: DynArray[
     assert p.cap_den > 0 and p.cap_num > 0 and p.cap_num < p.cap_den, "ConfigError: 4"
     assert p.scheme <= 2 and len(p.multipliers) >= 1, "ConfigError: 5"
     assert p.appeal_testers <= rules.MAX_TESTERS and (p.appeal_testers == 0 or p.pooled_cases), "ConfigError: 49"
+    assert p.tester_stake == 0 or p.appeal_testers > 0, "ConfigError: 55"
     rules.params = p
     rules.mix_randomness = mix_randomness
     rules.domain = keccak256(abi_encode(keccak256("derelayl/2"), chain.id, self))
@@ -277,7 +278,8 @@ def roles() -> (uint256[rules.WORDS], uint256[4], DynArray[uint256, rules.MAX_TE
 @view
 @external
 def dispute() -> (bool, DynArray[uint256, rules.MAX_TESTERS], DynArray[uint256, rules.MAX_TESTERS]):
-    """A disputed round, until its settle block: tester | held << 64 each, and the appellants."""
+    """A disputed round, until its settle block: tester | held << 64 | staked << 128 each, and
+    the appellants."""
     return rules.disputed, rules.dispute_testers, rules.appellants
 
 

@@ -32,7 +32,8 @@ def test(round: uint256, n_test_cases: uint256, test_cases_digest: bytes32, scor
     """The round's testers score every committed model (and, with the improvement rule, every
     live model after them); a model's score is the lower median. Co-testers' scores come flat,
     tester after tester (``m`` each). With appeals, a disagreement among pooled reports holds
-    every tester's reward and draws the appellants (= derelayl.protocol.appeals.hold)."""
+    every tester's reward (and with tester_stake its stake: its balance, up to the stake) and
+    draws the appellants (= derelayl.protocol.appeals.hold)."""
     miner: uint256 = rules._verify_header(round, rules.TEST)
     n: uint256 = len(rules.commits)
     m: uint256 = self._scored(n)
@@ -72,12 +73,19 @@ def test(round: uint256, n_test_cases: uint256, test_cases_digest: bytes32, scor
     for j: uint256 in range(len(testers), bound=rules.MAX_TESTERS):
         agreed = agreed and rows[j] == final
     if rules.params.appeal_testers > 0 and pooled and not agreed:
-        # a disagreement: hold every tester's reward in escrow; draw appellants once mixed
+        # a disagreement: hold every tester's reward and stake in escrow; draw appellants once mixed
+        stake: uint256 = rules.params.tester_stake
         for j: uint256 in range(len(testers), bound=rules.MAX_TESTERS):
+            t: uint256 = testers[j]
             held: uint256 = rules._mint_room(amount)
             rules.minted += held
-            rules.escrow += held
-            rules.dispute_testers.append(testers[j] | (held << 64))
+            staked: uint256 = 0
+            if stake != 0:
+                staked = min(rules._balance(t), stake)
+                rules._debit(t, staked, "BalanceError: 10")
+                log rules.Transfer(sender=rules.key_of[t], receiver=self, value=staked)
+            rules.escrow += held + staked
+            rules.dispute_testers.append(t | (held << 64) | (staked << 128))
         rules.dispute_rows = rows
         rules.dispute_medians = final
         rules.disputed = True
@@ -151,8 +159,8 @@ def settle(round: uint256, appeals: DynArray[rules.CoTester, rules.MAX_TESTERS],
 @internal
 def _decide(round: uint256, appeals: DynArray[rules.CoTester, rules.MAX_TESTERS], appeal_scores: DynArray[int64, rules.MAX_APPEAL_SCORES]):
     """= derelayl.protocol.appeals.verify_appeals + decide: the appellants' lower median sets
-    the round's scores; held rewards go back to the testers on it, the others' to the
-    appellants on it (a tester's reward each, the forfeits shared, the remainder burned)."""
+    the round's scores; held rewards (and stakes) go back to the testers on it, the others' to
+    the appellants on it (a tester's reward each, the forfeits shared, the remainder burned)."""
     n: uint256 = len(rules.commits)
     m: uint256 = self._scored(n)
     # Verify one report from each appellant, in draw order (after the timeout, silent ones may be missing)
@@ -172,8 +180,9 @@ def _decide(round: uint256, appeals: DynArray[rules.CoTester, rules.MAX_TESTERS]
         final = keccak256(abi_encode(medians))
     forfeited: uint256 = 0
     for j: uint256 in range(len(rules.dispute_testers), bound=rules.MAX_TESTERS):
-        tester: uint256 = rules.dispute_testers[j] & rules.M32
-        held: uint256 = rules.dispute_testers[j] >> 64
+        d: uint256 = rules.dispute_testers[j]
+        tester: uint256 = d & rules.M32
+        held: uint256 = ((d >> 64) & rules.M64) + (d >> 128)
         rules.escrow -= held
         if rules.dispute_rows[j] == final:
             rules.stored[tester] += held

@@ -73,6 +73,7 @@ struct Params:
     min_trainer_bid: uint256     # the least deposit a trainer may bid (0: none)
     appeal_testers: uint256      # appellants drawn when pooled reports disagree (0: no appeals)
     case_commitments: bool       # testers commit to their cases' digest in the deposit block
+    tester_stake: uint256        # testers drawn from miners holding it; frozen and staked in a dispute (0: none)
     multipliers: DynArray[uint256, MAX_MULTIPLIERS]
 
 struct Bid:
@@ -234,7 +235,7 @@ block_miners: uint256[4]
 co_testers: DynArray[uint256, MAX_TESTERS]
 
 # a disputed round (appeals), from its test block to its settle block: each reporting tester as
-# tester | held reward << 64, the keccak of each one's report, of the test block's medians, and
+# tester | held reward << 64 | staked << 128 (tester_stake), the keccak of each one's report, of the test block's medians, and
 # the appellants drawn after the test block (= derelayl.protocol.state.Dispute)
 disputed: bool
 dispute_testers: DynArray[uint256, MAX_TESTERS]
@@ -278,6 +279,9 @@ def _transfer(sender: address, receiver: address, amount: uint256):
     assert s != 0, "UnknownParticipantError: 7"
     assert r != 0, "UnknownParticipantError: 8"
     assert amount <= convert(max_value(int64), uint256), "MalformedError: 9"
+    # Verify the sender is not a tester of the round (with tester_stake: its stake is frozen)
+    if self.params.tester_stake != 0:
+        assert s - 1 != self.block_miners[2] and s - 1 not in self.co_testers, "BalanceError: 56"
     self._debit(s - 1, amount, "BalanceError: 10")
     self.stored[r - 1] += amount
     log Transfer(sender=sender, receiver=receiver, value=amount)
@@ -476,8 +480,9 @@ def _key(purpose: bytes8, item: uint256) -> uint256:
 @internal
 def _draw_roles():
     """= derelayl.protocol.roles.assign_roles: trainers are the m non-owners with the lowest
-    role keys (a bounded max-heap, O(n log m)); miners the rest; block miners and co-testers
-    drawn from the miners."""
+    role keys (a bounded max-heap, O(n log m)); miners the rest; block miners drawn from the
+    miners, the testing miner and co-testers from the eligible ones (with tester_stake: the
+    miners whose balance is at least the stake, unless fewer than ``testers`` have it)."""
     n: uint256 = self.n_participants
     self.n_drawn = n
     owner_mask: uint256[WORDS] = empty(uint256[WORDS])
@@ -548,18 +553,32 @@ def _draw_roles():
         if (owner_mask[p // 256] | bits[p // 256]) & (1 << (p % 256)) == 0:
             miners.append(p)
     count: uint256 = len(miners)
+    # the eligible testers, in index order: with tester_stake, the miners holding it (balances
+    # as the core sees them: stored + accrued trunk rewards), unless too few do
+    stake: uint256 = self.params.tester_stake
+    pool: DynArray[uint256, MAX_PARTICIPANTS] = []
+    if stake != 0:
+        for p: uint256 in miners:
+            if self._balance(p) >= stake:
+                pool.append(p)
+    if len(pool) < self.params.testers:
+        pool = miners
     chosen: uint256[4] = empty(uint256[4])
+    tested: uint256 = 0
     for j: uint256 in range(4):
-        pick: uint256 = self._word(MINERS, j) % count
-        chosen[j] = miners[pick]
+        pick: uint256 = self._word(MINERS, j)
+        if j == 2:
+            tested = pick % len(pool)
+            chosen[j] = pool[tested]
+        else:
+            chosen[j] = miners[pick % count]
     self.block_miners = chosen
 
-    # co-testers: partial Fisher-Yates over the miners without the testing miner
-    pool: DynArray[uint256, MAX_PARTICIPANTS] = []
+    # co-testers: partial Fisher-Yates over the eligible miners without the testing miner
     if self.params.testers > 1:
-        for p: uint256 in miners:
-            if p != chosen[2]:
-                pool.append(p)
+        for i: uint256 in range(tested, len(pool) - 1, bound=MAX_PARTICIPANTS):
+            pool[i] = pool[i + 1]
+        pool.pop()
     extra: uint256 = min(self.params.testers - 1, len(pool))
     co: DynArray[uint256, MAX_TESTERS] = []
     for j: uint256 in range(extra, bound=MAX_TESTERS):

@@ -74,6 +74,7 @@ def contract_params(params: Params) -> tuple[Any, ...]:
         params.min_trainer_bid,
         params.appeal_testers,
         params.case_commitments,
+        params.tester_stake,
         list(multipliers),
     )
 

@@ -4,7 +4,7 @@ that the two can be compared field by field (differential tests, ``derelayl veri
 Compared: round, phase, phase start, beacon, money (minted, burned, escrow, every balance),
 registered keys, roles (trainers, block miners, co-testers; model owners are the live
 models' holders), live models (ids, holders, versions, scores, in rank order), this round's
-pairs and commitments, a disputed round's held rewards and appellants, the newest version and
+pairs and commitments, a disputed round's held rewards, stakes and appellants, the newest version and
 the next model id. Not compared: statistics the
 rules never read (versions each participant holds or trained), which only the core keeps.
 """
@@ -54,7 +54,7 @@ def contract_snapshot(contract: Any, block: int | str = "latest") -> dict[str, A
         "scores": [((c >> 64) & M64) - BIAS if phase == 3 else 0 for c in commits],
         "eligible": [not (c >> 128) & 1 for c in commits] if phase == 3 else [],
         "digests": [bytes(d) for d in digests],
-        "dispute": (disputed, [(d & M32, d >> 64) for d in dispute_testers], list(appellants)),
+        "dispute": (disputed, [(d & M32, (d >> 64) & M64, d >> 128) for d in dispute_testers], list(appellants)),
     }
 
 
@@ -94,7 +94,10 @@ def state_snapshot(state: State) -> dict[str, Any]:
         if state.dispute is None
         else (
             True,
-            [(int(t), int(h)) for t, h in zip(state.dispute.testers, state.dispute.held, strict=True)],
+            [
+                (int(t), int(h), int(k))
+                for t, h, k in zip(state.dispute.testers, state.dispute.held, state.dispute.staked, strict=True)
+            ],
             [int(a) for a in state.dispute.appellants],
         ),
     }

@@ -68,6 +68,8 @@ REASONS: dict[int, str] = {
     52: "case commitment not signed by its tester",
     53: "a tester reports but committed to no test cases in the deposit block",
     54: "a tester's test cases are not the ones it committed to",
+    55: "tester_stake needs appeal_testers (only an appeal proves a lie)",
+    56: "the sender tests this round: with tester_stake its coins stay put until the settlement",
 }
 
 _CODED = re.compile(r"^([A-Z][A-Za-z]*Error): (\d+)$")
