@@ -47,6 +47,15 @@ SCHEMES: list[dict[str, object]] = [
     {"case_commitments": True, "pooled_cases": True, "testers": 3},
     {"case_commitments": True, "testers": 3, "phase_timeout": 2},
 ]
+STAKED: list[dict[str, object]] = [
+    {"pooled_cases": True, "testers": 3, "appeal_testers": 2, "tester_stake": 5000, "phase_timeout": 2},
+    {"pooled_cases": True, "testers": 4, "appeal_testers": 3, "tester_stake": 2000},
+    {"pooled_cases": True, "testers": 3, "appeal_testers": 2, "tester_stake": 1_000_000, "lineage_payee": "trainer"},
+    {"pooled_cases": True, "testers": 3, "appeal_testers": 2, "tester_stake": 3000, "case_commitments": True},
+]
+"""Schemes with a tester stake (``tester_stake``): testers drawn from the miners holding it
+(some rounds every miner, too few do), their transfers refused, stakes held in disputes."""
+SCHEMES += STAKED
 DEFENCES = [s for s in SCHEMES if {"min_improvement", "pooled_cases", "min_trainer_bid", "case_commitments"} & set(s)]
 
 
@@ -380,6 +389,14 @@ def test_core_and_contract_agree_on_long_sequences(fastest_node: Node, scheme, s
     play(pair, data, phases=48)
     assert not pair.mismatches
     assert pair.replay_matches() == []
+
+
+@settings(max_examples=4, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@given(scheme=st.sampled_from(STAKED), seed=st.integers(1, 2**16), data=st.data())
+def test_core_and_contract_agree_on_random_sequences_with_a_stake(fastest_node: Node, scheme, seed, data) -> None:
+    """With a tester stake: random transfers (refused from a drawn tester), lying co-testers
+    and appellants (stakes held and forfeited), draws from the staked miners."""
+    _agree_on_a_random_sequence(fastest_node, scheme, seed, data)
 
 
 def test_every_kind_of_fault_is_exercised(node: Node) -> None:
