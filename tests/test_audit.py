@@ -14,6 +14,7 @@ from derelayl.agents.adversaries import Adversary
 from derelayl.agents.relay import RelayBrain, share_cases
 from derelayl.cli import app
 from derelayl.evm.node import anvil_path
+from derelayl.explorer.index import ChainIndex
 from derelayl.runtime.audit import audit_run
 from derelayl.runtime.local import RunConfig, run_network
 from derelayl.runtime.torch_task import TorchTask
@@ -78,6 +79,12 @@ def test_with_appeals_the_liar_forfeits_and_the_appellants_reports_are_audited_t
     assert tested >= 1 and {f.tester for f in audit.lies} == {LIAR}
     assert audit.reports == 3 * 12 + 3 * tested and audit.checked == audit.reports
     assert summary["rounds"] == 12, summary
+    # and the explorer's rounds show what each appeal paid and what the liar forfeited
+    index = ChainIndex(out / "chain.sqlite")
+    index.follow()
+    disputed = [r for r in index.rounds if r["forfeited_coins"] > 0]
+    assert len(disputed) == tested
+    assert all(r["appeal_coins"] > r["forfeited_coins"] for r in disputed)
 
 
 def test_cases_that_are_missing_or_altered_are_reported_unchecked_not_passed(honest: Path, tmp_path: Path) -> None:

@@ -252,6 +252,9 @@ class ChainIndex:
                 "selected": len(receipt.selected_model),
                 "pairs_per_live_model": self._pairs / self._live if self._live else 0.0,
                 "latest_version": state.latest_version,
+                # a disputed round (appeals): paid to the appellants, forfeited by testers off their median
+                "appeal_coins": receipt.appeal_reward / UNIT,
+                "forfeited_coins": receipt.forfeited / UNIT,
             }
         )
         self._new_round(state.n_participants)

@@ -217,4 +217,4 @@ class SettleReceipt:
     appeal_reward: int = 0
     """Disputed round: paid to the appellants on their median (rewards + forfeited holds)."""
     forfeited: int = 0
-    """Disputed round: held rewards of testers off the final medians."""
+    """Disputed round: held rewards (and stakes) of testers off the final medians."""

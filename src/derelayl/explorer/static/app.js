@@ -40,11 +40,12 @@ const pages = {
       r.round,
       r.blocks.map((b) => `<a href="/block/${b.height}">${b.kind}</a> by ${link("participant", b.miner)} (${b.items})`).join(" · "),
       r.models, r.selected, coins(r.supply_coins), r.gini.toFixed(3),
+      r.appeal_coins || r.forfeited_coins ? `${coins(r.appeal_coins)} / ${coins(r.forfeited_coins)}` : "–",
     ]);
     main.innerHTML =
       `<div class="cards">${card("round", s.round)}${card("phase", s.phase)}${card("settled rounds", s.settled_rounds)}${card("participants", s.participants)}</div>` +
       `<canvas id="supply"></canvas>` +
-      `<h2>Latest rounds</h2><div id="timeline">${table(["round", "blocks (miner, items)", "models", "selected", "supply", "gini"], rows)}</div>`;
+      `<h2>Latest rounds</h2><div id="timeline">${table(["round", "blocks (miner, items)", "models", "selected", "supply", "gini", "appeal: paid / forfeited"], rows)}</div>`;
     const xs = series.rounds.map((r) => r.round);
     chart("supply", {
       type: "line",
