@@ -150,11 +150,11 @@ def test_the_defences_run_on_the_network_as_in_process(tmp_path: Path, options: 
 def test_lying_nodes_are_appealed_on_the_network_and_named_by_the_audit(tmp_path: Path) -> None:
     """Three of ten nodes lie whenever they test (``--adversaries``); with pooled cases a lie is
     a disagreement, and the appellants, fetching the models and the testers' cases from their
-    nodes, decide the round in its settle block."""
+    nodes, decide the round in its settle block; a liar off their median forfeits its stake."""
     from derelayl.node.devnet import DevnetConfig
 
     options = ["--testers", "3", "--pooled-cases", "--min-improvement", "1", "--appeal-testers", "2"]
-    options += ["--adversaries", "lying_tester=0.3"]
+    options += ["--adversaries", "lying_tester=0.3", "--tester-stake", "0.01"]  # testers drawn from stake holders
     output = _wait(_devnet(tmp_path / "dev", 10, 4, 8740, *options), timeout=300)
     liars = {i for i, k in enumerate(DevnetConfig(nodes=10, adversaries="lying_tester=0.3").kinds()) if k != "honest"}
     summary = json.loads((tmp_path / "dev" / "summary.json").read_text())
