@@ -20,20 +20,11 @@ from derelayl.protocol.roles import assign_roles
 from derelayl.protocol.serialize import state_from_dict, state_to_dict
 from derelayl.protocol.state import State
 from derelayl.protocol.transition import total_money
+from test_appeals import _lie
 
 STAKE = 5_000_000
 PARAMS = Params(k=2, test_cases=5, testers=5, pooled_cases=True, appeal_testers=3, tester_stake=STAKE)
 KEYS = [hashlib.sha256(f"s{i}".encode()).digest() for i in range(24)]
-
-
-def _lie(block: blocks.TestBlock, liars: int, favour: int) -> blocks.TestBlock:
-    """``liars`` co-testers (the last ones) give model ``favour`` the top score, all others 0."""
-    lying = np.zeros_like(block.scores)
-    lying[favour] = 10**6
-    reports = list(block.co_testers)
-    for i in range(len(reports) - liars, len(reports)):
-        reports[i] = dataclasses.replace(reports[i], scores=lying)
-    return dataclasses.replace(block, co_testers=tuple(reports))
 
 
 def _give(state: State, who: np.ndarray, balance: int) -> None:
