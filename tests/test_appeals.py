@@ -109,7 +109,7 @@ def test_appeal_reports_are_refused_unless_the_round_is_disputed_and_well_formed
     assert state.dispute is None  # honest testers agree: no appeal
     settle = population.next_block(state)
     stray = blocks.TesterReport(1, bytes(32), honest.scores)
-    with pytest.raises(MalformedError, match="testers agreed"):
+    with pytest.raises(MalformedError, match="no appeal is open"):
         process_block(state.copy(), dataclasses.replace(settle, appeals=(stray,)))
     state, honest, population = _at_test()
     process_block(state, _lie(honest, 1, 0))

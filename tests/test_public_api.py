@@ -13,6 +13,7 @@ def test_protocol_api_is_pinned() -> None:
             "Bids",
             "Block",
             "BlockKind",
+            "Challenge",
             "CommitBlock",
             "CommitReceipt",
             "DepositBlock",

@@ -367,8 +367,10 @@ def test_every_protocol_parameter_has_a_simulate_flag() -> None:
     from derelayl.sim.cli import simulate
 
     flags = set(inspect.signature(simulate).parameters)
-    # (copy_rule and improvement_z compare real models' predictions: the simulator refuses them, test_copy_rule.py)
-    fields = {f.name for f in dataclasses.fields(Params)} - {"extra", "reward_scheme", "copy_rule", "improvement_z"}
+    # (copy_rule and improvement_z compare real models' predictions: the simulator refuses them,
+    # test_copy_rule.py; challenges go straight to a ledger that takes them, test_challenges.py)
+    refused = {"copy_rule", "improvement_z", "challenge_bond", "challenge_window"}
+    fields = {f.name for f in dataclasses.fields(Params)} - {"extra", "reward_scheme", *refused}
     assert fields <= flags, f"no flag for {sorted(fields - flags)}"
     assert "scheme" in flags  # reward_scheme: --scheme (a comma list compares several)
 

@@ -139,7 +139,7 @@ class Agent:
         elif state.phase == Phase.TEST and me in roles.testers[1:].tolist():
             digest, scores = self.brain.score(state, me)
             out.append(ScoresMessage(state.round, me, digest, scores))
-        elif state.phase == Phase.SETTLE and state.dispute is not None and me in state.dispute.appellants.tolist():
+        elif state.phase == Phase.SETTLE and state.appeal_open and me in _appellants(state):
             digest, scores = self.brain.appeal(state, me)
             out.append(ScoresMessage(state.round, me, digest, scores))
         return [self._signed(m) for m in out]
@@ -174,7 +174,7 @@ class Agent:
             return self._commit(state, me, valid)
         if state.phase == Phase.TEST:
             return self._test(state, me, valid, now)
-        if state.dispute is None:
+        if not state.appeal_open:
             return Proposal(SettleBlock(state.round, me))
         chosen = self._reports(state, valid, state.dispute.appellants.tolist(), now, "settle block", "appellant(s)")
         appeals = tuple(TesterReport(t, s.message.test_cases_digest, s.message.scores) for t, s in chosen)  # type: ignore[union-attr]
@@ -290,6 +290,10 @@ def _names_committed_cases(state: State, message: Message) -> bool:
     except MalformedError:
         return False
     return True
+
+
+def _appellants(state: State) -> list[int]:
+    return [] if state.dispute is None else state.dispute.appellants.tolist()
 
 
 def _has(sorted_ids: I64, who: int) -> bool:

@@ -140,7 +140,7 @@ class Node:
 
     def _make_view(self) -> View:
         state = self.client.state
-        scoring = state.phase == Phase.TEST or (state.phase == Phase.SETTLE and state.dispute is not None)
+        scoring = state.phase == Phase.TEST or (state.phase == Phase.SETTLE and state.appeal_open)
         timed_out = scoring and phase_timed_out(state, self.client.synced_to + 1)
         return make_view(state, state.key_index.get(self.signer.public), self.models.index, timed_out)
 
@@ -341,7 +341,7 @@ class Node:
         assert state.roles is not None
         box = self.inbox.get(state.round, {})
         waited = time.monotonic() - self.phase_seen_at.get((state.round, int(state.phase)), time.monotonic())
-        disputed = state.phase == Phase.SETTLE and state.dispute is not None
+        disputed = state.phase == Phase.SETTLE and state.appeal_open
         # a disputed round's settle block waits for its appellants as a test block for its testers
         patience = self.settings.patience[int(Phase.TEST if disputed else state.phase)]
         if waited >= patience:

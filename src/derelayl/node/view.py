@@ -39,7 +39,7 @@ def make_view(state: State, me: int | None, index: dict[int, bytes], timed_out: 
     scorers: Iterable[int] = ()
     if state.phase == Phase.TEST and state.roles is not None:
         scorers = state.roles.testers.tolist()
-    elif state.phase == Phase.SETTLE and state.dispute is not None:
+    elif state.phase == Phase.SETTLE and state.appeal_open:
         scorers = state.dispute.appellants.tolist()  # a disputed round: the appellants re-score
     if me is not None and scorers:
         # after the commit block, the round's testers (in a disputed round's settle phase, its

@@ -3,6 +3,7 @@
 from derelayl.protocol.blocks import (
     Bids,
     Block,
+    Challenge,
     CommitBlock,
     CommitReceipt,
     DepositBlock,
@@ -38,6 +39,7 @@ __all__ = [
     "Bids",
     "Block",
     "BlockKind",
+    "Challenge",
     "CommitBlock",
     "CommitReceipt",
     "DepositBlock",

@@ -26,6 +26,7 @@ __all__ = [
     "Bids",
     "Block",
     "CaseCommitment",
+    "Challenge",
     "CommitBlock",
     "CommitReceipt",
     "DepositBlock",
@@ -171,7 +172,20 @@ class PostedCommitment:
     (checked by the ledger, as a block's are; the commit miner copies it into its block)."""
 
 
-Direct = Join | Transfer | PostedCommitment
+@dataclass(frozen=True)
+class Challenge:
+    """A participant's challenge of the current round's test block, sent straight to the
+    ledger in the settle phase (``Params.challenge_bond``): it stakes the bond and opens the
+    round's appeal. ``time`` and ``randomness`` are the ledger's at the challenge (on the
+    contract: the block number and ``prevrandao``); the appellants are drawn from them."""
+
+    round: int
+    challenger: int
+    time: int = 0
+    randomness: bytes = b""
+
+
+Direct = Join | Transfer | PostedCommitment | Challenge
 """What a participant sends straight to a ledger that takes it (the contract), outside blocks."""
 Operation = Block | Direct
 

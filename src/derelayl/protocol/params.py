@@ -29,7 +29,7 @@ RewardScheme = Literal["lineage", "decay", "capped"]
 REWARD_SCHEMES: tuple[RewardScheme, ...] = ("lineage", "decay", "capped")
 LineagePayee = Literal["model_owner", "trainer"]
 LINEAGE_PAYEES: tuple[LineagePayee, ...] = ("model_owner", "trainer")
-_INT_FIELDS = ("k", "test_cases", "testers", "appeal_testers", "improvement_z")
+_INT_FIELDS = ("k", "test_cases", "testers", "appeal_testers", "improvement_z", "challenge_window")
 _OPTIONAL = {
     "min_improvement": None,
     "pooled_cases": False,
@@ -39,6 +39,8 @@ _OPTIONAL = {
     "improvement_z": 0,
     "case_commitments": False,
     "tester_stake": 0,
+    "challenge_bond": 0,
+    "challenge_window": 0,
 }
 """Parameters added after chains existed: left out of ``to_dict`` while at these defaults."""
 MAX_TESTERS = 16
@@ -61,6 +63,7 @@ AMOUNT_FIELDS = (
     "supply_cap",
     "min_trainer_bid",
     "tester_stake",
+    "challenge_bond",
 )
 """Fields that are amounts of money, in units (``supply_cap`` may be None)."""
 _MILLI = UNIT // 1000
@@ -174,6 +177,18 @@ class Params:
     coins until its round settles, and in a disputed round each reporting tester's stake (its
     balance, up to this) is held in escrow with its reward. A tester off the appeal's medians
     forfeits both to the appellants on them. 0 (reference): the held reward is the only stake."""
+    challenge_bond: int = 0
+    """Challenges (against a lie every tester of the round tells; needs ``appeal_testers``), in
+    units: every tester's reward (and stake) is held until the settlement, and between the test
+    block and the settle block anyone holding this bond may challenge the round straight on the
+    ledger (``Challenge``). A challenge opens the appeal as a disagreement does, with appellants
+    drawn at the challenge. If the appeal changes the round's scores, the challenger gets its
+    bond back and a share of the forfeits; if not, the bond goes to the appellants. The settle
+    block of an unchallenged round may not come before ``challenge_window`` blocks after the
+    test block. 0 (reference): no challenges."""
+    challenge_window: int = 0
+    """Blocks (of the ledger's clock) after the test block during which a round may be
+    challenged before it settles (needs ``challenge_bond``; at least 1 with it)."""
     extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -250,6 +265,15 @@ class Params:
                 raise ConfigError(f"{name} must be an integer of units in 0..{MAX_AMOUNT}, got {value!r}")
         if self.tester_stake and not self.appeal_testers:
             raise ConfigError("tester_stake needs appeal_testers (only an appeal proves a lie)")
+        if self.challenge_bond and not self.appeal_testers:
+            raise ConfigError("challenge_bond needs appeal_testers (a challenge opens an appeal)")
+        if not 0 <= self.challenge_window <= MAX_COUNT:
+            raise ConfigError(f"challenge_window must be in 0..{MAX_COUNT} blocks, got {self.challenge_window}")
+        if bool(self.challenge_bond) != bool(self.challenge_window):
+            raise ConfigError(
+                "challenge_bond and challenge_window go together: a bond of at least 1 unit and a window of "
+                "at least 1 block, or neither"
+            )
         if self.reward_scheme not in REWARD_SCHEMES:
             raise ConfigError(f"reward_scheme must be lineage, decay or capped, got {self.reward_scheme!r}")
         if not (0 <= self.royalty_decay < 1):

@@ -72,8 +72,9 @@ def _staked(state: State, miners: NDArray[np.int64]) -> NDArray[np.int64]:
 
 
 def draw_appellants(state: State, testers: list[int]) -> NDArray[np.int64]:
-    """Who re-scores a disputed round: ``appeal_testers`` miners that did not test (fewer if
-    there are fewer), in draw order; the beacon is the one after the test block."""
+    """Who re-scores a disputed round: ``appeal_testers`` miners not in ``testers`` (those that
+    tested, and a challenger), fewer if there are fewer, in draw order; the beacon is the one
+    after the test block (or the challenge)."""
     assert state.roles is not None
     pool = state.roles.miners[~np.isin(state.roles.miners, testers)]
     return _shuffle_take(state.beacon, APPEAL, pool, state.params.appeal_testers)

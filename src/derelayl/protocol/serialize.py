@@ -94,7 +94,7 @@ def state_to_dict(state: State) -> dict[str, Any]:
         out["case_digests"] = {str(t): d.hex() for t, d in sorted(state.case_digests.items())}
     if state.posted:  # (only during a commit phase with posted commitments)
         out["posted"] = {str(t): [d.hex(), sig.hex()] for t, (d, sig) in sorted(state.posted.items())}
-    if state.dispute is not None:  # (only in the settle phase of a disputed round)
+    if state.dispute is not None:  # (only in a settle phase with held test rewards)
         dispute = state.dispute
         out["dispute"] = {
             "testers": _ints(dispute.testers),
@@ -102,6 +102,8 @@ def state_to_dict(state: State) -> dict[str, Any]:
             "held": _ints(dispute.held),
             "appellants": _ints(dispute.appellants),
             **({"staked": _ints(dispute.staked)} if dispute.staked.any() else {}),
+            **({} if dispute.open else {"open": False}),
+            **({"challenger": dispute.challenger, "bond": dispute.bond} if dispute.challenger >= 0 else {}),
         }
     return out
 
@@ -112,7 +114,16 @@ def _dispute_from(d: dict[str, Any] | None) -> Dispute | None:
     rows = np.array(d["rows"], dtype=np.int64).reshape(len(d["testers"]), -1)
     testers = _i64(d["testers"])
     staked = _i64(d["staked"]) if "staked" in d else np.zeros(testers.size, dtype=np.int64)
-    return Dispute(testers, rows, _i64(d["held"]), _i64(d["appellants"]), staked)
+    return Dispute(
+        testers,
+        rows,
+        _i64(d["held"]),
+        _i64(d["appellants"]),
+        staked,
+        open=bool(d.get("open", True)),
+        challenger=int(d.get("challenger", -1)),
+        bond=int(d.get("bond", 0)),
+    )
 
 
 def state_from_dict(d: dict[str, Any]) -> State:

@@ -76,7 +76,9 @@ class Pairs:
 
 @dataclass
 class Dispute:
-    """A test block whose pooled reports disagreed (with appeals on), until its settle block."""
+    """The test rewards a test block holds until its settle block: in a round whose pooled
+    reports disagreed (with appeals on), and in every round with challenges on. The appeal is
+    ``open`` from the disagreement or from a challenge on."""
 
     testers: I64
     """Who reported, in block order (the testing miner first)."""
@@ -85,10 +87,16 @@ class Dispute:
     held: I64
     """Each one's test reward, held in escrow until the appeal decides."""
     appellants: I64
-    """Drawn after the test block to re-score the pool, in draw order (may be empty)."""
+    """Drawn after the test block (or at the challenge) to re-score the pool, in draw order
+    (may be empty; empty while no appeal is open)."""
     staked: I64
     """With ``tester_stake``: each one's stake (its balance, up to the stake), held in escrow
     with its reward (zeros without it)."""
+    open: bool = True
+    """Whether an appeal is open: the appellants must report in the settle block."""
+    challenger: int = -1
+    """Who challenged the round (-1: nobody); its ``bond`` is in escrow until the settlement."""
+    bond: int = 0
 
 
 @dataclass
@@ -130,12 +138,18 @@ class State:
     """With ``Params.case_commitments``, from the deposit block to the settlement: tester -> the
     digest of the cases it committed to in the deposit block (its report must name it)."""
     dispute: Dispute | None = None
-    """Settle phase of a round whose testers disagreed (appeals on): what the appeal decides."""
+    """Settle phase of a round whose testers disagreed (appeals on), or of any round with
+    challenges on: the held test rewards, and what an open appeal decides."""
     lineage: LineageTree = field(default_factory=lambda: LineageTree(multipliers=(0,)))
 
     @property
     def n_participants(self) -> int:
         return len(self.keys)
+
+    @property
+    def appeal_open(self) -> bool:
+        """Settle phase of a round whose appeal is open: its appellants re-score the pool."""
+        return self.dispute is not None and self.dispute.open
 
     @property
     def supply(self) -> int:

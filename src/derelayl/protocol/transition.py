@@ -29,11 +29,12 @@ from derelayl.protocol.accounts import (
     process_transfer,
     register,
 )
-from derelayl.protocol.appeals import decide, hold, verify_appeals
+from derelayl.protocol.appeals import decide, hold, process_challenge, verify_appeals
 from derelayl.protocol.auction import compute_matching, compute_ranking, is_canonical_bid_order
 from derelayl.protocol.beacon import AUCTION, SETTLE, compute_keys, compute_mixed_beacon
 from derelayl.protocol.blocks import (
     Block,
+    Challenge,
     CommitBlock,
     CommitReceipt,
     DepositBlock,
@@ -281,10 +282,11 @@ def process_test_block(state: State, block: TestBlock) -> TestReceipt:
     amount = params.reward_per_test_case * params.test_cases + params.reward_per_tested_model * n
     # with pooled cases, honest testers agree: one whose scores are not the median is not paid
     paid = [not params.pooled_cases or bool((row == medians).all()) for row in rows]
-    if params.appeal_testers and not all(paid):  # a disagreement: hold every reward, draw appellants
+    disagreed = params.appeal_testers and not all(paid)
+    if disagreed or params.challenge_bond:  # hold every reward; a disagreement opens the appeal
         _mix(state, block.randomness)
         testers = [block.miner, *(r.tester for r in block.co_testers)]
-        held = hold(state, testers, rows, amount)
+        held = hold(state, testers, rows, amount, open_appeal=bool(disagreed))
         _end_phase(state, block, Phase.SETTLE)
         return TestReceipt(miner_reward=0, held=held)
     reward = pay_miner(state, block.miner, amount) if paid[0] else 0
@@ -297,7 +299,7 @@ def process_test_block(state: State, block: TestBlock) -> TestReceipt:
 
 
 def process_settle_block(state: State, block: SettleBlock) -> SettleReceipt:
-    """Decide a disputed round's appeal (``protocol.appeals``); rank, select the top fraction,
+    """Decide a round's held test rewards and open appeal (``protocol.appeals``); rank, select the top fraction,
     refund winners, burn the rest, pay lineages."""
     verify_header(state, block, Phase.SETTLE)
     verify_appeals(state, block)
@@ -388,8 +390,8 @@ def process_block(state: State, block: Block) -> DepositReceipt | CommitReceipt 
 
 
 def process_operation(state: State, op: Operation) -> object:
-    """Apply a block, a registration, a transfer or a posted commitment (the contract
-    backend's history)."""
+    """Apply a block, a registration, a transfer, a posted commitment or a challenge (the
+    contract backend's history)."""
     if isinstance(op, Join):
         return process_join(state, op)
     if isinstance(op, Transfer):
@@ -397,6 +399,9 @@ def process_operation(state: State, op: Operation) -> object:
         return None
     if isinstance(op, PostedCommitment):
         process_posted_commitment(state, op)
+        return None
+    if isinstance(op, Challenge):
+        process_challenge(state, op)
         return None
     return process_block(state, op)
 

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from derelayl.errors import ConfigError
+from derelayl.protocol.appeals import CHALLENGES_NEED_A_LEDGER
 from derelayl.protocol.params import AMOUNT_FIELDS, REWARD_SCHEMES, Params, preset
 from derelayl.protocol.types import coins_to_units
 
@@ -321,6 +322,8 @@ def resolve_config(
         raise ConfigError(
             "protocol.copy_rule and protocol.improvement_z compare real models' predictions; latent models have none"
         )
+    if params.challenge_bond:
+        raise ConfigError(f"protocol.{CHALLENGES_NEED_A_LEDGER}")
     if "scheme" in merged:
         schemes = parse_schemes(merged.pop("scheme"))
     else:
