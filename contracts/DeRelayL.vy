@@ -40,6 +40,9 @@ def __init__(extension: address, p: rules.Params, seed: bytes32, keys: DynArray[
     assert p.scheme <= 2 and len(p.multipliers) >= 1, "ConfigError: 5"
     assert p.appeal_testers <= rules.MAX_TESTERS and (p.appeal_testers == 0 or p.pooled_cases), "ConfigError: 49"
     assert p.tester_stake == 0 or p.appeal_testers > 0, "ConfigError: 55"
+    assert p.challenge_bond == 0 or p.appeal_testers > 0, "ConfigError: 57"
+    assert p.challenge_window <= 1000000, "ConfigError: 58"
+    assert (p.challenge_bond == 0) == (p.challenge_window == 0), "ConfigError: 59"
     rules.params = p
     rules.mix_randomness = mix_randomness
     rules.domain = keccak256(abi_encode(keccak256("derelayl/2"), chain.id, self))
@@ -277,10 +280,10 @@ def roles() -> (uint256[rules.WORDS], uint256[4], DynArray[uint256, rules.MAX_TE
 
 @view
 @external
-def dispute() -> (bool, DynArray[uint256, rules.MAX_TESTERS], DynArray[uint256, rules.MAX_TESTERS]):
-    """A disputed round, until its settle block: tester | held << 64 | staked << 128 each, and
-    the appellants."""
-    return rules.disputed, rules.dispute_testers, rules.appellants
+def dispute() -> (bool, DynArray[uint256, rules.MAX_TESTERS], DynArray[uint256, rules.MAX_TESTERS], bool, uint256, uint256):
+    """A round with held test rewards, until its settle block: tester | held << 64 | staked << 128
+    each, the appellants, whether the appeal is open, the challenger + 1 (0: none) and its bond."""
+    return rules.disputed, rules.dispute_testers, rules.appellants, rules.dispute_open, rules.challenger, rules.bond
 
 
 @view

@@ -1,7 +1,7 @@
 # pragma version 0.4.3
 # pragma evm-version cancun
 """
-@title DeRelayL: the test and settlement blocks, and commitments posted straight to the chain
+@title DeRelayL: the test and settlement blocks, commitments posted and challenges sent straight to the chain
 @notice Never called on its own address: DeRelayL.vy runs this code in its own storage through
         DELEGATECALL (its ``__default__``), so everything here reads and writes DeRelayL's state
         and logs as DeRelayL. Same rule set as the Python core, check for check.
@@ -33,7 +33,8 @@ def test(round: uint256, n_test_cases: uint256, test_cases_digest: bytes32, scor
     live model after them); a model's score is the lower median. Co-testers' scores come flat,
     tester after tester (``m`` each). With appeals, a disagreement among pooled reports holds
     every tester's reward (and with tester_stake its stake: its balance, up to the stake) and
-    draws the appellants (= derelayl.protocol.appeals.hold)."""
+    draws the appellants; with challenges, every test block holds them, and only a
+    disagreement opens the appeal (= derelayl.protocol.appeals.hold)."""
     miner: uint256 = rules._verify_header(round, rules.TEST)
     n: uint256 = len(rules.commits)
     m: uint256 = self._scored(n)
@@ -72,8 +73,10 @@ def test(round: uint256, n_test_cases: uint256, test_cases_digest: bytes32, scor
         testers.append(c.tester)
     for j: uint256 in range(len(testers), bound=rules.MAX_TESTERS):
         agreed = agreed and rows[j] == final
-    if rules.params.appeal_testers > 0 and pooled and not agreed:
-        # a disagreement: hold every tester's reward and stake in escrow; draw appellants once mixed
+    disagreed: bool = rules.params.appeal_testers > 0 and pooled and not agreed
+    if disagreed or rules.params.challenge_bond != 0:
+        # hold every tester's reward and stake in escrow; a disagreement opens the appeal (appellants
+        # drawn once mixed)
         stake: uint256 = rules.params.tester_stake
         for j: uint256 in range(len(testers), bound=rules.MAX_TESTERS):
             t: uint256 = testers[j]
@@ -89,8 +92,10 @@ def test(round: uint256, n_test_cases: uint256, test_cases_digest: bytes32, scor
         rules.dispute_rows = rows
         rules.dispute_medians = final
         rules.disputed = True
+        rules.dispute_open = disagreed
         rules._end_block(round, rules.TEST, miner)
-        self._draw_appellants(testers)
+        if disagreed:
+            self._draw_appellants(testers)
         return
     for j: uint256 in range(len(testers), bound=rules.MAX_TESTERS):
         if not pooled or rows[j] == final:
@@ -99,14 +104,48 @@ def test(round: uint256, n_test_cases: uint256, test_cases_digest: bytes32, scor
 
 
 @external
+def challenge(round: uint256):
+    """= derelayl.protocol.appeals.process_challenge: a registered participant holding the bond
+    (msg.sender) challenges the round's test block in its settle phase: the bond into escrow,
+    this block's randomness mixed in, appellants drawn from the miners that neither tested nor
+    challenged, the appeal open, the phase's clock restarted."""
+    bond: uint256 = rules.params.challenge_bond
+    # Verify challenges are on and it is this round's settle phase (block.number >= phase_start)
+    assert bond != 0, "MalformedError: 60"
+    assert round == rules.round and rules.phase == rules.SETTLE, "PhaseError: 61"
+    # Verify the challenger is registered, no appeal is open yet, and it holds the bond
+    i: uint256 = rules.index_plus_one[msg.sender]
+    assert i != 0, "UnknownParticipantError: 62"
+    assert not rules.dispute_open, "DuplicateError: 63"
+    rules._debit(i - 1, bond, "BalanceError: 64")
+    log rules.Transfer(sender=msg.sender, receiver=self, value=bond)
+    rules.escrow += bond
+    randomness: bytes32 = rules._mix()
+    # nobody judges itself: the testers and the challenger are left out of the draw
+    excluded: DynArray[uint256, rules.MAX_TESTERS + 1] = [i - 1]
+    for d: uint256 in rules.dispute_testers:
+        excluded.append(d & rules.M32)
+    self._draw_appellants(excluded)
+    rules.dispute_open = True
+    rules.challenger = i
+    rules.bond = bond
+    rules.phase_start = block.number
+    log rules.Challenged(round=round, challenger=i - 1, time=block.number, randomness=randomness, mixed=rules.mix_randomness)
+    log rules.Checkpoint(round=round, phase=rules.SETTLE, minted=rules.minted, burned=rules.burned, escrow=rules.escrow, beacon=rules.beacon)
+
+
+@external
 def settle(round: uint256, appeals: DynArray[rules.CoTester, rules.MAX_TESTERS], appeal_scores: DynArray[int64, rules.MAX_APPEAL_SCORES]):
-    """Decide a disputed round's appeal; rank, select the top fraction, refund winners, burn the
-    rest, pay lineages, draw roles."""
+    """Decide a round's held test rewards and open appeal; rank, select the top fraction, refund
+    winners, burn the rest, pay lineages, draw roles. With challenges, an unchallenged round
+    settles only once its challenge window has passed."""
     miner: uint256 = rules._verify_header(round, rules.SETTLE)
+    # Verify appeal reports only in an open appeal; an unchallenged round waits out the window
+    if not rules.dispute_open:
+        assert len(appeals) == 0, "MalformedError: 45"
+        assert block.number >= rules.phase_start + rules.params.challenge_window, "PhaseError: 65"
     if rules.disputed:
         self._decide(round, appeals, appeal_scores)
-    else:
-        assert len(appeals) == 0, "MalformedError: 45"
     randomness: bytes32 = rules._mix()
     mixed: bool = rules.mix_randomness
     n: uint256 = len(rules.commits)
@@ -160,7 +199,9 @@ def settle(round: uint256, appeals: DynArray[rules.CoTester, rules.MAX_TESTERS],
 def _decide(round: uint256, appeals: DynArray[rules.CoTester, rules.MAX_TESTERS], appeal_scores: DynArray[int64, rules.MAX_APPEAL_SCORES]):
     """= derelayl.protocol.appeals.verify_appeals + decide: the appellants' lower median sets
     the round's scores; held rewards (and stakes) go back to the testers on it, the others' to
-    the appellants on it (a tester's reward each, the forfeits shared, the remainder burned)."""
+    the appellants on it (a tester's reward each, the forfeits shared, the remainder burned).
+    A challenger's bond comes back if nobody reported, or if the appeal changed the medians
+    (then the challenger shares the forfeits too); otherwise it is forfeited."""
     n: uint256 = len(rules.commits)
     m: uint256 = self._scored(n)
     # Verify one report from each appellant, in draw order (after the timeout, silent ones may be missing)
@@ -189,13 +230,27 @@ def _decide(round: uint256, appeals: DynArray[rules.CoTester, rules.MAX_TESTERS]
             log rules.Transfer(sender=self, receiver=rules.key_of[tester], value=held)
         else:
             forfeited += held
-    agree: DynArray[uint256, rules.MAX_TESTERS] = []
+    agree: DynArray[uint256, rules.MAX_TESTERS + 1] = []
     for i: uint256 in range(k, bound=rules.MAX_TESTERS):
         if rows[i] == final:
             agree.append(appeals[i].tester)
     amount: uint256 = rules.params.reward_per_test_case * rules.params.test_cases + rules.params.reward_per_tested_model * n
     for a: uint256 in agree:
         rules._pay_miner(a, amount)
+    # the challenge bond: back (with a share) if the appeal changed the medians, back if nobody
+    # reported, else forfeited to the appellants
+    challenger: uint256 = rules.challenger
+    if challenger != 0:
+        bond: uint256 = rules.bond
+        rules.escrow -= bond
+        upheld: bool = final != rules.dispute_medians
+        if upheld or k == 0:
+            rules.stored[challenger - 1] += bond
+            log rules.Transfer(sender=self, receiver=rules.key_of[challenger - 1], value=bond)
+            if upheld:
+                agree.append(challenger - 1)
+        else:
+            forfeited += bond
     share: uint256 = 0
     if len(agree) > 0:
         share = forfeited // len(agree)
@@ -205,16 +260,19 @@ def _decide(round: uint256, appeals: DynArray[rules.CoTester, rules.MAX_TESTERS]
     rules.burned += forfeited - share * len(agree)
     log rules.Transfer(sender=self, receiver=empty(address), value=forfeited - share * len(agree))
     rules.disputed = False
+    rules.dispute_open = False
+    rules.challenger = 0
+    rules.bond = 0
     rules.dispute_testers = []
     rules.dispute_rows = []
     rules.appellants = []
 
 
 @internal
-def _draw_appellants(testers: DynArray[uint256, rules.MAX_TESTERS]):
+def _draw_appellants(testers: DynArray[uint256, rules.MAX_TESTERS + 1]):
     """= derelayl.protocol.roles.draw_appellants: a partial Fisher-Yates shuffle of the miners
-    that did not test (neither owners nor trainers this round, registered by its role draw),
-    in index order."""
+    not in ``testers`` (those that tested, and a challenger; neither owners nor trainers this
+    round, registered by its role draw), in index order."""
     tag: uint256 = (rules.round + 1) << 32
     pool: DynArray[uint256, rules.MAX_PARTICIPANTS] = []
     for p: uint256 in range(rules.n_drawn, bound=rules.MAX_PARTICIPANTS):

@@ -74,6 +74,8 @@ struct Params:
     appeal_testers: uint256      # appellants drawn when pooled reports disagree (0: no appeals)
     case_commitments: bool       # testers commit to their cases' digest in the deposit block
     tester_stake: uint256        # testers drawn from miners holding it; frozen and staked in a dispute (0: none)
+    challenge_bond: uint256      # every test block holds its rewards; anyone holding it may challenge (0: none)
+    challenge_window: uint256    # blocks after the test block an unchallenged round waits to settle
     multipliers: DynArray[uint256, MAX_MULTIPLIERS]
 
 struct Bid:
@@ -189,6 +191,13 @@ event CasesLogged:
     r: bytes32
     s: bytes32
 
+event Challenged:
+    round: indexed(uint256)
+    challenger: uint256
+    time: uint256
+    randomness: bytes32
+    mixed: bool
+
 event Selected:
     round: indexed(uint256)
     models: DynArray[uint256, MAX_ITEMS]
@@ -234,14 +243,19 @@ n_drawn: uint256                           # participants at this round's role d
 block_miners: uint256[4]
 co_testers: DynArray[uint256, MAX_TESTERS]
 
-# a disputed round (appeals), from its test block to its settle block: each reporting tester as
-# tester | held reward << 64 | staked << 128 (tester_stake), the keccak of each one's report, of the test block's medians, and
-# the appellants drawn after the test block (= derelayl.protocol.state.Dispute)
+# a round with held test rewards (a disagreement with appeals; every round with challenges), from its
+# test block to its settle block: each reporting tester as tester | held reward << 64 | staked << 128
+# (tester_stake), the keccak of each one's report, of the test block's medians, the appellants drawn
+# after the test block or at the challenge, whether the appeal is open, the challenger + 1 (0: none)
+# and its bond (= derelayl.protocol.state.Dispute)
 disputed: bool
 dispute_testers: DynArray[uint256, MAX_TESTERS]
 dispute_rows: DynArray[bytes32, MAX_TESTERS]
 dispute_medians: bytes32
 appellants: DynArray[uint256, MAX_TESTERS]
+dispute_open: bool
+challenger: uint256
+bond: uint256
 
 # live models, rank order: model_id | owner << 64 | version << 96 | (score + 2**63) << 160
 live: DynArray[uint256, MAX_ITEMS]

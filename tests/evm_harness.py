@@ -2,9 +2,9 @@
 their outcomes (accepted, or the class of error) and states are compared.
 
 The core applies the operation with ``process_operation``; the contract receives it as a
-signed transaction from the right account. A block is stamped with the block number it will
-land in (each transaction is mined alone) and no randomness (the contract is deployed with
-``mix_randomness=False``; a separate test covers mixing).
+signed transaction from the right account. A block or a challenge is stamped with the block
+number it will land in (each transaction is mined alone) and no randomness (the contract is
+deployed with ``mix_randomness=False``; a separate test covers mixing).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from derelayl.evm.compare import contract_snapshot, differences, state_snapshot
 from derelayl.evm.node import Node, TxFailed
 from derelayl.evm.signing import EvmKey, EvmSigner, derive_evm_keys
 from derelayl.protocol import Params, initialize_state
-from derelayl.protocol.blocks import Block, Join, Operation, PostedCommitment, Transfer
+from derelayl.protocol.blocks import Block, Challenge, Join, Operation, PostedCommitment, Transfer
 from derelayl.protocol.messages import CommitMessage, JoinMessage, Proposal, block_messages
 from derelayl.protocol.state import State
 from derelayl.protocol.transition import process_operation
@@ -34,11 +34,7 @@ REVERTED = "reverted"
 
 def mine(node: Node, blocks: int) -> None:
     """Advance the node's block number without transactions."""
-    if node.kind == "embedded":
-        node.w3.provider.ethereum_tester.mine_blocks(blocks)
-    else:
-        for _ in range(blocks):
-            node.w3.provider.make_request("evm_mine", [])
+    node.mine(blocks)
 
 
 @dataclass
@@ -101,6 +97,8 @@ class Pair:
                 self.client.send(op, self._signer_of_index(op.sender))
             elif isinstance(op, PostedCommitment):  # anyone may send it: the signature is the trainer's
                 self.client.send(op, self._signer_of_index(0))
+            elif isinstance(op, Challenge):  # from the challenger's account (a stranger's for unknown ones)
+                self.client.send(op, self._signer_of_index(op.challenger))
             else:
                 self.client.submit(self.proposal(op), self._signer_of_index(op.miner))
         except TxFailed as exc:

@@ -20,6 +20,7 @@ from derelayl.evm.signing import EvmKey, EvmSigner, address_of_key
 from derelayl.ledger.client import ChainClient, ChainEvent
 from derelayl.ledger.crypto import canonical
 from derelayl.protocol.blocks import (
+    Challenge,
     CommitBlock,
     DepositBlock,
     Direct,
@@ -75,6 +76,8 @@ def contract_params(params: Params) -> tuple[Any, ...]:
         params.appeal_testers,
         params.case_commitments,
         params.tester_stake,
+        params.challenge_bond,
+        params.challenge_window,
         list(multipliers),
     )
 
@@ -245,6 +248,18 @@ class ContractClient(ChainClient):
         elif isinstance(operation, PostedCommitment):
             item = (operation.trainer, operation.digest, *_vrs(operation.signature))
             data = self.contract.encode_abi("post", args=[operation.round, item])
+        elif isinstance(operation, Challenge):
+            # the challenger is the sender's account; the contract stamps time and randomness
+            own = self.state.key_index.get(sender.public)
+            if own is not None and own != operation.challenger:
+                raise MalformedError(
+                    f"a challenge by participant {operation.challenger} is sent from its own account, "
+                    f"not participant {own}'s"
+                )
+            try:
+                data = self.contract.encode_abi("challenge", args=[operation.round])
+            except Exception as exc:  # web3 raises its own types for values outside the ABI types
+                raise MalformedError(f"a challenge of round {operation.round!r} cannot be encoded") from exc
         else:
             if not 0 <= operation.recipient < self.state.n_participants:
                 raise UnknownParticipantError(
@@ -254,6 +269,12 @@ class ContractClient(ChainClient):
             data = self.contract.encode_abi("transfer", args=[to, operation.amount])
         _, applied = self._send(sender, bytes.fromhex(data.removeprefix("0x")))
         return applied[-1].receipt if applied else None
+
+    def wait_until(self, time: int) -> None:
+        """Mine empty blocks until the chain's block number is at least ``time`` (the next
+        transaction then lands in a later block)."""
+        self.node.mine(time - self.node.block_number())
+        self.sync()
 
     def events(self, start: int = 0) -> Iterator[ChainEvent]:
         self.sync()

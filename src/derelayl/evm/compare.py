@@ -4,8 +4,9 @@ that the two can be compared field by field (differential tests, ``derelayl veri
 Compared: round, phase, phase start, beacon, money (minted, burned, escrow, every balance),
 registered keys, roles (trainers, block miners, co-testers; model owners are the live
 models' holders), live models (ids, holders, versions, scores, in rank order), this round's
-pairs and commitments, a disputed round's held rewards, stakes and appellants, the newest version and
-the next model id. Not compared: statistics the
+pairs and commitments, a round's held rewards, stakes and appellants (a disputed round, or any
+round with challenges), whether its appeal is open, its challenger and bond, the newest version
+and the next model id. Not compared: statistics the
 rules never read (versions each participant holds or trained), which only the core keeps.
 """
 
@@ -32,7 +33,7 @@ def contract_snapshot(contract: Any, block: int | str = "latest") -> dict[str, A
     trainer_words, block_miners, co_testers = f.roles().call(block_identifier=block)
     pairs, commits, digests = f.round_items().call(block_identifier=block)
     live = f.live_models().call(block_identifier=block)
-    disputed, dispute_testers, appellants = f.dispute().call(block_identifier=block)
+    disputed, dispute_testers, appellants, open_, challenger, bond = f.dispute().call(block_identifier=block)
     return {
         "round": round_,
         "phase": phase,
@@ -54,7 +55,14 @@ def contract_snapshot(contract: Any, block: int | str = "latest") -> dict[str, A
         "scores": [((c >> 64) & M64) - BIAS if phase == 3 else 0 for c in commits],
         "eligible": [not (c >> 128) & 1 for c in commits] if phase == 3 else [],
         "digests": [bytes(d) for d in digests],
-        "dispute": (disputed, [(d & M32, (d >> 64) & M64, d >> 128) for d in dispute_testers], list(appellants)),
+        "dispute": (
+            disputed,
+            [(d & M32, (d >> 64) & M64, d >> 128) for d in dispute_testers],
+            list(appellants),
+            open_,
+            challenger - 1,
+            bond,
+        ),
     }
 
 
@@ -90,7 +98,7 @@ def state_snapshot(state: State) -> dict[str, Any]:
         "scores": [int(s) for s in c.score] if tested else [0] * len(c),
         "eligible": [bool(e) for e in state.commit_eligible] if tested else [],
         "digests": list(state.commitments),
-        "dispute": (False, [], [])
+        "dispute": (False, [], [], False, -1, 0)
         if state.dispute is None
         else (
             True,
@@ -99,6 +107,9 @@ def state_snapshot(state: State) -> dict[str, Any]:
                 for t, h, k in zip(state.dispute.testers, state.dispute.held, state.dispute.staked, strict=True)
             ],
             [int(a) for a in state.dispute.appellants],
+            bool(state.dispute.open),
+            int(state.dispute.challenger),
+            int(state.dispute.bond),
         ),
     }
 

@@ -1,8 +1,9 @@
 """The contract's history, replayed with the Python core.
 
 The contract logs every block's full input (each bid, commitment and report with its
-signature, the block's time and randomness), every direct registration and every transfer
-between participants, and after each block a ``Checkpoint`` of its money and beacon. A
+signature, the block's time and randomness), every direct registration, every transfer
+between participants, every posted commitment and every challenge (with its time and
+randomness), and after each block and challenge a ``Checkpoint`` of its money and beacon. A
 ``History`` turns those logs, in chain order, into the core's operations, checks every
 message signature itself, applies them with ``process_operation`` and compares each
 checkpoint with the core's state: the first disagreement is a ``ChainIntegrityError`` naming
@@ -23,6 +24,7 @@ from derelayl.evm.signing import compute_domain, key_of_address, message_hash, r
 from derelayl.ledger.client import ChainEvent
 from derelayl.protocol.blocks import (
     Block,
+    Challenge,
     Join,
     Operation,
     PostedCommitment,
@@ -182,6 +184,9 @@ class History:
             message = CommitMessage(int(a["round"]), int(a["participant"]), bytes(a["digest"]))
             self._verify(message, a, "posted commitment")
             return PostedCommitment(message.round, message.participant, message.digest, signature_bytes(a))
+        if entry.event == "Challenged":
+            randomness = bytes(a["randomness"]) if a["mixed"] else b""
+            return Challenge(int(a["round"]), int(a["challenger"]), int(a["time"]), randomness)
         return None
 
     def _block(self, entry: LogEntry, items: list[LogEntry]) -> Block:

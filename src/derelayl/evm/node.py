@@ -68,6 +68,16 @@ class Node:
     def block_number(self) -> int:
         return int(self.w3.eth.block_number)
 
+    def mine(self, blocks: int) -> None:
+        """Mine ``blocks`` empty blocks (the clock a live chain keeps while nobody sends)."""
+        if blocks <= 0:
+            return
+        if self.kind == "embedded":
+            self.w3.provider.ethereum_tester.mine_blocks(blocks)
+            return
+        for _ in range(blocks):  # anvil, the embedded JSON-RPC server and most dev nodes speak it
+            self.w3.provider.make_request("evm_mine", [])
+
     def close(self) -> None:
         if self.process is not None and self.process.poll() is None:
             # anvil runs in its own process group: stop it and anything it started

@@ -58,7 +58,7 @@ REASONS: dict[int, str] = {
     42: "bid above balance",
     43: "trainer bid below the minimum deposit",
     44: "bid not signed by its bidder",
-    45: "appeal reports, but the round's testers agreed",
+    45: "settle block carries appeal reports, but no appeal is open in this round",
     46: "appeal reports do not match the round's appellants",
     47: "appellant gave the wrong number of scores",
     48: "appeal scores not signed by the appellant",
@@ -70,6 +70,16 @@ REASONS: dict[int, str] = {
     54: "a tester's test cases are not the ones it committed to",
     55: "tester_stake needs appeal_testers (only an appeal proves a lie)",
     56: "the sender tests this round: with tester_stake its coins stay put until the settlement",
+    57: "challenge_bond needs appeal_testers (a challenge opens an appeal)",
+    58: "challenge_window must be in 0..1000000 blocks",
+    59: "challenge_bond and challenge_window go together: a bond of at least 1 unit and a window of at least 1 block, "
+    "or neither",
+    60: "a challenge, but the rules take none (challenge_bond is 0)",
+    61: "a challenge outside its round's settle phase",
+    62: "challenge from an unknown participant",
+    63: "the round is already under appeal: nothing to challenge",
+    64: "the challenger holds less than the challenge bond",
+    65: "settle block inside the challenge window (the round may still be challenged)",
 }
 
 _CODED = re.compile(r"^([A-Z][A-Za-z]*Error): (\d+)$")
