@@ -257,29 +257,32 @@ def test_an_omitting_miner_burns_honest_deposits_unless_commitments_are_posted(s
     assert [p.accuracy for p in posted.points] == [p.accuracy for p in honest.points]
 
 
-def test_the_attacks_table_posts_commitments_only_in_its_last_three_arms(tmp_path: Path) -> None:
+def test_the_attacks_table_posts_commitments_only_in_its_last_five_arms(tmp_path: Path) -> None:
     config = parse_config(SMALL)
     results = run_attacks(config, tmp_path / "a", seeds=(4,), kinds=("omitting_miner",), rounds=8)
     runs = {(r["attack"], r["method"]): r for r in results["runs"]}
-    first, last = "relay (faithful)", list(DEFENCES)[-1]
-    assert [m for m, arm in DEFENCES.items() if arm.get("post_commitments")] == list(DEFENCES)[-3:]
-    assert [m for m, arm in DEFENCES.items() if arm.get("appeal_testers")] == list(DEFENCES)[-2:]
-    assert [m for m, arm in DEFENCES.items() if arm.get("improvement_z")] == [last]
+    first, last = "relay (faithful)", list(DEFENCES)[-3]
+    assert [m for m, arm in DEFENCES.items() if arm.get("post_commitments")] == list(DEFENCES)[-5:]
+    assert [m for m, arm in DEFENCES.items() if arm.get("appeal_testers")] == list(DEFENCES)[-4:]
+    assert [m for m, arm in DEFENCES.items() if arm.get("improvement_z")] == list(DEFENCES)[-3:]
+    assert [m for m, arm in DEFENCES.items() if arm.get("challenge_bond")] == list(DEFENCES)[-2:]
+    assert DEFENCES[list(DEFENCES)[-1]]["testers"] == 1  # the optimistic arm
     # without posting the omitting miners drop commitments; with it the run is the honest one
     assert runs[("omitting_miner", first)]["models_committed"] < runs[("none", first)]["models_committed"]
     assert runs[("omitting_miner", last)]["models_committed"] == runs[("none", last)]["models_committed"]
     assert runs[("omitting_miner", last)]["accuracy"] == runs[("none", last)]["accuracy"]
 
 
-def test_the_tester_stake_goes_into_the_last_arm_only() -> None:
+def test_the_tester_stake_goes_into_the_last_three_arms_only() -> None:
     from derelayl.experiments.attacks import defences
 
-    last = list(DEFENCES)[-1]
-    assert [m for m, arm in DEFENCES.items() if arm.get("tester_stake")] == [last]
-    assert last.endswith(", tester stake 20)") and DEFENCES[last]["tester_stake"] == 20_000_000
+    staked = list(DEFENCES)[-3]
+    assert [m for m, arm in DEFENCES.items() if arm.get("tester_stake")] == list(DEFENCES)[-3:]
+    assert staked.endswith(", tester stake 20)") and DEFENCES[staked]["tester_stake"] == 20_000_000
     unstaked = defences(stake=0)
-    assert list(unstaked)[:-1] == list(DEFENCES)[:-1] and list(unstaked)[-1].endswith("case commitments)")
-    assert {**unstaked[list(unstaked)[-1]], "tester_stake": 20_000_000} == DEFENCES[last]
+    assert list(unstaked)[:-3] == list(DEFENCES)[:-3] and list(unstaked)[-3].endswith("case commitments)")
+    assert {**unstaked[list(unstaked)[-3]], "tester_stake": 20_000_000} == DEFENCES[staked]
+    assert not any(arm.get("tester_stake") for arm in unstaked.values())
 
 
 def test_a_strategic_liar_lies_only_when_its_group_holds_most_tester_seats(setup) -> None:  # type: ignore[no-untyped-def]
@@ -328,3 +331,54 @@ def test_a_case_picker_publishes_cases_that_favour_its_group_and_reports_true_sc
     assert right[ours].any(axis=0).all() and not right[~ours].any()
     # every tester, honest or not, reports the same scores: nothing for appeals or audit to see
     assert len({tuple(r.tolist()) for r in reports.values()}) == 1
+
+
+def test_a_lie_told_by_every_tester_is_challenged_by_a_trainer_and_reversed(setup) -> None:  # type: ignore[no-untyped-def]
+    # Prepare: one tester (every seat), appeals and challenges; a network driven to a test
+    # phase in which some trainer holds the bond; the tester then lies for one child's owner
+    params = Params.from_dict(
+        {
+            "min_improvement": 1,
+            "testers": 1,
+            "pooled_cases": True,
+            "appeal_testers": 3,
+            "challenge_bond": 1,
+            "challenge_window": 2,
+            "test_cases": 60,
+        },
+        base=preset("minimal"),
+    )
+    n = len(setup.split.participants)
+    keys = [hashlib.sha256(f"ch{i}".encode()).digest() for i in range(n)]
+    client = StateClient(initialize_state(params, b"\x0c" * 32, keys))
+    book = ModelBook.of_genesis(MemoryModelStore(), setup.init, {})
+    brains = relay_brains(setup, book, 1)
+    share_cases(brains)
+    agents = [Agent(client.signer(k), b) for k, b in zip(keys, brains, strict=True)]
+    driver = RoundDriver(client, agents)
+    state = client.state
+
+    def ready() -> bool:
+        trainers = state.commits.owner
+        return state.phase == Phase.TEST and len(trainers) >= 2 and bool((state.balances[trainers] >= 1).any())
+
+    while not ready():
+        assert state.round < 20
+        driver.step()
+        book.follow(state)
+    assert driver.challenges == 0  # honest rounds: nobody had anything to challenge
+    tester = int(state.roles.testers[0])
+    friend = int(state.commits.owner[-1])
+    fields = {f.name: getattr(brains[tester], f.name) for f in dataclasses.fields(brains[tester])}
+    agents[tester].brain = Adversary(**fields, kind="lying_tester", group=frozenset({tester, friend}))
+    # Execute: the test block (the lie stands: nobody disagrees), then the settle phase
+    tested = driver.step()
+    assert state.dispute is not None and not state.appeal_open
+    n_commits = len(state.commits)
+    assert state.commits.score[: n_commits - 1].sum() == 0  # every other child scored 0
+    settle = driver.step()
+    # Assert: a trainer challenged, the appellants re-scored and reversed the lie: the liar's
+    # whole held reward is forfeited (to them and the challenger, whose bond came back)
+    assert driver.challenges == 1
+    assert settle.forfeited == tested.held > 0 and settle.appeal_reward >= settle.forfeited
+    assert state.escrow == 0 and state.supply == int(state.balances.sum())

@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+from pathlib import Path
 
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
 from derelayl.agents.latent import LatentPopulation
+from derelayl.cli import app
 from derelayl.errors import BalanceError, ConfigError, DuplicateError, MalformedError, PhaseError, ProtocolError
 from derelayl.learning.latent import LatentTrainer
 from derelayl.protocol import Params, Phase, blocks, initialize_state, process_block, process_operation
@@ -229,3 +232,13 @@ def test_a_challenged_round_survives_a_state_round_trip() -> None:
     again = state_from_dict(state_to_dict(state))
     assert compute_state_root(again) == compute_state_root(state)
     assert again.dispute is not None and again.dispute.challenger == _outsider(state) and again.dispute.bond == BOND
+
+
+def test_the_simulator_refuses_challenges_it_has_no_ledger_for(tmp_path: Path) -> None:
+    (tmp_path / "s.toml").write_text(
+        "[protocol]\ntesters = 3\npooled_cases = true\nappeal_testers = 3\nchallenge_bond = 1\nchallenge_window = 2\n"
+    )
+    result = CliRunner().invoke(app, ["simulate", "--config", str(tmp_path / "s.toml"), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and result.output.startswith("error:"), result.output
+    assert "a challenge goes straight to a ledger" in result.output
+    assert not (tmp_path / "o").exists()

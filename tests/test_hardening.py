@@ -346,6 +346,16 @@ def test_simulate_and_experiment_refuse_a_folder_another_command_holds(tmp_path:
         (["devnet", "--tester-stake", "lots", "--out", "d"], ["--tester-stake: not a coin amount"]),
         (["simulate", "--tester-stake", "0.0000001", "--out", "s"], ["finer than the smallest unit"]),
         (["attacks", "--tester-stake", "nan", "--out", "a"], ["--tester-stake"]),
+        (["run", "--challenge-bond", "1", "--out", "r"], ["--challenge-bond: a challenge goes straight to a ledger"]),
+        (["run", "--ledger", "evm", "--challenge-bond", "1", "--out", "r"], ["challenge_bond needs appeal_testers"]),
+        (["run", "--ledger", "evm", "--challenge-bond", "-1", "--out", "r"], ["--challenge-bond must be non-negative"]),
+        (
+            [
+                *["run", "--ledger", "evm", "--pooled-cases", "--testers", "3", "--appeal-testers", "3"],
+                *["--challenge-window", "2", "--out", "r"],
+            ],
+            ["challenge_bond and challenge_window go together"],
+        ),
         (
             [
                 *["node", "--key", "k.json", "--rpc", "http://127.0.0.1:9", "--contract", "0x0"],

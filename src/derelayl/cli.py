@@ -100,6 +100,17 @@ def run(
             "and a tester off the appeal's median forfeits it (off)."
         ),
     ] = None,
+    challenge_bond: Annotated[
+        str | None,
+        typer.Option(
+            help="With --ledger evm and --appeal-testers: coins a challenge stakes. A trainer whose model's published "
+            "score is wrong challenges the round straight on the contract, which opens the appeal (off)."
+        ),
+    ] = None,
+    challenge_window: Annotated[
+        int | None,
+        typer.Option(help="Blocks an unchallenged round waits before it settles (with --challenge-bond: 5)."),
+    ] = None,
     post_commitments: Annotated[
         bool,
         typer.Option(help="With --ledger evm: trainers also send commitments straight to the contract."),
@@ -138,6 +149,8 @@ def run(
             appeal_testers=appeal_testers,
             case_commitments=case_commitments,
             tester_stake=None if tester_stake is None else parse_coins(tester_stake, "--tester-stake"),
+            challenge_bond=None if challenge_bond is None else parse_coins(challenge_bond, "--challenge-bond"),
+            challenge_window=challenge_window,
             post_commitments=post_commitments,
             fhe=on_off(fhe, "--fhe"),
         )

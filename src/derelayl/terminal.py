@@ -14,7 +14,7 @@ console = Console(stderr=True)
 def fail(message: str, code: int = 2) -> typer.Exit:
     """Print ``error: message`` (taken literally: config keys like ``[methods]`` stay visible)
     and return the exit to raise."""
-    console.print(f"[bold red]error:[/] {escape(message)}")
+    console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)  # one line, never wrapped
     return typer.Exit(code)
 
 

@@ -208,6 +208,10 @@ class Adversary(RelayBrain):
         assert state.dispute is not None
         return digest, self._lie(state, scores, state.dispute.appellants.tolist())
 
+    def checkable(self, state: State, me: int) -> dict[int, tuple[int, ...]]:
+        """A liar never challenges (its group's lies are what it would show)."""
+        return {} if self.kind in ("lying_tester", "strategic_liar") else super().checkable(state, me)
+
     def _lie(self, state: State, scores: I64, seats: list[int]) -> I64:
         """A lying tester's report for honest ``scores``: its group's models the best score, all
         others 0 (a strategic liar only with a majority of ``seats``, else honest)."""

@@ -7,7 +7,9 @@ own (its key, its data, the models it trained or was handed):
   to join; a drawn tester commits to its test cases' digest (with case commitments);
 - commit: if matched, train the parent on its own data and commit to the child's digest;
 - test: if drawn as a co-tester, score every committed model on its own test cases;
-- settle: if drawn as an appellant of a disputed round, re-score the round's pooled cases;
+- settle: with challenges on, a trainer challenges a round whose published scores of the
+  models it holds are wrong (``challenge``); if drawn as an appellant of a disputed round,
+  re-score the round's pooled cases;
 - as the drawn miner of any phase: assemble the block from the messages it received (only
   what the rules accept, in the order they require), plus its own scores as testing miner.
 
@@ -31,6 +33,7 @@ from derelayl.errors import DerelaylError, MalformedError
 from derelayl.protocol.blocks import (
     Bids,
     CaseCommitment,
+    Challenge,
     CommitBlock,
     DepositBlock,
     PostedCommitment,
@@ -49,11 +52,12 @@ from derelayl.protocol.messages import (
     Signed,
 )
 from derelayl.protocol.producer import compute_includable_bids, compute_includable_commitments
+from derelayl.protocol.scores import lower_median
 from derelayl.protocol.state import State
 from derelayl.protocol.types import Phase
 from derelayl.protocol.validate import DIGEST_SIZE, phase_timed_out, scores_expected, verify_committed_cases
 
-__all__ = ["Agent", "Brain", "Signer"]
+__all__ = ["Agent", "Brain", "Signer", "held_positions"]
 
 I64 = NDArray[np.int64]
 
@@ -91,6 +95,12 @@ class Brain(Protocol):
     def appeal(self, state: State, me: int) -> tuple[bytes, I64]:
         """As an appellant of a disputed round: (digest of the cases scored, the scores) on the
         round's pooled cases, the testers' published ones."""
+        ...
+
+    def checkable(self, state: State, me: int) -> dict[int, tuple[int, ...]]:
+        """As a trainer, after the test block (challenges on): for each position of the test
+        report this participant can score itself (its own child, its parent: the models it
+        holds) on the published cases, the scores an honest tester may give there."""
         ...
 
 
@@ -143,6 +153,21 @@ class Agent:
             digest, scores = self.brain.appeal(state, me)
             out.append(ScoresMessage(state.round, me, digest, scores))
         return [self._signed(m) for m in out]
+
+    def challenge(self, state: State) -> Challenge | None:
+        """With challenges on, in the settle phase of a round whose testers agreed: challenge
+        the round if the published scores of a model this participant holds are not what an
+        honest tester could give (``Brain.checkable``) and it holds the bond."""
+        me = self.index(state)
+        bond = state.params.challenge_bond
+        dispute = state.dispute
+        if me is None or not bond or state.phase != Phase.SETTLE or dispute is None or dispute.open:
+            return None
+        if me not in state.commits.owner.tolist() or int(state.balances[me]) < bond:
+            return None
+        published = lower_median(dispute.rows)
+        wrong = any(int(published[i]) not in honest for i, honest in self.brain.checkable(state, me).items())
+        return Challenge(state.round, me) if wrong else None
 
     def posts(self, sent: Sequence[Signed]) -> list[PostedCommitment]:
         """What this participant sends straight to the ledger besides ``sent`` (its messages of
@@ -290,6 +315,15 @@ def _names_committed_cases(state: State, message: Message) -> bool:
     except MalformedError:
         return False
     return True
+
+
+def held_positions(state: State, me: int) -> tuple[int, int | None]:
+    """Where the models a trainer of the round holds stand in a test report: its child (one
+    per trainer), and (with the improvement rule, which scores the live models) its parent."""
+    child = int(np.flatnonzero(state.commits.owner == me)[0])
+    if state.params.min_improvement is None:
+        return child, None
+    return child, len(state.commits) + int(state.pairs.live_pos[state.commit_pair[child]])
 
 
 def _appellants(state: State) -> list[int]:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from derelayl.agents.agent import held_positions
 from derelayl.agents.policies import OwnVersion, mo_bid, taker_bid
 from derelayl.learning.latent import LatentTrainer, latent_commitments, latent_scores
 from derelayl.protocol.blocks import (
@@ -78,6 +79,10 @@ class LatentBrain:
 
     def appeal(self, state: State, me: int) -> tuple[bytes, I64]:
         return self.score(state, me)
+
+    def checkable(self, state: State, me: int) -> dict[int, tuple[int, ...]]:
+        honest = latent_round_scores(state)
+        return {i: (int(honest[i]),) for i in held_positions(state, me) if i is not None}
 
 
 @dataclass

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from derelayl.agents.agent import held_positions
 from derelayl.errors import ModelError
 from derelayl.fhe.scoring import FheScoring, read_manifest
 from derelayl.learning.data import Shard, case_bytes, case_digest
@@ -243,6 +244,21 @@ class RelayBrain:
         self.traffic.trainer_to_tester += len(scored_digests(state, self.models)) * self.models.model_bytes
         self.traffic.test_cases += case_bytes(x, y)
         return case_digest(x, y), clear_scores(state, self.models, self.evaluator, x, y)
+
+    def checkable(self, state: State, me: int) -> dict[int, tuple[int, ...]]:
+        """A trainer's check of the published scores: its child and (improvement rule) its
+        parent, the models it holds, scored on the round's published cases. A child's honest
+        score is its count of correct cases, or 0 when the copy rule or the sign test (which
+        compare it with live models it may not hold) fail it."""
+        x, y = self._pool(state, -1)
+        self.traffic.test_cases += case_bytes(x, y)
+        child, parent = held_positions(state, me)
+        raw = self.evaluator.correct(self.models.load(state.commitments[child]), x, y)
+        out = {child: (raw, 0) if state.params.compares_predictions else (raw,)}
+        if parent is not None:
+            live = int(state.live.model_id[parent - len(state.commits)])
+            out[parent] = (self.evaluator.correct(self.models.weights(live), x, y),)
+        return out
 
     def _correct(self, state: State, me: int, i: int, digest: bytes, x: NDArray[np.float32], y: I64) -> int:
         """The score of one model: in the clear, or encrypted if it was committed that way."""

@@ -42,6 +42,7 @@ from derelayl.stats import format_interval as _pm
 from derelayl.stats import interval
 
 __all__ = [
+    "CHALLENGE_BOND",
     "DEFENCES",
     "LAST",
     "POOLED_TESTERS",
@@ -58,6 +59,10 @@ POOLED_TESTERS = 5
 SIGN_TEST_Z = 100
 """The sign test's threshold in the last arm by default: one standard deviation
 (``Params.improvement_z``; the sweep over other values is in ``docs/attacks.md``)."""
+CHALLENGE_BOND = UNIT
+"""What a challenge stakes in the challenge arms: 1 coin (``Params.challenge_bond``)."""
+CHALLENGE_WINDOW = 2
+"""Ledger ticks an unchallenged round waits (the in-memory ledger's clock; ``challenge_window``)."""
 TESTER_STAKE = 20 * UNIT
 """The tester stake in the last arm by default: 20 coins (``Params.tester_stake``; the sweep
 over other values is in ``docs/attacks.md``)."""
@@ -81,9 +86,22 @@ def defences(
     cases in the deposit block, before any child exists (honest testers' cases are the same
     either way, so this changes only what a case picker can do); with a tester stake (``stake``
     units; 0 for none), testers are drawn from the miners holding it and a tester the
-    appeal finds lying forfeits it (``Params.tester_stake``)."""
+    appeal finds lying forfeits it (``Params.tester_stake``); with challenges, a trainer whose
+    model's published score is wrong stakes a bond to open the appeal even when every tester
+    told the same lie (``Params.challenge_bond``), and the optimistic arm has one tester, the
+    appeal called only on a challenge."""
     pooled = {"min_improvement": 1, "testers": testers, "pooled_cases": True}
     staked = f", tester stake {format_units(stake)}" if stake else ""
+    last = {
+        **pooled,
+        "copy_rule": True,
+        "post_commitments": True,
+        "appeal_testers": testers,
+        "improvement_z": z,
+        "case_commitments": True,
+        **({"tester_stake": stake} if stake else {}),
+    }
+    challenged = {**last, "challenge_bond": CHALLENGE_BOND, "challenge_window": CHALLENGE_WINDOW}
     return {
         "relay (faithful)": {},
         "relay (improvement rule)": {"min_improvement": 1},
@@ -100,15 +118,9 @@ def defences(
             "post_commitments": True,
             "appeal_testers": testers,
         },
-        f"relay (all defences + appeals + sign test, z = {z / 100:g}, case commitments{staked})": {
-            **pooled,
-            "copy_rule": True,
-            "post_commitments": True,
-            "appeal_testers": testers,
-            "improvement_z": z,
-            "case_commitments": True,
-            **({"tester_stake": stake} if stake else {}),
-        },
+        f"relay (all defences + appeals + sign test, z = {z / 100:g}, case commitments{staked})": last,
+        f"relay (last arm + challenges, bond {format_units(CHALLENGE_BOND)})": challenged,
+        "relay (optimistic: last arm with 1 tester + challenges)": {**challenged, "testers": 1},
     }
 
 
@@ -237,6 +249,8 @@ def _summary(curve: Curve, method: str, kind: str, seed: int, group: list[str]) 
         "final_accuracy": curve.final.accuracy,
         "backdoor_success": float(np.mean([p.extra["backdoor_success"] for p in last])),
         "models_committed": sum(curve.info.get("models_trained", [])),
+        "mb_per_round": curve.final.bytes / max(curve.final.round, 1) / 1e6,
+        "challenges": curve.info.get("challenges", 0),
         "reward_share": bad.get("reward_share"),
         "lineage_share": bad.get("lineage_share"),
         "turned_away": bad.get("turned_away"),
@@ -264,6 +278,8 @@ def _table(runs: list[dict[str, Any]], kinds: tuple[str, ...], arms: tuple[str, 
             row["accuracy"] = interval([r["accuracy"] for r in mine])
             row["loss_pp"] = interval([100 * (honest[(method, r["seed"])]["accuracy"] - r["accuracy"]) for r in mine])
             row["backdoor_success"] = interval([r["backdoor_success"] for r in mine])
+            row["mb_per_round"] = interval([r["mb_per_round"] for r in mine])
+            row["challenges"] = float(np.mean([r["challenges"] for r in mine]))
             if kind != "none" and mine[0]["reward_share"] is not None:
                 row["reward_share"] = interval([r["reward_share"] for r in mine])
                 # the same participants' share when everybody is honest
@@ -296,8 +312,8 @@ def render(results: dict[str, Any]) -> str:
         "",
         "| attack | method | accuracy % | loss pp | dishonest share of rewards % (same people, all honest) | "
         "over their honest share, pp (paired) | of lineage rewards alone % | their models turned away % "
-        "(honest %) | backdoor success % |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "(honest %) | backdoor success % | MB per round | challenges per run |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in results["table"]:
         share_text = (
@@ -312,7 +328,8 @@ def render(results: dict[str, Any]) -> str:
         excess = _pm(row["excess_pp"]) if "excess_pp" in row else "–"
         lines.append(
             f"| {row['attack']} | {row['method']} | {_pm(row['accuracy'], 100)} | {_pm(row['loss_pp'])} | "
-            f"{share_text} | {excess} | {lineage} | {away} | {_pm(row['backdoor_success'], 100)} |"
+            f"{share_text} | {excess} | {lineage} | {away} | {_pm(row['backdoor_success'], 100)} | "
+            f"{_pm(row['mb_per_round'], 1, 2)} | {row['challenges']:g} |"
         )
     lines += ["", "Targets (issue 10): loss within 1 pp and dishonest share below 5%.", ""]
     for row in results["table"]:

@@ -186,6 +186,7 @@ def run_derelayl(
             "models_trained": trained.tolist(),
             "models_selected": selected.tolist(),
             "shard_reads_by_others": sum(sum(r != b.shard.owner for r in b.shard.reads) for b in brains),
+            "challenges": driver.challenges,
         }
     )
     if scoring is not None:

@@ -27,7 +27,7 @@ from derelayl.errors import SignatureError
 from derelayl.ledger.chain import Chain
 from derelayl.ledger.codec import decode_block, decode_header, message_bytes, parse_header
 from derelayl.ledger.crypto import KeyPair, verify_signature
-from derelayl.protocol.blocks import Direct, Operation
+from derelayl.protocol.blocks import Challenge, Direct, Operation
 from derelayl.protocol.messages import Message, Proposal
 from derelayl.protocol.state import State
 from derelayl.protocol.transition import process_block, process_operation
@@ -58,6 +58,12 @@ class ChainClient(ABC):
     def send(self, operation: Direct, sender: Any) -> Any:
         """An operation a participant sends straight to the ledger (not every ledger has one)."""
         raise NotImplementedError(f"{type(self).__name__} takes registrations and commitments only inside blocks")
+
+    def wait_until(self, time: int) -> None:
+        """Let the ledger's clock reach ``time`` (what a live chain does by itself while nobody
+        sends anything): the next operation is stamped at least ``time``. A challenge window
+        needs it (``Params.challenge_window``)."""
+        raise NotImplementedError(f"{type(self).__name__} has no clock of its own: its blocks are its time")
 
     @abstractmethod
     def events(self, start: int = 0) -> Iterator[ChainEvent]:
@@ -109,27 +115,38 @@ class LocalSigner:
 
 
 class StateClient(ChainClient):
-    """The protocol core in memory: blocks applied as proposed, no signatures, block time =
-    count of blocks applied."""
+    """The protocol core in memory: blocks applied as proposed, no signatures, ledger time =
+    count of operations applied (or later, after ``wait_until``)."""
 
     def __init__(self, state: State) -> None:
         self._state = state
         self._log: list[ChainEvent] = []
+        self._time = 0
+        """The time of the last stamped operation."""
+
+    def _tick(self) -> int:
+        self._time = max(self._time + 1, len(self._log) + 1)
+        return self._time
 
     @property
     def state(self) -> State:
         return self._state
 
     def submit(self, proposal: Proposal, miner: Any = None) -> Any:
-        block = dataclasses.replace(proposal.block, time=len(self._log) + 1)
+        block = dataclasses.replace(proposal.block, time=self._tick())
         receipt = process_block(self._state, block)
         self._log.append(ChainEvent(len(self._log), block, receipt))
         return receipt
 
     def send(self, operation: Direct, sender: Any = None) -> Any:
+        if isinstance(operation, Challenge):  # stamped by the ledger (no randomness here)
+            operation = dataclasses.replace(operation, time=self._tick(), randomness=b"")
         receipt = process_operation(self._state, operation)
         self._log.append(ChainEvent(len(self._log), operation, receipt))
         return receipt
+
+    def wait_until(self, time: int) -> None:
+        self._time = max(self._time, time - 1)
 
     def events(self, start: int = 0) -> Iterator[ChainEvent]:
         yield from self._log[start:]

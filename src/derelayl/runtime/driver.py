@@ -18,6 +18,7 @@ from derelayl.errors import DerelaylError
 from derelayl.ledger.client import ChainClient
 from derelayl.protocol.messages import Signed
 from derelayl.protocol.state import State
+from derelayl.protocol.types import Phase
 
 __all__ = ["InProcessTransport", "RoundDriver", "Transport"]
 
@@ -53,9 +54,13 @@ class RoundDriver:
         self.agents = list(agents)
         self.by_key = {agent.public: agent for agent in self.agents}
         self.transport: Transport = transport or InProcessTransport()
+        self.challenges = 0
+        """Challenges sent so far (``Params.challenge_bond``)."""
 
     def step(self) -> Any:
         """Play the current phase: messages in, the drawn miner's block out. Returns the receipt."""
+        if self.chain.state.phase == Phase.SETTLE and self.chain.state.params.challenge_bond:
+            self._challenge_window()
         state = self.chain.state
         assert state.roles is not None
         for agent in self.agents:
@@ -69,6 +74,20 @@ class RoundDriver:
             raise DerelaylError(f"participant {miner_index}, drawn as miner, is not one of this process's agents")
         proposal = miner.propose(state, self.transport.collect())
         return self.chain.submit(proposal, miner.signer)
+
+    def _challenge_window(self) -> None:
+        """Settle phase with challenges on: each agent may challenge (straight to the ledger;
+        the first challenge opens the appeal, after which nobody else needs to); if nobody
+        does, the ledger's clock runs to the end of the window before the settle block."""
+        for agent in self.agents:
+            challenge = agent.challenge(self.chain.state)
+            if challenge is not None:
+                self.chain.send(challenge, agent.signer)
+                self.challenges += 1
+                break
+        state = self.chain.state
+        if not state.appeal_open:
+            self.chain.wait_until(state.phase_start + state.params.challenge_window)
 
     def run(self, rounds: int, on_block: OnBlock | None = None) -> State:
         """Play phases until ``rounds`` rounds have settled."""

@@ -29,7 +29,7 @@ from derelayl.ledger.chain import Chain
 from derelayl.ledger.client import ChainClient, LocalChainClient
 from derelayl.ledger.crypto import KeyPair, derive_keys, sha256
 from derelayl.ledger.sqlite import SQLiteLedger
-from derelayl.protocol.appeals import APPEALS_NOT_ENCRYPTED
+from derelayl.protocol.appeals import APPEALS_NOT_ENCRYPTED, CHALLENGES_NEED_A_LEDGER
 from derelayl.protocol.copies import PREDICTIONS_NOT_ENCRYPTED
 from derelayl.protocol.params import Params, preset
 from derelayl.protocol.state import State
@@ -67,6 +67,8 @@ SEED_MAX = 2**32 - 1
 """Seeds reach numpy and scikit-learn, which take 32-bit seeds."""
 MAX_PARTICIPANTS = 100_000
 MAX_ROUNDS = 10_000_000
+CHALLENGE_WINDOW = 5
+"""Blocks an unchallenged round waits when a challenge bond is given without a window."""
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,11 @@ class RunConfig:
     """Testers commit to their cases' digest in the deposit block (``Params.case_commitments``)."""
     tester_stake: int | None = None
     """Units a tester must hold, at stake in a disputed round (``Params.tester_stake``)."""
+    challenge_bond: int | None = None
+    """Units a challenge stakes (``Params.challenge_bond``; ``--ledger evm`` only)."""
+    challenge_window: int | None = None
+    """Blocks an unchallenged round waits before it settles (``Params.challenge_window``;
+    ``CHALLENGE_WINDOW`` when only a bond is given)."""
     post_commitments: bool = False
     """Trainers also send their commitments straight to the contract (``--ledger evm`` only)."""
     fhe: bool = False
@@ -112,6 +119,10 @@ class RunConfig:
             "appeal_testers": self.appeal_testers,
             "case_commitments": self.case_commitments,
             "tester_stake": self.tester_stake,
+            "challenge_bond": self.challenge_bond,
+            "challenge_window": self.challenge_window
+            if self.challenge_window is not None or not self.challenge_bond
+            else CHALLENGE_WINDOW,
         }
         changed = {k: v for k, v in given.items() if v is not None}
         base = preset(self.preset)
@@ -153,6 +164,8 @@ class RunConfig:
             raise ConfigError(PREDICTIONS_NOT_ENCRYPTED)
         if self.appeal_testers and self.fhe:
             raise ConfigError(APPEALS_NOT_ENCRYPTED)
+        if (self.challenge_bond or self.challenge_window) and self.ledger != "evm":
+            raise ConfigError(f"--{CHALLENGES_NEED_A_LEDGER.replace('_', '-')}")
 
 
 def run_seed(seed: int) -> bytes:
