@@ -382,3 +382,21 @@ def test_a_lie_told_by_every_tester_is_challenged_by_a_trainer_and_reversed(setu
     assert driver.challenges == 1
     assert settle.forfeited == tested.held > 0 and settle.appeal_reward >= settle.forfeited
     assert state.escrow == 0 and state.supply == int(state.balances.sum())
+
+
+def test_an_inflating_liar_raises_only_its_groups_children_so_no_trainer_sees_a_wrong_score(setup) -> None:  # type: ignore[no-untyped-def]
+    params = Params.from_dict({"testers": 3, "pooled_cases": True, "min_improvement": 1}, base=preset("minimal"))
+    state, brains, _ = network_at_test_phase(setup, params, "i", b"\x05" * 32)
+    me = int(state.roles.testers[0])
+    honest = brains[me].score(state, me)[1]
+    friend = int(state.commits.owner[0])
+    fields = {f.name: getattr(brains[me], f.name) for f in dataclasses.fields(brains[me])}
+    liar = Adversary(**fields, kind="inflating_liar", group=frozenset({me, friend}))
+    lied = liar.score(state, me)[1]
+    # the friend's child gets the most the pool allows; every other score is as measured
+    assert lied[0] == params.test_cases * 3 and lied[1:].tolist() == honest[1:].tolist()
+    # so an honest trainer (not the friend) finds its own child and parent scored right
+    other = int(state.commits.owner[1])
+    checks = brains[other].checkable(state, other)
+    assert all(int(lied[i]) in allowed for i, allowed in checks.items())
+    assert liar.checkable(state, me) == {}  # and a liar never challenges

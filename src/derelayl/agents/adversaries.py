@@ -20,6 +20,10 @@ Each kind is one participant's behaviour, written once and used by the relay (an
 - ``strategic_liar``: a ``lying_tester`` that lies only in rounds where its group holds a
   majority of the tester seats (the draw is public), so that it is never off the medians
   and never unpaid; otherwise it scores honestly.
+- ``inflating_liar``: a ``lying_tester`` that only raises its group's children to the best
+  score and reports every other score as measured. No honest child or parent is scored wrong,
+  so no trainer can show the lie with the models it holds (``Agent.challenge``); only an
+  honest co-tester's disagreement or an appeal can. In FedAvg: behaves honestly.
 - ``omitting_miner``: trains honestly, but as the commit miner it leaves out every commitment
   of a trainer outside its group that the rules let it leave out (all but those posted to the
   ledger): those trainers' deposits burn and its group's children face fewer rivals
@@ -50,7 +54,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from derelayl.agents.agent import Agent
-from derelayl.agents.kinds import HONEST, KINDS, UNTRAINED
+from derelayl.agents.kinds import HONEST, KINDS, LIARS, UNTRAINED
 from derelayl.agents.relay import RelayBrain
 from derelayl.errors import ConfigError
 from derelayl.learning.seeds import derive_seed
@@ -210,17 +214,21 @@ class Adversary(RelayBrain):
 
     def checkable(self, state: State, me: int) -> dict[int, tuple[int, ...]]:
         """A liar never challenges (its group's lies are what it would show)."""
-        return {} if self.kind in ("lying_tester", "strategic_liar") else super().checkable(state, me)
+        return {} if self.kind in LIARS else super().checkable(state, me)
 
     def _lie(self, state: State, scores: I64, seats: list[int]) -> I64:
         """A lying tester's report for honest ``scores``: its group's models the best score, all
         others 0 (a strategic liar only with a majority of ``seats``, else honest)."""
-        if self.kind not in ("lying_tester", "strategic_liar"):
+        if self.kind not in LIARS:
             return scores
         if self.kind == "strategic_liar" and 2 * sum(t in self.group for t in seats) <= len(seats):
             return scores  # no majority of the seats: lying would show
         owners = state.commits.owner.tolist()
         ours = [o in self.group for o in owners] + [False] * (scores.size - len(owners))
+        if self.kind == "inflating_liar":  # the most a model can score, every other score as measured
+            assert state.roles is not None
+            pooled = len(state.roles.testers) if state.params.pooled_cases else 1
+            return np.where(ours, state.params.test_cases * pooled, scores).astype(np.int64)
         return np.where(ours, state.params.test_cases, 0).astype(np.int64)
 
 

@@ -9,10 +9,13 @@ KINDS = (
     "backdoor",
     "lying_tester",
     "strategic_liar",
+    "inflating_liar",
     "omitting_miner",
     "case_picker",
 )
+LIARS = ("lying_tester", "strategic_liar", "inflating_liar")
+"""Kinds that, as testers (or appellants), report other scores than they measured."""
 UNTRAINED = ("free_rider", "copier")
 """Kinds that train nothing and hand on a model they did not make."""
 
-__all__ = ["HONEST", "KINDS", "UNTRAINED"]
+__all__ = ["HONEST", "KINDS", "LIARS", "UNTRAINED"]

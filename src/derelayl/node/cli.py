@@ -156,6 +156,17 @@ def devnet(
         str,
         typer.Option(help="Tester stake in coins (needs --appeal-testers): testers must hold it; a liar forfeits it."),
     ] = "0",
+    challenge_bond: Annotated[
+        str,
+        typer.Option(
+            help="Challenge bond in coins (needs --appeal-testers): a trainer whose model's published score is wrong "
+            "stakes it to open the appeal (0: no challenges)."
+        ),
+    ] = "0",
+    challenge_window: Annotated[
+        int | None,
+        typer.Option(help="Blocks an unchallenged round waits before it settles (with --challenge-bond: 10)."),
+    ] = None,
     post_commitments: Annotated[
         bool, typer.Option(help="Nodes also send commitments straight to the contract (no miner can omit them).")
     ] = False,
@@ -176,6 +187,7 @@ def devnet(
         raise fail(f"--fhe must be on or off, got {fhe!r}")
     try:
         stake = parse_coins(tester_stake, "--tester-stake")
+        bond = parse_coins(challenge_bond, "--challenge-bond")
     except DerelaylError as exc:
         raise fail(str(exc)) from exc
     config = DevnetConfig(
@@ -196,6 +208,8 @@ def devnet(
         appeal_testers=appeal_testers,
         case_commitments=case_commitments,
         tester_stake=stake,
+        challenge_bond=bond,
+        challenge_window=challenge_window,
         post_commitments=post_commitments,
         adversaries=adversaries,
         fhe=fhe == "on",

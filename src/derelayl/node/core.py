@@ -51,7 +51,7 @@ from derelayl.protocol.state import State
 from derelayl.protocol.types import Phase
 from derelayl.protocol.validate import phase_timed_out
 
-__all__ = ["Node", "NodeSettings", "View"]
+__all__ = ["Node", "NodeSettings", "View", "stage"]
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,13 @@ class NodeSettings:
     """Messages go to the phase's drawn miner and this many volunteers after it."""
     post_commitments: bool = False
     """Also send this node's commitments straight to the contract (``Agent.post_commitments``)."""
+
+
+def stage(state: State) -> tuple[int, int]:
+    """The (round, phase) a node acts in. A settle phase whose appeal a challenge opened is a
+    stage of its own (4): its appellants, drawn at the challenge, act then."""
+    challenged = state.phase == Phase.SETTLE and state.dispute is not None and state.dispute.challenger >= 0
+    return state.round, 4 if challenged else int(state.phase)
 
 
 class Node:
@@ -130,8 +137,7 @@ class Node:
         with self.lock:
             self.client.sync()
             state = self.client.state
-            key = (state.round, int(state.phase))
-            self.phase_seen_at.setdefault(key, time.monotonic())
+            self.phase_seen_at.setdefault(stage(state), time.monotonic())
             self.view = self._make_view()
             for r in [r for r in self.inbox if r < state.round - 1]:
                 del self.inbox[r]
@@ -262,7 +268,7 @@ class Node:
         acting, deadline = self.acting_for, time.monotonic() + seconds
         while time.monotonic() < deadline and not self.stopped.is_set():
             state = self.sync()
-            if (state.round, int(state.phase)) != acting:
+            if stage(state) != acting:
                 raise ModelError(f"{what}: round {acting[0]} phase {acting[1]} is over")
             yield state
             self.stopped.wait(0.1)
@@ -299,7 +305,7 @@ class Node:
             self._register()
             return
         assert state.roles is not None
-        key = (state.round, int(state.phase))
+        key = stage(state)
         self.acting_for = key
         if key not in self.acted:
             snapshot = state.copy()
@@ -314,11 +320,28 @@ class Node:
                     self.client.send(post, self.signer)
                 except DerelaylError as exc:  # e.g. the phase moved on: the message went to the miners too
                     log.warning("commitment of round %d not posted: %s", post.round, exc)
+            self._challenge(snapshot)
         elif self.outbox[0] == key and self.outbox[1] and time.monotonic() - self.outbox[2] >= self.settings.resend:
             self.peers.send_to(self._producers(state), self.outbox[1])
             self.outbox = (key, self.outbox[1], time.monotonic())
         if self._my_turn(state, me):
             self._produce(state)
+
+    def _challenge(self, state: State) -> None:
+        """With challenges on: as a trainer of a round whose testers agreed, challenge it straight
+        on the contract if the published scores of the models this node holds are wrong."""
+        if not state.params.challenge_bond:
+            return
+        challenge = self.agent.challenge(state)
+        if challenge is None:
+            return
+        try:
+            self.client.send(challenge, self.signer)
+        except DerelaylError as exc:  # e.g. another trainer challenged first, or the round settled
+            log.info("challenge of round %d not taken: %s", challenge.round, exc)
+            return
+        self.stats["challenges"] += 1
+        log.info("challenged round %d: the published scores of a model this node holds are wrong", challenge.round)
 
     def _register(self) -> None:
         if (-1, -1) in self.acted:
@@ -339,8 +362,12 @@ class Node:
 
     def _ready(self, state: State) -> bool:
         assert state.roles is not None
+        window = state.params.challenge_window
+        if state.phase == Phase.SETTLE and window and not state.appeal_open:
+            # an unchallenged round settles only after its window: until then anyone may challenge
+            return self.evm.block_number() + 1 >= state.phase_start + window
         box = self.inbox.get(state.round, {})
-        waited = time.monotonic() - self.phase_seen_at.get((state.round, int(state.phase)), time.monotonic())
+        waited = time.monotonic() - self.phase_seen_at.get(stage(state), time.monotonic())
         disputed = state.phase == Phase.SETTLE and state.appeal_open
         # a disputed round's settle block waits for its appellants as a test block for its testers
         patience = self.settings.patience[int(Phase.TEST if disputed else state.phase)]

@@ -20,6 +20,9 @@ from derelayl.protocol.params import Params, preset
 __all__ = ["CHAINS", "DevnetConfig"]
 
 CHAINS = ("auto", "anvil", "embedded")
+CHALLENGE_WINDOW = 10
+"""Blocks an unchallenged round waits on a devnet when only a bond is given (5 s of empty
+blocks at 0.5 s, time for every trainer to check its scores)."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,11 @@ class DevnetConfig:
     """Testers commit to their cases' digest in the deposit block (``Params.case_commitments``)."""
     tester_stake: int = 0
     """Units a tester must hold, at stake in a disputed round (``Params.tester_stake``)."""
+    challenge_bond: int = 0
+    """Units a challenge stakes (``Params.challenge_bond``; 0: no challenges)."""
+    challenge_window: int | None = None
+    """Blocks an unchallenged round waits before it settles (``Params.challenge_window``;
+    ``CHALLENGE_WINDOW`` blocks when only a bond is given)."""
     post_commitments: bool = False
     """Nodes send their commitments straight to the contract too."""
     adversaries: str = ""
@@ -62,6 +70,7 @@ class DevnetConfig:
     """Encrypted scoring between the nodes (``derelayl.node.fhe``)."""
 
     def params(self) -> Params:
+        """The reference rules with the options given (a bad combination: ``ConfigError``)."""
         return replace(
             preset("reference"),
             phase_timeout=self.phase_timeout,
@@ -73,6 +82,10 @@ class DevnetConfig:
             appeal_testers=self.appeal_testers,
             case_commitments=self.case_commitments,
             tester_stake=self.tester_stake,
+            challenge_bond=self.challenge_bond,
+            challenge_window=self.challenge_window
+            if self.challenge_window is not None
+            else (CHALLENGE_WINDOW if self.challenge_bond else 0),
         )
 
     def kinds(self) -> list[str]:
