@@ -20,13 +20,13 @@ from derelayl.evm.client import ContractClient
 from derelayl.evm.compare import contract_snapshot, differences, state_snapshot
 from derelayl.evm.node import Node, TxFailed
 from derelayl.evm.signing import EvmKey, EvmSigner, derive_evm_keys
-from derelayl.protocol import Params, initialize_state
+from derelayl.protocol import Params, Phase, initialize_state
 from derelayl.protocol.blocks import Block, Challenge, Join, Operation, PostedCommitment, Transfer
 from derelayl.protocol.messages import CommitMessage, JoinMessage, Proposal, block_messages
 from derelayl.protocol.state import State
 from derelayl.protocol.transition import process_operation
 
-__all__ = ["Pair", "mine"]
+__all__ = ["Pair", "mine", "wait_out_the_window"]
 
 UNENCODABLE = "unencodable"
 REVERTED = "reverted"
@@ -44,6 +44,8 @@ class Pair:
     participants: int
     seed: int
     extra_keys: int = 8
+    mix_randomness: bool = False
+    """Deploy mixing ``prevrandao`` (then drive the client alone: ``apply`` stamps no randomness)."""
     mismatches: list[str] = field(default_factory=list)
     log: list[tuple[str, str, str]] = field(default_factory=list)
 
@@ -53,7 +55,9 @@ class Pair:
         self.keys = keys
         self.beacon = self.seed.to_bytes(32, "big")
         publics = [k.public for k in keys[: self.participants]]
-        self.client = ContractClient.deploy(self.node, self.params, self.beacon, publics, keys[0], mix_randomness=False)
+        self.client = ContractClient.deploy(
+            self.node, self.params, self.beacon, publics, keys[0], mix_randomness=self.mix_randomness
+        )
         self.ref: State = initialize_state(self.params, self.beacon, publics)
         self.signers: dict[bytes, EvmSigner] = {k.public: self.client.signer(k) for k in keys}
         self.newcomers = [k for k in keys[self.participants :]]
@@ -143,6 +147,14 @@ class Pair:
         """The client's verified replay of the contract's logs equals the reference."""
         self.client.sync()
         return differences(state_snapshot(self.ref), state_snapshot(self.client.state))
+
+
+def wait_out_the_window(pair: Pair) -> None:
+    """Mine until a settle block of an unchallenged round lands past its challenge window
+    (``Params.challenge_window``): the next transaction's block is the block number + 1."""
+    s = pair.ref
+    if s.phase == Phase.SETTLE and not s.appeal_open and s.params.challenge_window:
+        mine(pair.node, s.phase_start + s.params.challenge_window - (pair.node.block_number() + 1))
 
 
 def _agree(ours: str, theirs: str) -> bool:

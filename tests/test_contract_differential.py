@@ -1,6 +1,6 @@
 """The Python core and the Vyper contract are one rule set: random action sequences (honest
-blocks, single-fault rule-breaking blocks, newcomers, transfers, late miners; every reward
-scheme and payee) give the same outcome in both — accepted, or rejected with the same error
+blocks, single-fault rule-breaking blocks, newcomers, transfers, late miners, challenges; every
+reward scheme and payee) give the same outcome in both — accepted, or rejected with the same error
 class — and, after every accepted operation, the same balances, escrow, roles, owners,
 pairs, commitments, selected models, versions and beacon.
 
@@ -21,11 +21,20 @@ from derelayl.errors import SignatureError
 from derelayl.evm.node import Node, TxFailed, anvil, anvil_path, embedded
 from derelayl.learning.latent import LatentTrainer
 from derelayl.protocol import Bids, Params, Phase, blocks
-from derelayl.protocol.blocks import Block, CaseCommitment, CommitBlock, DepositBlock, Join, SettleBlock, Transfer
+from derelayl.protocol.blocks import (
+    Block,
+    CaseCommitment,
+    Challenge,
+    CommitBlock,
+    DepositBlock,
+    Join,
+    SettleBlock,
+    Transfer,
+)
 from derelayl.protocol.messages import CasesMessage
 from derelayl.protocol.state import State
 from derelayl.protocol.validate import scores_expected
-from evm_harness import Pair, mine
+from evm_harness import Pair, mine, wait_out_the_window
 
 BACKENDS = ["embedded", pytest.param("anvil", marks=pytest.mark.skipif(anvil_path() is None, reason="no anvil"))]
 SCHEMES: list[dict[str, object]] = [
@@ -56,6 +65,33 @@ STAKED: list[dict[str, object]] = [
 """Schemes with a tester stake (``tester_stake``): testers drawn from the miners holding it
 (some rounds every miner, too few do), their transfers refused, stakes held in disputes."""
 SCHEMES += STAKED
+CHALLENGED: list[dict[str, object]] = [
+    {"pooled_cases": True, "testers": 3, "appeal_testers": 2, "challenge_bond": 5000, "challenge_window": 3},
+    {
+        "pooled_cases": True,
+        "testers": 3,
+        "appeal_testers": 3,
+        "challenge_bond": 20_000,
+        "challenge_window": 4,
+        "phase_timeout": 2,
+    },
+    {
+        "pooled_cases": True,
+        "testers": 4,
+        "appeal_testers": 2,
+        "challenge_bond": 3000,
+        "challenge_window": 1,
+        "tester_stake": 2000,
+        "reward_scheme": "capped",
+        "supply_cap": 4 * 10**6,
+    },
+]
+"""Schemes with challenges (``challenge_bond``/``challenge_window``): every test block holds its
+rewards; random challenges in settle phases (by participants with and without the bond, twice,
+of a round already disputed, by unknown accounts, outside the settle phase), settle blocks
+inside the window, unanimous lies challenged and reversed, wrong challenges. Early rounds
+leave most participants below the bond."""
+SCHEMES += CHALLENGED
 DEFENCES = [s for s in SCHEMES if {"min_improvement", "pooled_cases", "min_trainer_bid", "case_commitments"} & set(s)]
 
 
@@ -247,6 +283,11 @@ def scoring_variants(
         ]
         if len(block.co_testers) > 1:
             out.append(("co-testers reversed", dataclasses.replace(block, co_testers=block.co_testers[::-1])))
+        if s.params.pooled_cases:  # every tester tells the same lie: they agree (only a challenge opens it)
+            same = tuple(dataclasses.replace(r, scores=chosen) for r in block.co_testers)
+            out.append(
+                ("valid: every tester tells the same lie", dataclasses.replace(block, scores=chosen, co_testers=same))
+            )
     if s.params.case_commitments:  # reports on other cases than the committed ones
         other = bytes(range(32))
         out.append(("tester's cases not the committed ones", dataclasses.replace(block, test_cases_digest=other)))
@@ -264,7 +305,7 @@ def settle_variants(pair: Pair, block: SettleBlock) -> list[tuple[str, Block]]:
         ("wrong miner", dataclasses.replace(block, miner=(block.miner + 1) % s.n_participants)),
         ("wrong round", dataclasses.replace(block, round=block.round - 1)),
     ]
-    if s.dispute is None:  # appeal reports in a round nobody disputed
+    if not s.appeal_open:  # appeal reports in a round nobody disputed (or challenged)
         stray = blocks.TesterReport(0, bytes(32), np.zeros(scores_expected(s), dtype=np.int64))
         out.append(("stray appeal report", dataclasses.replace(block, appeals=(stray,))))
     elif block.appeals:
@@ -285,12 +326,45 @@ def settle_variants(pair: Pair, block: SettleBlock) -> list[tuple[str, Block]]:
     return out
 
 
+def challenges(pair: Pair, population: LatentPopulation, data: st.DataObject) -> None:
+    """A settle phase with challenges on: nobody; a participant holding the bond; anyone
+    (perhaps an unknown account); a participant below the bond; two challenges in a row (the
+    second refused once one is open); or the settle block at once (inside the window)."""
+    s = pair.ref
+    kind = data.draw(st.sampled_from(["none", "rich", "rich", "any", "poor", "twice", "early"]), label="challenge")
+    if kind == "none":
+        return
+    if kind == "early":
+        block = population.next_block(s)
+        pair.apply(block, f"round {s.round} settle: at once (the window has {s.params.challenge_window} blocks)")
+        return
+    bond = s.params.challenge_bond
+    rich = [i for i in range(s.n_participants) if s.balances[i] >= bond]
+    poor = [i for i in range(s.n_participants) if s.balances[i] < bond]
+    anyone = st.integers(0, s.n_participants)
+    who = [data.draw(st.sampled_from(rich) if rich else anyone, label="challenger")]
+    if kind == "any":
+        who = [data.draw(anyone, label="challenger")]
+    elif kind == "poor" and poor:
+        who = [data.draw(st.sampled_from(poor), label="challenger")]
+    elif kind == "twice":
+        who.append(data.draw(anyone, label="second challenger"))
+    for w in who:
+        s = pair.ref
+        pair.apply(Challenge(s.round, w), f"round {s.round} settle: challenge by {w} (balance {_balance(s, w)})")
+
+
+def _balance(s: State, who: int) -> int | None:
+    return int(s.balances[who]) if 0 <= who < s.n_participants else None
+
+
 def play(pair: Pair, data: st.DataObject, phases: int) -> None:
     population = LatentPopulation(LatentTrainer(seed=pair.seed))
     for _ in range(phases):
         s = pair.ref
         # operations outside blocks, now and then
-        extra = data.draw(st.sampled_from(["none", "none", "transfer", "join", "late", "post"]), label="extra")
+        kinds = ["none", "none", "transfer", "join", "late", "post", "challenge"]
+        extra = data.draw(st.sampled_from(kinds), label="extra")
         if extra == "transfer":
             sender = data.draw(st.integers(0, s.n_participants - 1), label="sender")
             recipient = data.draw(st.integers(0, s.n_participants + 1), label="recipient")
@@ -298,7 +372,12 @@ def play(pair: Pair, data: st.DataObject, phases: int) -> None:
             pair.apply(Transfer(sender, recipient, amount), "transfer")
         elif extra == "join" and pair.newcomer() is not None:
             pair.apply(Join(pair.newcomer().public), "direct join")  # type: ignore[union-attr]
-        s = pair.ref  # the state after any transfer or join
+        elif extra == "challenge":  # at any phase (refused outside a settle phase, or without the bond)
+            who = data.draw(st.integers(0, s.n_participants), label="challenger")
+            pair.apply(Challenge(s.round, who), f"round {s.round} {s.phase.name.lower()}: challenge by {who}")
+        if pair.ref.phase == Phase.SETTLE and pair.ref.params.challenge_bond:
+            challenges(pair, population, data)
+        s = pair.ref  # the state after any transfer, join or challenge
         honest = without_silent_testers(pair, population.next_block(s))
         if extra == "post":  # a commitment straight to the chain (refused outside the commit phase)
             if isinstance(honest, CommitBlock) and honest.commitments:
@@ -339,6 +418,7 @@ def play(pair: Pair, data: st.DataObject, phases: int) -> None:
             if ours == "ok":
                 break
         else:
+            wait_out_the_window(pair)
             pair.apply(variants[0][1], f"round {s.round} {s.phase.name.lower()}: {variants[0][0]}")
 
 
@@ -389,6 +469,15 @@ def test_core_and_contract_agree_on_long_sequences(fastest_node: Node, scheme, s
     play(pair, data, phases=48)
     assert not pair.mismatches
     assert pair.replay_matches() == []
+
+
+@settings(max_examples=6, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@given(scheme=st.sampled_from(CHALLENGED), seed=st.integers(1, 2**16), data=st.data())
+def test_core_and_contract_agree_on_random_sequences_with_challenges(fastest_node: Node, scheme, seed, data) -> None:
+    """With challenges: every test block holds its rewards; random challenges in settle phases
+    (with and without the bond, twice, of a disputed round), settle blocks inside the window,
+    unanimous lies, challenges upheld and wrong ones; the replay of the Challenged logs agrees."""
+    _agree_on_a_random_sequence(fastest_node, scheme, seed, data)
 
 
 @settings(max_examples=4, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
