@@ -369,7 +369,8 @@ def _figure(table: list[dict[str, Any]], share: float, path: Path) -> None:
             mean = [r[key][0] * scale for r in rows]
             half = [r[key][1] * scale for r in rows]
             at = x + (i - (len(methods) - 1) / 2) * width
-            ax.bar(at, mean, width, yerr=half, capsize=3, label=method)
+            color = plt.get_cmap("tab20")(i % 20)  # one colour per arm (the default cycle has 10)
+            ax.bar(at, mean, width, yerr=half, capsize=3, label=method, color=color)
             if key == "reward_share":  # what the same participants earn when everybody is honest
                 fair = [r["fair_share"][0] * scale for r in rows]
                 ax.scatter(
