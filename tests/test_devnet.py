@@ -166,6 +166,31 @@ def test_lying_nodes_are_appealed_on_the_network_and_named_by_the_audit(tmp_path
     assert audit.reports > 3 * 4 and audit.checked == audit.reports
 
 
+@needs_anvil
+def test_a_lie_every_tester_tells_is_challenged_on_the_network(tmp_path: Path) -> None:
+    """One tester per round (every seat); half the nodes lie when they test. In round 4 a liar
+    tests and zeroes every other model: a trainer's node, re-scoring its child and parent on
+    the published cases, sees its scores wrong and challenges straight on the contract; the
+    appellants drawn at the challenge fetch the models and cases and decide the round."""
+    from derelayl.node.devnet import DevnetConfig
+
+    options = ["--testers", "1", "--pooled-cases", "--min-improvement", "1", "--appeal-testers", "3"]
+    options += ["--challenge-bond", "0.001", "--adversaries", "lying_tester=0.5"]
+    output = _wait(_devnet(tmp_path / "dev", 10, 6, 8900, *options), timeout=300)
+    liars = {i for i, k in enumerate(DevnetConfig(nodes=10, adversaries="lying_tester=0.5").kinds()) if k != "honest"}
+    summary = json.loads((tmp_path / "dev" / "summary.json").read_text())
+    assert summary["rounds"] == 6 and summary["verified"]["round"] == 6, output
+    assert "rounds challenged: 4" in " ".join(output.split()), output
+    assert [c["round"] for c in summary["challenges"]] == [4]
+    assert summary["challenges"][0]["challenger"] not in liars
+    audit = audit_run(tmp_path / "dev")
+    # the liar of round 4 is named; beyond one report per test block, the appellants' reports
+    # of the challenged round were re-run too
+    assert audit.lies and {f.tester for f in audit.lies} <= liars, output
+    assert 4 in {f.round for f in audit.lies}
+    assert audit.reports == 6 + 3 and audit.checked == audit.reports
+
+
 def _holder(state, role: str) -> int | None:
     """A participant holding ``role`` in the state's current round and phase."""
     roles = state.roles

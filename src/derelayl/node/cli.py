@@ -250,7 +250,10 @@ def devnet(
     finally:
         signal.signal(signal.SIGTERM, previous)
     acc = summary["accuracy_per_round"]
+    challenged = sorted({c["round"] for c in summary["challenges"]})
     out.print(
         f"settled {summary['rounds']} rounds with {nodes} nodes in {summary['wall_seconds']} s; "
-        f"top model accuracy {acc[-1]:.3f}; contract {summary['contract']}\nresults in {out_dir}/"
+        f"top model accuracy {acc[-1]:.3f}; contract {summary['contract']}"
+        + (f"; rounds challenged: {', '.join(map(str, challenged))}" if challenged else "")
+        + f"\nresults in {out_dir}/"
     )

@@ -39,7 +39,7 @@ from derelayl.folders import FolderLock, write_atomic
 from derelayl.node.devnet_config import DevnetConfig
 from derelayl.node.keys import load_key, new_key
 from derelayl.node.runner import genesis_digest
-from derelayl.protocol.blocks import SettleBlock
+from derelayl.protocol.blocks import Challenge, SettleBlock
 from derelayl.protocol.state import State
 from derelayl.protocol.types import UNIT, format_units
 
@@ -337,7 +337,7 @@ def _run_locked(
             on_round(state, _line(state, rec, round_seconds[state.round]))
         round_started[state.round] = now
 
-    drawn: dict[str, Any] = {"next": None, "takeovers": []}
+    drawn: dict[str, Any] = {"next": None, "takeovers": [], "challenges": []}
     phase_seconds: dict[str, list[float]] = {}
     last_block = [time.perf_counter()]
 
@@ -350,6 +350,8 @@ def _run_locked(
             last_block[0] = now
             if drawn["next"] is not None and op.miner != drawn["next"]:
                 drawn["takeovers"].append({"round": op.round, "kind": op.kind.name.lower(), "miner": op.miner})
+        if isinstance(op, Challenge):  # a trainer found its models' published scores wrong
+            drawn["challenges"].append({"round": op.round, "challenger": op.challenger})
         drawn["next"] = state.roles.block_miners[int(state.phase)] if state.roles is not None else None
         if isinstance(op, SettleBlock) and state.round <= config.rounds:
             settled(state)
@@ -398,6 +400,7 @@ def _run_locked(
         "round_seconds": {str(r): round(t, 3) for r, t in sorted(round_seconds.items())},
         "phase_seconds": phase_seconds,
         "takeovers": drawn["takeovers"],
+        "challenges": drawn["challenges"],
         "restarts": devnet.restarts,
         "nodes": devnet.record.get("nodes"),
     }
