@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -242,3 +243,13 @@ def test_the_simulator_refuses_challenges_it_has_no_ledger_for(tmp_path: Path) -
     assert result.exit_code == 2 and result.output.startswith("error:"), result.output
     assert "a challenge goes straight to a ledger" in result.output
     assert not (tmp_path / "o").exists()
+
+
+def test_a_run_on_the_contract_waits_each_window_and_verifies(tmp_path: Path) -> None:
+    args = ["run", "--ledger", "evm", "--task", "latent", "--participants", "16", "--rounds", "3"]
+    args += ["--testers", "3", "--pooled-cases", "--appeal-testers", "3", "--challenge-bond", "0.001", "--quiet"]
+    result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "r")])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["rounds"] == 3 and summary["params"]["challenge_window"] == 5
+    assert summary["ledger"]["verified"] is True
