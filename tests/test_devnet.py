@@ -189,6 +189,20 @@ def test_a_lie_every_tester_tells_is_challenged_on_the_network(tmp_path: Path) -
     assert audit.lies and {f.tester for f in audit.lies} <= liars, output
     assert 4 in {f.round for f in audit.lies}
     assert audit.reports == 6 + 3 and audit.checked == audit.reports
+    # the explorer's index names the challenger of round 4 and no other
+    from derelayl.evm.cli import contract_target
+    from derelayl.explorer.index import ChainIndex
+
+    target = contract_target(tmp_path / "dev", None, None, None)
+    assert target is not None
+    node, address = target
+    try:
+        index = ChainIndex(None, client=ContractClient(node, address))
+        index.follow()
+    finally:
+        node.close()
+    challengers = {r["round"]: r["challenger"] for r in index.rounds if r["challenger"] >= 0}
+    assert challengers == {4: summary["challenges"][0]["challenger"]}
 
 
 def _holder(state, role: str) -> int | None:

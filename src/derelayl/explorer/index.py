@@ -29,6 +29,7 @@ from derelayl.ledger.chain import Chain
 from derelayl.ledger.client import ChainEvent
 from derelayl.ledger.sqlite import SQLiteLedger
 from derelayl.protocol.blocks import (
+    Challenge,
     CommitReceipt,
     DepositReceipt,
     SettleReceipt,
@@ -98,6 +99,8 @@ class ChainIndex:
         """This round's units by reason, per participant, so far."""
         self._payee_of_trainer: dict[int, int] = {}
         self._pairs, self._live, self._committed = 0, 1, 0
+        self._challenger = -1
+        """Who challenged the current round (-1: nobody; ``Params.challenge_bond``)."""
         if client is not None:
             self.source = f"contract {client.address}"
             client.history.on_event = self._on_event
@@ -171,6 +174,8 @@ class ChainIndex:
             self._money = {k: np.concatenate([v, np.zeros(n - v.size, np.int64)]) for k, v in self._money.items()}
         if block is not None and not is_block(block):  # outside the round's blocks: not a reward
             assert self._last is not None
+            if isinstance(block, Challenge):  # its bond goes into escrow until the settle block
+                self._challenger = int(block.challenger)
             self._money["transfers"] += state.balances - self._last
             self._last = state.balances.copy()
             return
@@ -255,8 +260,10 @@ class ChainIndex:
                 # a disputed round (appeals): paid to the appellants, forfeited by testers off their median
                 "appeal_coins": receipt.appeal_reward / UNIT,
                 "forfeited_coins": receipt.forfeited / UNIT,
+                "challenger": self._challenger,
             }
         )
+        self._challenger = -1
         self._new_round(state.n_participants)
 
     # ------------------------------------------------------------ queries

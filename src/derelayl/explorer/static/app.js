@@ -40,7 +40,8 @@ const pages = {
       r.round,
       r.blocks.map((b) => `<a href="/block/${b.height}">${b.kind}</a> by ${link("participant", b.miner)} (${b.items})`).join(" · "),
       r.models, r.selected, coins(r.supply_coins), r.gini.toFixed(3),
-      r.appeal_coins || r.forfeited_coins ? `${coins(r.appeal_coins)} / ${coins(r.forfeited_coins)}` : "–",
+      (r.appeal_coins || r.forfeited_coins ? `${coins(r.appeal_coins)} / ${coins(r.forfeited_coins)}` : "–") +
+        (r.challenger >= 0 ? ` · challenged by ${link("participant", r.challenger)}` : ""),
     ]);
     main.innerHTML =
       `<div class="cards">${card("round", s.round)}${card("phase", s.phase)}${card("settled rounds", s.settled_rounds)}${card("participants", s.participants)}</div>` +
