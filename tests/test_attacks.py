@@ -57,18 +57,27 @@ def setup():  # type: ignore[no-untyped-def]
     return build_experiment_setup(parse_config(SMALL))
 
 
-def network_at_test_phase(
-    setup: Any, params: Params, tag: str, beacon: bytes, ready: Any = None, max_rounds: int = 20
-) -> tuple[State, list[RelayBrain], ModelBook]:
-    """A network of relay agents (testers share their cases) driven to a test phase with at
-    least two commitments and whatever ``ready(state)`` asks for: (state, brains, book)."""
+def relay_network(
+    setup: Any, params: Params, tag: str, beacon: bytes
+) -> tuple[StateClient, RoundDriver, list[RelayBrain], ModelBook, list[Agent]]:
+    """Honest relay agents on the in-memory ledger (testers share their cases): (client,
+    driver, brains, book, agents)."""
     n = len(setup.split.participants)
     keys = [hashlib.sha256(f"{tag}{i}".encode()).digest() for i in range(n)]
     client = StateClient(initialize_state(params, beacon, keys))
     book = ModelBook.of_genesis(MemoryModelStore(), setup.init, {})
     brains = relay_brains(setup, book, 1)
     share_cases(brains)
-    driver = RoundDriver(client, [Agent(client.signer(k), b) for k, b in zip(keys, brains, strict=True)])
+    agents = [Agent(client.signer(k), b) for k, b in zip(keys, brains, strict=True)]
+    return client, RoundDriver(client, agents), brains, book, agents
+
+
+def network_at_test_phase(
+    setup: Any, params: Params, tag: str, beacon: bytes, ready: Any = None, max_rounds: int = 20
+) -> tuple[State, list[RelayBrain], ModelBook]:
+    """A network of relay agents (testers share their cases) driven to a test phase with at
+    least two commitments and whatever ``ready(state)`` asks for: (state, brains, book)."""
+    client, driver, brains, book, _ = relay_network(setup, params, tag, beacon)
     state = client.state
     while state.phase != Phase.TEST or len(state.commits) < 2 or (ready is not None and not ready(state)):
         assert state.round < max_rounds
@@ -348,14 +357,7 @@ def test_a_lie_told_by_every_tester_is_challenged_by_a_trainer_and_reversed(setu
         },
         base=preset("minimal"),
     )
-    n = len(setup.split.participants)
-    keys = [hashlib.sha256(f"ch{i}".encode()).digest() for i in range(n)]
-    client = StateClient(initialize_state(params, b"\x0c" * 32, keys))
-    book = ModelBook.of_genesis(MemoryModelStore(), setup.init, {})
-    brains = relay_brains(setup, book, 1)
-    share_cases(brains)
-    agents = [Agent(client.signer(k), b) for k, b in zip(keys, brains, strict=True)]
-    driver = RoundDriver(client, agents)
+    client, driver, brains, book, agents = relay_network(setup, params, "ch", b"\x0c" * 32)
     state = client.state
 
     def ready() -> bool:

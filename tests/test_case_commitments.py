@@ -5,7 +5,6 @@ naming it. Against case pickers (``docs/attacks.md``)."""
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from dataclasses import replace
 
 import numpy as np
@@ -14,12 +13,11 @@ import pytest
 from conftest import make_state
 from derelayl.agents import Agent, LatentBrain, LatentPopulation
 from derelayl.agents.adversaries import Adversary, share_group_cases
-from derelayl.agents.relay import ModelBook, relay_brains, share_cases
+from derelayl.agents.relay import ModelBook
 from derelayl.errors import ConfigError, DerelaylError, MalformedError, RoleError, SignatureError
 from derelayl.learning.data import case_digest
 from derelayl.learning.latent import LatentTrainer
 from derelayl.learning.setup import build_setup
-from derelayl.learning.store import MemoryModelStore
 from derelayl.ledger import Chain, MemoryLedger, derive_keys
 from derelayl.ledger.client import LocalChainClient, StateClient
 from derelayl.ledger.codec import decode_block, encode_block, proposal_of
@@ -28,6 +26,7 @@ from derelayl.protocol.blocks import CaseCommitment, DepositBlock
 from derelayl.protocol.digest import compute_state_root
 from derelayl.protocol.serialize import state_from_dict, state_to_dict
 from derelayl.runtime.driver import RoundDriver
+from test_attacks import relay_network
 
 PARAMS = Params(k=3, test_cases=5, testers=3, pooled_cases=True, case_commitments=True)
 NET = LatentPopulation(LatentTrainer(seed=3))
@@ -175,14 +174,7 @@ def setup():  # type: ignore[no-untyped-def]
 
 
 def _relay_network(setup, params: Params):  # type: ignore[no-untyped-def]
-    n = len(setup.split.participants)
-    keys = [hashlib.sha256(f"cc{i}".encode()).digest() for i in range(n)]
-    client = StateClient(initialize_state(params, b"\x0d" * 32, keys))
-    book = ModelBook.of_genesis(MemoryModelStore(), setup.init, {})
-    brains = relay_brains(setup, book, 1)
-    share_cases(brains)
-    agents = [Agent(client.signer(k), b) for k, b in zip(keys, brains, strict=True)]
-    return client, RoundDriver(client, agents), brains, book, agents
+    return relay_network(setup, params, "cc", b"\x0d" * 32)
 
 
 def _play(driver: RoundDriver, book: ModelBook, until) -> None:  # type: ignore[no-untyped-def]

@@ -6,7 +6,6 @@ challenges settles only after the window."""
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from pathlib import Path
 
@@ -17,18 +16,17 @@ from typer.testing import CliRunner
 from derelayl.agents.latent import LatentPopulation
 from derelayl.cli import app
 from derelayl.errors import BalanceError, ConfigError, DuplicateError, MalformedError, PhaseError, ProtocolError
-from derelayl.learning.latent import LatentTrainer
-from derelayl.protocol import Params, Phase, blocks, initialize_state, process_block, process_operation
+from derelayl.protocol import Params, blocks, process_block, process_operation
 from derelayl.protocol.digest import compute_state_root
 from derelayl.protocol.serialize import state_from_dict, state_to_dict
 from derelayl.protocol.state import State
 from derelayl.protocol.transition import total_money
+from test_tester_stake import _at_test as stake_at_test
 
 BOND = 2_000_000
 WINDOW = 3
 APPEALS = Params(k=2, test_cases=5, testers=5, pooled_cases=True, appeal_testers=3)
 PARAMS = dataclasses.replace(APPEALS, challenge_bond=BOND, challenge_window=WINDOW)
-KEYS = [hashlib.sha256(f"c{i}".encode()).digest() for i in range(24)]
 
 
 def _apply(state: State, block: blocks.Block) -> object:
@@ -38,16 +36,8 @@ def _apply(state: State, block: blocks.Block) -> object:
 
 
 def _at_test(params: Params = PARAMS) -> tuple[State, blocks.TestBlock, LatentPopulation]:
-    """A state at a test phase with committed models; every participant holds 2 bonds."""
-    state = initialize_state(params, b"\x05" * 32, KEYS)
-    state.minted += 2 * BOND * state.n_participants
-    state.balances[:] = 2 * BOND
-    population = LatentPopulation(LatentTrainer(seed=4))
-    while state.phase != Phase.TEST or len(state.commits) < 2:
-        _apply(state, population.next_block(state))
-    block = population.next_block(state)
-    assert isinstance(block, blocks.TestBlock) and len(block.co_testers) == 4
-    return state, block, population
+    """A state at a test phase with committed models; every participant holds 5 bonds."""
+    return stake_at_test(params, apply=_apply)
 
 
 def _unanimous_lie(block: blocks.TestBlock, favour: int) -> blocks.TestBlock:
@@ -208,8 +198,8 @@ def test_challenges_are_refused_when_they_cannot_be_taken_and_change_nothing() -
         (state, _challenge(state, -1), ProtocolError, "unknown participant"),
     ]
     poor = state.copy()
+    poor.minted -= int(poor.balances[who]) - (BOND - 1)  # (the books stay balanced)
     poor.balances[who] = BOND - 1
-    poor.minted -= BOND + 1
     cases.append((poor, _challenge(poor, who), BalanceError, "less than the challenge bond"))
     opened = state.copy()
     process_operation(opened, _challenge(opened, who))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -33,14 +34,16 @@ def _give(state: State, who: np.ndarray, balance: int) -> None:
     state.balances[who] = balance
 
 
-def _at_test(params: Params = PARAMS) -> tuple[State, blocks.TestBlock, LatentPopulation]:
+def _at_test(
+    params: Params = PARAMS, apply: Callable[[State, blocks.Block], object] = process_block
+) -> tuple[State, blocks.TestBlock, LatentPopulation]:
     """A state at a test phase with committed models, every participant holding 2 stakes (so
-    every tester is staked in full)."""
+    every tester is staked in full); ``apply`` applies each block on the way."""
     state = initialize_state(params, b"\x07" * 32, KEYS)
     _give(state, np.arange(state.n_participants), 2 * STAKE)
     population = LatentPopulation(LatentTrainer(seed=4))
     while state.phase != Phase.TEST or len(state.commits) < 2:
-        process_block(state, population.next_block(state))
+        apply(state, population.next_block(state))
     block = population.next_block(state)
     assert isinstance(block, blocks.TestBlock) and len(block.co_testers) == 4
     return state, block, population
