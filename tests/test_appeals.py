@@ -158,31 +158,3 @@ def test_in_a_disputed_settle_phase_a_node_lets_the_appellants_fetch_the_models(
     state, honest, _ = _at_test()
     process_block(state, honest)
     assert make_view(state, 0, {}, timed_out=False).entitled == {}
-
-
-def test_random_appeals_open_the_appeal_in_that_share_of_rounds_drawn_after_the_reports() -> None:
-    with pytest.raises(ConfigError, match="random_appeals needs appeal_testers"):
-        Params(testers=3, pooled_cases=True, random_appeals=10)
-    for bad in (-1, 1001, 2.5, True):
-        with pytest.raises(ConfigError, match="random_appeals must be"):
-            dataclasses.replace(PARAMS, random_appeals=bad)
-    assert "random_appeals" not in PARAMS.to_dict()  # chains without spot checks keep their params
-    # Every round (1000 per thousand): honest testers agree, the appeal opens anyway, the
-    # appellants agree too, and everybody is paid what the round owes
-    state, honest, population = _at_test(dataclasses.replace(PARAMS, random_appeals=1000))
-    before = state.balances.copy()
-    receipt = process_block(state, honest)
-    assert receipt.held > 0 and state.appeal_open and len(state.dispute.appellants) == 3
-    result = process_block(state, population.next_block(state))
-    assert result.forfeited == 0 and result.appeal_reward > 0
-    testers = [honest.miner, *(r.tester for r in honest.co_testers)]
-    assert all(state.balances[t] > before[t] for t in testers)
-    assert total_money(state)[0] == total_money(state)[1]
-    # Half the rounds: about half of 40 honest rounds are re-scored
-    keys = [hashlib.sha256(f"r{i}".encode()).digest() for i in range(24)]
-    state = initialize_state(dataclasses.replace(PARAMS, random_appeals=500), b"\x02" * 32, keys)
-    opened = 0
-    while state.round < 40:
-        process_block(state, population.next_block(state))
-        opened += state.phase == Phase.SETTLE and state.appeal_open
-    assert 10 <= opened <= 30

@@ -26,7 +26,6 @@ from numpy.typing import NDArray
 
 __all__ = [
     "APPEAL",
-    "SPOT",
     "AUCTION",
     "BEACON_SIZE",
     "MAX_RANDOMNESS",
@@ -50,7 +49,6 @@ TESTERS = b"testers\0"
 AUCTION = b"auction\0"
 SETTLE = b"settle\0\0"
 APPEAL = b"appeal\0\0"
-SPOT = b"spot\0\0\0\0"
 
 U64 = NDArray[np.uint64]
 _TICKETS_PER_HASH = 8

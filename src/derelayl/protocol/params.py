@@ -29,7 +29,7 @@ RewardScheme = Literal["lineage", "decay", "capped"]
 REWARD_SCHEMES: tuple[RewardScheme, ...] = ("lineage", "decay", "capped")
 LineagePayee = Literal["model_owner", "trainer"]
 LINEAGE_PAYEES: tuple[LineagePayee, ...] = ("model_owner", "trainer")
-_INT_FIELDS = ("k", "test_cases", "testers", "appeal_testers", "improvement_z", "challenge_window", "random_appeals")
+_INT_FIELDS = ("k", "test_cases", "testers", "appeal_testers", "improvement_z", "challenge_window")
 _OPTIONAL = {
     "min_improvement": None,
     "pooled_cases": False,
@@ -41,11 +41,9 @@ _OPTIONAL = {
     "tester_stake": 0,
     "challenge_bond": 0,
     "challenge_window": 0,
-    "random_appeals": 0,
 }
 """Parameters added after chains existed: left out of ``to_dict`` while at these defaults."""
 MAX_TESTERS = 16
-PER_MILLE = 1000
 MAX_IMPROVEMENT_Z = 10_000
 """Largest ``improvement_z``: 100 standard deviations."""
 MAX_AMOUNT = 2**62
@@ -191,11 +189,6 @@ class Params:
     challenge_window: int = 0
     """Blocks (of the ledger's clock) after the test block during which a round may be
     challenged before it settles (needs ``challenge_bond``; at least 1 with it)."""
-    random_appeals: int = 0
-    """Spot checks (against lies nobody can show; needs ``appeal_testers``), per thousand
-    rounds: the test block opens the appeal anyway when a word of the beacon after it (so no
-    tester knew when it reported) falls below this. 0 (reference): appeals open only on a
-    disagreement or a challenge; 1000: every round is re-scored."""
     extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -281,12 +274,6 @@ class Params:
                 "challenge_bond and challenge_window go together: a bond of at least 1 unit and a window of "
                 "at least 1 block, or neither"
             )
-        if not 0 <= self.random_appeals <= PER_MILLE:
-            raise ConfigError(
-                f"random_appeals must be in 0..{PER_MILLE} (per thousand rounds), got {self.random_appeals}"
-            )
-        if self.random_appeals and not self.appeal_testers:
-            raise ConfigError("random_appeals needs appeal_testers (a spot check is an appeal)")
         if self.reward_scheme not in REWARD_SCHEMES:
             raise ConfigError(f"reward_scheme must be lineage, decay or capped, got {self.reward_scheme!r}")
         if not (0 <= self.royalty_decay < 1):

@@ -31,7 +31,7 @@ from derelayl.protocol.accounts import (
 )
 from derelayl.protocol.appeals import decide, hold, process_challenge, verify_appeals
 from derelayl.protocol.auction import compute_matching, compute_ranking, is_canonical_bid_order
-from derelayl.protocol.beacon import AUCTION, SETTLE, SPOT, compute_keys, compute_mixed_beacon, compute_word
+from derelayl.protocol.beacon import AUCTION, SETTLE, compute_keys, compute_mixed_beacon
 from derelayl.protocol.blocks import (
     Block,
     Challenge,
@@ -48,7 +48,6 @@ from derelayl.protocol.blocks import (
     TestReceipt,
     Transfer,
 )
-from derelayl.protocol.params import PER_MILLE
 from derelayl.protocol.roles import assign_roles
 from derelayl.protocol.scores import lower_median, set_scores
 from derelayl.protocol.state import Models, Pairs, State
@@ -284,17 +283,17 @@ def process_test_block(state: State, block: TestBlock) -> TestReceipt:
     # with pooled cases, honest testers agree: one whose scores are not the median is not paid
     paid = [not params.pooled_cases or bool((row == medians).all()) for row in rows]
     disagreed = params.appeal_testers and not all(paid)
-    _mix(state, block.randomness)
-    spot = compute_word(state.beacon, SPOT, 0) % PER_MILLE < params.random_appeals  # (drawn after the reports)
-    if disagreed or spot or params.challenge_bond:  # hold every reward; a disagreement or spot check opens the appeal
+    if disagreed or params.challenge_bond:  # hold every reward; a disagreement opens the appeal
+        _mix(state, block.randomness)
         testers = [block.miner, *(r.tester for r in block.co_testers)]
-        held = hold(state, testers, rows, amount, open_appeal=bool(disagreed or spot))
+        held = hold(state, testers, rows, amount, open_appeal=bool(disagreed))
         _end_phase(state, block, Phase.SETTLE)
         return TestReceipt(miner_reward=0, held=held)
     reward = pay_miner(state, block.miner, amount) if paid[0] else 0
     co_reward = 0
     for report, ok in zip(block.co_testers, paid[1:], strict=True):
         co_reward += pay_miner(state, report.tester, amount) if ok else 0
+    _mix(state, block.randomness)
     _end_phase(state, block, Phase.SETTLE)
     return TestReceipt(miner_reward=reward, co_tester_reward=co_reward)
 
