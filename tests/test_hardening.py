@@ -348,6 +348,8 @@ def test_simulate_and_experiment_refuse_a_folder_another_command_holds(tmp_path:
         (["attacks", "--tester-stake", "nan", "--out", "a"], ["--tester-stake"]),
         (["run", "--challenge-bond", "1", "--out", "r"], ["--challenge-bond: a challenge goes straight to a ledger"]),
         (["run", "--ledger", "evm", "--challenge-bond", "1", "--out", "r"], ["challenge_bond needs appeal_testers"]),
+        (["devnet", "--challenge-bond", "lots", "--out", "d"], ["--challenge-bond: not a coin amount"]),
+        (["devnet", "--challenge-window", "3", "--out", "d"], ["challenge_bond and challenge_window go together"]),
         (["run", "--ledger", "evm", "--challenge-bond", "-1", "--out", "r"], ["--challenge-bond must be non-negative"]),
         (
             [

@@ -45,6 +45,7 @@ from derelayl.node.fhe import FheExchange
 from derelayl.node.peers import PeerBook
 from derelayl.node.view import View, make_view
 from derelayl.node.wire import FetchRequest
+from derelayl.protocol.appeals import settle_opens_at
 from derelayl.protocol.blocks import Join, is_block
 from derelayl.protocol.messages import BidMessage, CasesMessage, CommitMessage, JoinMessage, ScoresMessage, Signed
 from derelayl.protocol.state import State
@@ -330,8 +331,6 @@ class Node:
     def _challenge(self, state: State) -> None:
         """With challenges on: as a trainer of a round whose testers agreed, challenge it straight
         on the contract if the published scores of the models this node holds are wrong."""
-        if not state.params.challenge_bond:
-            return
         challenge = self.agent.challenge(state)
         if challenge is None:
             return
@@ -362,10 +361,9 @@ class Node:
 
     def _ready(self, state: State) -> bool:
         assert state.roles is not None
-        window = state.params.challenge_window
-        if state.phase == Phase.SETTLE and window and not state.appeal_open:
+        if state.phase == Phase.SETTLE and state.params.challenge_window and not state.appeal_open:
             # an unchallenged round settles only after its window: until then anyone may challenge
-            return self.evm.block_number() + 1 >= state.phase_start + window
+            return self.evm.block_number() + 1 >= settle_opens_at(state)
         box = self.inbox.get(state.round, {})
         waited = time.monotonic() - self.phase_seen_at.get(stage(state), time.monotonic())
         disputed = state.phase == Phase.SETTLE and state.appeal_open

@@ -43,7 +43,15 @@ from derelayl.protocol.state import Dispute, State
 from derelayl.protocol.types import Phase
 from derelayl.protocol.validate import INT64_MAX, in_order_within, timed_out, verify_report
 
-__all__ = ["APPEALS_NOT_ENCRYPTED", "CHALLENGES_NEED_A_LEDGER", "decide", "hold", "process_challenge", "verify_appeals"]
+__all__ = [
+    "APPEALS_NOT_ENCRYPTED",
+    "CHALLENGES_NEED_A_LEDGER",
+    "decide",
+    "hold",
+    "process_challenge",
+    "settle_opens_at",
+    "verify_appeals",
+]
 
 APPEALS_NOT_ENCRYPTED = "appeal_testers re-scores the pooled cases in the clear: it cannot run with encrypted scoring"
 
@@ -121,6 +129,14 @@ def process_challenge(state: State, challenge: Challenge) -> None:
     state.phase_start = challenge.time
 
 
+def settle_opens_at(state: State) -> int:
+    """The earliest ledger time of the current settle block: with challenges on and no appeal
+    open, the end of the challenge window; otherwise the phase's start."""
+    if state.params.challenge_window and not state.appeal_open:
+        return state.phase_start + state.params.challenge_window
+    return state.phase_start
+
+
 def verify_appeals(state: State, block: SettleBlock) -> None:
     """Verify the settle block's appeal reports: none unless an appeal is open; then one from
     each appellant in draw order (after the timeout, silent ones may be missing). With
@@ -129,11 +145,11 @@ def verify_appeals(state: State, block: SettleBlock) -> None:
     if dispute is None or not dispute.open:
         if block.appeals:
             raise MalformedError("settle block carries appeal reports, but no appeal is open in this round")
-        window = state.params.challenge_window
-        if window and block.time < state.phase_start + window:
+        opens = settle_opens_at(state)
+        if block.time < opens:
             raise PhaseError(
                 f"settle block at time {block.time}, inside the challenge window (the round may be challenged "
-                f"until time {state.phase_start + window})"
+                f"until time {opens})"
             )
         return
     expected = dispute.appellants.tolist()

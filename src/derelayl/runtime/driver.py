@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from derelayl.agents.agent import Agent
 from derelayl.errors import DerelaylError
 from derelayl.ledger.client import ChainClient
+from derelayl.protocol.appeals import settle_opens_at
 from derelayl.protocol.messages import Signed
 from derelayl.protocol.state import State
 from derelayl.protocol.types import Phase
@@ -85,9 +86,7 @@ class RoundDriver:
                 self.chain.send(challenge, agent.signer)
                 self.challenges += 1
                 break
-        state = self.chain.state
-        if not state.appeal_open:
-            self.chain.wait_until(state.phase_start + state.params.challenge_window)
+        self.chain.wait_until(settle_opens_at(self.chain.state))
 
     def run(self, rounds: int, on_block: OnBlock | None = None) -> State:
         """Play phases until ``rounds`` rounds have settled."""
