@@ -7,17 +7,22 @@
    network on the signed SQLite chain in the same run.
 3. Gas vs lineage depth: one small network run to round 1000; gas per phase around depth 10
    and around depth 1000, with the models per round of each window.
+4. Challenges: the reference size with three pooled testers, three appellants and challenges
+   on; in the steady state every other round is challenged. Gas per phase of the challenged
+   and the unchallenged rounds, and of ``challenge()``, against the reference rounds of part 2.
 
 Run: python benchmarks/bench_contract.py [--participants 256] [--rounds 30] [--depth 1000]
-     [--backends embedded,anvil] [--only tx|reference|depth]
+     [--backends embedded,anvil] [--only tx|reference|depth|challenge]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +33,17 @@ from derelayl.evm.signing import derive_evm_keys
 from derelayl.learning.latent import LatentTrainer
 from derelayl.ledger import Chain, SQLiteLedger, derive_keys
 from derelayl.ledger.client import LocalChainClient
-from derelayl.protocol import Params, Transfer, preset
+from derelayl.protocol import Params, Phase, Transfer, preset
+from derelayl.protocol.blocks import Challenge
+from derelayl.protocol.state import State
 from derelayl.runtime.driver import RoundDriver
 
 PHASES = ("deposit", "commit", "test", "settle")
 SEED = b"\x2a" * 32
+BOND = 10_000
+"""Units (0.01 coin): a tenth of a round's test-case reward, so many participants hold it after
+a few rounds."""
+WINDOW = 2
 
 
 def _node(kind: str) -> Node:
@@ -48,14 +59,24 @@ def _network(kind: str, params: Params, n: int) -> tuple[Node, ContractClient, R
     return node, client, RoundDriver(client, agents)
 
 
-def _play(client: ContractClient, driver: RoundDriver, rounds: int, record: dict[int, Any]) -> float:
-    """Run until ``rounds`` have settled; record gas per phase of each round; seconds taken."""
+def _play(
+    client: ContractClient,
+    driver: RoundDriver,
+    rounds: int,
+    record: dict[int, Any],
+    challenge: Callable[[State], int | None] | None = None,
+) -> float:
+    """Run until ``rounds`` have settled; record gas per phase of each round (and of a
+    challenge, if ``challenge`` sends one before a settle phase and returns its gas); seconds
+    taken."""
     t0 = time.perf_counter()
     while client.state.round < rounds:
         r, phase = client.state.round, int(client.state.phase)
         models = len(client.state.commits)
+        entry = record.setdefault(r, {"gas": [0, 0, 0, 0], "models": 0, "selected": 0, "challenge": None})
+        if challenge is not None and phase == Phase.SETTLE:
+            entry["challenge"] = challenge(client.state)
         driver.step()
-        entry = record.setdefault(r, {"gas": [0, 0, 0, 0], "models": 0, "selected": 0})
         entry["gas"][phase] = int(client.last_tx["gasUsed"])
         if phase == 3:
             entry["models"] = models
@@ -146,13 +167,60 @@ def bench_depth(kind: str, depth: int, n: int = 16) -> None:
     node.close()
 
 
+def bench_challenges(kind: str, n: int, rounds: int) -> None:
+    params = dataclasses.replace(
+        preset("reference"),
+        testers=3,
+        pooled_cases=True,
+        appeal_testers=3,
+        challenge_bond=BOND,
+        challenge_window=WINDOW,
+    )
+    print(
+        f"4. challenges ({kind}, {n} participants, reference rules with 3 pooled testers, 3 appellants, "
+        f"bond {BOND:,} units, window {WINDOW} blocks; {rounds} rounds, every other one of the last 10 challenged)"
+    )
+    node, client, driver = _network(kind, params, n)
+
+    def challenge(state: State) -> int | None:
+        # a wrong challenge (the testers told the truth): the appellants agree with them and
+        # the bond is forfeited to them, the whole appeal path of the settlement
+        if state.round < rounds - 10 or state.round % 2 or state.dispute is None or state.dispute.open:
+            return None
+        assert state.roles is not None
+        testers = set(state.roles.testers.tolist())
+        who = max((p for p in range(state.n_participants) if p not in testers), key=lambda p: state.balances[p])
+        assert state.balances[who] >= BOND
+        client.send(Challenge(state.round, who), driver.by_key[state.keys[who]].signer)
+        return int(client.last_tx["gasUsed"])
+
+    record: dict[int, Any] = {}
+    _play(client, driver, rounds, record, challenge)
+    steady = [record[r] for r in range(rounds - 10, rounds)]
+    for name, entries in (
+        ("unchallenged", [e for e in steady if e["challenge"] is None]),
+        ("challenged", [e for e in steady if e["challenge"] is not None]),
+    ):
+        per_phase = [int(statistics.median(e["gas"][p] for e in entries)) for p in range(4)]
+        extra = int(statistics.median(e["challenge"] for e in entries)) if name == "challenged" else 0
+        models = statistics.median(e["models"] for e in entries)
+        print(
+            f"   {name:12s} ({len(entries)} rounds, models/round {models:.0f}) median gas: "
+            + ", ".join(f"{p} {g:,}" for p, g in zip(PHASES, per_phase, strict=True))
+            + (f", challenge {extra:,}" if extra else "")
+            + f"; round {sum(per_phase) + extra:,}"
+        )
+    print(f"   largest settle {max(e['gas'][3] for e in record.values()):,} (block limit 30,000,000)")
+    node.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--participants", type=int, default=256)
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--depth", type=int, default=1000)
     parser.add_argument("--backends", default="embedded,anvil")
-    parser.add_argument("--only", choices=["tx", "reference", "depth"], help="Run one part.")
+    parser.add_argument("--only", choices=["tx", "reference", "depth", "challenge"], help="Run one part.")
     args = parser.parse_args()
     kinds = [k for k in args.backends.split(",") if k == "embedded" or anvil_path() is not None]
     if args.only in (None, "tx"):
@@ -161,6 +229,8 @@ def main() -> None:
         bench_reference(kinds, args.participants, args.rounds)
     if args.only in (None, "depth"):
         bench_depth("anvil" if "anvil" in kinds else "embedded", args.depth)
+    if args.only in (None, "challenge"):
+        bench_challenges("anvil" if "anvil" in kinds else "embedded", args.participants, args.rounds)
 
 
 if __name__ == "__main__":
