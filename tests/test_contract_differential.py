@@ -530,6 +530,43 @@ def test_a_silent_co_tester_is_left_out_only_after_the_timeout(node: Node) -> No
     assert not pair.mismatches
 
 
+@pytest.mark.parametrize("reason_from", ["trace", "call"])
+def test_a_late_block_at_the_exact_timeout_is_refused_for_its_fault_by_both(
+    node: Node, reason_from: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At the block where the phase times out, anyone may produce it: a faulty block from a
+    participant other than the drawn miner is refused for its fault, not for its miner. A
+    reverted transaction is mined and its reason read from the node's trace (anvil) or by
+    replaying the call at its block (eth-tester; anvil with ``call``)."""
+    if reason_from == "call":
+        monkeypatch.setattr(Node, "_traced_reason", lambda self, receipt: None)
+    # Prepare: a 3-block phase timeout; the round at a deposit phase; the honest block with a
+    # case commitment the rules do not take (a MalformedError found after the miner check),
+    # produced by the next participant
+    timeout = 3
+    pair = Pair(node, Params(k=2, test_cases=5, testers=3, phase_timeout=timeout), participants=10, seed=14)
+    deposit = _at_phase(pair, LatentPopulation(LatentTrainer(seed=14)), Phase.DEPOSIT)
+    assert isinstance(deposit, DepositBlock)
+    s = pair.ref
+    other = (deposit.miner + 1) % s.n_participants
+    stray = (CaseCommitment(int(s.roles.testers[0]), b"\x01" * 32),)
+    faulty = dataclasses.replace(deposit, miner=other, case_commitments=stray)
+    boundary = s.phase_start + timeout
+
+    def land_at(height: int) -> None:  # the next transaction is mined in block ``height``
+        mine(pair.node, height - (pair.node.block_number() + 1))
+
+    # Execute / Assert: one block early, the wrong miner; at the timeout, the fault; then the
+    # late honest block, accepted by both
+    land_at(boundary - 1)
+    assert pair.apply(faulty, "faulty late block, a block early") == ("WrongMinerError", "WrongMinerError")
+    land_at(boundary)
+    assert pair.apply(faulty, "faulty late block at the timeout") == ("MalformedError", "MalformedError")
+    late = dataclasses.replace(deposit, miner=other)  # (at the timeout on py-evm, a block after it on anvil)
+    assert pair.apply(late, "late honest block") == ("ok", "ok")
+    assert not pair.mismatches and pair.replay_matches() == []
+
+
 def test_a_child_that_does_not_beat_its_parent_is_never_selected_by_either(fastest_node: Node) -> None:
     # Prepare: the improvement rule with a margin of 1, at a test phase whose children have
     # at least two different parents

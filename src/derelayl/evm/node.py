@@ -38,6 +38,8 @@ ANVIL_DEV_KEY = bytes.fromhex("ac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efca
 """anvil's first development account (public knowledge; holds test ether on a fresh anvil)."""
 _ROOT = Path(__file__).resolve().parents[3]
 _ANVIL = _ROOT / ".tools" / "node_modules" / "@foundry-rs" / "anvil-linux-amd64" / "bin" / "anvil"
+_ERROR_STRING = "0x08c379a0"
+"""The selector of ``Error(string)``, which a revert with a reason returns."""
 GAS_PER_TX = 29_000_000
 """Gas limit of a phase transaction (the block limit is 30M: a settlement must fit one block)."""
 
@@ -151,12 +153,48 @@ class Node:
                 pause = min(pause * 2, 0.05)
 
     def _replay_reason(self, tx: dict[str, Any], sender: str, receipt: Any) -> str:
+        """The revert reason of a mined transaction that failed (a receipt carries none): the
+        node's trace of the transaction itself, if it traces (anvil; geth with the debug API),
+        else the call replayed at the block the transaction was mined in. That block's number
+        is the one the transaction saw (``block.number``, the phase clock of ``_timed_out`` and
+        the challenge window); the block before has the state but a number one lower, and at a
+        phase's exact timeout its replay said ``WrongMinerError`` where the transaction had
+        failed a later check. On a node that mines each transaction alone (eth-tester, anvil's
+        automine) the mined block's contract state is the one the transaction saw: a reverted
+        transaction changes only its sender's nonce and ether."""
+        traced = self._traced_reason(receipt)
+        if traced is not None:
+            return traced
         call = {k: v for k, v in tx.items() if k in ("to", "data", "value", "gas")} | {"from": sender}
         try:
-            self.w3.eth.call(call, int(receipt["blockNumber"]) - 1)
+            self.w3.eth.call(call, int(receipt["blockNumber"]))
         except Exception as exc:
             return _reason(exc)
         return "reverted (no reason given)"
+
+    def _traced_reason(self, receipt: Any) -> str | None:
+        """The revert reason in the node's call trace of the mined transaction, or None if the
+        node does not trace or the trace has no ``Error(string)`` output."""
+        if self.kind == "embedded":
+            return None  # eth-tester has no debug_traceTransaction
+        tx_hash = receipt["transactionHash"]
+        tx_hash = tx_hash if isinstance(tx_hash, str) else "0x" + bytes(tx_hash).hex()
+        config = {"tracer": "callTracer", "tracerConfig": {"onlyTopCall": True}}
+        try:
+            response = self.w3.provider.make_request("debug_traceTransaction", [tx_hash, config])
+        except Exception:  # a node without the method may answer with an HTTP error
+            return None
+        result = response.get("result") if isinstance(response, dict) else None
+        output = result.get("output") if isinstance(result, dict) else None
+        if not isinstance(output, str) or not output.startswith(_ERROR_STRING):
+            return None
+        from eth_abi import decode
+
+        try:
+            (text,) = decode(["string"], bytes.fromhex(output[len(_ERROR_STRING) :]))
+        except Exception:
+            return None
+        return expand(str(text)) or "reverted (no reason given)"
 
     def fund(self, addresses: list[str], amount: int = 10**19) -> None:
         """Give each address ``amount`` wei from the funder, if it has less than half of it."""
