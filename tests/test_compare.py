@@ -4,8 +4,10 @@ with fanout), complete byte accounting of the relay (blocks broadcast), budgets,
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import tomllib
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -248,3 +250,24 @@ def test_a_seed_whose_split_cannot_be_made_is_named_before_any_file(tmp_path: Pa
     out = tmp_path / "out"
     result = CliRunner().invoke(app, ["compare", str(config), "--out", str(out), "--tune-seeds", "7", "--workers", "2"])
     assert result.exit_code != 0 and "seed 7: dirichlet" in result.output and not out.exists()
+
+
+def test_a_soup_reads_the_average_of_the_live_models_and_counts_their_fetch(setup) -> None:  # type: ignore[no-untyped-def]
+    params = dataclasses.replace(preset("minimal"), select_fraction=Fraction(1))  # every child lives on
+    plain = run_derelayl(setup, params, 0, rounds=4, merge_top_k=compare.ALL_LIVE)
+    soup = run_derelayl(setup, params, 0, rounds=4, merge_top_k=compare.ALL_LIVE, soup=True)
+    # the protocol runs the same: the soup is only a reading of its live models
+    assert [p.accuracy for p in plain.points[1:]] == [p.extra["first_ranked"] for p in soup.points[1:]]
+    assert soup.info["balances_coins"] == plain.info["balances_coins"]
+    parts = soup.info["bytes_breakdown"]
+    assert parts["soup_readers"] > 0 and parts["soup_readers"] % param_bytes(setup.init) == 0
+    assert soup.final.bytes == sum(parts.values()) == plain.final.bytes + parts["soup_readers"]
+    # several live models: the average is another model than the first-ranked one
+    assert any(p.accuracy != p.extra["first_ranked"] for p in soup.points[1:])
+
+
+def test_a_soup_of_one_live_model_is_that_model(setup) -> None:  # type: ignore[no-untyped-def]
+    params = dataclasses.replace(preset("minimal"), cap=3)  # one owner, two trainers, one selected
+    soup = run_derelayl(setup, params, 0, rounds=3, merge_top_k=compare.ALL_LIVE, soup=True)
+    assert soup.info["bytes_breakdown"]["soup_readers"] == 0
+    assert all(p.accuracy == p.extra["first_ranked"] for p in soup.points[1:])

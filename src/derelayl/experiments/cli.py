@@ -97,7 +97,7 @@ def compare(
         str,
         typer.Option(
             help="Comma-separated: derelayl, derelayl-cases, derelayl-pooled, derelayl-prox, derelayl-merge, "
-            "fedavg, fedprox, scaffold, gossip, or all."
+            "derelayl-soup, fedavg, fedprox, scaffold, gossip, or all."
         ),
     ] = "all",
     workers: Annotated[int, typer.Option(help="Processes (default: one per core).")] = 0,

@@ -53,12 +53,15 @@ RELAYS: dict[str, dict[str, object]] = {
     "derelayl-pooled": {"k": 4, "pooled_cases": True},
     "derelayl-prox": {"k": 4},
     "derelayl-merge": {"k": 4},
+    "derelayl-soup": {"k": 4},
 }
 """The faithful relay and variants any participant could run within the protocol (protocol
 parameters on top of the config's): more test cases per tester; several testers scoring the
 pool of their cases (median); a proximal term toward the parent in local training; a trainer
 that starts from the average of its parent and the best other live models (relay + merge,
-each extra model downloaded and counted)."""
+each extra model downloaded and counted); relay + soup: every trainer starts from the average of
+all live models, the network's model is that average, and a round takes ``cap`` participants.
+"""
 BASELINES = ("fedavg", "fedprox", "scaffold", "gossip")
 METHODS = (*RELAYS, *BASELINES)
 GRID: dict[str, tuple[float, ...]] = {"lr": (0.05, 0.1, 0.2, 0.4), "local_epochs": (1, 5, 10)}
@@ -68,12 +71,15 @@ AXES: dict[str, tuple[str, tuple[float, ...]]] = {
     "derelayl-pooled": ("testers", (2, 3, 5, 7)),  # scoring the pool of their cases
     "derelayl-prox": ("mu", (0.001, 0.01, 0.1, 1.0)),
     "derelayl-merge": ("merge_top_k", (2, 3, 4, 6)),  # live models averaged into the parent
+    "derelayl-soup": ("cap", (3, 4, 6, 10)),  # owners + trainers per round; every live model merged and read averaged
     "fedavg": ("fraction", (0.1, 0.25, 0.5, 1.0)),  # clients per round
     "fedprox": ("mu", (0.001, 0.01, 0.1, 1.0)),  # proximal term, at PROX_FRACTION of the clients
     "scaffold": ("fraction", (0.1, 0.25, 0.5, 1.0)),
     "gossip": ("fanout", (1, 2, 4, 8)),  # peers each participant sends to per round
 }
 PROX_FRACTION = 0.25
+ALL_LIVE = 1 << 20
+"""``merge_top_k`` large enough to merge every live model."""
 TUNE_LAST = 5
 MAX_ROUNDS = 5000
 BUDGETS = ("bytes", "samples")
@@ -134,7 +140,11 @@ def run_one(config_json: str, method: str, point: dict[str, float], seed: int, s
         row[kind] = within[-1].accuracy
         row[f"tune_{kind}"] = float(np.mean([p.accuracy for p in within[-TUNE_LAST:]]))
         row[f"rounds_{kind}"] = within[-1].round
-        gaps = [p.extra["best_committed"] - p.accuracy for p in within if p.extra.get("best_committed") is not None]
+        gaps = [
+            p.extra["best_committed"] - p.extra.get("first_ranked", p.accuracy)
+            for p in within
+            if p.extra.get("best_committed") is not None
+        ]
         if gaps:  # the relay: how far the protocol's first-ranked model was below the best it could have picked
             row[f"selection_gap_{kind}"] = float(np.mean(gaps))
             # and the share of all training that went into the first-ranked model's lineage
@@ -155,12 +165,15 @@ def _curve(
         axis, _ = AXES[method]
         given = {**(relay.get("params") or {}), **RELAYS[method]}
         merge = int(point[axis]) if axis == "merge_top_k" else 1
+        soup = method == "derelayl-soup"
+        if soup:
+            merge = ALL_LIVE
         if axis == "mu":
             setup = _training(setup, prox_mu=point["mu"])
         elif axis != "merge_top_k":
             given[axis] = int(point[axis])
         params = relay_params(relay.get("preset", "reference"), given)
-        return run_derelayl(setup, params, seed, stop=stop, merge_top_k=merge)
+        return run_derelayl(setup, params, seed, stop=stop, merge_top_k=merge, soup=soup)
     if method == "scaffold":
         return run_scaffold(setup, seed, stop, fraction=point["fraction"])
     if method == "fedavg":

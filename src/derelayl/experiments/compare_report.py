@@ -89,7 +89,9 @@ def render(results: dict[str, Any]) -> str:
         "participant may choose within the protocol: "
         + "; ".join(f"{m}: {', '.join(f'{k} = {v}' for k, v in p.items()) or 'the config'}" for m, p in RELAYS.items())
         + ". The best baseline is the best on the reported seeds (the strongest opponent); the relay variant "
-        "compared with it is the one that tuned best, chosen on the tuning seeds.",
+        "compared with it is the one that tuned best, chosen on the tuning seeds. derelayl-soup is read as "
+        "the average of the round's live models (what any participant can build after settlement; the "
+        "bytes count one reader fetching them), every other relay as its first-ranked model.",
         "- Selection gap (relay): how far, on average over the rounds within budget, the model the protocol "
         "ranked first was below the best model committed that round, on the global test set: what selection "
         "on the testers' cases costs. Training on the top lineage: the share of all training samples processed "

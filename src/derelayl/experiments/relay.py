@@ -31,7 +31,7 @@ from derelayl.baselines.curve import Budget, Curve, Point
 from derelayl.fhe.scoring import encrypted_scoring
 from derelayl.learning.setup import LearningSetup
 from derelayl.learning.store import MemoryModelStore
-from derelayl.learning.torch_models import TrainConfig
+from derelayl.learning.torch_models import TrainConfig, average
 from derelayl.ledger.client import StateClient
 from derelayl.ledger.codec import wire_size
 from derelayl.protocol import CommitReceipt, DepositReceipt, Params, SettleReceipt
@@ -60,6 +60,7 @@ def run_derelayl(
     stop: Budget | None = None,
     fhe: bool = False,
     post_commitments: bool = False,
+    soup: bool = False,
 ) -> Curve:
     """Rounds until ``rounds`` have settled or ``byte_budget`` bytes have moved (or as
     ``stop`` says). Bytes count every model and test-case transfer and every block sent to
@@ -70,7 +71,10 @@ def run_derelayl(
     poisoner takes part or ``measure_backdoor``. With ``fhe``, testers score encrypted models
     (``derelayl.fhe``; the model must be a one-hidden-layer quad MLP) and the bytes include
     the ciphertexts, queries, replies and public keys. With ``post_commitments`` every trainer
-    also posts its commitment to the ledger, so no commit miner can leave it out."""
+    also posts its commitment to the ledger, so no commit miner can leave it out. With
+    ``soup``, each round is read as the average of its live models (a "model soup" any
+    participant can build after settlement), the bytes count one reader fetching the live
+    models it does not hold, and ``first_ranked`` records the protocol's first-ranked model."""
     n = len(setup.split.participants)
     keys = [hashlib.sha256(f"derelayl-experiment/{seed}/{i}".encode()).digest() for i in range(n)]
     genesis_seed = hashlib.sha256(f"derelayl-experiment/{seed}".encode()).digest()
@@ -116,6 +120,7 @@ def run_derelayl(
     curve.info["byte_budget"] = budget.bytes
     blocks = _Broadcast(client, n)
     lineage: dict[int, int] = {0: 0}
+    soup_bytes = 0  # with ``soup``: the live models a reader fetches to average them
     while budget.more(curve.final):
         deposit = driver.step()
         assert isinstance(deposit, DepositReceipt)
@@ -148,13 +153,19 @@ def run_derelayl(
         t = _traffic(brains)
         blocks.follow()
         extra = {}
+        measured = accuracy[top]
+        if soup:
+            live = state.live.model_id.tolist()
+            soup_bytes += (len(live) - 1) * models.model_bytes
+            measured = setup.test_accuracy(evaluator, average([models.weights(m) for m in live]))
+            extra["first_ranked"] = accuracy[top]
         if backdoor:
             extra["backdoor_success"] = backdoor_success(evaluator, models.weights(top), setup.x_test, setup.y_test)
         curve.add(
             Point(
                 state.round,
-                accuracy[top],
-                t.total_bytes + blocks.bytes,
+                measured,
+                t.total_bytes + blocks.bytes + soup_bytes,
                 t.local_epochs,
                 t.samples,
                 {
@@ -181,6 +192,7 @@ def run_derelayl(
                 "test_cases": t.test_cases,
                 "fhe_exchange": t.fhe_exchange,
                 "blocks": blocks.bytes,
+                **({"soup_readers": soup_bytes} if soup else {}),
             },
             "balances_coins": (state.balances / UNIT).tolist(),
             "models_trained": trained.tolist(),
