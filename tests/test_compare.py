@@ -16,6 +16,7 @@ import torch
 from typer.testing import CliRunner
 
 from derelayl.agents import Agent, LatentBrain
+from derelayl.agents.relay import MERGE_ALL
 from derelayl.baselines import Budget, Point, run_fedavg, run_gossip
 from derelayl.baselines.federated import clients_per_round, sample_clients
 from derelayl.baselines.scaffold import run_scaffold
@@ -254,8 +255,8 @@ def test_a_seed_whose_split_cannot_be_made_is_named_before_any_file(tmp_path: Pa
 
 def test_a_soup_reads_the_average_of_the_live_models_and_counts_their_fetch(setup) -> None:  # type: ignore[no-untyped-def]
     params = dataclasses.replace(preset("minimal"), select_fraction=Fraction(1))  # every child lives on
-    plain = run_derelayl(setup, params, 0, rounds=4, merge_top_k=compare.ALL_LIVE)
-    soup = run_derelayl(setup, params, 0, rounds=4, merge_top_k=compare.ALL_LIVE, soup=True)
+    plain = run_derelayl(setup, params, 0, rounds=4, merge_top_k=MERGE_ALL)
+    soup = run_derelayl(setup, params, 0, rounds=4, merge_top_k=MERGE_ALL, soup=True)
     # the protocol runs the same: the soup is only a reading of its live models
     assert [p.accuracy for p in plain.points[1:]] == [p.extra["first_ranked"] for p in soup.points[1:]]
     assert soup.info["balances_coins"] == plain.info["balances_coins"]
@@ -268,6 +269,6 @@ def test_a_soup_reads_the_average_of_the_live_models_and_counts_their_fetch(setu
 
 def test_a_soup_of_one_live_model_is_that_model(setup) -> None:  # type: ignore[no-untyped-def]
     params = dataclasses.replace(preset("minimal"), cap=3)  # one owner, two trainers, one selected
-    soup = run_derelayl(setup, params, 0, rounds=3, merge_top_k=compare.ALL_LIVE, soup=True)
+    soup = run_derelayl(setup, params, 0, rounds=3, merge_top_k=MERGE_ALL, soup=True)
     assert soup.info["bytes_breakdown"]["soup_readers"] == 0
     assert all(p.accuracy == p.extra["first_ranked"] for p in soup.points[1:])

@@ -48,6 +48,10 @@ preset = "minimal"
 name = "fedprox"
 method = "fedavg"
 prox_mu = 0.1
+[[variants]]
+name = "relay-soup"
+soup = true
+preset = "minimal"
 """
 
 
@@ -70,6 +74,7 @@ def test_results_folder_has_every_method_and_file(small_run: Path) -> None:
         "derelayl",
         "relay-2epochs",
         "fedprox",
+        "relay-soup",
     }
     for name in ("split.json", "config.resolved.json", "report.md", "accuracy.png", "rewards.png"):
         assert (small_run / name).exists(), name
@@ -85,6 +90,9 @@ def test_results_folder_has_every_method_and_file(small_run: Path) -> None:
     relay = results["methods"]["derelayl"]
     assert {"gini", "within_2pp", "supply_coins"} <= set(relay["rounds"][-1]["extra"])
     assert relay["info"]["shard_reads_by_others"] == 0
+    soup = results["methods"]["relay-soup"]  # read as the average of its live models
+    assert all("first_ranked" in p["extra"] for p in soup["rounds"][1:])
+    assert "soup_readers" in soup["info"]["bytes_breakdown"]
     assert "## Reading" in (small_run / "report.md").read_text()
 
 
@@ -146,6 +154,12 @@ def test_relay_accuracy_is_that_of_the_protocols_first_ranked_model(small_run: P
         ({"variants": [{"name": "v", "method": "gossip"}]}, "needs \\[methods.gossip\\]"),
         ({"variants": [{"name": "v", "method": "fedavg", "merge_top_k": 2}]}, "apply to derelayl only"),
         ({"variants": [{"merge_top_k": 2}]}, "needs a name"),
+        ({"variants": [{"name": "v", "method": "fedavg", "soup": True}]}, "apply to derelayl only"),
+        (
+            {"methods": {"derelayl": {"rounds": 2}}, "variants": [{"name": "v", "soup": True, "merge_top_k": 2}]},
+            "soup merges every live model",
+        ),
+        ({"variants": [{"name": "v", "soup": "yes"}]}, "soup"),
     ],
 )
 def test_bad_configs_are_clear_errors(patch: dict[str, object], message: str) -> None:

@@ -41,7 +41,16 @@ from derelayl.learning.torch_models import TorchEvaluator, TorchTrainer, TrainCo
 from derelayl.protocol.copies import PREDICTIONS_NOT_ENCRYPTED, apply_copy_rule, apply_improvement_z
 from derelayl.protocol.state import State
 
-__all__ = ["ModelBook", "RelayBrain", "Traffic", "clear_scores", "relay_brains", "scored_digests", "share_cases"]
+__all__ = [
+    "MERGE_ALL",
+    "ModelBook",
+    "RelayBrain",
+    "Traffic",
+    "clear_scores",
+    "relay_brains",
+    "scored_digests",
+    "share_cases",
+]
 
 I64 = NDArray[np.int64]
 _CACHE = 64
@@ -137,6 +146,10 @@ class ModelBook:
 
     def weights(self, model_id: int) -> Weights:
         return self.load(self.digest_of(model_id))
+
+
+MERGE_ALL = 1 << 20
+"""A ``merge_top_k`` that merges every live model."""
 
 
 @dataclass

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from derelayl.agents.relay import MERGE_ALL
 from derelayl.baselines import Budget, Curve, run_centralized, run_fedavg, run_gossip
 from derelayl.baselines.scaffold import run_scaffold
 from derelayl.errors import ConfigError
@@ -78,8 +79,6 @@ AXES: dict[str, tuple[str, tuple[float, ...]]] = {
     "gossip": ("fanout", (1, 2, 4, 8)),  # peers each participant sends to per round
 }
 PROX_FRACTION = 0.25
-ALL_LIVE = 1 << 20
-"""``merge_top_k`` large enough to merge every live model."""
 TUNE_LAST = 5
 MAX_ROUNDS = 5000
 BUDGETS = ("bytes", "samples")
@@ -167,7 +166,7 @@ def _curve(
         merge = int(point[axis]) if axis == "merge_top_k" else 1
         soup = method == "derelayl-soup"
         if soup:
-            merge = ALL_LIVE
+            merge = MERGE_ALL
         if axis == "mu":
             setup = _training(setup, prox_mu=point["mu"])
         elif axis != "merge_top_k":

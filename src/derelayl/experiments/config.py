@@ -15,7 +15,8 @@ Layout (see ``experiments/digits_dirichlet.toml``)::
     [methods.derelayl] preset, rounds | budget, max_rounds, fhe (encrypted scoring; model
                  activation "quad"), [methods.derelayl.params]
     [[variants]] name, method (derelayl | fedavg | gossip), prox_mu, local_epochs, lr, momentum;
-                 DeRelayL only: merge_top_k, preset, [params]
+                 DeRelayL only: merge_top_k, soup (every trainer starts from the average of
+                 all live models; the variant is read as that average), preset, [params]
     [adversaries] share of participants of each dishonest kind (free_rider, copier, label_flip,
                  backdoor, lying_tester): they act so in DeRelayL and FedAvg runs
 
@@ -152,6 +153,7 @@ class VariantConfig:
     name: str
     method: str = "derelayl"
     merge_top_k: int = 1
+    soup: bool = False
     prox_mu: float = 0.0
     local_epochs: int | None = None
     lr: float | None = None
@@ -242,6 +244,7 @@ _VARIANT: Spec = {
     "name": (str, None),
     "method": (str, "derelayl"),
     "merge_top_k": (int, 1),
+    "soup": (bool, False),
     "prox_mu": (NUM, 0.0),
     "local_epochs": (int, None),
     "lr": (NUM, None),
@@ -354,8 +357,12 @@ def parse_config(raw: dict[str, Any], base: Path | None = None) -> ExperimentCon
             raise ConfigError(f"[variants {v['name']}] method must be derelayl, fedavg or gossip, got {v['method']!r}")
         if v["method"] not in methods:
             raise ConfigError(f"[variants {v['name']}] varies {v['method']}, which needs [methods.{v['method']}]")
-        if v["method"] != "derelayl" and (v["merge_top_k"] != 1 or v["preset"] != "reference" or v["params"]):
-            raise ConfigError(f"[variants {v['name']}] merge_top_k, preset and params apply to derelayl only")
+        if v["method"] != "derelayl" and (
+            v["merge_top_k"] != 1 or v["soup"] or v["preset"] != "reference" or v["params"]
+        ):
+            raise ConfigError(f"[variants {v['name']}] merge_top_k, soup, preset and params apply to derelayl only")
+        if v["soup"] and v["merge_top_k"] != 1:
+            raise ConfigError(f"[variants {v['name']}] soup merges every live model: leave merge_top_k out")
         _positive(f"variants {v['name']}", merge_top_k=v["merge_top_k"], local_epochs=v["local_epochs"], lr=v["lr"])
         _in_range(f"variants {v['name']}", "local_epochs", v["local_epochs"], 1, 10_000)
         _in_range(f"variants {v['name']}", "merge_top_k", v["merge_top_k"], 1, MAX_PARTICIPANTS)

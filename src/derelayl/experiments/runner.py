@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from derelayl.agents.adversaries import assign
+from derelayl.agents.relay import MERGE_ALL
 from derelayl.baselines import Curve, Point, run_centralized, run_fedavg, run_gossip, run_local_only
 from derelayl.experiments.config import ExperimentConfig, VariantConfig, relay_params
 from derelayl.experiments.relay import run_derelayl
@@ -156,7 +157,8 @@ def _run_variant(config: ExperimentConfig, setup: LearningSetup, v: VariantConfi
             seed,
             name=v.name,
             train_config=train,
-            merge_top_k=v.merge_top_k,
+            merge_top_k=MERGE_ALL if v.soup else v.merge_top_k,
+            soup=v.soup,
             rounds=method["rounds"],
             byte_budget=_budget(method, curves),
             max_rounds=method["max_rounds"],
