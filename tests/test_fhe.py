@@ -26,6 +26,7 @@ from derelayl.fhe.ckks import (
     logits_from_reply,
 )
 from derelayl.fhe.scoring import MANIFEST_MAGIC, FheScoring, read_manifest
+from derelayl.fhe.seal import Scratch, Seal
 from derelayl.learning.serialization import weights_to_bytes
 from derelayl.learning.setup import build_setup
 from derelayl.learning.store import MemoryModelStore
@@ -87,8 +88,11 @@ def test_a_tester_gets_no_plaintext_weights_and_no_secret_key(trained, key) -> N
     assert not ctx.has_secret_key()
     import tenseal as ts
 
-    with pytest.raises(ValueError):  # ... so the weights' ciphertexts do not decrypt
-        next(iter(EncryptedModel.parse(encrypted).ciphertexts(ctx))).decrypt()
+    with Scratch() as io:  # the weights' ciphertexts load in it ...
+        layer1, layer2 = EncryptedModel.parse(encrypted).ciphertexts(ctx, io)
+    assert len(layer1) == 65 and len(layer2) == 10 and Seal(ctx).decryptor is None
+    with pytest.raises(ValueError, match="public"):  # ... but nothing in it decrypts them
+        ctx.data.secret_key()
     with pytest.raises(FheError, match="carries a secret key"):  # and it is never handed one
         load_context(key.secret(), "key")
     assert isinstance(ts.context_from(key.secret()).secret_key(), ts.enc_context.SecretKey)

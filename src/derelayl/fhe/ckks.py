@@ -22,6 +22,8 @@ multiplicative levels and no rotations, so the tester needs the relinearisation 
   sums each case's block, adds its bias ``b2[c]`` and returns those sums, rounded. The tester
   subtracts its masks' sums and reads the logits.
 
+Ciphertexts are SEAL's, made and evaluated through ``seal`` (seeded symmetric encryption,
+one rescale per sum of products, layer 2's weights encrypted at the level they are used).
 Every byte string here is validated before use (``FheError`` names what is wrong).
 """
 
@@ -31,7 +33,6 @@ import hashlib
 import io
 import json
 import struct
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -40,6 +41,7 @@ from numpy.typing import NDArray
 
 from derelayl import jsonsafe
 from derelayl.errors import DerelaylError
+from derelayl.fhe.seal import Scratch, Seal
 
 __all__ = [
     "QUAD",
@@ -53,6 +55,7 @@ __all__ = [
     "encrypt_model",
     "evaluate",
     "logits_from_reply",
+    "query_scale",
     "reply_shape",
 ]
 
@@ -66,7 +69,10 @@ REPLY_STEP = 2.0**-10
 logits, not raw decryptions (a raw CKKS decryption leaks the noise, and from it the key:
 Li & Micciancio, Eurocrypt 2021)."""
 MAX_BLOB = 1 << 31
-_MAGIC = b"DRLFHE1\n"
+MAGIC = b"DRLFHE2\n"
+"""Starts every container (encrypted model, query); 2: SEAL ciphertexts, seeded when fresh."""
+LAYER2_LEVEL = 2
+"""Layer 2's weights meet the activation two rescales below the top: they are encrypted there."""
 
 
 class FheError(DerelaylError):
@@ -80,10 +86,16 @@ class Scheme:
     poly_modulus_degree: int = 8192
     coeff_mod_bit_sizes: tuple[int, ...] = (50, 30, 30, 30, 50)
     scale_bits: int = 30
+    layout: int = 2
+    """1: TenSEAL vectors, all at the top level; 2: SEAL ciphertexts, seeded, layer 2 lower."""
 
     @property
     def slots(self) -> int:
         return self.poly_modulus_degree // 2
+
+    @property
+    def scale(self) -> float:
+        return 2.0**self.scale_bits
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "coeff_mod_bit_sizes": list(self.coeff_mod_bit_sizes), "library": "tenseal 0.3.18"}
@@ -148,18 +160,18 @@ class QuadMLP:
 def _pack(header: dict[str, Any], parts: list[bytes]) -> bytes:
     text = json.dumps({**header, "parts": len(parts)}, sort_keys=True).encode()
     out = io.BytesIO()
-    out.write(_MAGIC + struct.pack("<I", len(text)) + text)
+    out.write(MAGIC + struct.pack("<I", len(text)) + text)
     for p in parts:
         out.write(struct.pack("<Q", len(p)) + p)
     return out.getvalue()
 
 
 def _unpack(data: bytes, what: str) -> tuple[dict[str, Any], list[bytes]]:
-    if not isinstance(data, bytes) or not data.startswith(_MAGIC) or len(data) > MAX_BLOB:
+    if not isinstance(data, bytes) or not data.startswith(MAGIC) or len(data) > MAX_BLOB:
         raise FheError(f"{what}: not a derelayl FHE container")
     try:
-        (n,) = struct.unpack_from("<I", data, len(_MAGIC))
-        at = len(_MAGIC) + 4
+        (n,) = struct.unpack_from("<I", data, len(MAGIC))
+        at = len(MAGIC) + 4
         header = jsonsafe.loads(data[at : at + n])
         at += n
         if not isinstance(header, dict) or not isinstance(header.get("parts"), int):
@@ -191,12 +203,14 @@ def _int(header: dict[str, Any], key: str, lo: int, hi: int, what: str) -> int:
 
 class KeyPair:
     """A trainer's CKKS key pair. ``public()`` is what testers get: the parameters and the
-    relinearisation key, no secret key and no Galois keys."""
+    relinearisation key, no secret key and no Galois keys. The context is a symmetric-key
+    one: the trainer, who holds the secret key, is the only one who encrypts under it."""
 
     def __init__(self, context: Any) -> None:
         if not context.has_secret_key():
             raise FheError("a key pair needs its secret key")
         self.context = context
+        self.seal = Seal(context)
 
     @classmethod
     def generate(cls, scheme: Scheme = SCHEME) -> KeyPair:
@@ -268,13 +282,21 @@ class EncryptedModel:
             raise FheError(f"{what}: {len(parts)} ciphertexts, expected {f + 1 + c}")
         return cls(data, f, h, c)
 
-    def ciphertexts(self, context: Any) -> Iterator[Any]:
-        ts = _ts()
-        for i, part in enumerate(_unpack(self.data, "encrypted model")[1]):
+    def ciphertexts(self, context: Any, io: Scratch) -> tuple[list[Any], list[Any]]:
+        """(layer 1, layer 2): SEAL ciphertexts under ``context``, each at the level it is
+        used at and at the scheme's scale."""
+        seal, parts = Seal(context), _unpack(self.data, "encrypted model")[1]
+        out: list[Any] = []
+        for i, part in enumerate(parts):
+            level = 0 if i <= self.features else LAYER2_LEVEL
             try:
-                yield ts.ckks_vector_from(context, part)
-            except Exception as exc:  # C++ deserialization errors
-                raise FheError(f"encrypted model: ciphertext {i} does not load ({type(exc).__name__})") from exc
+                ct = seal.load(part, level, io)
+            except Exception as exc:  # SEAL's validation errors (ValueError, RuntimeError) from C++
+                raise FheError(f"encrypted model: ciphertext {i} does not load at level {level} ({exc})") from exc
+            if ct.scale != SCHEME.scale:
+                raise FheError(f"encrypted model: ciphertext {i} has scale {ct.scale}, not 2^{SCHEME.scale_bits}")
+            out.append(ct)
+        return out[: self.features + 1], out[self.features + 1 :]
 
 
 def encrypt_model(key: KeyPair, model: QuadMLP) -> bytes:
@@ -283,15 +305,15 @@ def encrypt_model(key: KeyPair, model: QuadMLP) -> bytes:
     if block > SCHEME.slots:
         raise FheError(f"hidden width {h} does not fit {SCHEME.slots} slots")
     batch = SCHEME.slots // block
-    ts = _ts()
+    with Scratch() as io:
 
-    def tiled(column: NDArray[np.float64]) -> bytes:
-        row = np.zeros(block)
-        row[:h] = column
-        return bytes(ts.ckks_vector(key.context, np.tile(row, batch).tolist()).serialize())
+        def tiled(column: NDArray[np.float64], level: int) -> bytes:
+            row = np.zeros(block)
+            row[:h] = column
+            return key.seal.encrypt(np.tile(row, batch), level, SCHEME.scale, io)
 
-    columns = [*model.w1.T, model.b1]  # the bias is the weight of a constant input 1
-    parts = [tiled(col) for col in columns] + [tiled(QUAD[2] * model.w2[k]) for k in range(c)]
+        columns = [*model.w1.T, model.b1]  # the bias is the weight of a constant input 1
+        parts = [tiled(col, 0) for col in columns] + [tiled(QUAD[2] * model.w2[k], LAYER2_LEVEL) for k in range(c)]
     header = {"kind": "model", "scheme": SCHEME.digest().hex(), "features": f, "hidden": h, "classes": c}
     return _pack(header, parts)
 
@@ -304,6 +326,15 @@ def _masks(seed: int, n_batches: int, classes: int) -> NDArray[np.float64]:
     return rng.uniform(-MASK_RANGE, MASK_RANGE, size=(n_batches, classes, SCHEME.slots))
 
 
+def query_scale(primes: list[int]) -> float:
+    """The scale every query ciphertext carries, as SEAL computes it along ``evaluate``
+    (``primes``: ``Seal.primes``). The trainer decrypts nothing at another scale: decoding a
+    ciphertext at a small scale would magnify its noise above ``REPLY_STEP``."""
+    h = SCHEME.scale * SCHEME.scale / primes[0]
+    act = h * h / primes[1]
+    return SCHEME.scale * act / primes[2]
+
+
 def evaluate(public: bytes, model: EncryptedModel, x: NDArray[Any], mask_seed: int) -> bytes:
     """The tester's work: the masked layer-2 products of every case, as a query for the
     trainer. Deterministic in (public key, model, x, mask_seed): anyone given those can
@@ -312,23 +343,25 @@ def evaluate(public: bytes, model: EncryptedModel, x: NDArray[Any], mask_seed: i
     if x.ndim != 2 or x.shape[1] != model.features or not np.isfinite(x).all() or len(x) == 0:
         raise FheError(f"test cases must be finite, shape (n, {model.features}), got {x.shape}")
     ctx = load_context(public, "trainer's public key")
-    cts = list(model.ciphertexts(ctx))
+    seal = Seal(ctx)
     f, c, block = model.features, model.classes, model.block
     batch = SCHEME.slots // block
-    layer1, layer2 = cts[: f + 1], cts[f + 1 :]
     c0, c1, c2 = QUAD
     masks = _masks(mask_seed, -(-len(x) // batch), c)
     parts = []
-    for b, start in enumerate(range(0, len(x), batch)):
-        xb = np.zeros((batch, f + 1))
-        xb[: len(x[start : start + batch]), :f] = x[start : start + batch]
-        xb[:, f] = 1.0
-        h = layer1[f] * np.repeat(xb[:, f], block).tolist()  # the bias column (input 1) first
-        for i in np.flatnonzero(xb[:, :f].any(axis=0)):  # (an all-zero input adds nothing, and a
-            h = h + layer1[i] * np.repeat(xb[:, i], block).tolist()  # symmetric-key context cannot encrypt 0)
-        act = h.square() + h * (c1 / c2) + c0 / c2  # = quad(h) / c2
-        for k in range(c):
-            parts.append(bytes((layer2[k] * act + masks[b, k].tolist()).serialize()))
+    with Scratch() as io:
+        layer1, layer2 = model.ciphertexts(ctx, io)
+        for b, start in enumerate(range(0, len(x), batch)):
+            xb = np.zeros((batch, f + 1))
+            xb[: len(x[start : start + batch]), :f] = x[start : start + batch]
+            xb[:, f] = 1.0
+            # the bias column (input 1) first; an all-zero input adds nothing, and a product
+            # with an all-zero plaintext is a transparent ciphertext, which SEAL refuses
+            used = [f, *np.flatnonzero(xb[:, :f].any(axis=0))]
+            h = seal.dot_plain([layer1[i] for i in used], [np.repeat(xb[:, i], block) for i in used], SCHEME.scale)
+            act = seal.square_affine(h, c1 / c2, c0 / c2)  # = quad(h) / c2
+            for k in range(c):
+                parts.append(io.save(seal.multiply_add(layer2[k], act, masks[b, k])))
     header = {"kind": "query", "scheme": SCHEME.digest().hex(), "cases": len(x), "classes": c, "block": block}
     return _pack(header, parts)
 
@@ -348,17 +381,22 @@ def decrypt_query(key: KeyPair, model: QuadMLP, query: bytes) -> NDArray[np.floa
     n_batches = -(-n // batch)
     if len(parts) != n_batches * c:
         raise FheError(f"query: {len(parts)} ciphertexts, expected {n_batches * c}")
-    ts = _ts()
+    seal = key.seal
+    scale = query_scale(seal.primes)
     out = np.zeros((n_batches, c, batch))
-    for i, part in enumerate(parts):
-        try:
-            values = np.asarray(ts.ckks_vector_from(key.context, part).decrypt(), dtype=np.float64)
-        except Exception as exc:
-            raise FheError(f"query: ciphertext {i} does not decrypt ({type(exc).__name__})") from exc
-        if values.size != SCHEME.slots or not np.isfinite(values).all():
-            raise FheError(f"query: ciphertext {i} decrypts to {values.size} values")
-        b, k = divmod(i, c)
-        out[b, k] = values.reshape(batch, block)[:, :hidden].sum(axis=1) + model.b2[k]
+    with Scratch() as io:
+        for i, part in enumerate(parts):
+            try:
+                ct = seal.load(part, LAYER2_LEVEL + 1, io)
+            except Exception as exc:  # SEAL's validation errors from C++
+                raise FheError(f"query: ciphertext {i} does not load at the last level ({exc})") from exc
+            if ct.scale != scale:
+                raise FheError(f"query: ciphertext {i} has scale {ct.scale}, not the evaluation's {scale}")
+            values = seal.decrypt(ct)
+            if values.size != SCHEME.slots or not np.isfinite(values).all():
+                raise FheError(f"query: ciphertext {i} decrypts to {values.size} values")
+            b, k = divmod(i, c)
+            out[b, k] = values.reshape(batch, block)[:, :hidden].sum(axis=1) + model.b2[k]
     return np.round(out / REPLY_STEP) * REPLY_STEP
 
 

@@ -33,6 +33,7 @@ from numpy.typing import NDArray
 
 from derelayl import jsonsafe
 from derelayl.fhe.ckks import (
+    MAGIC,
     SCHEME,
     EncryptedModel,
     FheError,
@@ -247,7 +248,7 @@ class FheScoring:
                 wanted.add(bytes.fromhex(manifest["ciphertext"]))
         removed = 0
         for digest in self.store.digests():
-            if digest not in wanted and self.store.peek(digest, 8) == b"DRLFHE1\n":  # (keys are TenSEAL contexts)
+            if digest not in wanted and self.store.peek(digest, len(MAGIC)) == MAGIC:  # (keys are TenSEAL contexts)
                 self.store.discard(digest)
                 removed += 1
         return removed
