@@ -14,7 +14,10 @@ from typer.testing import CliRunner
 pytest.importorskip("tenseal")
 
 from derelayl.cli import app
+from derelayl.fhe import ckks
 from derelayl.fhe.ckks import (
+    SCHEME,
+    Cases,
     EncryptedModel,
     FheError,
     KeyPair,
@@ -90,7 +93,7 @@ def test_a_tester_gets_no_plaintext_weights_and_no_secret_key(trained, key) -> N
 
     with Scratch() as io:  # the weights' ciphertexts load in it ...
         layer1, layer2 = EncryptedModel.parse(encrypted).ciphertexts(ctx, io)
-    assert len(layer1) == 65 and len(layer2) == 10 and Seal(ctx).decryptor is None
+    assert len(layer1) == 65 and len(layer2) == 10 and Seal.of(ctx).decryptor is None
     with pytest.raises(ValueError, match="public"):  # ... but nothing in it decrypts them
         ctx.data.secret_key()
     with pytest.raises(FheError, match="carries a secret key"):  # and it is never handed one
@@ -117,6 +120,9 @@ def test_a_wrong_claimed_score_is_refused(trained) -> None:
     t = fhe.score(tester=2, commitment=commitment, x=x, y=y, mask_seed=11)
     assert t.score == QuadMLP.from_weights(trained[0]).logits(x).argmax(1).__eq__(y).sum()
     fhe.check(t, x, y, t.score)  # the honest claim stands
+    # ... also for anyone else, from the public objects alone, with no cases encoded before
+    other = FheScoring(fhe.models_store, lambda d: None, fhe.store)
+    other.check(t, x, y, t.score)
     with pytest.raises(FheError, match=f"claimed score {t.score + 1}, the ciphertexts support {t.score}"):
         fhe.check(t, x, y, t.score + 1)
     with pytest.raises(FheError, match="not the evaluation on these cases"):  # other cases than published
@@ -246,3 +252,67 @@ def test_a_settled_rounds_ciphertexts_are_pruned_and_keys_kept(trained) -> None:
     assert fhe.store.has(bytes.fromhex(named[kept]["ciphertext"]))
     assert not fhe.store.has(bytes.fromhex(named[gone]["ciphertext"]))
     assert all(fhe.store.has(bytes.fromhex(m["key"])) for m in named.values())  # keys stay
+
+
+def test_fresh_ciphertexts_are_stored_seeded_and_layer_2_two_levels_down(trained, key) -> None:
+    """A fresh symmetric-key ciphertext is stored as one polynomial and the seed of the other:
+    at most N * primes * 8 bytes (SEAL compresses below that), half of an expanded one."""
+    # Prepare
+    model = QuadMLP.from_weights(trained[0])
+    n = SCHEME.poly_modulus_degree
+    # Execute
+    encrypted = encrypt_model(key, model)
+    _, parts = ckks._unpack(encrypted, "model")
+    # Assert
+    assert len(parts) == 65 + 10
+    assert all(len(p) <= n * 4 * 8 for p in parts[:65])  # layer 1: the top level, 4 primes
+    assert all(len(p) <= n * 2 * 8 for p in parts[65:])  # layer 2: two rescales down, 2 primes
+    assert len(encrypted) < 65 * n * 4 * 8 + 10 * n * 2 * 8 + 4096  # 18.4 MB; 75 expanded ones took 25.5 MB
+
+
+def test_encoded_cases_give_the_same_query_and_only_for_their_cases(trained, key) -> None:
+    # Prepare
+    weights, x, _ = trained
+    model = QuadMLP.from_weights(weights)
+    encrypted = EncryptedModel.parse(encrypt_model(key, model))
+    cases = Cases.encode(x, 64, 64)
+    # Execute
+    fresh, reused = evaluate(key.public(), encrypted, x, 5), evaluate(key.public(), encrypted, x, 5, cases)
+    # Assert
+    assert fresh == reused
+    with pytest.raises(FheError, match="not these cases"):
+        evaluate(key.public(), encrypted, x[:50], 5, cases)
+
+
+def _retouched(data: bytes, index: int, level: int, context: object, change) -> bytes:
+    header, parts = ckks._unpack(data, "container")
+    with Scratch() as io:
+        ct = Seal.of(context).load(parts[index], level, io)
+        change(ct)
+        parts[index] = io.save(ct)
+    header.pop("parts")
+    return ckks._pack(header, parts)
+
+
+def test_a_query_or_model_off_the_evaluations_levels_and_scales_is_refused(trained, key) -> None:
+    """A tester could set a query's scale low to read CKKS noise through the trainer's
+    rounding; the trainer decrypts only at the scale evaluation gives."""
+    # Prepare
+    weights, x, _ = trained
+    model = QuadMLP.from_weights(weights)
+    encrypted = encrypt_model(key, model)
+    query = evaluate(key.public(), EncryptedModel.parse(encrypted), x, 5)
+    _, parts = ckks._unpack(encrypted, "model")
+    header = {"kind": "model", "scheme": SCHEME.digest().hex(), "features": 64, "hidden": 64, "classes": 10}
+    swapped = ckks._pack(header, [parts[70], *parts[1:70], parts[0], *parts[71:]])
+
+    def low(ct: object) -> None:
+        ct.scale = 2.0**10
+
+    # Execute / Assert
+    with pytest.raises(FheError, match=r"query: ciphertext 3 has scale 1024\.0, not the evaluation's"):
+        decrypt_query(key, model, _retouched(query, 3, 3, key.context, low))
+    with pytest.raises(FheError, match="ciphertext 0 does not load at level 0"):
+        evaluate(key.public(), EncryptedModel.parse(swapped), x, 5)
+    with pytest.raises(FheError, match=r"ciphertext 2 has scale 1024\.0"):
+        evaluate(key.public(), EncryptedModel.parse(_retouched(encrypted, 2, 0, key.context, low)), x, 5)

@@ -46,6 +46,7 @@ from derelayl.fhe.seal import Scratch, Seal
 __all__ = [
     "QUAD",
     "SCHEME",
+    "Cases",
     "EncryptedModel",
     "FheError",
     "KeyPair",
@@ -210,7 +211,7 @@ class KeyPair:
         if not context.has_secret_key():
             raise FheError("a key pair needs its secret key")
         self.context = context
-        self.seal = Seal(context)
+        self.seal = Seal.of(context)
 
     @classmethod
     def generate(cls, scheme: Scheme = SCHEME) -> KeyPair:
@@ -285,7 +286,7 @@ class EncryptedModel:
     def ciphertexts(self, context: Any, io: Scratch) -> tuple[list[Any], list[Any]]:
         """(layer 1, layer 2): SEAL ciphertexts under ``context``, each at the level it is
         used at and at the scheme's scale."""
-        seal, parts = Seal(context), _unpack(self.data, "encrypted model")[1]
+        seal, parts = Seal.of(context), _unpack(self.data, "encrypted model")[1]
         out: list[Any] = []
         for i, part in enumerate(parts):
             level = 0 if i <= self.features else LAYER2_LEVEL
@@ -335,34 +336,72 @@ def query_scale(primes: list[int]) -> float:
     return SCHEME.scale * act / primes[2]
 
 
-def evaluate(public: bytes, model: EncryptedModel, x: NDArray[Any], mask_seed: int) -> bytes:
+def _checked_cases(x: NDArray[Any], features: int) -> NDArray[np.float64]:
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim != 2 or x.shape[1] != features or not np.isfinite(x).all() or len(x) == 0:
+        raise FheError(f"test cases must be finite, shape (n, {features}), got {x.shape}")
+    return x
+
+
+@dataclass(frozen=True)
+class Cases:
+    """A tester's cases with layer 1's plaintexts encoded, ready for any encrypted model of
+    their shape. A tester scores every model of a round on the same cases, and encoding them
+    was a third of an evaluation, so ``FheScoring`` keeps the last ones (``evaluate(cases=)``).
+    Plaintexts depend on the scheme only, not on a key. ``batches[b]``: (index of the layer-1
+    ciphertext, plaintext of its inputs) for batch ``b``, the bias column first; an all-zero
+    input adds nothing and is left out (SEAL refuses the transparent ciphertext its product
+    would be)."""
+
+    x: NDArray[np.float64]
+    block: int
+    batches: list[list[tuple[int, Any]]]
+
+    @classmethod
+    def encode(cls, x: NDArray[Any], features: int, hidden: int) -> Cases:
+        x = _checked_cases(x, features)
+        block = _block(hidden)
+        batch = SCHEME.slots // block
+        seal = Seal.of_parameters(SCHEME.poly_modulus_degree, list(SCHEME.coeff_mod_bit_sizes))
+        batches = []
+        for start in range(0, len(x), batch):
+            xb = np.zeros((batch, features + 1))
+            xb[: len(x[start : start + batch]), :features] = x[start : start + batch]
+            xb[:, features] = 1.0
+            used = [features, *np.flatnonzero(xb[:, :features].any(axis=0))]
+            batches.append([(int(i), seal.encode(np.repeat(xb[:, i], block), 0, SCHEME.scale)) for i in used])
+        return cls(x, block, batches)
+
+    def fits(self, x: NDArray[Any], model: EncryptedModel) -> bool:
+        return self.block == model.block and np.array_equal(self.x, _checked_cases(x, model.features))
+
+
+def evaluate(
+    public: bytes, model: EncryptedModel, x: NDArray[Any], mask_seed: int, cases: Cases | None = None
+) -> bytes:
     """The tester's work: the masked layer-2 products of every case, as a query for the
     trainer. Deterministic in (public key, model, x, mask_seed): anyone given those can
-    rebuild the query and check its digest."""
-    x = np.asarray(x, dtype=np.float64)
-    if x.ndim != 2 or x.shape[1] != model.features or not np.isfinite(x).all() or len(x) == 0:
-        raise FheError(f"test cases must be finite, shape (n, {model.features}), got {x.shape}")
+    rebuild the query and check its digest. ``cases``: ``x`` already encoded (the same query
+    comes out)."""
+    if cases is None:
+        cases = Cases.encode(x, model.features, model.hidden)
+    elif not cases.fits(x, model):
+        raise FheError("the encoded cases are not these cases, or not for this model's layout")
     ctx = load_context(public, "trainer's public key")
-    seal = Seal(ctx)
-    f, c, block = model.features, model.classes, model.block
-    batch = SCHEME.slots // block
+    seal = Seal.of(ctx)
     c0, c1, c2 = QUAD
-    masks = _masks(mask_seed, -(-len(x) // batch), c)
+    c = model.classes
+    masks = _masks(mask_seed, len(cases.batches), c)
     parts = []
     with Scratch() as io:
         layer1, layer2 = model.ciphertexts(ctx, io)
-        for b, start in enumerate(range(0, len(x), batch)):
-            xb = np.zeros((batch, f + 1))
-            xb[: len(x[start : start + batch]), :f] = x[start : start + batch]
-            xb[:, f] = 1.0
-            # the bias column (input 1) first; an all-zero input adds nothing, and a product
-            # with an all-zero plaintext is a transparent ciphertext, which SEAL refuses
-            used = [f, *np.flatnonzero(xb[:, :f].any(axis=0))]
-            h = seal.dot_plain([layer1[i] for i in used], [np.repeat(xb[:, i], block) for i in used], SCHEME.scale)
+        for b, terms in enumerate(cases.batches):
+            h = seal.dot_plain([(layer1[i], plain) for i, plain in terms])
             act = seal.square_affine(h, c1 / c2, c0 / c2)  # = quad(h) / c2
             for k in range(c):
                 parts.append(io.save(seal.multiply_add(layer2[k], act, masks[b, k])))
-    header = {"kind": "query", "scheme": SCHEME.digest().hex(), "cases": len(x), "classes": c, "block": block}
+    header = {"kind": "query", "scheme": SCHEME.digest().hex(), "cases": len(cases.x), "classes": c}
+    header["block"] = cases.block
     return _pack(header, parts)
 
 

@@ -35,6 +35,7 @@ from derelayl import jsonsafe
 from derelayl.fhe.ckks import (
     MAGIC,
     SCHEME,
+    Cases,
     EncryptedModel,
     FheError,
     KeyPair,
@@ -122,6 +123,7 @@ class FheScoring:
         """Measurement only (benchmarks): also score each model in the clear from its file and
         record (commitment, encrypted score, clear score, max logit error) in ``agreement``."""
         self.agreement: list[tuple[bytes, int, int, float]] = []
+        self._cases: Cases | None = None
 
     # ------------------------------------------------------------------ keys
 
@@ -183,7 +185,7 @@ class FheScoring:
             raise FheError(f"commitment {commitment.hex()[:16]} is a plain model, not an encrypted one")
         key_digest, public, encrypted = self._objects(manifest)
         start = time.perf_counter()
-        query = evaluate(public, encrypted, x, mask_seed)
+        query = evaluate(public, encrypted, x, mask_seed, self.encoded(x, encrypted))
         self.seconds["evaluate"] += time.perf_counter() - start
         if self.ask is None:
             reply = self.decrypt(manifest["trainer"], manifest, query)
@@ -209,7 +211,8 @@ class FheScoring:
         if manifest is None:
             raise FheError(f"commitment {transcript.commitment.hex()[:16]} is not an encrypted model")
         _, public, encrypted = self._objects(manifest)
-        if _digest(evaluate(public, encrypted, x, transcript.mask_seed)) != transcript.query_digest:
+        query = evaluate(public, encrypted, x, transcript.mask_seed, self.encoded(x, encrypted))
+        if _digest(query) != transcript.query_digest:
             raise FheError(
                 f"model {transcript.commitment.hex()[:16]}: the query answered is not the evaluation on these cases"
             )
@@ -217,6 +220,15 @@ class FheScoring:
         if claimed != supported:
             who = transcript.commitment.hex()[:16]
             raise FheError(f"model {who}: claimed score {claimed}, the ciphertexts support {supported}")
+
+    def encoded(self, x: NDArray[Any], model: EncryptedModel) -> Cases:
+        """``x`` encoded for ``model``: the last cases encoded if these are they (one entry is
+        enough: a tester scores all of a round's models on its cases in a row; 34 MB per 100
+        cases)."""
+        if self._cases is None or not self._cases.fits(x, model):
+            self._cases = None  # (freed before the next one is made)
+            self._cases = Cases.encode(x, model.features, model.hidden)
+        return self._cases
 
     def _objects(self, manifest: dict[str, Any]) -> tuple[bytes, bytes, EncryptedModel]:
         key_digest = bytes.fromhex(manifest["key"])

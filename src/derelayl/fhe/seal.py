@@ -75,25 +75,36 @@ class Seal:
     """SEAL's evaluator, encoder and (for a key holder) encryptor and decryptor on one TenSEAL
     context; ``levels[i]`` is the parameter id of ciphertexts ``i`` rescales below the top."""
 
-    def __init__(self, context: Any) -> None:
+    def __init__(self, context: Any, relin: Any = None, secret: Any = None) -> None:
+        """``context``: a SEAL context; ``relin``, ``secret``: its keys, where held."""
         sa = _sealapi()
-        self.sa = sa
-        self.context = context.data.seal_context()
-        self.encoder = sa.CKKSEncoder(self.context)
-        self.evaluator = sa.Evaluator(self.context)
-        self.relin = context.data.relin_keys()
+        self.sa, self.context, self.relin = sa, context, relin
+        self.encoder = sa.CKKSEncoder(context)
+        self.evaluator = sa.Evaluator(context)
         self.levels = []
-        data = self.context.first_context_data()
+        data = context.first_context_data()
         while data is not None:
             self.levels.append(data.parms_id())
             data = data.next_context_data()
-        self.primes = [self.context.get_context_data(p).parms().coeff_modulus()[-1].value() for p in self.levels]
+        self.primes = [context.get_context_data(p).parms().coeff_modulus()[-1].value() for p in self.levels]
         """``primes[i]``: the prime a rescale from level ``i`` divides by."""
-        self.encryptor = self.decryptor = None
-        if context.has_secret_key():
-            secret = context.data.secret_key()
-            self.encryptor = sa.Encryptor(self.context, secret)
-            self.decryptor = sa.Decryptor(self.context, secret)
+        self.encryptor = None if secret is None else sa.Encryptor(context, secret)
+        self.decryptor = None if secret is None else sa.Decryptor(context, secret)
+
+    @classmethod
+    def of(cls, context: Any) -> Seal:
+        """On a TenSEAL context, with the keys it holds."""
+        secret = context.data.secret_key() if context.has_secret_key() else None
+        return cls(context.data.seal_context(), context.data.relin_keys(), secret)
+
+    @classmethod
+    def of_parameters(cls, degree: int, bits: list[int]) -> Seal:
+        """No keys: for encoding plaintexts, which depend on the parameters only."""
+        sa = _sealapi()
+        parms = sa.EncryptionParameters(sa.SCHEME_TYPE.CKKS)
+        parms.set_poly_modulus_degree(degree)
+        parms.set_coeff_modulus(sa.CoeffModulus.Create(degree, bits))
+        return cls(sa.SEALContext(parms, True, sa.SEC_LEVEL_TYPE.TC128))
 
     def encode(self, values: NDArray[np.float64] | float, level: int, scale: float) -> Any:
         plain = self.sa.Plaintext()
@@ -121,12 +132,13 @@ class Seal:
 
     # ------------------------------------------------------------------ evaluation
 
-    def dot_plain(self, cts: list[Any], values: list[NDArray[np.float64]], scale: float) -> Any:
-        """``sum_i cts[i] * values[i]``, rescaled once (the products share a level and scale)."""
+    def dot_plain(self, terms: list[tuple[Any, Any]]) -> Any:
+        """``sum ct * plain`` over ``terms``, rescaled once (the products share a level and
+        a scale, so they add before the one rescale)."""
         ev, acc = self.evaluator, None
-        for ct, v in zip(cts, values, strict=True):
+        for ct, plain in terms:
             prod = self.sa.Ciphertext()
-            ev.multiply_plain(ct, self.encode(v, self._level(ct), scale), prod)
+            ev.multiply_plain(ct, plain, prod)
             if acc is None:
                 acc = prod
             else:
