@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from derelayl.fhe.ckks import (
+    Cases,
     EncryptedModel,
     KeyPair,
     QuadMLP,
@@ -67,6 +68,9 @@ def one_model() -> None:
     t_enc, encrypted = _timed(lambda: encrypt_model(key, model), 3)
     parsed = EncryptedModel.parse(encrypted)
     t_eval, query = _timed(lambda: evaluate(public, parsed, xt, 7), 3)
+    t_cases, cases = _timed(lambda: Cases.encode(xt, parsed.features, parsed.hidden), 3)
+    t_again, again = _timed(lambda: evaluate(public, parsed, xt, 7, cases), 3)
+    assert again == query
     t_dec, reply = _timed(lambda: decrypt_query(key, model, query))
     logits = logits_from_reply(reply, 7, len(yt), parsed.hidden)
     clear = model.logits(xt)
@@ -75,6 +79,10 @@ def one_model() -> None:
     print(
         f"keygen {t_key * 1e3:.0f} ms; encrypt {t_enc * 1e3:.0f} ms; evaluate (tester) {t_eval * 1e3:.0f} ms; "
         f"decrypt (trainer) {t_dec * 1e3:.1f} ms"
+    )
+    print(
+        f"evaluate: encoding the cases {t_cases * 1e3:.0f} ms; with the cases already encoded (a round's other "
+        f"models) {t_again * 1e3:.0f} ms ({t_again / t_eval:.2f}x)"
     )
     print(
         f"bytes: model in the clear {plain_bytes:,}; encrypted {len(encrypted):,} "

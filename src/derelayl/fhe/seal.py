@@ -15,9 +15,9 @@ first cut, cost more than the scheme needs (measured in ``docs/fhe.md``):
   is that of the top modulus, and a lower level's modulus is smaller still).
 
 Serialized ciphertexts are SEAL's format (compressed; on load, checked against the context
-by SEAL, then checked here for level, size and scale). ``tenseal.sealapi`` saves and loads
-through file paths only, so bytes pass through one private scratch file (``Scratch``).
-"""
+by SEAL, then for level and size here and for scale in ``ckks``). ``tenseal.sealapi`` saves
+and loads through file paths only, so bytes pass through one private scratch file
+(``Scratch``)."""
 
 from __future__ import annotations
 
