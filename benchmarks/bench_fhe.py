@@ -26,16 +26,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from derelayl.fhe.ckks import (
-    Cases,
-    EncryptedModel,
-    KeyPair,
-    QuadMLP,
-    decrypt_query,
-    encrypt_model,
-    evaluate,
-    logits_from_reply,
-)
+from derelayl.fhe.ckks import EncryptedModel, KeyPair, QuadMLP, encrypt_model
+from derelayl.fhe.query import Cases, decrypt_query, evaluate, logits_from_reply
 from derelayl.learning.setup import build_setup
 from derelayl.learning.torch_models import TrainConfig
 from derelayl.runtime.local import RunConfig, run_network

@@ -15,19 +15,8 @@ pytest.importorskip("tenseal")
 
 from derelayl.cli import app
 from derelayl.fhe import ckks
-from derelayl.fhe.ckks import (
-    SCHEME,
-    Cases,
-    EncryptedModel,
-    FheError,
-    KeyPair,
-    QuadMLP,
-    decrypt_query,
-    encrypt_model,
-    evaluate,
-    load_context,
-    logits_from_reply,
-)
+from derelayl.fhe.ckks import SCHEME, EncryptedModel, FheError, KeyPair, QuadMLP, encrypt_model, load_context
+from derelayl.fhe.query import Cases, decrypt_query, evaluate, logits_from_reply
 from derelayl.fhe.scoring import MANIFEST_MAGIC, FheScoring, read_manifest
 from derelayl.fhe.seal import Scratch, Seal
 from derelayl.learning.serialization import weights_to_bytes
@@ -262,7 +251,7 @@ def test_fresh_ciphertexts_are_stored_seeded_and_layer_2_two_levels_down(trained
     n = SCHEME.poly_modulus_degree
     # Execute
     encrypted = encrypt_model(key, model)
-    _, parts = ckks._unpack(encrypted, "model")
+    _, parts = ckks.unpack(encrypted, "model")
     # Assert
     assert len(parts) == 65 + 10
     assert all(len(p) <= n * 4 * 8 for p in parts[:65])  # layer 1: the top level, 4 primes
@@ -285,13 +274,13 @@ def test_encoded_cases_give_the_same_query_and_only_for_their_cases(trained, key
 
 
 def _retouched(data: bytes, index: int, level: int, context: object, change) -> bytes:
-    header, parts = ckks._unpack(data, "container")
+    header, parts = ckks.unpack(data, "container")
     with Scratch() as io:
         ct = Seal.of(context).load(parts[index], level, io)
         change(ct)
         parts[index] = io.save(ct)
     header.pop("parts")
-    return ckks._pack(header, parts)
+    return ckks.pack(header, parts)
 
 
 def test_a_query_or_model_off_the_evaluations_levels_and_scales_is_refused(trained, key) -> None:
@@ -302,9 +291,9 @@ def test_a_query_or_model_off_the_evaluations_levels_and_scales_is_refused(train
     model = QuadMLP.from_weights(weights)
     encrypted = encrypt_model(key, model)
     query = evaluate(key.public(), EncryptedModel.parse(encrypted), x, 5)
-    _, parts = ckks._unpack(encrypted, "model")
+    _, parts = ckks.unpack(encrypted, "model")
     header = {"kind": "model", "scheme": SCHEME.digest().hex(), "features": 64, "hidden": 64, "classes": 10}
-    swapped = ckks._pack(header, [parts[70], *parts[1:70], parts[0], *parts[71:]])
+    swapped = ckks.pack(header, [parts[70], *parts[1:70], parts[0], *parts[71:]])
 
     def low(ct: object) -> None:
         ct.scale = 2.0**10

@@ -6,8 +6,8 @@ trainer, handed to the next trainer if the model is selected), the encrypted mod
 the testers) and the trainer's public key. Signing the manifest's digest binds all three.
 
 A tester fetches the encrypted model and the public key, evaluates on its own cases with
-masks drawn from a seed of its own (``ckks.evaluate``), asks the model's trainer to decrypt
-(``ckks.decrypt_query``), unmasks and counts the correct predictions. The whole exchange is a
+masks drawn from a seed of its own (``query.evaluate``), asks the model's trainer to decrypt
+(``query.decrypt_query``), unmasks and counts the correct predictions. The whole exchange is a
 ``Transcript``; ``check`` re-derives a claimed score from it, the published cases and the
 objects the manifest names, so any node can refuse a wrong score. What it cannot check (the
 trainer's decryption) and why that does not pay is in ``docs/fhe.md``.
@@ -32,19 +32,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from derelayl import jsonsafe
-from derelayl.fhe.ckks import (
-    MAGIC,
-    SCHEME,
-    Cases,
-    EncryptedModel,
-    FheError,
-    KeyPair,
-    QuadMLP,
-    decrypt_query,
-    encrypt_model,
-    evaluate,
-    logits_from_reply,
-)
+from derelayl.fhe.ckks import MAGIC, SCHEME, EncryptedModel, FheError, KeyPair, QuadMLP, encrypt_model
+from derelayl.fhe.query import Cases, decrypt_query, evaluate, logits_from_reply
 from derelayl.folders import write_atomic
 from derelayl.learning.store import DirModelStore, MemoryModelStore, ModelStore
 

@@ -22,7 +22,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from derelayl.errors import DerelaylError, ModelError
-from derelayl.fhe.ckks import reply_shape
+from derelayl.fhe.query import reply_shape
 from derelayl.fhe.scoring import FheScoring, read_manifest
 from derelayl.node.wire import FetchRequest
 
