@@ -39,6 +39,7 @@ from derelayl.learning.setup import LearningSetup
 from derelayl.learning.store import ModelStore
 from derelayl.learning.torch_models import TorchEvaluator, TorchTrainer, TrainConfig, average
 from derelayl.protocol.copies import PREDICTIONS_NOT_ENCRYPTED, apply_copy_rule, apply_improvement_z
+from derelayl.protocol.scores import lower_median
 from derelayl.protocol.state import State
 
 __all__ = [
@@ -66,13 +67,16 @@ class Traffic:
     test_cases: int = 0
     fhe_exchange: int = 0
     """Encrypted scoring: queries to trainers, their replies and trainers' public keys."""
+    rechecks: int = 0
+    """Encrypted re-checks (``RelayBrain.rechecks``): the ciphertexts, queries, replies and keys
+    a trainer moves to re-score models it does not hold."""
     local_epochs: int = 0
     samples: int = 0
 
     @property
     def total_bytes(self) -> int:
         moved = (self.owner_to_trainer, self.trainer_to_tester, self.commit_miner_copies, self.test_cases)
-        return sum(moved) + self.fhe_exchange
+        return sum(moved) + self.fhe_exchange + self.rechecks
 
     @classmethod
     def total(cls, parts: Iterable[Traffic]) -> Traffic:
@@ -173,6 +177,11 @@ class RelayBrain:
     tester's ``own_cases``."""
     fhe: FheScoring | None = None
     """Encrypted scoring: commit encrypted models, score others' without seeing their weights."""
+    rechecks: int = 0
+    """With encrypted scoring and challenges: how many of the round's other children a trainer
+    re-scores under encryption in ``checkable``, drawn from its own seed among those the
+    published scores rank at or above its own child (a lie that raises someone else's child
+    pushes exactly these trainers' children down)."""
 
     def train(self, state: State, me: int) -> bytes | None:
         pair = int(np.flatnonzero(state.pairs.trainer == me)[0])
@@ -271,7 +280,25 @@ class RelayBrain:
         if parent is not None:
             live = int(state.live.model_id[parent - len(state.commits)])
             out[parent] = (self.evaluator.correct(self.models.weights(live), x, y),)
+        for j in self._rechecked(state, me, child):
+            before = self.traffic.trainer_to_tester + self.traffic.fhe_exchange
+            score = self._correct(state, me, j, state.commitments[j], x, y)
+            moved = self.traffic.trainer_to_tester + self.traffic.fhe_exchange - before
+            self.traffic.trainer_to_tester -= moved  # counted as re-checks, not as testing
+            self.traffic.rechecks += moved
+            out[j] = (score, 0) if state.params.compares_predictions else (score,)
         return out
+
+    def _rechecked(self, state: State, me: int, child: int) -> list[int]:
+        """The other children this trainer re-scores under encryption (``rechecks``)."""
+        if not self.rechecks or self.fhe is None or state.dispute is None:
+            return []
+        published = lower_median(state.dispute.rows)
+        above = [j for j in range(len(state.commits)) if j != child and published[j] >= published[child]]
+        if not above:
+            return []
+        rng = np.random.default_rng(derive_seed(self.seed, "rechecks", state.round, me))
+        return sorted(int(j) for j in rng.choice(above, size=min(self.rechecks, len(above)), replace=False))
 
     def _correct(self, state: State, me: int, i: int, digest: bytes, x: NDArray[np.float32], y: I64) -> int:
         """The score of one model: in the clear, or encrypted if it was committed that way."""

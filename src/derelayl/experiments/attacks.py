@@ -50,6 +50,7 @@ __all__ = [
     "TESTER_STAKE",
     "check_options",
     "defences",
+    "encrypted_arms",
     "run_attacks",
 ]
 
@@ -120,11 +121,39 @@ def defences(
         },
         f"relay (all defences + appeals + sign test, z = {z / 100:g}, case commitments{staked})": last,
         f"relay (last arm + challenges, bond {format_units(CHALLENGE_BOND)})": challenged,
-        "relay (optimistic: last arm with 1 tester + challenges)": {**challenged, "testers": 1},
+        OPTIMISTIC: {**challenged, "testers": 1},
+    }
+
+
+OPTIMISTIC = "relay (optimistic: last arm with 1 tester + challenges)"
+RECHECKS = 1
+"""Other children each trainer re-scores under encryption in the re-check arm (``--rechecks``)."""
+
+
+def encrypted_arms(
+    testers: int = POOLED_TESTERS, stake: int = TESTER_STAKE, rechecks: int = RECHECKS
+) -> dict[str, dict[str, Any]]:
+    """The arms run when the relay scores encrypted models (the config's ``[methods.derelayl]
+    fhe = true``): optimistic testing as in ``defences`` but without the copy rule and the sign
+    test, which compare predictions in the clear, and then the same with every trainer also
+    re-scoring ``rechecks`` of the round's other children under encryption before it decides
+    to challenge (``RelayBrain.rechecks``), so that a lie which only raises someone else's
+    child can be shown. Only these two: an encrypted round takes seconds, not milliseconds."""
+    clear = defences(testers, SIGN_TEST_Z, stake)[OPTIMISTIC]
+    arm = {k: v for k, v in clear.items() if k not in ("copy_rule", "improvement_z")}
+    return {
+        "relay (optimistic, encrypted)": arm,
+        f"relay (optimistic, encrypted, + {rechecks} re-check{'s' if rechecks > 1 else ''} per trainer)": {
+            **arm,
+            "rechecks": rechecks,
+        },
     }
 
 
 DEFENCES = defences()
+AGENT_POLICIES = ("post_commitments", "rechecks")
+"""Arm keys that are what agents do, not ``Params``."""
+MAX_RECHECKS = 16
 FEDAVG = ("fedavg", "fedavg (trimmed mean)")
 Progress = Callable[[str], None]
 
@@ -140,10 +169,16 @@ def run_attacks(
     testers: int = POOLED_TESTERS,
     z: int = SIGN_TEST_Z,
     stake: int = TESTER_STAKE,
+    rechecks: int = RECHECKS,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
+    """With ``[methods.derelayl] fhe = true`` in ``config`` the relay scores encrypted models
+    and only ``encrypted_arms`` run."""
     check_options(share, kinds, rounds, testers, z)
-    arms = defences(testers, z, stake)
+    if not 1 <= rechecks <= MAX_RECHECKS:
+        raise ConfigError(f"--rechecks must be in 1..{MAX_RECHECKS}, got {rechecks}")
+    fhe = bool(config.methods.get("derelayl", {}).get("fhe"))
+    arms = encrypted_arms(testers, stake, rechecks) if fhe else defences(testers, z, stake)
     with FolderLock(out_dir, "derelayl attacks"):
         return _run(config, out_dir, share, seeds, kinds, rounds, arms, progress or (lambda _: None))
 
@@ -193,7 +228,7 @@ def _run(
             shares = {} if kind == "none" else {kind: share}
             group = assign(n, shares, seed)
             for method, arm in arms.items():
-                extra = {k: v for k, v in arm.items() if k != "post_commitments"}
+                extra = {k: v for k, v in arm.items() if k not in AGENT_POLICIES}
                 params = Params.from_dict({**base.to_dict(), **extra})
                 posting = bool(arm.get("post_commitments", False))
                 curve = run_derelayl(
@@ -204,6 +239,8 @@ def _run(
                     adversaries=shares,
                     measure_backdoor=True,
                     post_commitments=posting,
+                    fhe=bool(relay.get("fhe")),
+                    rechecks=int(arm.get("rechecks", 0)),
                 )
                 runs.append(_summary(curve, method, kind, seed, group))
             for method in FEDAVG:

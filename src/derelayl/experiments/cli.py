@@ -54,11 +54,20 @@ def attacks(
             help="Coins a tester must hold in the last arm, forfeited when an appeal finds it lying (0: none)."
         ),
     ] = "20",
+    rechecks: Annotated[
+        int,
+        typer.Option(
+            help="With encrypted scoring (the config's [methods.derelayl] fhe = true): other children "
+            "each trainer re-scores under encryption in the re-check arm (1..16)."
+        ),
+    ] = 1,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress lines.")] = False,
 ) -> None:
     """Each kind of dishonest participant against the relay (faithful and defended) and FedAvg
     (plain and trimmed mean), over seeds: accuracy lost, rewards taken, models caught, backdoor
-    success; writes results.json, report.md and attacks.png."""
+    success; writes results.json, report.md and attacks.png. With a config whose relay scores
+    encrypted models (fhe = true), the relay arms are optimistic testing without and with
+    encrypted re-checks."""
     from derelayl.experiments.attacks import check_options, run_attacks
     from derelayl.experiments.config import load_config
     from derelayl.sim.config import parse_coins, parse_seeds
@@ -79,6 +88,7 @@ def attacks(
             testers=testers,
             z=improvement_z,
             stake=stake,
+            rechecks=rechecks,
             progress=None if quiet else lambda line: console.print(line),
         )
     except DerelaylError as exc:

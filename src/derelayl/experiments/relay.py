@@ -28,6 +28,7 @@ from derelayl.agents.adversaries import (
 from derelayl.agents.agent import Agent
 from derelayl.agents.relay import ModelBook, RelayBrain, Traffic, relay_brains, share_cases
 from derelayl.baselines.curve import Budget, Curve, Point
+from derelayl.errors import ConfigError
 from derelayl.fhe.scoring import encrypted_scoring
 from derelayl.learning.setup import LearningSetup
 from derelayl.learning.store import MemoryModelStore
@@ -61,6 +62,7 @@ def run_derelayl(
     fhe: bool = False,
     post_commitments: bool = False,
     soup: bool = False,
+    rechecks: int = 0,
 ) -> Curve:
     """Rounds until ``rounds`` have settled or ``byte_budget`` bytes have moved (or as
     ``stop`` says). Bytes count every model and test-case transfer and every block sent to
@@ -74,7 +76,12 @@ def run_derelayl(
     also posts its commitment to the ledger, so no commit miner can leave it out. With
     ``soup``, each round is read as the average of its live models (a "model soup" any
     participant can build after settlement), the bytes count one reader fetching the live
-    models it does not hold, and ``first_ranked`` records the protocol's first-ranked model."""
+    models it does not hold, and ``first_ranked`` records the protocol's first-ranked model.
+    With ``rechecks`` (encrypted scoring and challenges only), every trainer also re-scores
+    that many of the round's other children under encryption before it decides whether to
+    challenge (``RelayBrain.rechecks``)."""
+    if rechecks and not (fhe and params.challenge_bond):
+        raise ConfigError("rechecks need encrypted scoring (fhe) and challenges (challenge_bond)")
     n = len(setup.split.participants)
     keys = [hashlib.sha256(f"derelayl-experiment/{seed}/{i}".encode()).digest() for i in range(n)]
     genesis_seed = hashlib.sha256(f"derelayl-experiment/{seed}".encode()).digest()
@@ -83,7 +90,7 @@ def run_derelayl(
     brains = relay_brains(setup, models, seed, train_config=train_config, merge_top_k=merge_top_k)
     scoring = encrypted_scoring(setup.spec, models, None) if fhe else None
     for brain in brains:
-        brain.fhe = scoring
+        brain.fhe, brain.rechecks = scoring, rechecks
     kinds = assign(n, adversaries or {}, seed)
     brains = [
         behaving(b, kind, frozenset(p for p, k in enumerate(kinds) if k == kind), setup.dataset.n_classes)
@@ -191,6 +198,7 @@ def run_derelayl(
                 "commit_miner_copies": t.commit_miner_copies,
                 "test_cases": t.test_cases,
                 "fhe_exchange": t.fhe_exchange,
+                **({"rechecks": t.rechecks} if rechecks else {}),
                 "blocks": blocks.bytes,
                 **({"soup_readers": soup_bytes} if soup else {}),
             },

@@ -1,0 +1,146 @@
+"""Encrypted re-checks (``RelayBrain.rechecks``): with encrypted scoring, a trainer re-scores
+children it does not hold, so a lie that only raises a colluder's child can be challenged.
+Real training, real CKKS scoring, the in-memory ledger."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import tomllib
+from typing import Any
+
+import pytest
+
+pytest.importorskip("tenseal")
+
+from derelayl.agents.adversaries import Adversary
+from derelayl.agents.agent import Agent
+from derelayl.agents.relay import ModelBook, relay_brains, share_cases
+from derelayl.errors import ConfigError
+from derelayl.experiments.attacks import encrypted_arms
+from derelayl.experiments.config import parse_config
+from derelayl.experiments.relay import run_derelayl
+from derelayl.experiments.runner import build_experiment_setup
+from derelayl.fhe.scoring import encrypted_scoring
+from derelayl.learning.store import MemoryModelStore
+from derelayl.ledger.client import StateClient
+from derelayl.protocol import Phase
+from derelayl.protocol.genesis import initialize_state
+from derelayl.protocol.params import Params, preset
+from derelayl.protocol.scores import lower_median
+from derelayl.runtime.driver import RoundDriver
+
+QUAD_TOML = """
+seed = 1
+[data]
+dataset = "digits"
+participants = 12
+alpha = 0.5
+[model]
+hidden = [16]
+activation = "quad"
+[methods.fedavg]
+rounds = 3
+[methods.derelayl]
+preset = "minimal"
+rounds = 8
+fhe = true
+"""
+
+OPTIMISTIC = {
+    "min_improvement": 1,
+    "testers": 1,
+    "pooled_cases": True,
+    "appeal_testers": 3,
+    "challenge_bond": 1,
+    "challenge_window": 2,
+    "test_cases": 60,
+}
+
+
+@pytest.fixture(scope="module")
+def setup():  # type: ignore[no-untyped-def]
+    return build_experiment_setup(parse_config(tomllib.loads(QUAD_TOML)))
+
+
+def test_an_inflated_child_is_found_by_an_encrypted_recheck_challenged_and_reversed(setup: Any) -> None:
+    # Prepare: optimistic testing (one tester) on encrypted models; a network driven to a test
+    # phase with two children and an honest trainer that holds the bond
+    params = Params.from_dict(OPTIMISTIC, base=preset("minimal"))
+    n = len(setup.split.participants)
+    keys = [hashlib.sha256(f"rc{i}".encode()).digest() for i in range(n)]
+    client = StateClient(initialize_state(params, b"\x0d" * 32, keys))
+    book = ModelBook.of_genesis(MemoryModelStore(), setup.init, {})
+    brains = relay_brains(setup, book, 1)
+    scoring = encrypted_scoring(setup.spec, book, None)
+    for brain in brains:
+        brain.fhe = scoring
+    share_cases(brains)
+    agents = [Agent(client.signer(k), b) for k, b in zip(keys, brains, strict=True)]
+    driver = RoundDriver(client, agents)
+    state = client.state
+
+    def ready() -> bool:
+        if state.phase != Phase.TEST or len(state.commits) < 2:
+            return False
+        owners = state.commits.owner.tolist()
+        return any(int(state.balances[o]) >= 1 and o != int(state.roles.testers[0]) for o in owners[1:])
+
+    while not ready():
+        assert state.round < 20
+        driver.step()
+        book.follow(state)
+    tester = int(state.roles.testers[0])
+    friend = int(state.commits.owner[0])
+    checker = next(o for o in state.commits.owner.tolist()[1:] if int(state.balances[o]) >= 1 and o != tester)
+    fields = {f.name: getattr(brains[tester], f.name) for f in dataclasses.fields(brains[tester])}
+    agents[tester].brain = Adversary(**fields, kind="inflating_liar", group=frozenset({tester, friend}))
+    # Execute: the test block carries the lie (the friend's child gets every case right)
+    tested = driver.step()
+    assert state.dispute is not None and not state.appeal_open
+    published = lower_median(state.dispute.rows)
+    assert int(published[0]) == params.test_cases
+    # without re-checks the honest trainer sees nothing wrong: its own models are scored right
+    own = brains[checker].checkable(state, checker)
+    assert 0 not in own and all(int(published[i]) in allowed for i, allowed in own.items())
+    # with re-checks it re-scores every child ranked at or above its own, under encryption
+    for brain in brains:
+        brain.rechecks = len(state.commits)
+    moved = brains[checker].traffic.rechecks
+    rechecked = brains[checker].checkable(state, checker)
+    assert 0 in rechecked and int(published[0]) not in rechecked[0]
+    assert brains[checker].traffic.rechecks > moved  # the ciphertexts and the exchange are counted
+    settle = driver.step()
+    # Assert: someone challenged, the appellants re-scored and reversed the lie: the liar's held
+    # reward is forfeited, and the books balance
+    assert driver.challenges == 1
+    assert settle.forfeited == tested.held > 0 and settle.appeal_reward >= settle.forfeited
+    assert state.escrow == 0 and state.supply == int(state.balances.sum())
+
+
+def test_rechecks_need_encrypted_scoring_and_challenges(setup: Any) -> None:
+    plain = Params.from_dict({"testers": 1}, base=preset("minimal"))
+    with pytest.raises(ConfigError, match="rechecks need encrypted scoring"):
+        run_derelayl(setup, plain, 1, rounds=1, fhe=True, rechecks=1)
+    with pytest.raises(ConfigError, match="rechecks need encrypted scoring"):
+        run_derelayl(setup, Params.from_dict(OPTIMISTIC, base=preset("minimal")), 1, rounds=1, rechecks=1)
+
+
+def test_the_encrypted_arms_drop_the_clear_only_rules_and_add_rechecks() -> None:
+    plain, checked = encrypted_arms(rechecks=2).values()
+    assert "copy_rule" not in plain and "improvement_z" not in plain and plain["testers"] == 1
+    assert checked == {**plain, "rechecks": 2}
+
+
+def test_attacks_refuses_a_bad_rechecks_count_before_writing(tmp_path: Any) -> None:
+    from pathlib import Path
+
+    from typer.testing import CliRunner
+
+    from derelayl.cli import app
+
+    config = Path(__file__).resolve().parent.parent / "experiments" / "digits_fhe.toml"
+    out = tmp_path / "att"
+    result = CliRunner().invoke(app, ["attacks", str(config), "--out", str(out), "--rechecks", "0"])
+    assert result.exit_code != 0 and "error:" in result.output and "--rechecks" in result.output
+    assert not out.exists()
