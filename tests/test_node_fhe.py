@@ -5,6 +5,7 @@ serve and what they refuse. The whole exchange between nodes is the devnet test
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 from collections.abc import Iterator
 
@@ -21,6 +22,7 @@ from derelayl.node.core import Node
 from derelayl.node.fhe import MAX_QUERY_BYTES
 from derelayl.node.runner import DataSpec
 from derelayl.node.wire import FetchRequest
+from derelayl.protocol.types import Phase
 from served import node_on_anvil, serve
 
 N, SEED = 4, 7
@@ -76,3 +78,25 @@ def test_a_decryption_the_chain_does_not_entitle_is_refused(served) -> None:
     assert http.post(f"/fhe/decrypt/{'zz' * 32}", headers={}, content=b"").status_code == 400
     assert node.stats["fhe_answers"] == before
     assert http.get("/status").status_code == 200
+
+
+def test_a_tester_entitled_to_a_commitment_gets_its_manifest_but_never_the_clear_model(served) -> None:
+    # Prepare: the chain entitles participant 1 to score participant 0's encrypted commitment
+    # (as in a test phase in which 1 is a tester); the clear model file the manifest names is
+    # in the node's store (the trainer trained it)
+    node, http, keys, commitment = served
+    assert node.brain.fhe is not None
+    manifest = node.brain.fhe.manifest(commitment)
+    assert manifest is not None
+    real = node.view
+    node.view = dataclasses.replace(real, phase=Phase.TEST, entitled={commitment: frozenset({1})})
+    try:
+        # Execute: the tester asks for the manifest, then for the model file it names
+        got = http.get(f"/models/{commitment.hex()}", headers=_headers(node, keys[1], commitment))
+        plain = bytes.fromhex(manifest["model"])
+        leak = http.get(f"/models/{plain.hex()}", headers=_headers(node, keys[1], plain))
+    finally:
+        node.view = real
+    # Assert: the manifest (digests and keys' names) is served; the weights are not
+    assert got.status_code == 200 and hashlib.sha256(got.content).digest() == commitment
+    assert leak.status_code == 403 and "does not entitle" in leak.json()["error"], leak.text

@@ -211,8 +211,8 @@ class Node:
 
     def entitled_requester(self, request: FetchRequest, phase: int | None = None) -> int:
         """The participant that signed ``request``, if the chain entitles it to the request's
-        model now (a model file through the commitment naming it). The caller then ``spend``s
-        the request once it will answer it."""
+        model now (a model file through the commitment naming it, and then only as a matched
+        trainer: ``View.clear``). The caller then ``spend``s the request once it will answer it."""
         view = self.view
         if request.round != view.round:
             raise LookupError(f"request for round {request.round}; this node is at round {view.round}")
@@ -224,7 +224,10 @@ class Node:
         key = key_of_address(signer)
         who = view.keys.index(key) if key in view.keys else None
         digest = request.digest if self.fhe is None else self.fhe.commitment_of(request.digest)
-        if who is None or who not in view.entitled.get(digest, frozenset()):
+        # a model file behind an encrypted commitment: only a matched trainer, to its parent;
+        # testers and appellants get the manifest and score the ciphertexts
+        allowed = view.entitled if digest == request.digest else view.clear
+        if who is None or who not in allowed.get(digest, frozenset()):
             raise PermissionError("the chain does not entitle this requester to that model now")
         return who
 

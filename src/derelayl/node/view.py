@@ -23,6 +23,10 @@ class View:
     """Digest -> participants entitled to fetch it from us now."""
     testers: frozenset[int] = frozenset()
     """This round's testers."""
+    clear: dict[bytes, frozenset[int]] = field(default_factory=dict)
+    """With encrypted scoring: commitment -> participants entitled to the clear model file it
+    names (a matched trainer, to its parent). Everyone else entitled to a commitment gets its
+    manifest and scores the ciphertexts."""
 
 
 def make_view(state: State, me: int | None, index: dict[int, bytes], timed_out: bool) -> View:
@@ -30,12 +34,14 @@ def make_view(state: State, me: int | None, index: dict[int, bytes], timed_out: 
     phase (or a disputed round's settle phase) has timed out on chain (then anyone may fetch
     what testers, or appellants, may)."""
     entitled: dict[bytes, set[int]] = defaultdict(set)
+    clear: dict[bytes, set[int]] = defaultdict(set)
     if me is not None and state.phase == Phase.COMMIT:
         # a matched trainer may fetch the parent its pair names (from whoever holds it)
         for trainer, pos in zip(state.pairs.trainer.tolist(), state.pairs.live_pos.tolist(), strict=True):
             digest = index.get(int(state.live.model_id[pos]))
             if digest is not None:
                 entitled[digest].add(int(trainer))
+                clear[digest].add(int(trainer))
     scorers: Iterable[int] = ()
     if state.phase == Phase.TEST and state.roles is not None:
         scorers = state.roles.testers.tolist()
@@ -60,4 +66,5 @@ def make_view(state: State, me: int | None, index: dict[int, bytes], timed_out: 
         me,
         {d: frozenset(who) for d, who in entitled.items()},
         frozenset(state.roles.testers.tolist()) if state.roles is not None else frozenset(),
+        {d: frozenset(who) for d, who in clear.items()},
     )
