@@ -110,10 +110,21 @@ def test_an_inflated_child_is_found_by_an_encrypted_recheck_challenged_and_rever
     rechecked = brains[checker].checkable(state, checker)
     assert 0 in rechecked and int(published[0]) not in rechecked[0]
     assert brains[checker].traffic.rechecks > moved  # the ciphertexts and the exchange are counted
+    calls: list[int] = []
+    score = scoring.score
+
+    def counted(who: int, *args: Any) -> Any:
+        calls.append(who)
+        return score(who, *args)
+
+    scoring.score = counted  # type: ignore[method-assign]
+    every = len(state.commits) + 1  # an appellant scores every child and the parent (a re-check: children only)
     settle = driver.step()
-    # Assert: someone challenged, the appellants re-scored and reversed the lie: the liar's held
-    # reward is forfeited, and the books balance
+    # Assert: someone challenged, the appellants re-scored (under encryption: they too exchange
+    # queries and replies with the trainers) and reversed the lie: the liar's held reward is
+    # forfeited, and the books balance
     assert driver.challenges == 1
+    assert sum(calls.count(who) >= every for who in set(calls)) >= 2
     assert settle.forfeited == tested.held > 0 and settle.appeal_reward >= settle.forfeited
     assert state.escrow == 0 and state.supply == int(state.balances.sum())
 

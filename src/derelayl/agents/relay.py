@@ -248,24 +248,26 @@ class RelayBrain:
         digest = case_digest(x, y)
         if state.params.pooled_cases:
             x, y = self._pool(state, me, (x, y))
-        digests = scored_digests(state, self.models)
-        if self.fhe is None:
-            self.traffic.trainer_to_tester += len(digests) * self.models.model_bytes
-            scores = clear_scores(state, self.models, self.evaluator, x, y)
-        elif state.params.compares_predictions:
-            raise ModelError(PREDICTIONS_NOT_ENCRYPTED)
-        else:
-            scores = np.array([self._correct(state, me, i, d, x, y) for i, d in enumerate(digests)], dtype=np.int64)
-        self.traffic.test_cases += case_bytes(x, y)
-        return digest, scores
+        return digest, self._scores(state, me, x, y)
 
     def appeal(self, state: State, me: int) -> tuple[bytes, I64]:
-        """Re-score the round's pooled cases (every tester's published cases, in tester order)."""
+        """Re-score the round's pooled cases (every tester's published cases, in tester order),
+        as a tester scores: encrypted models under encryption."""
         assert state.roles is not None
         x, y = self._pool(state, -1)
-        self.traffic.trainer_to_tester += len(scored_digests(state, self.models)) * self.models.model_bytes
+        return case_digest(x, y), self._scores(state, me, x, y)
+
+    def _scores(self, state: State, me: int, x: NDArray[np.float32], y: I64) -> I64:
+        """An honest report on cases ``(x, y)``: in the clear (``clear_scores``), or each
+        encrypted commitment scored under encryption; the bytes this moves are counted."""
+        digests = scored_digests(state, self.models)
         self.traffic.test_cases += case_bytes(x, y)
-        return case_digest(x, y), clear_scores(state, self.models, self.evaluator, x, y)
+        if self.fhe is None:
+            self.traffic.trainer_to_tester += len(digests) * self.models.model_bytes
+            return clear_scores(state, self.models, self.evaluator, x, y)
+        if state.params.compares_predictions:
+            raise ModelError(PREDICTIONS_NOT_ENCRYPTED)
+        return np.array([self._correct(state, me, i, d, x, y) for i, d in enumerate(digests)], dtype=np.int64)
 
     def checkable(self, state: State, me: int) -> dict[int, tuple[int, ...]]:
         """A trainer's check of the published scores: its child and (improvement rule) its
@@ -281,11 +283,11 @@ class RelayBrain:
             live = int(state.live.model_id[parent - len(state.commits)])
             out[parent] = (self.evaluator.correct(self.models.weights(live), x, y),)
         for j in self._rechecked(state, me, child):
-            before = self.traffic.trainer_to_tester + self.traffic.fhe_exchange
+            t = self.traffic
+            before = (t.trainer_to_tester, t.fhe_exchange)
             score = self._correct(state, me, j, state.commitments[j], x, y)
-            moved = self.traffic.trainer_to_tester + self.traffic.fhe_exchange - before
-            self.traffic.trainer_to_tester -= moved  # counted as re-checks, not as testing
-            self.traffic.rechecks += moved
+            t.rechecks += t.trainer_to_tester + t.fhe_exchange - sum(before)  # counted as re-checks, not testing
+            t.trainer_to_tester, t.fhe_exchange = before
             out[j] = (score, 0) if state.params.compares_predictions else (score,)
         return out
 
