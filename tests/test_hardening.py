@@ -332,13 +332,14 @@ def test_simulate_and_experiment_refuse_a_folder_another_command_holds(tmp_path:
             ],
             ["--behave must be honest or one of"],
         ),
+        (["devnet", "--rechecks", "2", "--out", "d"], ["--rechecks needs --fhe on and --challenge-bond"]),
+        (["devnet", "--rechecks", "17", "--fhe", "on", "--out", "d"], ["--rechecks must be in 0..16"]),
         (
-            ["devnet", "--pooled-cases", "--testers", "3", "--appeal-testers", "2", "--fhe", "on", "--out", "d"],
-            ["in the clear"],
-        ),
-        (
-            ["run", "--task", "digits", "--pooled-cases", "--testers", "3", "--appeal-testers", "2", "--fhe", "on"],
-            ["in the clear"],
+            [
+                *["node", "--key", "k.json", "--rpc", "http://127.0.0.1:9", "--contract", "0x0"],
+                *["--data", "digits:0/2", "--home", "h", "--rechecks", "1"],
+            ],
+            ["--rechecks needs --fhe on"],
         ),
         (["simulate", "--appeal-testers", "3", "--out", "s"], ["appeal_testers needs pooled_cases"]),
         (["run", "--tester-stake", "1", "--out", "r"], ["tester_stake needs appeal_testers"]),

@@ -152,6 +152,8 @@ class ModelBook:
         return self.load(self.digest_of(model_id))
 
 
+MAX_RECHECKS = 16
+"""The most other children a trainer re-scores (``RelayBrain.rechecks``)."""
 MERGE_ALL = 1 << 20
 """A ``merge_top_k`` that merges every live model."""
 

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from derelayl.agents.adversaries import HONEST, KINDS, assign, backdoor_success
+from derelayl.agents.relay import MAX_RECHECKS
 from derelayl.baselines import Curve, run_fedavg
 from derelayl.errors import ConfigError
 from derelayl.experiments.config import ExperimentConfig, relay_params
@@ -153,7 +154,6 @@ def encrypted_arms(
 DEFENCES = defences()
 AGENT_POLICIES = ("post_commitments", "rechecks")
 """Arm keys that are what agents do, not ``Params``."""
-MAX_RECHECKS = 16
 FEDAVG = ("fedavg", "fedavg (trimmed mean)")
 Progress = Callable[[str], None]
 

@@ -51,6 +51,13 @@ def node(
     rounds: Annotated[int | None, typer.Option(help="Stop once this many rounds have settled.")] = None,
     local_epochs: Annotated[int, typer.Option(help="Epochs of local training per model (0: pass the parent on).")] = 1,
     fhe: Annotated[str, typer.Option(help="on: score and be scored on encrypted models (all nodes alike).")] = "off",
+    rechecks: Annotated[
+        int,
+        typer.Option(
+            help="With --fhe on and challenges: other children each trainer re-scores under encryption "
+            "before it decides to challenge (0..16; 0: only the models it holds)."
+        ),
+    ] = 0,
     post_commitments: Annotated[
         bool, typer.Option(help="Also send commitments straight to the contract: no commit miner can omit them.")
     ] = False,
@@ -64,6 +71,7 @@ def node(
     verbose: Annotated[bool, typer.Option("--verbose", help="Log each step.")] = False,
 ) -> None:
     """Run one participant: its key, its data, its model store, an HTTP server and the contract."""
+    from derelayl.agents.relay import MAX_RECHECKS
     from derelayl.node.runner import DataSpec, NodeOptions, run_node
 
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(asctime)s %(name)s %(message)s")
@@ -72,6 +80,10 @@ def node(
             raise DerelaylError(f"--port must be in 1..65535, got {port}")
         if not 0 <= local_epochs <= 1000:
             raise DerelaylError(f"--local-epochs must be in 0..1000, got {local_epochs}")
+        if not 0 <= rechecks <= MAX_RECHECKS:
+            raise DerelaylError(f"--rechecks must be in 0..{MAX_RECHECKS}, got {rechecks}")
+        if rechecks and fhe != "on":
+            raise DerelaylError("--rechecks needs --fhe on")
         options = NodeOptions(
             key=key,
             home=home,
@@ -88,6 +100,7 @@ def node(
             post_commitments=post_commitments,
             behave=behave,
             group=_group(behave, group),
+            rechecks=rechecks,
         )
         run_node(options)
     except DerelaylError as exc:
@@ -175,6 +188,13 @@ def devnet(
         typer.Option(help='Dishonest nodes, drawn from the seed: "lying_tester=0.25,copier=0.1" (docs/attacks.md).'),
     ] = "",
     fhe: Annotated[str, typer.Option(help="on: testers score encrypted models (CKKS; quad-activation MLP).")] = "off",
+    rechecks: Annotated[
+        int,
+        typer.Option(
+            help="With --fhe on and challenges: other children each trainer re-scores under encryption "
+            "before it decides to challenge (0..16; 0: only the models it holds)."
+        ),
+    ] = 0,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress display.")] = False,
 ) -> None:
     """A network of node processes on this machine: chain, contract, one node per participant."""
@@ -213,6 +233,7 @@ def devnet(
         post_commitments=post_commitments,
         adversaries=adversaries,
         fhe=fhe == "on",
+        rechecks=rechecks,
     )
 
     def interrupted(*_: object) -> None:

@@ -149,7 +149,8 @@ class Node:
         state = self.client.state
         scoring = state.phase == Phase.TEST or (state.phase == Phase.SETTLE and state.appeal_open)
         timed_out = scoring and phase_timed_out(state, self.client.synced_to + 1)
-        return make_view(state, state.key_index.get(self.signer.public), self.models.index, timed_out)
+        me = state.key_index.get(self.signer.public)
+        return make_view(state, me, self.models.index, timed_out, encrypted=self.fhe is not None)
 
     # ------------------------------------------------------------ messages in
 

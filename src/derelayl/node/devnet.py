@@ -202,6 +202,7 @@ class Devnet:
             "--fhe",
             "on" if c.fhe else "off",
             *(["--post-commitments"] if c.post_commitments else []),
+            *(["--rechecks", str(c.rechecks)] if c.rechecks else []),
             *self._behaviour(i),
         ]
 

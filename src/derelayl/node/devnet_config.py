@@ -11,9 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from derelayl.agents.relay import MAX_RECHECKS
 from derelayl.errors import ConfigError
 from derelayl.node.runner import DataSpec
-from derelayl.protocol.appeals import APPEALS_NOT_ENCRYPTED
 from derelayl.protocol.copies import PREDICTIONS_NOT_ENCRYPTED
 from derelayl.protocol.params import Params, preset
 
@@ -68,6 +68,9 @@ class DevnetConfig:
     node 0 stays honest); empty: all honest."""
     fhe: bool = False
     """Encrypted scoring between the nodes (``derelayl.node.fhe``)."""
+    rechecks: int = 0
+    """With encrypted scoring and challenges: other children each trainer's node re-scores
+    under encryption before it decides to challenge (``RelayBrain.rechecks``)."""
 
     def params(self) -> Params:
         """The reference rules with the options given (a bad combination: ``ConfigError``)."""
@@ -135,8 +138,10 @@ class DevnetConfig:
         if self.fhe and self.params().compares_predictions:
             raise ConfigError(PREDICTIONS_NOT_ENCRYPTED)
         self.kinds()  # a bad --adversaries stops here
-        if self.fhe and self.appeal_testers:
-            raise ConfigError(APPEALS_NOT_ENCRYPTED)
+        if not 0 <= self.rechecks <= MAX_RECHECKS:
+            raise ConfigError(f"--rechecks must be in 0..{MAX_RECHECKS}, got {self.rechecks}")
+        if self.rechecks and not (self.fhe and self.challenge_bond):
+            raise ConfigError("--rechecks needs --fhe on and --challenge-bond")
         if self.fhe and self.task != "digits":
             from derelayl.fhe.scoring import check_model
 

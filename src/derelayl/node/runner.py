@@ -107,10 +107,18 @@ class NodeOptions:
     """How this node behaves (``derelayl.agents.adversaries``; a devnet's ``--adversaries``)."""
     group: frozenset[int] = frozenset()
     """The participants a dishonest node colludes with (its own kind)."""
+    rechecks: int = 0
+    """With encrypted scoring and challenges: the round's other children this node's trainer
+    re-scores under encryption before it decides to challenge (``RelayBrain.rechecks``)."""
 
 
 def _brain_factory(
-    spec: DataSpec, seed: int, local_epochs: int = 1, behave: str = "honest", group: frozenset[int] = frozenset()
+    spec: DataSpec,
+    seed: int,
+    local_epochs: int = 1,
+    behave: str = "honest",
+    group: frozenset[int] = frozenset(),
+    rechecks: int = 0,
 ) -> Any:
     def make(store: Any, fetch: Any) -> Any:
         import torch
@@ -134,6 +142,7 @@ def _brain_factory(
             from derelayl.fhe.scoring import encrypted_scoring
 
             brain.fhe = encrypted_scoring(setup.spec, models, store.root.parent)
+            brain.rechecks = rechecks
         brain.warm_up(spec.shard)
         return brain
 
@@ -157,7 +166,9 @@ def _run_locked(options: NodeOptions, ready: threading.Event | None) -> None:
     url = options.public_url or f"http://{options.host}:{options.port}"
     peers = PeerBook(list(options.peers), own_url=url)
     evm = open_node(options.rpc)
-    brains = _brain_factory(options.data, options.seed, options.local_epochs, options.behave, options.group)
+    brains = _brain_factory(
+        options.data, options.seed, options.local_epochs, options.behave, options.group, options.rechecks
+    )
     settings = NodeSettings(post_commitments=options.post_commitments)
     node = Node(key, options.home, evm, options.contract, brains, peers, settings)
     me = node.client.state.key_index.get(node.signer.public)

@@ -29,10 +29,12 @@ class View:
     manifest and scores the ciphertexts."""
 
 
-def make_view(state: State, me: int | None, index: dict[int, bytes], timed_out: bool) -> View:
+def make_view(state: State, me: int | None, index: dict[int, bytes], timed_out: bool, encrypted: bool = False) -> View:
     """``index``: model id -> committed digest (``ModelBook.index``); ``timed_out``: the test
     phase (or a disputed round's settle phase) has timed out on chain (then anyone may fetch
-    what testers, or appellants, may)."""
+    what testers, or appellants, may); ``encrypted``: models are scored under encryption (then,
+    with challenges on, the round's trainers may re-score each other's children in the
+    challenge window: manifests, ciphertexts and decryptions, never a model file)."""
     entitled: dict[bytes, set[int]] = defaultdict(set)
     clear: dict[bytes, set[int]] = defaultdict(set)
     if me is not None and state.phase == Phase.COMMIT:
@@ -59,6 +61,10 @@ def make_view(state: State, me: int | None, index: dict[int, bytes], timed_out: 
                 digest = index.get(int(model))
                 if digest is not None:
                     entitled[digest].update(int(t) for t in scorers)
+    if me is not None and encrypted and state.params.challenge_bond and state.phase == Phase.SETTLE:
+        if state.dispute is not None and not state.appeal_open:  # the challenge window (re-checks)
+            for digest in state.commitments:
+                entitled[digest].update(int(t) for t in state.commits.owner.tolist())
     return View(
         state.round,
         state.phase,

@@ -44,7 +44,6 @@ from derelayl.protocol.types import Phase
 from derelayl.protocol.validate import INT64_MAX, in_order_within, timed_out, verify_report
 
 __all__ = [
-    "APPEALS_NOT_ENCRYPTED",
     "CHALLENGES_NEED_A_LEDGER",
     "decide",
     "hold",
@@ -53,7 +52,6 @@ __all__ = [
     "verify_appeals",
 ]
 
-APPEALS_NOT_ENCRYPTED = "appeal_testers re-scores the pooled cases in the clear: it cannot run with encrypted scoring"
 
 CHALLENGES_NEED_A_LEDGER = (
     "challenge_bond: a challenge goes straight to a ledger that takes it, and an unchallenged round waits a window "

@@ -29,7 +29,7 @@ from derelayl.ledger.chain import Chain
 from derelayl.ledger.client import ChainClient, LocalChainClient
 from derelayl.ledger.crypto import KeyPair, derive_keys, sha256
 from derelayl.ledger.sqlite import SQLiteLedger
-from derelayl.protocol.appeals import APPEALS_NOT_ENCRYPTED, CHALLENGES_NEED_A_LEDGER
+from derelayl.protocol.appeals import CHALLENGES_NEED_A_LEDGER
 from derelayl.protocol.copies import PREDICTIONS_NOT_ENCRYPTED
 from derelayl.protocol.params import Params, preset
 from derelayl.protocol.state import State
@@ -162,8 +162,6 @@ class RunConfig:
             raise ConfigError("--post-commitments needs --ledger evm (a SQLite chain takes commitments only in blocks)")
         if self.fhe and self.params().compares_predictions:
             raise ConfigError(PREDICTIONS_NOT_ENCRYPTED)
-        if self.appeal_testers and self.fhe:
-            raise ConfigError(APPEALS_NOT_ENCRYPTED)
         if (self.challenge_bond or self.challenge_window) and self.ledger != "evm":
             raise ConfigError(f"--{CHALLENGES_NEED_A_LEDGER.replace('_', '-')}")
 
