@@ -167,6 +167,26 @@ def test_lying_nodes_are_appealed_on_the_network_and_named_by_the_audit(tmp_path
 
 
 @needs_anvil
+def test_an_inflated_child_is_rechecked_under_encryption_and_challenged_on_the_network(tmp_path: Path) -> None:
+    """Encrypted scoring, one tester per round; half the nodes inflate their group's children
+    when they test, which leaves every honest trainer's own models scored right. With
+    ``--rechecks`` a trainer's node also fetches the manifests of the children ranked above its
+    own and asks their trainers' nodes to decrypt its queries, finds the inflated score and
+    challenges; the appellants score under encryption too. (Rounds 6 and 7 are the first in
+    which a liar tests while an honest trainer holds the bond.)"""
+    from derelayl.node.devnet import DevnetConfig
+
+    options = ["--fhe", "on", "--testers", "1", "--pooled-cases", "--min-improvement", "1", "--appeal-testers", "3"]
+    options += ["--challenge-bond", "0.001", "--adversaries", "inflating_liar=0.5", "--rechecks", "9"]
+    output = _wait(_devnet(tmp_path / "dev", 10, 8, 9000, *options), timeout=600)
+    liars = {i for i, k in enumerate(DevnetConfig(nodes=10, adversaries="inflating_liar=0.5").kinds()) if k != "honest"}
+    summary = json.loads((tmp_path / "dev" / "summary.json").read_text())
+    assert summary["rounds"] == 8 and summary["verified"]["round"] == 8, output
+    assert [c["round"] for c in summary["challenges"]] == [6, 7], output
+    assert all(c["challenger"] not in liars for c in summary["challenges"])
+
+
+@needs_anvil
 def test_a_lie_every_tester_tells_is_challenged_on_the_network(tmp_path: Path) -> None:
     """One tester per round (every seat); half the nodes lie when they test. In round 4 a liar
     tests and zeroes every other model: a trainer's node, re-scoring its child and parent on
