@@ -100,3 +100,35 @@ def test_a_tester_entitled_to_a_commitment_gets_its_manifest_but_never_the_clear
     # Assert: the manifest (digests and keys' names) is served; the weights are not
     assert got.status_code == 200 and hashlib.sha256(got.content).digest() == commitment
     assert leak.status_code == 403 and "does not entitle" in leak.json()["error"], leak.text
+
+
+def test_a_requester_gets_one_query_per_commitment_and_round_answered(served) -> None:
+    # Prepare: participant 1 entitled to participant 0's commitment (a tester); two queries
+    # on different cases, each a real evaluation of the encrypted model
+    import numpy as np
+
+    from derelayl.fhe.ckks import EncryptedModel
+    from derelayl.fhe.query import evaluate
+
+    node, http, keys, commitment = served
+    scoring = node.brain.fhe
+    assert scoring is not None
+    manifest = scoring.manifest(commitment)
+    assert manifest is not None
+    public = scoring.store.get(bytes.fromhex(manifest["key"]))
+    model = EncryptedModel.parse(scoring.store.get(bytes.fromhex(manifest["ciphertext"])))
+    rng = np.random.default_rng(0)
+    first, second = (evaluate(public, model, rng.normal(size=(4, model.features)), 3) for _ in range(2))
+    real = node.view
+    node.view = dataclasses.replace(real, phase=Phase.TEST, entitled={commitment: frozenset({1})})
+    try:
+        # Execute: the first query, the same query again (a retry), then another one
+        asks = [
+            http.post(f"/fhe/decrypt/{commitment.hex()}", headers=_headers(node, keys[1], commitment), content=q)
+            for q in (first, first, second)
+        ]
+    finally:
+        node.view = real
+    # Assert: the first is answered, its retry too (the same reply), the other query refused
+    assert asks[0].status_code == 200 and asks[1].content == asks[0].content
+    assert asks[2].status_code == 403 and "one query per commitment" in asks[2].json()["error"], asks[2].text

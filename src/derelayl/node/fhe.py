@@ -8,7 +8,8 @@ the same entitlement), then asks the trainer's node for what the manifest names:
 - ``POST /fhe/decrypt/<commitment>`` (signed like a model fetch, by a participant the chain
   entitles to that commitment now: the round's testers): the body is the tester's masked
   query; the answer is the trainer's rounded per-case sums (float64, little-endian). Only
-  this node's own commitments are answered, and each signed request once.
+  this node's own commitments are answered, each signed request once, and each requester
+  one query per commitment and round (the same query again is answered again: a retry).
 
 A selected model's file goes to the next trainer as before: the file digest is looked up
 through the commitment that names it (``commitment_of``).
@@ -16,6 +17,7 @@ through the commitment that names it (``commitment_of``).
 
 from __future__ import annotations
 
+import hashlib
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -38,6 +40,8 @@ MAX_QUERY_BYTES = 128 << 20
 class FheExchange:
     def __init__(self, node: Node, scoring: FheScoring) -> None:
         self.node, self.scoring = node, scoring
+        self.asked: dict[tuple[int, int, bytes], bytes] = {}
+        """(round, requester, commitment) -> the digest of the one query answered for it."""
         scoring.fetch_object = self.fetch_object
         scoring.ask = self.ask
 
@@ -53,11 +57,19 @@ class FheExchange:
         ``PermissionError`` if the chain does not entitle the requester now, ``LookupError``
         if this node is at another round."""
         node = self.node
-        node.entitled_requester(request)
+        who = node.entitled_requester(request)
         me, store = node.view.me, node.models.store
         manifest = read_manifest(store.get(request.digest)) if store.has(request.digest) else None
         if me is None or manifest is None or manifest["trainer"] != me:
             raise FileNotFoundError("that is not an encrypted commitment of this node's participant")
+        # one query per requester, commitment and round: a decryption oracle would let a
+        # requester read the model's outputs on as many inputs as it likes
+        asked, digest = (request.round, who, request.digest), hashlib.sha256(query).digest()
+        with node.lock:
+            if self.asked.setdefault(asked, digest) != digest:
+                raise PermissionError("one query per commitment and round: this requester has asked another")
+            for old in [k for k in self.asked if k[0] < request.round]:
+                del self.asked[old]
         node.spend(request)
         reply = self.scoring.decrypt(me, manifest, query)  # a malformed query: FheError
         node.stats["fhe_answers"] += 1
