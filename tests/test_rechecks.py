@@ -155,3 +155,22 @@ def test_attacks_refuses_a_bad_rechecks_count_before_writing(tmp_path: Any) -> N
     result = CliRunner().invoke(app, ["attacks", str(config), "--out", str(out), "--rechecks", "0"])
     assert result.exit_code != 0 and "error:" in result.output and "--rechecks" in result.output
     assert not out.exists()
+
+
+def test_honest_counts_allow_exactly_the_near_tied_cases_to_go_either_way() -> None:
+    import numpy as np
+
+    from derelayl.fhe.scoring import NEAR_TIE, honest_counts
+
+    logits = np.array(
+        [
+            [0.0, 1.0, 0.0],  # right, clear
+            [0.0, 0.5, 0.5 - NEAR_TIE / 2],  # right (label 1), near-tied with 2: may be lost
+            [0.3, 0.3 + NEAR_TIE / 2, 0.0],  # wrong (label 0 is the runner-up, near-tied): may be won
+            [0.0, 0.2, 0.2 + NEAR_TIE / 2],  # wrong, and the label 0 is not among the tied two
+            [2.0, 0.0, 0.0],  # wrong, clear
+        ]
+    )
+    y = np.array([1, 1, 0, 0, 1])
+    assert honest_counts(logits, y) == (1, 2, 3)
+    assert honest_counts(logits, y, near=0.0) == (2,)

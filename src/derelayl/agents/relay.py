@@ -31,7 +31,8 @@ from numpy.typing import NDArray
 
 from derelayl.agents.agent import held_positions
 from derelayl.errors import ModelError
-from derelayl.fhe.scoring import FheScoring, read_manifest
+from derelayl.fhe.ckks import QuadMLP
+from derelayl.fhe.scoring import FheScoring, Transcript, honest_counts, read_manifest
 from derelayl.learning.data import Shard, case_bytes, case_digest
 from derelayl.learning.seeds import derive_seed
 from derelayl.learning.serialization import Weights, model_digest, param_bytes, weights_from_bytes, weights_to_bytes
@@ -273,25 +274,36 @@ class RelayBrain:
 
     def checkable(self, state: State, me: int) -> dict[int, tuple[int, ...]]:
         """A trainer's check of the published scores: its child and (improvement rule) its
-        parent, the models it holds, scored on the round's published cases. A child's honest
-        score is its count of correct cases, or 0 when the copy rule or the sign test (which
-        compare it with live models it may not hold) fail it."""
+        parent, the models it holds, scored on the round's published cases, and with
+        ``rechecks`` some other children, scored under encryption. A child's honest score is
+        its count of correct cases, or 0 when the copy rule or the sign test (which compare it
+        with live models it may not hold) fail it; under encryption, any count that CKKS noise
+        on near-tied cases allows (``honest_counts``)."""
         x, y = self._pool(state, -1)
         self.traffic.test_cases += case_bytes(x, y)
         child, parent = held_positions(state, me)
-        raw = self.evaluator.correct(self.models.load(state.commitments[child]), x, y)
-        out = {child: (raw, 0) if state.params.compares_predictions else (raw,)}
+        out = {child: self._held(state.commitments[child], x, y, state.params.compares_predictions)}
         if parent is not None:
             live = int(state.live.model_id[parent - len(state.commits)])
-            out[parent] = (self.evaluator.correct(self.models.weights(live), x, y),)
+            out[parent] = self._held(self.models.digest_of(live), x, y, False)
         for j in self._rechecked(state, me, child):
             t = self.traffic
             before = (t.trainer_to_tester, t.fhe_exchange)
-            score = self._correct(state, me, j, state.commitments[j], x, y)
+            transcript = self._transcript(state, me, j, state.commitments[j], x, y)
             t.rechecks += t.trainer_to_tester + t.fhe_exchange - sum(before)  # counted as re-checks, not testing
             t.trainer_to_tester, t.fhe_exchange = before
-            out[j] = (score, 0) if state.params.compares_predictions else (score,)
+            assert self.fhe is not None
+            out[j] = self.fhe.honest(transcript, y)
         return out
+
+    def _held(self, digest: bytes, x: NDArray[np.float32], y: I64, zero_ok: bool) -> tuple[int, ...]:
+        """The scores an honest tester may give a model this trainer holds (``checkable``)."""
+        weights = self.models.load(digest)
+        if self.fhe is not None and self.fhe.manifest(digest) is not None:
+            counts = honest_counts(QuadMLP.from_weights(weights).logits(x), y)
+        else:
+            counts = (self.evaluator.correct(weights, x, y),)
+        return (*counts, 0) if zero_ok else counts
 
     def _rechecked(self, state: State, me: int, child: int) -> list[int]:
         """The other children this trainer re-scores under encryption (``rechecks``)."""
@@ -307,12 +319,17 @@ class RelayBrain:
     def _correct(self, state: State, me: int, i: int, digest: bytes, x: NDArray[np.float32], y: I64) -> int:
         """The score of one model: in the clear, or encrypted if it was committed that way."""
         if self.fhe is not None and self.fhe.manifest(digest) is not None:
-            t = self.fhe.score(me, digest, x, y, derive_seed(self.seed, "fhe-masks", state.round, me, i))
-            self.traffic.trainer_to_tester += t.bytes_moved["ciphertext"]
-            self.traffic.fhe_exchange += t.bytes_moved["query"] + t.bytes_moved["reply"] + t.bytes_moved["key"]
-            return t.score
+            return self._transcript(state, me, i, digest, x, y).score
         self.traffic.trainer_to_tester += self.models.model_bytes
         return self.evaluator.correct(self.models.load(digest), x, y)
+
+    def _transcript(self, state: State, me: int, i: int, digest: bytes, x: NDArray[np.float32], y: I64) -> Transcript:
+        """Score encrypted commitment ``digest`` (position ``i`` of the report) under encryption."""
+        assert self.fhe is not None
+        t = self.fhe.score(me, digest, x, y, derive_seed(self.seed, "fhe-masks", state.round, me, i))
+        self.traffic.trainer_to_tester += t.bytes_moved["ciphertext"]
+        self.traffic.fhe_exchange += t.bytes_moved["query"] + t.bytes_moved["reply"] + t.bytes_moved["key"]
+        return t
 
     def _pool(
         self, state: State, me: int, own: tuple[NDArray[np.float32], NDArray[np.int64]] | None = None

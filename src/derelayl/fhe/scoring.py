@@ -37,7 +37,16 @@ from derelayl.fhe.query import Cases, decrypt_query, evaluate, logits_from_reply
 from derelayl.folders import write_atomic
 from derelayl.learning.store import DirModelStore, MemoryModelStore, ModelStore
 
-__all__ = ["MANIFEST_MAGIC", "FheScoring", "Transcript", "check_model", "encrypted_scoring", "read_manifest"]
+__all__ = [
+    "MANIFEST_MAGIC",
+    "NEAR_TIE",
+    "FheScoring",
+    "Transcript",
+    "check_model",
+    "encrypted_scoring",
+    "honest_counts",
+    "read_manifest",
+]
 
 MANIFEST_MAGIC = b"DRLFHE-COMMIT1\n"
 _FIELDS = {"model", "ciphertext", "key", "scheme", "trainer"}
@@ -210,6 +219,15 @@ class FheScoring:
             who = transcript.commitment.hex()[:16]
             raise FheError(f"model {who}: claimed score {claimed}, the ciphertexts support {supported}")
 
+    def honest(self, transcript: Transcript, y: NDArray[Any]) -> tuple[int, ...]:
+        """The counts an honest scoring of ``transcript``'s model on cases ``y`` may give, read
+        from this scorer's own decryption (``honest_counts``)."""
+        manifest = self.manifest(transcript.commitment)
+        if manifest is None:
+            raise FheError(f"commitment {transcript.commitment.hex()[:16]} is not an encrypted model")
+        hidden = self._objects(manifest)[2].hidden
+        return honest_counts(logits_from_reply(transcript.reply, transcript.mask_seed, len(y), hidden), y)
+
     def encoded(self, x: NDArray[Any], model: EncryptedModel) -> Cases:
         """``x`` encoded for ``model``: the last cases encoded if these are they (one entry is
         enough: a tester scores all of a round's models on its cases in a row; 34 MB per 100
@@ -277,6 +295,30 @@ def encrypted_scoring(spec: Any, models: Any, out_dir: Path | None) -> FheScorin
         scoring = FheScoring(models.store, models.load, DirModelStore(out_dir / "fhe"), key_dir=out_dir / "fhe-keys")
     scoring.read_commitment = models.raw
     return scoring
+
+
+NEAR_TIE = 2.0**-7
+"""Two honest encrypted scorings of one model on the same cases, with different masks, can
+differ only on cases whose two largest logits are closer than this: each carries CKKS noise
+(measured below 6e-4) and the reply's rounding (2^-11 at most), so they differ by at most
+~2e-3; 2^-7 is four times that."""
+
+
+def honest_counts(logits: NDArray[Any], y: NDArray[Any], near: float = NEAR_TIE) -> tuple[int, ...]:
+    """The counts of correct predictions that honest encrypted scorings of a model with these
+    ``logits`` (clear, or decrypted by one scorer) may give on cases ``y``: a case whose two
+    largest logits are within ``near`` may go to either of them. Early in training, when a
+    model's logits are close together, such cases are common: a check that wants the count
+    exactly challenges honest testers (measured: 3 such challenges in 15 honest rounds)."""
+    logits, y = np.asarray(logits, dtype=np.float64), np.asarray(y)
+    order = np.argsort(logits, axis=1)
+    first, second = order[:, -1], order[:, -2]
+    rows = np.arange(len(y))
+    tied = logits[rows, first] - logits[rows, second] < near
+    right = first == y
+    base = int(right.sum())
+    lose, gain = int((tied & right).sum()), int((tied & (second == y)).sum())
+    return tuple(range(base - lose, base + gain + 1))
 
 
 def _count(reply: NDArray[Any], mask_seed: int, y: NDArray[Any], hidden: int) -> int:
