@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import tomllib
 from typing import Any
 
 import pytest
@@ -29,23 +28,14 @@ from derelayl.protocol.genesis import initialize_state
 from derelayl.protocol.params import Params, preset
 from derelayl.protocol.scores import lower_median
 from derelayl.runtime.driver import RoundDriver
+from test_attacks import SMALL
 
-QUAD_TOML = """
-seed = 1
-[data]
-dataset = "digits"
-participants = 12
-alpha = 0.5
-[model]
-hidden = [16]
-activation = "quad"
-[methods.fedavg]
-rounds = 3
-[methods.derelayl]
-preset = "minimal"
-rounds = 8
-fhe = true
-"""
+# the small set-up of the attack tests, with the model CKKS scores and encrypted scoring on
+QUAD = {
+    **SMALL,
+    "model": {**SMALL["model"], "activation": "quad"},
+    "methods": {**SMALL["methods"], "derelayl": {**SMALL["methods"]["derelayl"], "fhe": True}},
+}
 
 OPTIMISTIC = {
     "min_improvement": 1,
@@ -60,7 +50,7 @@ OPTIMISTIC = {
 
 @pytest.fixture(scope="module")
 def setup():  # type: ignore[no-untyped-def]
-    return build_experiment_setup(parse_config(tomllib.loads(QUAD_TOML)))
+    return build_experiment_setup(parse_config(QUAD))
 
 
 def test_an_inflated_child_is_found_by_an_encrypted_recheck_challenged_and_reversed(setup: Any) -> None:

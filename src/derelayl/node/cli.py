@@ -16,6 +16,15 @@ from derelayl.terminal import console, fail, on_off
 __all__ = ["keys_app", "node"]
 
 out = Console()
+Rechecks = Annotated[
+    int,
+    typer.Option(
+        help="With --fhe on and challenges: other children each trainer re-scores under encryption "
+        "before it decides to challenge (0..16; 0: only the models it holds)."
+    ),
+]
+"""``--rechecks`` of ``node`` and ``devnet`` (``RelayBrain.rechecks``)."""
+
 keys_app = typer.Typer(help="Participant keys.", no_args_is_help=True)
 
 
@@ -51,13 +60,7 @@ def node(
     rounds: Annotated[int | None, typer.Option(help="Stop once this many rounds have settled.")] = None,
     local_epochs: Annotated[int, typer.Option(help="Epochs of local training per model (0: pass the parent on).")] = 1,
     fhe: Annotated[str, typer.Option(help="on: score and be scored on encrypted models (all nodes alike).")] = "off",
-    rechecks: Annotated[
-        int,
-        typer.Option(
-            help="With --fhe on and challenges: other children each trainer re-scores under encryption "
-            "before it decides to challenge (0..16; 0: only the models it holds)."
-        ),
-    ] = 0,
+    rechecks: Rechecks = 0,
     post_commitments: Annotated[
         bool, typer.Option(help="Also send commitments straight to the contract: no commit miner can omit them.")
     ] = False,
@@ -188,13 +191,7 @@ def devnet(
         typer.Option(help='Dishonest nodes, drawn from the seed: "lying_tester=0.25,copier=0.1" (docs/attacks.md).'),
     ] = "",
     fhe: Annotated[str, typer.Option(help="on: testers score encrypted models (CKKS; quad-activation MLP).")] = "off",
-    rechecks: Annotated[
-        int,
-        typer.Option(
-            help="With --fhe on and challenges: other children each trainer re-scores under encryption "
-            "before it decides to challenge (0..16; 0: only the models it holds)."
-        ),
-    ] = 0,
+    rechecks: Rechecks = 0,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress display.")] = False,
 ) -> None:
     """A network of node processes on this machine: chain, contract, one node per participant."""
