@@ -121,6 +121,33 @@ def test_a_wrong_claimed_score_is_refused(trained) -> None:
     assert fhe.score(2, commitment, x, y, 12).bytes_moved["key"] == 0
 
 
+def test_a_trainer_that_knows_the_cases_cannot_aim_its_reply_at_a_shuffled_query(trained) -> None:
+    # Prepare: a dishonest trainer answering an appellant or a re-checker, after the cases and
+    # labels are published: to each slot it adds what makes the case it expects there right
+    fhe, commitment, x, y = _commit(trained)
+    honest = fhe.decrypt
+    wrong = QuadMLP.from_weights(trained[0]).logits(x).argmax(1) != y
+    assert wrong.sum() > 0  # there is something to forge
+
+    def forging(trainer: int, manifest: dict, query: bytes) -> np.ndarray:
+        reply = honest(trainer, manifest, query).copy()
+        batch = reply.shape[2]
+        for case, label in enumerate(y.tolist()):  # slot ``case`` holds case ``case``, it assumes
+            reply[case // batch, label, case % batch] += 1_000.0
+        return reply
+
+    fhe.decrypt = forging  # type: ignore[method-assign]
+    # Execute: a scoring in the published order, and one shuffled by the scorer's secret seed
+    in_order = fhe.score(2, commitment, x, y, mask_seed=11)
+    hidden_order = fhe.score(2, commitment, x, y, mask_seed=11, order_seed=5)
+    # Assert: in order the forgery makes every case right; shuffled it lands on other cases
+    # (right only where the shuffle left a case of the same label), and the check re-derives
+    # the shuffled query from the transcript
+    assert in_order.score == len(y)
+    assert hidden_order.score < len(y) - wrong.sum()
+    fhe.check(hidden_order, x, y, hidden_order.score)
+
+
 def test_malformed_fhe_inputs_are_one_error_each(trained, key) -> None:
     weights, x, _ = trained
     encrypted = encrypt_model(key, QuadMLP.from_weights(weights))

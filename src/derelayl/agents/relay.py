@@ -326,7 +326,9 @@ class RelayBrain:
     def _transcript(self, state: State, me: int, i: int, digest: bytes, x: NDArray[np.float32], y: I64) -> Transcript:
         """Score encrypted commitment ``digest`` (position ``i`` of the report) under encryption."""
         assert self.fhe is not None
-        t = self.fhe.score(me, digest, x, y, derive_seed(self.seed, "fhe-masks", state.round, me, i))
+        masks = derive_seed(self.seed, "fhe-masks", state.round, me, i)
+        order = derive_seed(self.seed, "fhe-order", state.round, me)  # one order per round: the cases encode once
+        t = self.fhe.score(me, digest, x, y, masks, order)
         self.traffic.trainer_to_tester += t.bytes_moved["ciphertext"]
         self.traffic.fhe_exchange += t.bytes_moved["query"] + t.bytes_moved["reply"] + t.bytes_moved["key"]
         return t

@@ -46,6 +46,7 @@ __all__ = [
     "encrypted_scoring",
     "honest_counts",
     "read_manifest",
+    "shuffled",
 ]
 
 MANIFEST_MAGIC = b"DRLFHE-COMMIT1\n"
@@ -88,6 +89,20 @@ class Transcript:
     """The trainer's rounded, masked per-case sums (signed by the trainer on a network)."""
     score: int
     bytes_moved: dict[str, int]
+    order_seed: int | None = None
+    """The cases went into the query in the order this seed shuffles them to (``shuffled``)."""
+
+
+def shuffled(x: NDArray[Any], y: NDArray[Any], order_seed: int | None) -> tuple[NDArray[Any], NDArray[Any]]:
+    """``(x, y)`` in the order a scorer's secret ``order_seed`` puts them in (as given: None).
+    Once cases are published (an appeal, a re-check), the model's trainer knows them and their
+    labels; were they queried in the published order, it could add to each slot of its reply
+    whatever makes its model right there, and no mask would hide that. Shuffled, it cannot tell
+    which slot holds which case."""
+    if order_seed is None:
+        return x, y
+    order = np.random.default_rng(order_seed).permutation(len(y))
+    return np.asarray(x)[order], np.asarray(y)[order]
 
 
 class FheScoring:
@@ -177,7 +192,18 @@ class FheScoring:
     def manifest(self, commitment: bytes) -> dict[str, Any] | None:
         return read_manifest(self.read_commitment(commitment))
 
-    def score(self, tester: int, commitment: bytes, x: NDArray[Any], y: NDArray[Any], mask_seed: int) -> Transcript:
+    def score(
+        self,
+        tester: int,
+        commitment: bytes,
+        x: NDArray[Any],
+        y: NDArray[Any],
+        mask_seed: int,
+        order_seed: int | None = None,
+    ) -> Transcript:
+        """``tester`` scores ``commitment`` on cases ``(x, y)`` under encryption, the cases
+        shuffled by ``order_seed`` (``shuffled``), the outputs masked by ``mask_seed``."""
+        x, y = shuffled(x, y, order_seed)
         manifest = self.manifest(commitment)
         if manifest is None:
             raise FheError(f"commitment {commitment.hex()[:16]} is a plain model, not an encrypted one")
@@ -199,7 +225,7 @@ class FheScoring:
             logits = logits_from_reply(reply, mask_seed, len(y), encrypted.hidden)
             right = int((clear.argmax(axis=1) == np.asarray(y)).sum())
             self.agreement.append((commitment, score, right, float(np.abs(logits - clear).max())))
-        return Transcript(commitment, mask_seed, _digest(query), reply, score, moved)
+        return Transcript(commitment, mask_seed, _digest(query), reply, score, moved, order_seed)
 
     def check(self, transcript: Transcript, x: NDArray[Any], y: NDArray[Any], claimed: int) -> None:
         """Refuse (``FheError``) a claimed score that the transcript does not support: the
@@ -209,6 +235,7 @@ class FheScoring:
         if manifest is None:
             raise FheError(f"commitment {transcript.commitment.hex()[:16]} is not an encrypted model")
         _, public, encrypted = self._objects(manifest)
+        x, y = shuffled(x, y, transcript.order_seed)
         query = evaluate(public, encrypted, x, transcript.mask_seed, self.encoded(x, encrypted))
         if _digest(query) != transcript.query_digest:
             raise FheError(
@@ -226,6 +253,7 @@ class FheScoring:
         if manifest is None:
             raise FheError(f"commitment {transcript.commitment.hex()[:16]} is not an encrypted model")
         hidden = self._objects(manifest)[2].hidden
+        y = shuffled(y, y, transcript.order_seed)[1]
         return honest_counts(logits_from_reply(transcript.reply, transcript.mask_seed, len(y), hidden), y)
 
     def encoded(self, x: NDArray[Any], model: EncryptedModel) -> Cases:
