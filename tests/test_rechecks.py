@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 
@@ -53,9 +53,20 @@ def setup():  # type: ignore[no-untyped-def]
     return build_experiment_setup(parse_config(QUAD))
 
 
-def test_an_inflated_child_is_found_by_an_encrypted_recheck_challenged_and_reversed(setup: Any) -> None:
-    # Prepare: optimistic testing (one tester) on encrypted models; a network driven to a test
-    # phase with two children and an honest trainer that holds the bond
+class Network(NamedTuple):
+    """An in-process network of real relay agents on the in-memory ledger, scoring encrypted."""
+
+    params: Params
+    state: Any
+    brains: list[Any]
+    agents: list[Agent]
+    driver: RoundDriver
+    scoring: Any
+
+
+def _at_a_test_phase(setup: Any) -> Network:
+    """Optimistic testing (one tester) on encrypted models, driven to a test phase with two
+    children and an honest trainer that holds the bond."""
     params = Params.from_dict(OPTIMISTIC, base=preset("minimal"))
     n = len(setup.split.participants)
     keys = [hashlib.sha256(f"rc{i}".encode()).digest() for i in range(n)]
@@ -80,6 +91,12 @@ def test_an_inflated_child_is_found_by_an_encrypted_recheck_challenged_and_rever
         assert state.round < 20
         driver.step()
         book.follow(state)
+    return Network(params, state, brains, agents, driver, scoring)
+
+
+def test_an_inflated_child_is_found_by_an_encrypted_recheck_challenged_and_reversed(setup: Any) -> None:
+    # Prepare: a network at a test phase with two children and an honest trainer with the bond
+    params, state, brains, agents, driver, scoring = _at_a_test_phase(setup)
     tester = int(state.roles.testers[0])
     friend = int(state.commits.owner[0])
     checker = next(o for o in state.commits.owner.tolist()[1:] if int(state.balances[o]) >= 1 and o != tester)
@@ -117,6 +134,37 @@ def test_an_inflated_child_is_found_by_an_encrypted_recheck_challenged_and_rever
     assert sum(calls.count(who) >= every for who in set(calls)) >= 2
     assert settle.forfeited == tested.held > 0 and settle.appeal_reward >= settle.forfeited
     assert state.escrow == 0 and state.supply == int(state.balances.sum())
+
+
+def test_appellants_confirm_a_tested_score_their_own_encrypted_scoring_allows(setup: Any) -> None:
+    # Prepare: an honest test block, then appellants drawn as a challenge would draw them
+    net = _at_a_test_phase(setup)
+    state = net.state
+    net.driver.step()
+    assert state.dispute is not None and not state.appeal_open
+    published = lower_median(state.dispute.rows)
+    appellant = next(p for p in range(len(net.brains)) if p not in state.roles.testers.tolist())
+    brain = net.brains[appellant]
+    # Execute / Assert: an honest appellant agrees with an honest tester exactly
+    _, report = brain.appeal(state, appellant)
+    assert report.tolist() == published.tolist()
+    # a tested score one above its own count: counted as a lie when no case may go either way,
+    # confirmed when near ties allow it (here: every case, so that the test does not wait for
+    # CKKS noise to tip one)
+    state.dispute.rows[:, 0] = published[0] + 1
+    net.scoring.near_tie = 0.0
+    assert int(brain.appeal(state, appellant)[1][0]) == int(published[0])
+    net.scoring.near_tie = 1e9
+    assert int(brain.appeal(state, appellant)[1][0]) == int(published[0]) + 1
+
+
+def test_confirmed_keeps_an_allowed_score_and_moves_any_other_to_the_nearest_allowed() -> None:
+    import numpy as np
+
+    from derelayl.agents.relay import confirmed
+
+    tested = np.array([5, 9, 3, 0], dtype=np.int64)
+    assert confirmed(tested, [(4, 5, 6), (6, 7), (3,), (2, 3)]).tolist() == [5, 7, 3, 2]
 
 
 def test_rechecks_need_encrypted_scoring_and_challenges(setup: Any) -> None:
@@ -164,3 +212,24 @@ def test_honest_counts_allow_exactly_the_near_tied_cases_to_go_either_way() -> N
     y = np.array([1, 1, 0, 0, 1])
     assert honest_counts(logits, y) == (1, 2, 3)
     assert honest_counts(logits, y, near=0.0) == (2,)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--rechecks", "2"], "--rechecks needs --fhe on and --challenge-bond"),
+        (["--rechecks", "2", "--task", "digits", "--fhe", "on"], "--rechecks needs --fhe on and --challenge-bond"),
+        (["--rechecks", "17", "--task", "digits", "--fhe", "on"], "--rechecks must be in 0..16"),
+    ],
+)
+def test_run_refuses_rechecks_without_encryption_and_challenges_before_writing(
+    tmp_path: Any, options: list[str], message: str
+) -> None:
+    from typer.testing import CliRunner
+
+    from derelayl.cli import app
+
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["run", "--out", str(out), "--rounds", "1", *options])
+    assert result.exit_code != 0 and f"error: {message}" in result.output
+    assert not out.exists()

@@ -15,7 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from derelayl.errors import ChainIntegrityError, DerelaylError
-from derelayl.terminal import console, fail, on_off
+from derelayl.terminal import Rechecks, console, fail, on_off
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="DeRelayL: sustainable decentralized relay learning."
@@ -122,6 +122,7 @@ def run(
             "off: in the clear."
         ),
     ] = "off",
+    rechecks: Rechecks = 0,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress display.")] = False,
 ) -> None:
     """Run a DeRelayL network (one agent per key) on a signed SQLite chain or on the contract;
@@ -153,6 +154,7 @@ def run(
             challenge_window=challenge_window,
             post_commitments=post_commitments,
             fhe=on_off(fhe, "--fhe"),
+            rechecks=rechecks,
         )
         config.validate()  # bad options stop here, before the progress display or any file
         config.params()

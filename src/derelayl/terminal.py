@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 from rich.console import Console
 from rich.markup import escape
 
-__all__ = ["console", "fail"]
+__all__ = ["Rechecks", "console", "fail", "on_off"]
 
 console = Console(stderr=True)
+
+Rechecks = Annotated[
+    int,
+    typer.Option(
+        help="With --fhe on and challenges: other children each trainer re-scores under encryption "
+        "before it decides to challenge (0..16; 0: only the models it holds)."
+    ),
+]
+"""``--rechecks`` of ``run``, ``node`` and ``devnet`` (``RelayBrain.rechecks``)."""
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:

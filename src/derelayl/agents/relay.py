@@ -30,7 +30,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from derelayl.agents.agent import held_positions
-from derelayl.errors import ModelError
+from derelayl.errors import ConfigError, ModelError
 from derelayl.fhe.ckks import QuadMLP
 from derelayl.fhe.scoring import FheScoring, Transcript, honest_counts, read_manifest
 from derelayl.learning.data import Shard, case_bytes, case_digest
@@ -155,6 +155,16 @@ class ModelBook:
 
 MAX_RECHECKS = 16
 """The most other children a trainer re-scores (``RelayBrain.rechecks``)."""
+
+
+def check_rechecks(rechecks: int, fhe: bool, challenge_bond: int | None) -> None:
+    """Refuse a ``--rechecks`` out of range, or given without encrypted scoring and challenges."""
+    if not 0 <= rechecks <= MAX_RECHECKS:
+        raise ConfigError(f"--rechecks must be in 0..{MAX_RECHECKS}, got {rechecks}")
+    if rechecks and not (fhe and challenge_bond):
+        raise ConfigError("--rechecks needs --fhe on and --challenge-bond")
+
+
 MERGE_ALL = 1 << 20
 """A ``merge_top_k`` that merges every live model."""
 
@@ -255,10 +265,23 @@ class RelayBrain:
 
     def appeal(self, state: State, me: int) -> tuple[bytes, I64]:
         """Re-score the round's pooled cases (every tester's published cases, in tester order),
-        as a tester scores: encrypted models under encryption."""
+        as a tester scores: encrypted models under encryption. There, two honest scorings may
+        differ on near-tied cases, so the appellant confirms the test block's score wherever its
+        own scoring allows it (``confirmed``): otherwise a challenge of an honest tester would
+        be upheld whenever CKKS noise tipped one case, and challenging every round would pay."""
         assert state.roles is not None
         x, y = self._pool(state, -1)
-        return case_digest(x, y), self._scores(state, me, x, y)
+        digest = case_digest(x, y)
+        if self.fhe is None or state.dispute is None or state.params.compares_predictions:
+            return digest, self._scores(state, me, x, y)  # (compares_predictions: refused there)
+        self.traffic.test_cases += case_bytes(x, y)
+        allowed = [
+            self.fhe.honest(self._transcript(state, me, i, d, x, y), y)
+            if self.fhe.manifest(d) is not None
+            else (self._correct(state, me, i, d, x, y),)
+            for i, d in enumerate(scored_digests(state, self.models))
+        ]
+        return digest, confirmed(lower_median(state.dispute.rows), allowed)
 
     def _scores(self, state: State, me: int, x: NDArray[np.float32], y: I64) -> I64:
         """An honest report on cases ``(x, y)``: in the clear (``clear_scores``), or each
@@ -350,6 +373,16 @@ class RelayBrain:
                 raise ModelError(f"tester {t} published other test cases than it committed to in the deposit block")
             parts.append((x, y))
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def confirmed(tested: I64, allowed: list[tuple[int, ...]]) -> I64:
+    """An appellant's report under encryption: each tested score where it is one this
+    appellant's own scoring allows (``FheScoring.honest``), else the allowed score nearest to
+    it. Honest appellants so agree with an honest tester exactly, and a lie beyond the
+    near-tied cases is still reported as one."""
+    return np.array(
+        [min(max(int(t), min(ok)), max(ok)) for t, ok in zip(tested.tolist(), allowed, strict=True)], dtype=np.int64
+    )
 
 
 def scored_digests(state: State, models: ModelBook) -> list[bytes]:

@@ -135,6 +135,8 @@ class FheScoring:
         self.measure_clear = False
         """Measurement only (benchmarks): also score each model in the clear from its file and
         record (commitment, encrypted score, clear score, max logit error) in ``agreement``."""
+        self.near_tie = NEAR_TIE
+        """How close a case's two largest logits may be for ``honest`` to let it go either way."""
         self.agreement: list[tuple[bytes, int, int, float]] = []
         self._cases: Cases | None = None
 
@@ -254,7 +256,8 @@ class FheScoring:
             raise FheError(f"commitment {transcript.commitment.hex()[:16]} is not an encrypted model")
         hidden = self._objects(manifest)[2].hidden
         y = shuffled(y, y, transcript.order_seed)[1]
-        return honest_counts(logits_from_reply(transcript.reply, transcript.mask_seed, len(y), hidden), y)
+        logits = logits_from_reply(transcript.reply, transcript.mask_seed, len(y), hidden)
+        return honest_counts(logits, y, self.near_tie)
 
     def encoded(self, x: NDArray[Any], model: EncryptedModel) -> Cases:
         """``x`` encoded for ``model``: the last cases encoded if these are they (one entry is

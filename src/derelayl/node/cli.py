@@ -11,19 +11,11 @@ import typer
 from rich.console import Console
 
 from derelayl.errors import DerelaylError
-from derelayl.terminal import console, fail, on_off
+from derelayl.terminal import Rechecks, console, fail, on_off
 
 __all__ = ["keys_app", "node"]
 
 out = Console()
-Rechecks = Annotated[
-    int,
-    typer.Option(
-        help="With --fhe on and challenges: other children each trainer re-scores under encryption "
-        "before it decides to challenge (0..16; 0: only the models it holds)."
-    ),
-]
-"""``--rechecks`` of ``node`` and ``devnet`` (``RelayBrain.rechecks``)."""
 
 keys_app = typer.Typer(help="Participant keys.", no_args_is_help=True)
 

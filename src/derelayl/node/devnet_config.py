@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from derelayl.agents.relay import MAX_RECHECKS
+from derelayl.agents.relay import check_rechecks
 from derelayl.errors import ConfigError
 from derelayl.node.runner import DataSpec
 from derelayl.protocol.copies import PREDICTIONS_NOT_ENCRYPTED
@@ -138,10 +138,7 @@ class DevnetConfig:
         if self.fhe and self.params().compares_predictions:
             raise ConfigError(PREDICTIONS_NOT_ENCRYPTED)
         self.kinds()  # a bad --adversaries stops here
-        if not 0 <= self.rechecks <= MAX_RECHECKS:
-            raise ConfigError(f"--rechecks must be in 0..{MAX_RECHECKS}, got {self.rechecks}")
-        if self.rechecks and not (self.fhe and self.challenge_bond):
-            raise ConfigError("--rechecks needs --fhe on and --challenge-bond")
+        check_rechecks(self.rechecks, self.fhe, self.challenge_bond)
         if self.fhe and self.task != "digits":
             from derelayl.fhe.scoring import check_model
 

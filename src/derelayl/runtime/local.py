@@ -107,6 +107,9 @@ class RunConfig:
     fhe: bool = False
     """Testers score encrypted models (CKKS, ``derelayl.fhe``); the model must be a
     one-hidden-layer MLP with the ``quad`` activation (the digits task switches to it)."""
+    rechecks: int = 0
+    """With ``fhe`` and challenges: other children each trainer re-scores under encryption
+    before it decides to challenge (``RelayBrain.rechecks``)."""
 
     def params(self) -> Params:
         """The preset, with the options given on top of it."""
@@ -164,6 +167,10 @@ class RunConfig:
             raise ConfigError(PREDICTIONS_NOT_ENCRYPTED)
         if (self.challenge_bond or self.challenge_window) and self.ledger != "evm":
             raise ConfigError(f"--{CHALLENGES_NEED_A_LEDGER.replace('_', '-')}")
+        if self.rechecks:
+            from derelayl.agents.relay import check_rechecks  # (torch: only when asked for)
+
+            check_rechecks(self.rechecks, self.fhe, self.params().challenge_bond)
 
 
 def run_seed(seed: int) -> bytes:

@@ -74,7 +74,7 @@ class TorchTask(RecordingTask):
         if config.fhe:
             self.fhe = encrypted_scoring(self.setup.spec, self.models, out_dir)
             for brain in self.brains:
-                brain.fhe = self.fhe
+                brain.fhe, brain.rechecks = self.fhe, config.rechecks
             write_atomic(out_dir / FHE_FILE, json.dumps(SCHEME.to_dict(), indent=1) + "\n")
         self.setup.split.save(out_dir / "split.json")
         self.log = RoundLog(out_dir / "rounds.jsonl")
