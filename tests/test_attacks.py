@@ -17,7 +17,8 @@ from typer.testing import CliRunner
 
 from derelayl.agents.adversaries import HONEST, KINDS, TARGET, Adversary, assign, poison, stamp
 from derelayl.agents.agent import Agent
-from derelayl.agents.relay import ModelBook, RelayBrain, relay_brains, share_cases
+from derelayl.agents.books import ModelBook
+from derelayl.agents.relay import RelayBrain, relay_brains, share_cases
 from derelayl.baselines.federated import trimmed_mean
 from derelayl.cli import app
 from derelayl.errors import ConfigError
@@ -50,6 +51,15 @@ preset = "minimal"
 rounds = 8
 """
 SMALL = tomllib.loads(SMALL_TOML)
+OPTIMISTIC = {  # optimistic testing: one tester, appeals only when a trainer challenges
+    "min_improvement": 1,
+    "testers": 1,
+    "pooled_cases": True,
+    "appeal_testers": 3,
+    "challenge_bond": 1,
+    "challenge_window": 2,
+    "test_cases": 60,
+}
 
 
 @pytest.fixture(scope="module")
@@ -345,18 +355,7 @@ def test_a_case_picker_publishes_cases_that_favour_its_group_and_reports_true_sc
 def test_a_lie_told_by_every_tester_is_challenged_by_a_trainer_and_reversed(setup) -> None:  # type: ignore[no-untyped-def]
     # Prepare: one tester (every seat), appeals and challenges; a network driven to a test
     # phase in which some trainer holds the bond; the tester then lies for one child's owner
-    params = Params.from_dict(
-        {
-            "min_improvement": 1,
-            "testers": 1,
-            "pooled_cases": True,
-            "appeal_testers": 3,
-            "challenge_bond": 1,
-            "challenge_window": 2,
-            "test_cases": 60,
-        },
-        base=preset("minimal"),
-    )
+    params = Params.from_dict(OPTIMISTIC, base=preset("minimal"))
     client, driver, brains, book, agents = relay_network(setup, params, "ch", b"\x0c" * 32)
     state = client.state
 

@@ -13,7 +13,7 @@ import pytest
 from conftest import make_state
 from derelayl.agents import Agent, LatentBrain, LatentPopulation
 from derelayl.agents.adversaries import Adversary, share_group_cases
-from derelayl.agents.relay import ModelBook
+from derelayl.agents.books import ModelBook
 from derelayl.errors import ConfigError, DerelaylError, MalformedError, RoleError, SignatureError
 from derelayl.learning.data import case_digest
 from derelayl.learning.latent import LatentTrainer

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from derelayl.agents.agent import Agent
-from derelayl.agents.relay import ModelBook, RelayBrain, Traffic, relay_brains
+from derelayl.agents.books import ModelBook, Traffic
+from derelayl.agents.relay import RelayBrain, relay_brains
 from derelayl.errors import ConfigError, ModelError
 from derelayl.learning.data import DataAccessError, case_digest, load_dataset
 from derelayl.learning.interfaces import Evaluator, M, Trainer

@@ -14,7 +14,8 @@ pytest.importorskip("tenseal")
 
 from derelayl.agents.adversaries import Adversary
 from derelayl.agents.agent import Agent
-from derelayl.agents.relay import ModelBook, relay_brains, share_cases
+from derelayl.agents.books import ModelBook
+from derelayl.agents.relay import relay_brains, share_cases
 from derelayl.errors import ConfigError
 from derelayl.experiments.attacks import encrypted_arms
 from derelayl.experiments.config import parse_config
@@ -28,23 +29,13 @@ from derelayl.protocol.genesis import initialize_state
 from derelayl.protocol.params import Params, preset
 from derelayl.protocol.scores import lower_median
 from derelayl.runtime.driver import RoundDriver
-from test_attacks import SMALL
+from test_attacks import OPTIMISTIC, SMALL
 
 # the small set-up of the attack tests, with the model CKKS scores and encrypted scoring on
 QUAD = {
     **SMALL,
     "model": {**SMALL["model"], "activation": "quad"},
     "methods": {**SMALL["methods"], "derelayl": {**SMALL["methods"]["derelayl"], "fhe": True}},
-}
-
-OPTIMISTIC = {
-    "min_improvement": 1,
-    "testers": 1,
-    "pooled_cases": True,
-    "appeal_testers": 3,
-    "challenge_bond": 1,
-    "challenge_window": 2,
-    "test_cases": 60,
 }
 
 

@@ -26,7 +26,8 @@ from derelayl.agents.adversaries import (
     share_group_cases,
 )
 from derelayl.agents.agent import Agent
-from derelayl.agents.relay import ModelBook, RelayBrain, Traffic, relay_brains, share_cases
+from derelayl.agents.books import ModelBook, Traffic
+from derelayl.agents.relay import RelayBrain, relay_brains, share_cases
 from derelayl.baselines.curve import Budget, Curve, Point
 from derelayl.errors import ConfigError
 from derelayl.fhe.scoring import encrypted_scoring

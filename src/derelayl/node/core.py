@@ -31,7 +31,8 @@ from typing import Any
 import numpy as np
 
 from derelayl.agents.agent import Agent
-from derelayl.agents.relay import ModelBook, RelayBrain
+from derelayl.agents.books import ModelBook
+from derelayl.agents.relay import RelayBrain
 from derelayl.errors import DerelaylError, ModelError
 from derelayl.evm.client import ContractClient
 from derelayl.evm.node import Node as EvmNode

@@ -313,7 +313,7 @@ def _run_locked(
     on_round: Callable[[State, str], None] | None,
     on_status: Callable[[str], None] | None,
 ) -> dict[str, Any]:
-    from derelayl.agents.relay import ModelBook
+    from derelayl.agents.books import ModelBook
     from derelayl.learning.store import MemoryModelStore
     from derelayl.runtime.records import RoundLog
 

@@ -124,7 +124,8 @@ def _brain_factory(
         import torch
 
         from derelayl.agents.adversaries import behaving
-        from derelayl.agents.relay import ModelBook, RelayBrain
+        from derelayl.agents.books import ModelBook
+        from derelayl.agents.relay import RelayBrain
 
         torch.set_num_threads(1)
         setup, meta = spec.learning()

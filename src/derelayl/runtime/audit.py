@@ -69,7 +69,7 @@ def audit_run(out_dir: Path, say: Callable[[str], None] | None = None) -> Audit:
     chain; every node's ``models/`` and ``cases/``, as any node could fetch them)."""
     import torch
 
-    from derelayl.agents.relay import ModelBook
+    from derelayl.agents.books import ModelBook
     from derelayl.learning.serialization import weights_from_bytes
     from derelayl.learning.torch_models import ModelSpec, TorchEvaluator
 

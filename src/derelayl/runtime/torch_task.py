@@ -25,7 +25,8 @@ from typing import Any
 import torch
 
 from derelayl.agents.agent import Brain
-from derelayl.agents.relay import ModelBook, relay_brains, share_cases
+from derelayl.agents.books import ModelBook
+from derelayl.agents.relay import relay_brains, share_cases
 from derelayl.errors import ConfigError
 from derelayl.fhe.ckks import SCHEME
 from derelayl.fhe.scoring import FheScoring, encrypted_scoring
