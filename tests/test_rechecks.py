@@ -145,8 +145,27 @@ def test_appellants_confirm_a_tested_score_their_own_encrypted_scoring_allows(se
     state.dispute.rows[:, 0] = published[0] + 1
     net.scoring.near_tie = 0.0
     assert int(brain.appeal(state, appellant)[1][0]) == int(published[0])
+    assert brain.ties_confirmed == 0
     net.scoring.near_tie = 1e9
     assert int(brain.appeal(state, appellant)[1][0]) == int(published[0]) + 1
+    assert brain.ties_confirmed == 1  # its own count differed: counted
+
+
+def test_a_vexatious_challenge_of_an_honest_encrypted_test_block_costs_the_challenger_its_bond(setup: Any) -> None:
+    # Prepare: an honest tester; a trainer holding the bond challenges whatever the scores
+    params, state, brains, agents, driver, _ = _at_a_test_phase(setup)
+    tester = int(state.roles.testers[0])
+    vexer = next(o for o in state.commits.owner.tolist() if int(state.balances[o]) >= 1 and o != tester)
+    fields = {f.name: getattr(brains[vexer], f.name) for f in dataclasses.fields(brains[vexer])}
+    agents[vexer].brain = Adversary(**fields, kind="vexatious_challenger", group=frozenset({vexer}))
+    tested = driver.step()
+    # Execute: the settle phase, with its challenge and the appeal under encryption
+    settle = driver.step()
+    # Assert: the appellants upheld the tester's scores, so the bond is all that was forfeited
+    # (an upheld challenge forfeits the tester's held reward, which is far larger)
+    assert driver.challenges == 1
+    assert settle.forfeited == params.challenge_bond < tested.held
+    assert state.escrow == 0 and state.supply == int(state.balances.sum())
 
 
 def test_confirmed_keeps_an_allowed_score_and_moves_any_other_to_the_nearest_allowed() -> None:

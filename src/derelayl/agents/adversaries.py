@@ -39,6 +39,12 @@ Each kind is one participant's behaviour, written once and used by the relay (an
   and does the next best thing it can: it hands them to its group, whose trainers train on
   them as well ("teaching to the test"; in one process through ``share_group_cases``, a side
   channel the network nodes do not have). In FedAvg there are no testers: it behaves honestly.
+- ``vexatious_challenger``: trains and scores honestly, but challenges every round it trains
+  in and can pay the bond for, whatever the scores (``Params.challenge_bond``). It gains when
+  the appeal upholds a challenge of an honest tester: the tester's stake is shared with it.
+  Under encrypted scoring that happens if appellants report their own counts and noise tips a
+  near-tied case (``agents.relay.confirmed`` is the defence). Without challenges, or in
+  FedAvg: behaves honestly.
 
 Who is dishonest is drawn from the seed (``assign``); participant 0 (the genesis owner)
 stays honest.
@@ -53,7 +59,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
-from derelayl.agents.agent import Agent
+from derelayl.agents.agent import Agent, held_positions
 from derelayl.agents.kinds import HONEST, KINDS, LIARS, UNTRAINED
 from derelayl.agents.relay import RelayBrain
 from derelayl.errors import ConfigError
@@ -213,7 +219,10 @@ class Adversary(RelayBrain):
         return digest, self._lie(state, scores, state.dispute.appellants.tolist())
 
     def checkable(self, state: State, me: int) -> dict[int, tuple[int, ...]]:
-        """A liar never challenges (its group's lies are what it would show)."""
+        """A liar never challenges (its group's lies are what it would show); a vexatious
+        challenger finds no score of its child honest, so it always challenges."""
+        if self.kind == "vexatious_challenger":
+            return {held_positions(state, me)[0]: ()}
         return {} if self.kind in LIARS else super().checkable(state, me)
 
     def _lie(self, state: State, scores: I64, seats: list[int]) -> I64:

@@ -12,6 +12,7 @@ KINDS = (
     "inflating_liar",
     "omitting_miner",
     "case_picker",
+    "vexatious_challenger",
 )
 LIARS = ("lying_tester", "strategic_liar", "inflating_liar")
 """Kinds that, as testers (or appellants), report other scores than they measured."""

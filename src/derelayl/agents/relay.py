@@ -97,6 +97,10 @@ class RelayBrain:
     re-scores under encryption in ``checkable``, drawn from its own seed among those the
     published scores rank at or above its own child (a lie that raises someone else's child
     pushes exactly these trainers' children down)."""
+    ties_confirmed: int = 0
+    """Appeal reports (as an appellant, under encryption) in which this brain's own count of
+    some model differed from the tested score that its scoring allowed (``confirmed``):
+    reports that would have upheld a challenge of an honest tester had it sent its own counts."""
 
     def train(self, state: State, me: int) -> bytes | None:
         pair = int(np.flatnonzero(state.pairs.trainer == me)[0])
@@ -177,13 +181,19 @@ class RelayBrain:
         if self.fhe is None or state.dispute is None or state.params.compares_predictions:
             return digest, self._scores(state, me, x, y)  # (compares_predictions: refused there)
         self.traffic.test_cases += case_bytes(x, y)
-        allowed = [
-            self.fhe.honest(self._transcript(state, me, i, d, x, y), y)
-            if self.fhe.manifest(d) is not None
-            else (self._correct(state, me, i, d, x, y),)
-            for i, d in enumerate(scored_digests(state, self.models))
-        ]
-        return digest, confirmed(lower_median(state.dispute.rows), allowed)
+        own, allowed = [], []
+        for i, d in enumerate(scored_digests(state, self.models)):
+            if self.fhe.manifest(d) is None:
+                own.append(self._correct(state, me, i, d, x, y))
+                allowed.append((own[-1],))
+            else:
+                transcript = self._transcript(state, me, i, d, x, y)
+                own.append(transcript.score)
+                allowed.append(self.fhe.honest(transcript, y))
+        tested = lower_median(state.dispute.rows)
+        report = confirmed(tested, allowed)
+        self.ties_confirmed += report.tolist() != own and report.tolist() == tested.tolist()
+        return digest, report
 
     def _scores(self, state: State, me: int, x: NDArray[np.float32], y: I64) -> I64:
         """An honest report on cases ``(x, y)``: in the clear (``clear_scores``), or each

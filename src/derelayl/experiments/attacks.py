@@ -288,6 +288,7 @@ def _summary(curve: Curve, method: str, kind: str, seed: int, group: list[str]) 
         "models_committed": sum(curve.info.get("models_trained", [])),
         "mb_per_round": curve.final.bytes / max(curve.final.round, 1) / 1e6,
         "challenges": curve.info.get("challenges", 0),
+        "ties_confirmed": curve.info.get("ties_confirmed", 0),
         "reward_share": bad.get("reward_share"),
         "lineage_share": bad.get("lineage_share"),
         "turned_away": bad.get("turned_away"),

@@ -208,6 +208,7 @@ def run_derelayl(
             "models_selected": selected.tolist(),
             "shard_reads_by_others": sum(sum(r != b.shard.owner for r in b.shard.reads) for b in brains),
             "challenges": driver.challenges,
+            "ties_confirmed": sum(b.ties_confirmed for b in brains),
         }
     )
     if scoring is not None:
