@@ -100,7 +100,7 @@ class RelayBrain:
     ties_confirmed: int = 0
     """Appeal reports (as an appellant, under encryption) in which this brain's own count of
     some model differed from the tested score that its scoring allowed (``confirmed``):
-    reports that would have upheld a challenge of an honest tester had it sent its own counts."""
+    reports that would have differed from the test block's had it sent its own counts."""
 
     def train(self, state: State, me: int) -> bytes | None:
         pair = int(np.flatnonzero(state.pairs.trainer == me)[0])
@@ -174,7 +174,7 @@ class RelayBrain:
         as a tester scores: encrypted models under encryption. There, two honest scorings may
         differ on near-tied cases, so the appellant confirms the test block's score wherever its
         own scoring allows it (``confirmed``): otherwise a challenge of an honest tester would
-        be upheld whenever CKKS noise tipped one case, and challenging every round would pay."""
+        be upheld whenever CKKS noise tipped one case, and challenging every round could pay."""
         assert state.roles is not None
         x, y = self._pool(state, -1)
         digest = case_digest(x, y)
