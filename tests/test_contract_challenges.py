@@ -317,6 +317,7 @@ def test_a_challenge_with_the_chains_randomness_replays_through_the_core_to_the_
         submit(population.next_block(client.state))
     s = client.state
     challenger = next(i for i in range(s.n_participants) if s.balances[i] >= BOND)
+    challenged = s.round
     expected = s.copy()
     # Execute: the op's time and randomness are placeholders the contract fills
     client.send(Challenge(s.round, challenger, time=0, randomness=b"\x01"), pair._signer_of_index(challenger))
@@ -336,5 +337,6 @@ def test_a_challenge_with_the_chains_randomness_replays_through_the_core_to_the_
     submit(population.next_block(client.state))
     assert client.state.dispute is None and client.state.phase == Phase.DEPOSIT
     again = ContractClient(node, client.address)
-    verify_contract(again)
+    report = verify_contract(again)
     assert compute_state_root(again.state) == compute_state_root(client.state)
+    assert report["challenges"] == [{"round": challenged, "challenger": challenger}]  # read off the history

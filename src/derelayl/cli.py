@@ -263,9 +263,11 @@ def _verify_contract(node: object, address: str) -> None:
     finally:
         node.close()  # type: ignore[attr-defined]
     posted = f", {report['posted_commitments']} commitments posted to it" if report["posted_commitments"] else ""
+    rounds = ", ".join(str(c["round"]) for c in report["challenges"])
+    challenged = f", rounds challenged: {rounds}" if rounds else ""
     out.print(
         f"valid: {report['blocks']} blocks, round {report['round']}, contract {report['contract']} on chain "
-        f"{report['chain_id']}, head block {report['head_block']}{posted}"
+        f"{report['chain_id']}, head block {report['head_block']}{posted}{challenged}"
     )
 
 

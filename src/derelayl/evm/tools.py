@@ -18,7 +18,7 @@ from derelayl.evm.node import Node, anvil, connect, embedded
 from derelayl.evm.signing import EvmKey, key_of_address
 from derelayl.ledger.client import ChainEvent
 from derelayl.ledger.inspect import Inspector
-from derelayl.protocol.blocks import PostedCommitment, is_block
+from derelayl.protocol.blocks import Challenge, PostedCommitment, is_block
 from derelayl.protocol.params import Params
 from derelayl.protocol.state import State
 
@@ -80,6 +80,11 @@ def verify_contract(client: ContractClient) -> dict[str, Any]:
         )
     blocks = sum(1 for e in client.history.events if is_block(e.operation))
     posted = sum(1 for e in client.history.events if isinstance(e.operation, PostedCommitment))
+    challenges = [
+        {"round": e.operation.round, "challenger": e.operation.challenger}
+        for e in client.history.events
+        if isinstance(e.operation, Challenge)
+    ]
     number, head = client.head()
     return {
         "contract": client.address,
@@ -87,6 +92,7 @@ def verify_contract(client: ContractClient) -> dict[str, Any]:
         "blocks": blocks,
         "operations": len(client.history.events),
         "posted_commitments": posted,
+        "challenges": challenges,
         "round": client.state.round,
         "head_block": number,
         "head": head.hex(),
