@@ -4,7 +4,6 @@ Real training, real CKKS scoring, the in-memory ledger."""
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 from typing import Any, NamedTuple
 
@@ -12,7 +11,7 @@ import pytest
 
 pytest.importorskip("tenseal")
 
-from derelayl.agents.adversaries import Adversary
+from derelayl.agents.adversaries import behaving
 from derelayl.agents.agent import Agent
 from derelayl.agents.books import ModelBook
 from derelayl.agents.relay import relay_brains, share_cases
@@ -91,8 +90,7 @@ def test_an_inflated_child_is_found_by_an_encrypted_recheck_challenged_and_rever
     tester = int(state.roles.testers[0])
     friend = int(state.commits.owner[0])
     checker = next(o for o in state.commits.owner.tolist()[1:] if int(state.balances[o]) >= 1 and o != tester)
-    fields = {f.name: getattr(brains[tester], f.name) for f in dataclasses.fields(brains[tester])}
-    agents[tester].brain = Adversary(**fields, kind="inflating_liar", group=frozenset({tester, friend}))
+    agents[tester].brain = behaving(brains[tester], "inflating_liar", frozenset({tester, friend}), 10)
     # Execute: the test block carries the lie (the friend's child gets every case right)
     tested = driver.step()
     assert state.dispute is not None and not state.appeal_open
@@ -156,8 +154,7 @@ def test_a_vexatious_challenge_of_an_honest_encrypted_test_block_costs_the_chall
     params, state, brains, agents, driver, _ = _at_a_test_phase(setup)
     tester = int(state.roles.testers[0])
     vexer = next(o for o in state.commits.owner.tolist() if int(state.balances[o]) >= 1 and o != tester)
-    fields = {f.name: getattr(brains[vexer], f.name) for f in dataclasses.fields(brains[vexer])}
-    agents[vexer].brain = Adversary(**fields, kind="vexatious_challenger", group=frozenset({vexer}))
+    agents[vexer].brain = behaving(brains[vexer], "vexatious_challenger", frozenset({vexer}), 10)
     tested = driver.step()
     # Execute: the settle phase, with its challenge and the appeal under encryption
     settle = driver.step()
