@@ -177,7 +177,8 @@ def test_an_inflated_child_is_rechecked_under_encryption_and_challenged_on_the_n
     from derelayl.node.devnet import DevnetConfig
 
     options = ["--fhe", "on", "--testers", "1", "--pooled-cases", "--min-improvement", "1", "--appeal-testers", "3"]
-    options += ["--challenge-bond", "0.001", "--adversaries", "inflating_liar=0.5", "--rechecks", "9"]
+    options += ["--challenge-bond", "0.001", "--challenge-window", "20"]  # 10 s: re-checks take seconds under load
+    options += ["--adversaries", "inflating_liar=0.5", "--rechecks", "9"]
     output = _wait(_devnet(tmp_path / "dev", 10, 8, 9000, *options), timeout=600)
     liars = {i for i, k in enumerate(DevnetConfig(nodes=10, adversaries="inflating_liar=0.5").kinds()) if k != "honest"}
     summary = json.loads((tmp_path / "dev" / "summary.json").read_text())
