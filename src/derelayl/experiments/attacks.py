@@ -375,9 +375,10 @@ def render(results: dict[str, Any]) -> str:
             continue
         loss, share_v = row["loss_pp"][0], row.get("reward_share", (0.0, 0.0))[0]
         ok = loss <= 1.0 and share_v < 0.05
+        excess = f", {row['excess_pp'][0]:+.1f} pp over their honest share" if "excess_pp" in row else ""
         lines.append(
             f"- {row['attack']}, {row['method']}: {'meets' if ok else 'misses'} "
-            f"(loss {loss:.1f} pp, share {100 * share_v:.1f}%)"
+            f"(loss {loss:.1f} pp, share {100 * share_v:.1f}%{excess})"
         )
     lines += ["", "![attacks](attacks.png)", "", f"Wall time {results['wall_seconds']} s.", ""]
     return "\n".join(lines)
