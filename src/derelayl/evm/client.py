@@ -129,7 +129,10 @@ def encode_proposal(contract: Any, proposal: Proposal) -> bytes:
 
 
 class ContractClient(ChainClient):
-    def __init__(self, node: Node, address: str, on_event: Any = None) -> None:
+    def __init__(self, node: Node, address: str, on_event: Any = None, since: int = 0) -> None:
+        """``since``: a block at or before the contract's deployment, where the search for its
+        genesis log starts (0 when not known; a node may answer a log search from block 0 on
+        a long chain slowly: eth-tester reads every receipt since)."""
         w3 = node.w3
         self.node = node
         try:
@@ -141,7 +144,7 @@ class ContractClient(ChainClient):
         artifact = load_artifact()
         self.contract = w3.eth.contract(address=self.address, abi=artifact["abi"])
         self._check_extension(artifact["extension_runtime_keccak"])
-        self.history = self._genesis()
+        self.history = self._genesis(since)
         self.history.on_event = on_event
         self._synced_to = self.history.genesis_block
         self.last_tx: Any = None
@@ -179,7 +182,7 @@ class ContractClient(ChainClient):
             genesis_model,
         ).data_in_transaction
         receipt = node.send(deployer, None, data)
-        return cls(node, receipt["contractAddress"])
+        return cls(node, receipt["contractAddress"], since=int(extension["blockNumber"]))
 
     def _check_extension(self, expected: str) -> None:
         """DeRelayL runs its extension's code on its own storage: that code must be ours."""
@@ -191,8 +194,8 @@ class ContractClient(ChainClient):
         if "0x" + bytes(w3.keccak(bytes(w3.eth.get_code(extension)))).hex() != expected:
             raise LedgerError(f"{self.address} delegates to {extension}, whose code is not DeRelayL's TestAndSettle")
 
-    def _genesis(self) -> History:
-        logs = self.contract.events.Genesis().get_logs(from_block=0)
+    def _genesis(self, since: int) -> History:
+        logs = self.contract.events.Genesis().get_logs(from_block=since)
         if len(logs) != 1:
             raise LedgerError(f"{self.address} is not a DeRelayL contract (no genesis log)")
         log = logs[0]
