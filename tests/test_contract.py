@@ -18,6 +18,7 @@ from derelayl.evm.node import TxFailed, connect, embedded
 from derelayl.evm.signing import EvmKey, EvmSigner, compute_domain, derive_evm_keys, recover
 from derelayl.learning.latent import LatentTrainer
 from derelayl.protocol import Bids, Params
+from derelayl.protocol.digest import compute_state_root
 from derelayl.protocol.messages import BidMessage, ScoresMessage
 from evm_harness import Pair
 
@@ -91,6 +92,22 @@ def test_wrong_rpc_url_missing_contract_and_wrong_chain_are_clear_errors(node) -
         ContractClient(node, "0x" + "11" * 20)
     with pytest.raises(ConfigError, match="is not an address"):
         ContractClient(node, "0xnothex")
+
+
+def test_a_client_finds_the_genesis_from_any_hint_of_the_deployment_block(node) -> None:
+    """A record's ``genesis_block`` only shortens the log search: a hint past the deployment
+    (a stale or edited record) still finds the contract's genesis, from block 0."""
+    pair = Pair(node, Params(k=2, test_cases=5), participants=6, seed=23)
+    pair.apply(LatentPopulation(LatentTrainer(seed=23)).next_block(pair.ref), "honest")
+    genesis = pair.client.history.genesis_block
+    assert genesis > 0
+    roots = set()
+    for since in (0, genesis, genesis + 1, node.block_number() + 5, -3, True):
+        client = ContractClient(node, pair.client.address, since=since)
+        client.sync()
+        assert client.history.genesis_block == genesis
+        roots.add(compute_state_root(client.state))
+    assert roots == {compute_state_root(pair.client.state)}
 
 
 def test_every_numbered_revert_reason_is_spelled_out() -> None:

@@ -130,9 +130,10 @@ def encode_proposal(contract: Any, proposal: Proposal) -> bytes:
 
 class ContractClient(ChainClient):
     def __init__(self, node: Node, address: str, on_event: Any = None, since: int = 0) -> None:
-        """``since``: a block at or before the contract's deployment, where the search for its
-        genesis log starts (0 when not known; a node may answer a log search from block 0 on
-        a long chain slowly: eth-tester reads every receipt since)."""
+        """``since``: a hint, the block of the contract's deployment, where the search for its
+        genesis log starts (a node may answer a log search from block 0 on a long chain slowly:
+        eth-tester reads every receipt since). A hint past the deployment finds no log there,
+        and the search starts again from block 0."""
         w3 = node.w3
         self.node = node
         try:
@@ -195,7 +196,10 @@ class ContractClient(ChainClient):
             raise LedgerError(f"{self.address} delegates to {extension}, whose code is not DeRelayL's TestAndSettle")
 
     def _genesis(self, since: int) -> History:
+        since = since if isinstance(since, int) and not isinstance(since, bool) and since >= 0 else 0
         logs = self.contract.events.Genesis().get_logs(from_block=since)
+        if not logs and since > 0:
+            logs = self.contract.events.Genesis().get_logs(from_block=0)
         if len(logs) != 1:
             raise LedgerError(f"{self.address} is not a DeRelayL contract (no genesis log)")
         log = logs[0]

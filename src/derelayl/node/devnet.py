@@ -92,12 +92,13 @@ class Devnet:
                 "rpc": self.chain.url,
                 "chain_id": self.chain.chain_id,
                 "contract": client.address,
+                "genesis_block": client.history.genesis_block,
                 "nodes": [{"address": k.address, "url": self._url(i)} for i, k in enumerate(keys)],
             }
             write_atomic(record_path, json.dumps(self.record, indent=2) + "\n")
         else:
             self.record = {**previous, "rpc": self.chain.url}
-            client = ContractClient(self.chain, previous["contract"])
+            client = ContractClient(self.chain, previous["contract"], since=previous.get("genesis_block", 0))
         urls = ",".join(self._url(i) for i in range(c.nodes))
         self.say(f"starting {c.nodes} nodes")
         for i in range(c.nodes):

@@ -93,7 +93,8 @@ def open_evm_ledger(
                 if is_block(event.operation):
                     follow(state)
 
-            client = ContractClient(node, previous["contract"], on_event=on_event)
+            since = previous.get("genesis_block", 0)
+            client = ContractClient(node, previous["contract"], on_event=on_event, since=since)
             client.sync()
             if client.state.keys[:participants] != [k.public for k in keys] or client.state.params != params:
                 raise ConfigError(
@@ -113,6 +114,7 @@ def open_evm_ledger(
                 "rpc": rpc,
                 "chain_id": node.chain_id,
                 "contract": client.address,
+                "genesis_block": client.history.genesis_block,
                 "chain_randomness": chain_randomness,
             }
             _write_record(record_path, record)
